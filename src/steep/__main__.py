@@ -1,0 +1,5 @@
+import sys
+
+from steep.cli import main
+
+sys.exit(main())

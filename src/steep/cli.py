@@ -1,0 +1,133 @@
+"""Command line: ``steep train | validate | demo``.
+
+Errors a user can fix (bad config, missing data, unknown base LR) print one clear message
+and exit 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from steep.config import ConfigError, load_config, steep_home
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, FileExistsError)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from steep.data.shards import ShardError
+    from steep.model.base_lr import UnknownBaseLR
+    from steep.model.io import ModelLoadError
+    from steep.train.checkpoint import CheckpointError
+    from steep.train.inputs import DataError
+
+    return (
+        *USER_ERRORS,
+        ShardError,
+        UnknownBaseLR,
+        ModelLoadError,
+        CheckpointError,
+        DataError,
+        ValueError,
+    )
+
+
+def _quiet_libraries() -> None:
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from steep.train.loop import resume_run, train
+
+    _quiet_libraries()
+    if args.resume:
+        if args.config or args.set:
+            raise ConfigError(
+                "--resume continues a run with its own config.yaml: give no CONFIG or --set"
+            )
+        resume_run(Path(args.resume))
+        return 0
+    if not args.config:
+        raise ConfigError("steep train needs CONFIG.yaml (or --resume RUN_DIR)")
+    config = load_config(args.config, args.set)
+    train(config, run_dir=Path(args.out) if args.out else None)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from steep.config import dump_config
+    from steep.train.loop import resolve_max_lr
+
+    config = load_config(args.config, args.set)
+    max_lr, source = resolve_max_lr(config)
+    print(dump_config(config), end="")
+    print(
+        f"# ok: max LR {max_lr:.3g} = {config.train.lr_fraction:g} x {source}; "
+        f"{config.train.steps} steps x {config.train.global_batch_tokens:,} tokens = "
+        f"{config.train.steps * config.train.global_batch_tokens:,} tokens"
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from steep.demo import run_demo
+
+    _quiet_libraries()
+    run_demo(overrides=args.set)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="steep", description="continued pretraining of open LLMs")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="run a training job from a YAML config")
+    t.add_argument("config", nargs="?", help="run config (YAML)")
+    t.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.steps=100 (repeatable)",
+    )
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    t.add_argument("--out", metavar="RUN_DIR", help="run directory (default under STEEP_HOME/runs)")
+    t.set_defaults(func=cmd_train)
+
+    v = sub.add_parser("validate", help="check a config and print it resolved, without running")
+    v.add_argument("config")
+    v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    v.set_defaults(func=cmd_validate)
+
+    d = sub.add_parser("demo", help="adapt SmolLM2-135M to Python docs, offline (~10 min on CPU)")
+    d.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a value of examples/demo.yaml",
+    )
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("STEEP_HOME", str(steep_home()))
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except _user_errors() as exc:
+        print(f"steep {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

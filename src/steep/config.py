@@ -1,0 +1,270 @@
+"""Run configuration: one YAML file, validated before any work starts.
+
+pydantic does the validation; this module adds what a user needs on top of it: unknown
+keys are refused with the valid ones listed (a typo must never be silently ignored),
+``--set a.b=value`` overrides, and errors that name the field and the allowed values.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the field and what is allowed."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunSection(_Strict):
+    name: str = "run"
+    out_dir: str | None = Field(
+        None, description="run directory; default STEEP_HOME/runs/<name>-<timestamp>"
+    )
+    seed: int = 0
+
+
+class ModelSection(_Strict):
+    base: str | None = Field(
+        None, description="local HF directory, a .gguf file, or a hub id (online machines only)"
+    )
+    gguf_file: str | None = Field(None, description="GGUF file name when `base` is a directory")
+    random_init: dict[str, Any] | None = Field(
+        None,
+        description="build a fresh model from these config values (model_type + sizes) "
+        "instead of loading `base`; for smoke tests and recipe science",
+    )
+    tokenizer: str | None = Field(
+        None,
+        description="tokenizer directory, or 'bytes' (257-token byte tokenizer); default: base's",
+    )
+    base_max_lr: float | None = Field(
+        None, gt=0, description="the base's own pretraining peak LR; required when not in the table"
+    )
+    document_separator: str | None = Field(
+        None, description="token put between documents; default: the tokenizer's EOS"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSection:
+        if self.base is None and self.random_init is None:
+            raise ValueError("set model.base (HF dir, .gguf or hub id) or model.random_init")
+        if self.random_init is not None and self.tokenizer is None and self.base is None:
+            raise ValueError("model.random_init needs model.tokenizer (a directory or 'bytes')")
+        return self
+
+
+class SourceSection(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    paths: list[str] = Field(min_length=1)
+    weight: float = Field(1.0, gt=0, description="share of training tokens, relative to the others")
+    text_field: str = "text"
+    heldout_fraction: float = Field(0.05, ge=0, lt=1)
+
+
+class DataSection(_Strict):
+    sources: list[SourceSection] = Field(min_length=1)
+    eval_sets: dict[str, list[str]] = Field(
+        default_factory=dict, description="extra held-out sets: name -> files, evaluated only"
+    )
+    seq_len: int = Field(512, ge=8)
+    max_epochs: float = Field(
+        1.0, gt=0, description="refuse a run that would read any source more often than this"
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> DataSection:
+        names = [s.name for s in self.sources] + list(self.eval_sets)
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"data source / eval set names must be unique; repeated: {dupes}")
+        return self
+
+
+class TrainSection(_Strict):
+    steps: int = Field(ge=1)
+    global_batch_tokens: int = Field(
+        ge=8, description="tokens per optimizer step, all micro-batches"
+    )
+    micro_batch_size: int = Field(1, ge=1, description="sequences per forward pass")
+    lr_fraction: float = Field(0.1, gt=0, le=10, description="max LR = lr_fraction x base peak LR")
+    schedule: Literal["cosine", "wsd", "constant"] = "cosine"
+    warmup_steps: int | None = Field(None, ge=0)
+    warmup_fraction: float = Field(0.01, ge=0, le=1, description="used when warmup_steps is unset")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="floor of the decay, x max LR")
+    decay_fraction: float = Field(0.2, gt=0, le=1, description="wsd: share of steps spent decaying")
+    weight_decay: float = Field(0.1, ge=0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.95, ge=0, lt=1)
+    eps: float = Field(1e-8, gt=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    precision: Literal["bf16-autocast", "fp32", "bf16"] = Field(
+        "bf16-autocast",
+        description="bf16-autocast keeps fp32 weights; pure bf16 loses small CPT updates",
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores")
+
+
+class EvalSection(_Strict):
+    every_steps: int = Field(100, ge=1)
+    max_windows: int = Field(16, ge=1, description="fixed windows of seq_len per eval set")
+    batch_size: int = Field(4, ge=1)
+
+
+class CheckpointSection(_Strict):
+    every_steps: int = Field(100, ge=1)
+    keep_last: int = Field(2, ge=1)
+
+
+class RunConfig(_Strict):
+    run: RunSection = Field(default_factory=RunSection)
+    model: ModelSection
+    data: DataSection
+    train: TrainSection
+    eval: EvalSection = Field(default_factory=EvalSection)
+    checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> RunConfig:
+        per_micro = self.data.seq_len * self.train.micro_batch_size
+        if self.train.global_batch_tokens % per_micro:
+            raise ValueError(
+                f"train.global_batch_tokens={self.train.global_batch_tokens} must be a multiple of "
+                f"data.seq_len x train.micro_batch_size = {per_micro}"
+            )
+        return self
+
+    @property
+    def grad_accum(self) -> int:
+        return self.train.global_batch_tokens // (self.data.seq_len * self.train.micro_batch_size)
+
+    @property
+    def sequences_per_step(self) -> int:
+        return self.train.global_batch_tokens // self.data.seq_len
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def _section_models() -> dict[tuple[str, ...], type[BaseModel]]:
+    """Map a dotted location to the pydantic model that validates it, for typo hints."""
+    out: dict[tuple[str, ...], type[BaseModel]] = {(): RunConfig}
+    for name, field in RunConfig.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out[(name,)] = ann
+    out[("data", "sources")] = SourceSection
+    return out
+
+
+def _format_error(err: dict[str, Any], where: str) -> str:
+    loc = [str(p) for p in err["loc"]]
+    field = ".".join(loc) if loc else "(top level)"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        parent = tuple(p for p in loc[:-1] if not p.isdigit())
+        model = _section_models().get(parent)
+        valid = sorted(model.model_fields) if model else []
+        close = difflib.get_close_matches(loc[-1], valid, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        return f"{where}: unknown field '{field}'.{hint} Valid fields here: {', '.join(valid)}"
+    return f"{where}: {field}: {msg}"
+
+
+def parse_config(data: dict[str, Any], where: str = "config") -> RunConfig:
+    """Validate a config dict; every problem is listed with its field path."""
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = [_format_error(e, where) for e in exc.errors()]
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides; the value is read as YAML (so 3e-4, true, [1,2] work)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.steps=100")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if isinstance(node, list):
+                node = node[_list_index(node, part, key)]
+                continue
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict | list):
+                raise ConfigError(f"--set {key}: '{part}' is a value, not a section")
+        value = yaml.safe_load(raw) if raw else None
+        if isinstance(node, list):
+            node[_list_index(node, parts[-1], key)] = value
+        else:
+            node[parts[-1]] = value
+    return data
+
+
+def _list_index(node: list, part: str, key: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"--set {key}: '{part}' must be an index below {len(node)}")
+    return int(part)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read YAML, apply overrides, validate. Relative data paths resolve against the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    data = apply_overrides(data, overrides or [])
+    config = parse_config(data, where=str(path))
+    return resolve_paths(config, path.parent)
+
+
+def resolve_paths(config: RunConfig, root: Path) -> RunConfig:
+    """Make relative file paths absolute against ``root`` (the config file's folder)."""
+
+    def fix(p: str) -> str:
+        expanded = os.path.expandvars(os.path.expanduser(p))
+        return expanded if os.path.isabs(expanded) else str((root / expanded).resolve())
+
+    for src in config.data.sources:
+        src.paths = [fix(p) for p in src.paths]
+    config.data.eval_sets = {k: [fix(p) for p in v] for k, v in config.data.eval_sets.items()}
+    for attr in ("base", "tokenizer"):
+        value = getattr(config.model, attr)
+        if value and value != "bytes" and _looks_local(value, root):
+            setattr(config.model, attr, fix(value))
+    return config
+
+
+def _looks_local(value: str, root: Path) -> bool:
+    """A hub id looks like 'org/name'; anything that exists on disk or starts with . or / is local."""
+    if value.startswith((".", "/", "~", "$")) or value.endswith(".gguf"):
+        return True
+    return (root / value).exists()
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def steep_home() -> Path:
+    return Path(os.environ.get("STEEP_HOME", "steep-home")).resolve()

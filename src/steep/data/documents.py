@@ -1,0 +1,193 @@
+"""Read text documents from jsonl / json / txt / md / parquet files, compressed or not.
+
+A bad record never stops the job: it is skipped, counted and kept with its file, line and
+reason in a ``Skip`` so the user can see exactly what was left out and why.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO
+
+TEXT_SUFFIXES = (".jsonl", ".json", ".ndjson", ".txt", ".md", ".parquet")
+COMPRESSIONS = (".gz", ".zst", ".bz2")
+
+
+@dataclass
+class Document:
+    text: str
+    path: str
+    line: int  # 1-based line (jsonl), row (parquet) or 1 (whole-file formats)
+
+
+@dataclass
+class Skip:
+    path: str
+    line: int | None
+    reason: str
+
+
+@dataclass
+class SkipLog:
+    """Every record left out, with its reason; summarised for the user at the end."""
+
+    skips: list[Skip] = field(default_factory=list)
+
+    def add(self, path: str | Path, line: int | None, reason: str) -> None:
+        self.skips.append(Skip(str(path), line, reason))
+
+    def counts(self) -> Counter[str]:
+        return Counter(s.reason.split(":")[0] for s in self.skips)
+
+    def summary(self) -> str:
+        if not self.skips:
+            return "no records skipped"
+        parts = ", ".join(f"{n} {reason}" for reason, n in self.counts().most_common())
+        return f"{len(self.skips)} records skipped ({parts})"
+
+    def write(self, path: Path) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            for s in self.skips:
+                f.write(json.dumps(asdict(s), ensure_ascii=False) + "\n")
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Files named directly, plus every readable text file under named folders (sorted)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise FileNotFoundError(f"data path does not exist: {p}")
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and _format_of(f))
+            if not found:
+                raise FileNotFoundError(
+                    f"folder {p} holds no text files (looked for {', '.join(TEXT_SUFFIXES)}, "
+                    f"optionally compressed {', '.join(COMPRESSIONS)})"
+                )
+            out.extend(found)
+        else:
+            out.append(p)
+    return out
+
+
+def _format_of(path: Path) -> str | None:
+    name = path.name.lower()
+    for comp in COMPRESSIONS:
+        name = name.removesuffix(comp)
+    for suffix in TEXT_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return None
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if name.endswith(".bz2"):
+        return bz2.open(path, "rb")
+    if name.endswith(".zst"):
+        import zstandard
+
+        reader = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
+        return io.BufferedReader(reader)  # adds line iteration
+    return open(path, "rb")
+
+
+def read_documents(
+    paths: Iterable[str | Path], skips: SkipLog, text_field: str = "text"
+) -> Iterator[Document]:
+    """Yield non-empty documents from every file; anything unusable goes to ``skips``."""
+    for path in expand_paths(paths):
+        fmt = _format_of(path)
+        try:
+            if fmt in (".jsonl", ".ndjson", ".json"):
+                yield from _read_jsonl(path, text_field, skips)
+            elif fmt == ".parquet":
+                yield from _read_parquet(path, text_field, skips)
+            elif fmt in (".txt", ".md"):
+                yield from _read_whole(path, skips)
+            else:
+                skips.add(path, None, f"unsupported file type: expected one of {TEXT_SUFFIXES}")
+        except OSError as exc:
+            skips.add(path, None, f"unreadable file: {exc}")
+        except EOFError as exc:
+            skips.add(path, None, f"unreadable file: truncated archive ({exc})")
+
+
+def _accept(text: object, path: Path, line: int, skips: SkipLog, field_name: str) -> str | None:
+    if not isinstance(text, str):
+        kind = "missing" if text is None else f"not a string ({type(text).__name__})"
+        skips.add(path, line, f"bad field: '{field_name}' {kind}")
+        return None
+    if not text.strip():
+        skips.add(path, line, "empty document")
+        return None
+    return text
+
+
+def _read_jsonl(path: Path, text_field: str, skips: SkipLog) -> Iterator[Document]:
+    with _open_binary(path) as raw:
+        for lineno, line in enumerate(raw, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                skips.add(path, lineno, f"invalid UTF-8: byte {exc.start}")
+                continue
+            except json.JSONDecodeError as exc:
+                skips.add(path, lineno, f"malformed JSON: {exc.msg} at column {exc.colno}")
+                continue
+            if not isinstance(record, dict):
+                skips.add(
+                    path, lineno, f"malformed JSON: expected an object, got {type(record).__name__}"
+                )
+                continue
+            text = _accept(record.get(text_field), path, lineno, skips, text_field)
+            if text is not None:
+                yield Document(text, str(path), lineno)
+
+
+def _read_whole(path: Path, skips: SkipLog) -> Iterator[Document]:
+    with _open_binary(path) as raw:
+        data = raw.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        skips.add(path, line, f"invalid UTF-8: byte {exc.start}")
+        return
+    if "\x00" in text:
+        skips.add(path, None, "binary file: contains NUL bytes")
+        return
+    accepted = _accept(text, path, 1, skips, "text")
+    if accepted is not None:
+        yield Document(accepted, str(path), 1)
+
+
+def _read_parquet(path: Path, text_field: str, skips: SkipLog) -> Iterator[Document]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises ArrowInvalid for a non-parquet file
+        skips.add(path, None, f"unreadable file: not parquet ({exc})")
+        return
+    if text_field not in pf.schema_arrow.names:
+        skips.add(path, None, f"bad field: no column '{text_field}' (has {pf.schema_arrow.names})")
+        return
+    row = 0
+    for batch in pf.iter_batches(columns=[text_field], batch_size=1024):
+        for value in batch.column(0).to_pylist():
+            row += 1
+            text = _accept(value, path, row, skips, text_field)
+            if text is not None:
+                yield Document(text, str(path), row)

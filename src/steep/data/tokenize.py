@@ -1,0 +1,190 @@
+"""Documents -> token shards, with a held-out split per source, cached by content.
+
+The cache key covers the input files' bytes, the tokenizer's vocabulary, the separator and
+the split settings, so the same data is tokenized once and any change re-tokenizes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from steep.data.documents import SkipLog, expand_paths, read_documents
+from steep.data.shards import VERSION, Shard, ShardWriter
+from steep.model.io import file_sha256, tokenizer_fingerprint
+
+BATCH_DOCS = 256
+
+
+@dataclass
+class TokenizedSource:
+    name: str
+    dir: Path
+    train: Shard
+    heldout: Shard | None
+    info: dict[str, Any]  # files + hashes, counts, skipped records
+
+
+def tokenizer_meta(tokenizer: PreTrainedTokenizerBase, separator: str | None) -> dict[str, Any]:
+    sep = separator or tokenizer.eos_token
+    if sep is None:
+        raise ValueError("the tokenizer has no EOS token: set model.document_separator")
+    sep_id = tokenizer.convert_tokens_to_ids(sep)
+    if sep_id is None or sep_id == tokenizer.unk_token_id:
+        raise ValueError(f"model.document_separator {sep!r} is not a token of this tokenizer")
+    return {
+        "name": str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__),
+        "sha256": tokenizer_fingerprint(tokenizer),
+        "vocab_size": len(tokenizer),
+        "separator": sep,
+        "separator_id": int(sep_id),
+    }
+
+
+def is_heldout(text: str, fraction: float) -> bool:
+    """Stable split by content hash: the same document lands on the same side every time."""
+    if fraction <= 0:
+        return False
+    h = int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+    return h / 2**64 < fraction
+
+
+def tokenize_source(
+    name: str,
+    paths: list[str],
+    tokenizer: PreTrainedTokenizerBase,
+    cache_root: Path,
+    *,
+    text_field: str = "text",
+    heldout_fraction: float = 0.0,
+    separator: str | None = None,
+) -> TokenizedSource:
+    """Tokenize one source into ``train`` (and ``heldout``) shards, or reuse the cached ones."""
+    files = expand_paths(paths)
+    tok_meta = tokenizer_meta(tokenizer, separator)
+    file_info = [
+        {"path": str(f), "bytes": f.stat().st_size, "sha256": file_sha256(f)} for f in files
+    ]
+    key_src = json.dumps(
+        [
+            VERSION,
+            file_info,
+            tok_meta["sha256"],
+            tok_meta["separator_id"],
+            text_field,
+            heldout_fraction,
+        ],
+        sort_keys=True,
+    )
+    key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
+    out = Path(cache_root) / f"{name}-{key}"
+    if (out / "source.json").exists():
+        return _open_source(name, out)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        _write_source(
+            name, files, tokenizer, tok_meta, tmp, text_field, heldout_fraction, file_info
+        )
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return _open_source(name, out)
+
+
+def _write_source(
+    name: str,
+    files: list[Path],
+    tokenizer: PreTrainedTokenizerBase,
+    tok_meta: dict[str, Any],
+    out: Path,
+    text_field: str,
+    heldout_fraction: float,
+    file_info: list[dict],
+) -> None:
+    skips = SkipLog()
+    writers = {
+        "train": ShardWriter(out / "train", tok_meta, {"source": name, "split": "train"}),
+        "heldout": ShardWriter(out / "heldout", tok_meta, {"source": name, "split": "heldout"}),
+    }
+    total_bytes = sum(f["bytes"] for f in file_info)
+    bar = tqdm(
+        total=total_bytes,
+        unit="B",
+        unit_scale=True,
+        desc=f"tokenize {name}",
+        leave=False,
+        dynamic_ncols=True,
+    )
+    batch: list[str] = []
+
+    def flush() -> None:
+        ids = tokenizer(batch, add_special_tokens=False)["input_ids"]
+        for text, doc_ids in zip(batch, ids, strict=True):
+            split = "heldout" if is_heldout(text, heldout_fraction) else "train"
+            writers[split].add(doc_ids)
+            bar.update(len(text.encode("utf-8")))
+        batch.clear()
+
+    try:
+        for doc in read_documents(files, skips, text_field):
+            batch.append(doc.text)
+            if len(batch) >= BATCH_DOCS:
+                flush()
+        if batch:
+            flush()
+    finally:
+        bar.close()
+    if writers["train"].documents == 0:
+        for w in writers.values():
+            w.abort()
+        raise ValueError(
+            f"source '{name}': no usable documents in {[str(f) for f in files]} ({skips.summary()})"
+        )
+    if heldout_fraction > 0 and writers["heldout"].documents == 0:
+        for w in writers.values():
+            w.abort()
+        raise ValueError(
+            f"source '{name}': heldout_fraction={heldout_fraction} picked none of its "
+            f"{writers['train'].documents} documents; raise it or add documents"
+        )
+    counts = {split: {"documents": w.documents, "tokens": w.tokens} for split, w in writers.items()}
+    for w in writers.values():
+        w.close()
+    skips.write(out / "skipped.jsonl")
+    info = {
+        "name": name,
+        "files": file_info,
+        "tokenizer": tok_meta,
+        "text_field": text_field,
+        "heldout_fraction": heldout_fraction,
+        "splits": counts,
+        "skipped": len(skips.skips),
+        "skipped_by_reason": dict(skips.counts()),
+    }
+    (out / "source.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _open_source(name: str, out: Path) -> TokenizedSource:
+    info = json.loads((out / "source.json").read_text())
+    heldout = Shard.open(out / "heldout")
+    return TokenizedSource(
+        name=name,
+        dir=out,
+        train=Shard.open(out / "train"),
+        heldout=heldout if len(heldout) else None,
+        info=info,
+    )

@@ -1,0 +1,249 @@
+"""Load a base model (HF directory, GGUF file, hub id, or random init) and save results.
+
+Everything steep trains is a plain ``transformers`` causal LM in fp32; a GGUF base is
+dequantized once by transformers' own GGUF reader and cached as safetensors, because a
+GGUF-loaded model cannot be saved again and re-reading GGUF costs time on every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+
+from steep.config import ModelSection
+
+LINEAGE_FILE = "steep.json"
+
+
+class ModelLoadError(RuntimeError):
+    """The base model or its tokenizer cannot be loaded; says which path and why."""
+
+
+@dataclass
+class LoadedBase:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    info: dict[str, Any] = field(default_factory=dict)  # lineage: what was loaded, from where
+
+
+# --- tokenizers ----------------------------------------------------------------------------
+
+
+def byte_tokenizer() -> PreTrainedTokenizerFast:
+    """A 257-token byte-level tokenizer (256 bytes + EOS): no download, covers any text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(["<|endoftext|>"])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """Hash of the vocabulary: same ids for same strings is what shards depend on."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    payload = json.dumps(vocab, ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def load_tokenizer(spec: str) -> PreTrainedTokenizerBase:
+    if spec == "bytes":
+        return byte_tokenizer()
+    try:
+        return AutoTokenizer.from_pretrained(spec)
+    except Exception as exc:  # transformers raises many types for a missing tokenizer
+        raise ModelLoadError(
+            f"no usable tokenizer in {spec}: {exc}. A base directory needs tokenizer.json or "
+            "tokenizer_config.json; set model.tokenizer to another directory or 'bytes'"
+        ) from None
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def load_base(cfg: ModelSection, home: Path, seed: int = 0) -> LoadedBase:
+    """Return the fp32 model and tokenizer the run will start from."""
+    if cfg.random_init is not None:
+        loaded = _random_model(cfg, seed)
+    else:
+        assert cfg.base is not None
+        base = cfg.base
+        path = Path(base)
+        if base.endswith(".gguf") or cfg.gguf_file:
+            gguf = path / cfg.gguf_file if cfg.gguf_file else path
+            loaded = _load_hf_dir(gguf_to_hf(gguf, home / "models" / "base"), origin=str(gguf))
+        elif path.exists():
+            loaded = _load_hf_dir(path, origin=str(path))
+        elif path.is_absolute() or base.startswith("."):
+            raise ModelLoadError(f"model.base: {base} does not exist")
+        else:
+            loaded = _load_hf_dir(Path(base), origin=f"hub:{base}")
+    if cfg.tokenizer:
+        loaded.tokenizer = load_tokenizer(cfg.tokenizer)
+        loaded.info["tokenizer"] = cfg.tokenizer
+    vocab = loaded.model.get_input_embeddings().weight.shape[0]
+    if len(loaded.tokenizer) > vocab:
+        raise ModelLoadError(
+            f"tokenizer has {len(loaded.tokenizer)} tokens but the model's embedding has only "
+            f"{vocab} rows: they do not belong together"
+        )
+    loaded.info["tokenizer_sha256"] = tokenizer_fingerprint(loaded.tokenizer)
+    return loaded
+
+
+def _random_model(cfg: ModelSection, seed: int) -> LoadedBase:
+    values = dict(cfg.random_init or {})
+    model_type = values.pop("model_type", "llama")
+    tokenizer = load_tokenizer(cfg.tokenizer or str(cfg.base))
+    values.setdefault("vocab_size", len(tokenizer))
+    values.setdefault("eos_token_id", tokenizer.eos_token_id)
+    try:
+        config = AutoConfig.for_model(model_type, **values)
+    except ValueError as exc:
+        raise ModelLoadError(f"model.random_init: {exc}") from None
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    info = {"source": "random_init", "random_init": {"model_type": model_type, **values}}
+    return LoadedBase(model, tokenizer, info)
+
+
+def _load_hf_dir(path: Path, origin: str) -> LoadedBase:
+    """Load a plain HF causal LM; ``origin`` is what the user named (for lineage)."""
+    local = path.exists()
+    if local and not (path / "config.json").exists():
+        raise ModelLoadError(f"{path} is not a Hugging Face model directory (no config.json)")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot load model from {origin}: {exc}") from None
+    tokenizer = load_tokenizer(str(path))
+    info: dict[str, Any] = {"source": origin, "path": str(path)}
+    lineage = path / LINEAGE_FILE
+    if local and lineage.exists():
+        info["lineage"] = json.loads(lineage.read_text())
+    return LoadedBase(model, tokenizer, info)
+
+
+def base_names(cfg: ModelSection) -> list[str]:
+    """Names the base goes by, best first, for the peak-LR table; reads metadata only."""
+    if cfg.base is None:
+        return []
+    path = Path(cfg.base)
+    if cfg.base.endswith(".gguf") or cfg.gguf_file:
+        gguf = path / cfg.gguf_file if cfg.gguf_file else path
+        return _gguf_names(gguf) if gguf.is_file() else [gguf.name]
+    names: list[str] = []
+    if (path / LINEAGE_FILE).exists():
+        names += json.loads((path / LINEAGE_FILE).read_text()).get("base_names", [])
+    if (path / "config.json").exists():
+        names.append(str(json.loads((path / "config.json").read_text()).get("_name_or_path", "")))
+    names.append(cfg.base)
+    return [n for n in names if n]
+
+
+def gguf_to_hf(gguf: Path, cache_root: Path) -> Path:
+    """Dequantize a GGUF checkpoint into a cached plain HF directory; reuse it next time."""
+    if not gguf.is_file():
+        raise ModelLoadError(f"GGUF file not found: {gguf}")
+    stat = gguf.stat()
+    target = cache_root / f"{gguf.stem}-{stat.st_size}"
+    if (target / LINEAGE_FILE).exists():
+        return target
+    names = _gguf_names(gguf)
+    print(f"converting {gguf.name} to safetensors (once) -> {target}", flush=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+    )
+    # transformers refuses to save a GGUF-loaded model: rebuild a plain one from its config
+    config = quantized.config.to_dict()
+    config.pop("quantization_config", None)
+    config.pop("_name_or_path", None)
+    plain_config = AutoConfig.for_model(**config)
+    model = AutoModelForCausalLM.from_config(plain_config, dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict())
+    lineage = {
+        "kind": "base",
+        "converted_from": str(gguf),
+        "gguf_sha256": file_sha256(gguf),
+        "base_names": names,
+    }
+    save_hf(model, tokenizer, target, lineage)
+    return target
+
+
+def _gguf_names(gguf: Path) -> list[str]:
+    """Names the GGUF metadata gives the model, best first, for the peak-LR table."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(str(gguf)).fields
+
+    def get(key: str) -> str:
+        f = fields.get(key)
+        try:
+            return str(f.contents()) if f is not None else ""
+        except Exception:
+            return ""
+
+    names = []
+    if get("general.basename") and get("general.size_label"):
+        names.append(f"{get('general.basename')}-{get('general.size_label')}")
+    names += [get("general.name"), gguf.name]
+    return [n for n in names if n]
+
+
+# --- saving --------------------------------------------------------------------------------
+
+
+def save_hf(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    out_dir: Path,
+    lineage: dict[str, Any],
+) -> Path:
+    """Write a plain HF directory + steep.json atomically: a crash leaves no half model."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, default=str) + "\n")
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,79 @@
+"""Metrics out of a run: ``metrics.jsonl`` (the contract) and TensorBoard (the viewer).
+
+metrics.jsonl has one JSON object per line, flushed as it is written so a studio or
+``tail -f`` sees it live. Two kinds (documented in docs/formats.md):
+
+- ``{"kind": "train", "step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s",
+  "tokens_by_source": {...}, "time"}``
+- ``{"kind": "eval", "step", "tokens", "sets": {name: {"loss", "ppl", "rel_change"}}, "time"}``
+
+On resume, records after the checkpoint's step are dropped (file and TensorBoard) so the
+log reads as one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def _truncate_after(path: Path, step: int) -> None:
+    """Keep only complete records with step <= ``step``; rewrite atomically."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by the crash
+        if rec.get("step", 0) <= step:
+            kept.append(line)
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class Tracker:
+    def __init__(self, run_dir: Path, resume_step: int | None = None, tensorboard: bool = True):
+        self.path = run_dir / METRICS_FILE
+        if resume_step is not None:
+            _truncate_after(self.path, resume_step)
+        self._file = open(self.path, "a", encoding="utf-8")
+        self._tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            purge = resume_step + 1 if resume_step is not None else None
+            self._tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
+
+    def log(self, record: dict[str, Any]) -> None:
+        record = {**record, "time": time.time()}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            self._to_tensorboard(record)
+
+    def _to_tensorboard(self, rec: dict[str, Any]) -> None:
+        step = rec["step"]
+        if rec["kind"] == "train":
+            for key in ("loss", "lr", "grad_norm", "tokens_per_s"):
+                if rec.get(key) is not None:
+                    self._tb.add_scalar(f"train/{key}", rec[key], step)
+            for name, n in rec.get("tokens_by_source", {}).items():
+                self._tb.add_scalar(f"tokens/{name}", n, step)
+        elif rec["kind"] == "eval":
+            for name, m in rec["sets"].items():
+                self._tb.add_scalar(f"eval/{name}/loss", m["loss"], step)
+                self._tb.add_scalar(f"eval/{name}/rel_change_pct", 100 * m["rel_change"], step)
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.flush()
+            self._tb.close()

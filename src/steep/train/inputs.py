@@ -1,0 +1,118 @@
+"""Everything the loop reads: tokenized sources, the mixture over them, fixed eval sets.
+
+All checks that can fail on the data (tokenizer mismatch, too little data, eval sets too
+short) run here, before the first step, so a bad run fails in seconds rather than hours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from steep.config import RunConfig
+from steep.data.mixture import Mixture
+from steep.data.shards import Windows
+from steep.data.tokenize import TokenizedSource, tokenize_source, tokenizer_meta
+from steep.eval.perplexity import EvalSet, fixed_windows
+
+
+class DataError(ValueError):
+    """The data cannot feed this run; the message says which source and how much there is."""
+
+
+@dataclass
+class Inputs:
+    mixture: Mixture
+    eval_sets: list[EvalSet]
+    sources: list[TokenizedSource]
+    lineage: list[dict[str, Any]] = field(default_factory=list)
+
+
+def build_inputs(config: RunConfig, tokenizer: PreTrainedTokenizerBase, home: Path) -> Inputs:
+    cache = home / "cache" / "tokens"
+    seq_len = config.data.seq_len
+    sep = config.model.document_separator
+    meta = tokenizer_meta(tokenizer, sep)
+    sources: list[TokenizedSource] = []
+    for src in config.data.sources:
+        ts = tokenize_source(
+            src.name,
+            src.paths,
+            tokenizer,
+            cache,
+            text_field=src.text_field,
+            heldout_fraction=src.heldout_fraction,
+            separator=sep,
+        )
+        for shard in (ts.train, ts.heldout):
+            if shard is not None:
+                shard.check_tokenizer(meta["sha256"], f"'{meta['name']}'")
+        if ts.info["skipped"]:
+            print(
+                f"source '{src.name}': {ts.info['skipped']} records skipped "
+                f"{ts.info['skipped_by_reason']}; see {ts.dir / 'skipped.jsonl'}"
+            )
+        sources.append(ts)
+
+    windows = [Windows(ts.train, seq_len) for ts in sources]
+    for ts, w in zip(sources, windows, strict=True):
+        if len(w) == 0:
+            raise DataError(
+                f"source '{ts.name}' has {len(ts.train.tokens)} training tokens, "
+                f"fewer than one sequence of {seq_len + 1}"
+            )
+    mixture = Mixture(
+        [s.name for s in sources],
+        windows,
+        [s.weight for s in config.data.sources],
+        seed=config.run.seed,
+    )
+    _check_enough_data(config, mixture)
+
+    eval_sets = [
+        fixed_windows(ts.name, ts.heldout, seq_len, config.eval.max_windows)
+        for ts in sources
+        if ts.heldout is not None
+    ]
+    for name, paths in config.data.eval_sets.items():
+        ts = tokenize_source(name, paths, tokenizer, cache, separator=sep)
+        ts.train.check_tokenizer(meta["sha256"], f"'{meta['name']}'")
+        eval_sets.append(fixed_windows(name, ts.train, seq_len, config.eval.max_windows))
+    if not eval_sets:
+        print(
+            "warning: no held-out data (every heldout_fraction is 0 and no data.eval_sets): "
+            "the run cannot show gain or forgetting"
+        )
+
+    lineage = [
+        {
+            "name": ts.name,
+            "weight": cfg.weight,
+            "files": ts.info["files"],
+            "splits": ts.info["splits"],
+            "skipped": ts.info["skipped"],
+            "shards": str(ts.dir),
+        }
+        for ts, cfg in zip(sources, config.data.sources, strict=True)
+    ]
+    return Inputs(mixture, eval_sets, sources, lineage)
+
+
+def _check_enough_data(config: RunConfig, mixture: Mixture) -> None:
+    total = config.train.steps * config.sequences_per_step
+    limit = config.data.max_epochs
+    for (name, epochs), w, share in zip(
+        mixture.epochs_needed(total).items(), mixture.windows, mixture.shares, strict=True
+    ):
+        if epochs > limit:
+            have = len(w) * config.data.seq_len
+            raise DataError(
+                f"source '{name}' has {have:,} training tokens ({len(w)} sequences of "
+                f"{config.data.seq_len}); {config.train.steps} steps x "
+                f"{config.train.global_batch_tokens:,} tokens at a {share:.0%} share need "
+                f"{epochs:.2f} passes over it, above data.max_epochs={limit:g}. Lower "
+                "train.steps or the global batch, add data, or raise data.max_epochs"
+            )

@@ -1,0 +1,60 @@
+"""Where and in what precision the loop runs: device, threads, autocast, seeding.
+
+Kept out of the loop so the loop reads the same on CPU and CUDA. The default precision is
+bf16 autocast over fp32 weights: bf16 matmuls for speed, fp32 master weights because
+updates at CPT learning rates (~1e-5 relative) vanish below bf16's 8-bit mantissa.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import warnings
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from steep.config import TrainSection
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    precision: str
+
+    @classmethod
+    def from_config(cls, cfg: TrainSection) -> Runtime:
+        if cfg.device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(
+                "train.device=cuda but torch sees no CUDA device (is this the CPU build of "
+                "torch? see README: 'GPU install')"
+            )
+        use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+        device = torch.device("cuda") if use_cuda else torch.device("cpu")
+        if device.type == "cpu":
+            torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+        if cfg.precision == "bf16":
+            warnings.warn(
+                "train.precision=bf16 stores weights in bf16: small CPT updates are rounded "
+                "away. Prefer bf16-autocast (fp32 weights).",
+                stacklevel=2,
+            )
+        return cls(device=device, precision=cfg.precision)
+
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.precision == "bf16" else torch.float32
+
+    def autocast(self) -> AbstractContextManager:
+        if self.precision == "bf16-autocast":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
