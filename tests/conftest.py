@@ -22,8 +22,33 @@ TINY_LLAMA = dict(
     tie_word_embeddings=True,
 )
 
-WORDS_A = ["def", "return", "class", "import", "lambda", "yield", "async", "await", "self", "None", "True", "False"]
-WORDS_B = ["the", "river", "mountain", "city", "king", "people", "history", "north", "village", "winter", "song"]
+WORDS_A = [
+    "def",
+    "return",
+    "class",
+    "import",
+    "lambda",
+    "yield",
+    "async",
+    "await",
+    "self",
+    "None",
+    "True",
+    "False",
+]
+WORDS_B = [
+    "the",
+    "river",
+    "mountain",
+    "city",
+    "king",
+    "people",
+    "history",
+    "north",
+    "village",
+    "winter",
+    "song",
+]
 
 
 def write_jsonl(path: Path, texts: list[str]) -> Path:

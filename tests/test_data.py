@@ -1,6 +1,7 @@
 import bz2
 import gzip
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -160,3 +161,14 @@ def test_mixture_state_resumes_exactly():
     rest_a = [(d.source, d.window) for d in (a.next() for _ in range(20))]
     rest_b = [(d.source, d.window) for d in (b.next() for _ in range(20))]
     assert rest_a == rest_b
+
+
+def test_document_separator_must_be_a_real_token():
+    from steep.data.tokenize import tokenizer_meta
+
+    tok = byte_tokenizer()
+    tok.unk_token = "<|endoftext|>"  # as in SmolLM2, where the EOS doubles as unk
+    meta = tokenizer_meta(tok, "<|endoftext|>")
+    assert meta["separator_id"] == tok.convert_tokens_to_ids("<|endoftext|>")
+    with pytest.raises(ValueError, match=re.escape("'<|nope|>' is not a token")):
+        tokenizer_meta(tok, "<|nope|>")

@@ -257,6 +257,8 @@ def resolve_paths(config: RunConfig, root: Path) -> RunConfig:
 
 def _looks_local(value: str, root: Path) -> bool:
     """A hub id looks like 'org/name'; anything that exists on disk or starts with . or / is local."""
+    if value.startswith("pkg://"):
+        return False
     if value.startswith((".", "/", "~", "$")) or value.endswith(".gguf"):
         return True
     return (root / value).exists()

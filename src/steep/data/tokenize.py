@@ -39,7 +39,8 @@ def tokenizer_meta(tokenizer: PreTrainedTokenizerBase, separator: str | None) ->
     if sep is None:
         raise ValueError("the tokenizer has no EOS token: set model.document_separator")
     sep_id = tokenizer.convert_tokens_to_ids(sep)
-    if sep_id is None or sep_id == tokenizer.unk_token_id:
+    unknown = sep_id == tokenizer.unk_token_id and sep != tokenizer.unk_token
+    if sep_id is None or unknown:  # SmolLM2's <|endoftext|> is also its unk token
         raise ValueError(f"model.document_separator {sep!r} is not a token of this tokenizer")
     return {
         "name": str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__),

