@@ -1,4 +1,4 @@
-"""Command line: ``steep train | validate | demo``.
+"""Command line: ``steep train | validate | demo | data``.
 
 Errors a user can fix (bad config, missing data, unknown base LR) print one clear message
 and exit 2; anything else is a bug and keeps its traceback.
@@ -17,6 +17,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, 
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from steep.data.catalog import CatalogError
     from steep.data.shards import ShardError
     from steep.model.base_lr import UnknownBaseLR
     from steep.model.io import ModelLoadError
@@ -26,6 +27,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (
         *USER_ERRORS,
         ShardError,
+        CatalogError,
         UnknownBaseLR,
         ModelLoadError,
         CheckpointError,
@@ -113,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a value of examples/demo.yaml",
     )
     d.set_defaults(func=cmd_demo)
+
+    from steep.data_cli import add_data_parser
+
+    add_data_parser(sub)
     return p
 
 

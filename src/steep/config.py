@@ -64,10 +64,30 @@ class ModelSection(_Strict):
 
 class SourceSection(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    paths: list[str] = Field(min_length=1)
+    paths: list[str] | None = Field(None, min_length=1, description="files or folders of text")
+    dataset: str | None = Field(
+        None, description="a Data Hub dataset, NAME@VERSION (or NAME for the latest)"
+    )
+    languages: list[str] | None = Field(
+        None, description="dataset only: keep documents tagged with these languages"
+    )
+    exclude_languages: list[str] | None = Field(
+        None, description="dataset only: drop documents tagged with these languages"
+    )
     weight: float = Field(1.0, gt=0, description="share of training tokens, relative to the others")
     text_field: str = "text"
     heldout_fraction: float = Field(0.05, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> SourceSection:
+        if (self.paths is None) == (self.dataset is None):
+            raise ValueError(f"source '{self.name}': give exactly one of paths or dataset")
+        if self.paths is not None and (self.languages or self.exclude_languages):
+            raise ValueError(
+                f"source '{self.name}': languages / exclude_languages need a dataset "
+                "(its documents carry language tags); files do not"
+            )
+        return self
 
 
 class DataSection(_Strict):
@@ -246,7 +266,8 @@ def resolve_paths(config: RunConfig, root: Path) -> RunConfig:
         return expanded if os.path.isabs(expanded) else str((root / expanded).resolve())
 
     for src in config.data.sources:
-        src.paths = [fix(p) for p in src.paths]
+        if src.paths is not None:
+            src.paths = [fix(p) for p in src.paths]
     config.data.eval_sets = {k: [fix(p) for p in v] for k, v in config.data.eval_sets.items()}
     for attr in ("base", "tokenizer"):
         value = getattr(config.model, attr)

@@ -11,7 +11,8 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,29 @@ def tokenizer_meta(tokenizer: PreTrainedTokenizerBase, separator: str | None) ->
     }
 
 
+@dataclass(frozen=True)
+class DatasetSelection:
+    """Which documents of a Data Hub version a source reads (part of the cache key)."""
+
+    ref: str  # NAME@VERSION, resolved: versions never change, so the ref identifies the text
+    created: str
+    languages: tuple[str, ...] | None = None
+    exclude_languages: tuple[str, ...] | None = None
+
+    def keep(self, lang: str) -> bool:
+        if self.languages is not None and lang not in self.languages:
+            return False
+        return not (self.exclude_languages and lang in self.exclude_languages)
+
+    def texts(self, shards: list[Path]) -> Iterator[str]:
+        from steep.data.steps import read_docs
+
+        for shard in shards:
+            for doc in read_docs(shard):
+                if self.keep(doc.meta.get("lang", "und")):
+                    yield doc.text
+
+
 def is_heldout(text: str, fraction: float) -> bool:
     """Stable split by content hash: the same document lands on the same side every time."""
     if fraction <= 0:
@@ -68,17 +92,25 @@ def tokenize_source(
     text_field: str = "text",
     heldout_fraction: float = 0.0,
     separator: str | None = None,
+    dataset: DatasetSelection | None = None,
 ) -> TokenizedSource:
-    """Tokenize one source into ``train`` (and ``heldout``) shards, or reuse the cached ones."""
+    """Tokenize one source into ``train`` (and ``heldout``) shards, or reuse the cached ones.
+
+    With ``dataset``, ``paths`` are a Data Hub version's document shards: the cache key is
+    the version (immutable) instead of a hash of every file, and language filters apply.
+    """
     files = expand_paths(paths)
     tok_meta = tokenizer_meta(tokenizer, separator)
-    file_info = [
-        {"path": str(f), "bytes": f.stat().st_size, "sha256": file_sha256(f)} for f in files
-    ]
+    if dataset is None:
+        file_info = [
+            {"path": str(f), "bytes": f.stat().st_size, "sha256": file_sha256(f)} for f in files
+        ]
+    else:
+        file_info = [{"path": str(f), "bytes": f.stat().st_size} for f in files]
     key_src = json.dumps(
         [
             VERSION,
-            file_info,
+            file_info if dataset is None else asdict(dataset),
             tok_meta["sha256"],
             tok_meta["separator_id"],
             text_field,
@@ -95,7 +127,7 @@ def tokenize_source(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         _write_source(
-            name, files, tokenizer, tok_meta, tmp, text_field, heldout_fraction, file_info
+            name, files, tokenizer, tok_meta, tmp, text_field, heldout_fraction, file_info, dataset
         )
         if out.exists():
             shutil.rmtree(out)
@@ -115,6 +147,7 @@ def _write_source(
     text_field: str,
     heldout_fraction: float,
     file_info: list[dict],
+    dataset: DatasetSelection | None = None,
 ) -> None:
     skips = SkipLog()
     writers = {
@@ -141,8 +174,13 @@ def _write_source(
         batch.clear()
 
     try:
-        for doc in read_documents(files, skips, text_field):
-            batch.append(doc.text)
+        texts = (
+            (d.text for d in read_documents(files, skips, text_field))
+            if dataset is None
+            else dataset.texts(files)
+        )
+        for text in texts:
+            batch.append(text)
             if len(batch) >= BATCH_DOCS:
                 flush()
         if batch:
@@ -168,6 +206,7 @@ def _write_source(
     skips.write(out / "skipped.jsonl")
     info = {
         "name": name,
+        "dataset": asdict(dataset) if dataset else None,
         "files": file_info,
         "tokenizer": tok_meta,
         "text_field": text_field,

@@ -12,10 +12,15 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from steep.config import RunConfig
+from steep.config import RunConfig, SourceSection
 from steep.data.mixture import Mixture
 from steep.data.shards import Windows
-from steep.data.tokenize import TokenizedSource, tokenize_source, tokenizer_meta
+from steep.data.tokenize import (
+    DatasetSelection,
+    TokenizedSource,
+    tokenize_source,
+    tokenizer_meta,
+)
 from steep.eval.perplexity import EvalSet, fixed_windows
 
 
@@ -31,6 +36,23 @@ class Inputs:
     lineage: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _source_files(src: SourceSection) -> tuple[list[str], DatasetSelection | None]:
+    """A source's files; for a Data Hub dataset, its version's shards and language filter."""
+    if src.paths is not None:
+        return src.paths, None
+    from steep.data.catalog import Catalog
+
+    ds = Catalog().get(src.dataset or "")
+    selection = DatasetSelection(
+        ds.ref,
+        ds.manifest["created"],
+        tuple(src.languages) if src.languages else None,
+        tuple(src.exclude_languages) if src.exclude_languages else None,
+    )
+    print(f"source '{src.name}': dataset {ds.ref} ({ds.manifest['documents']:,} documents)")
+    return [str(p) for p in ds.shards], selection
+
+
 def build_inputs(config: RunConfig, tokenizer: PreTrainedTokenizerBase, home: Path) -> Inputs:
     cache = home / "cache" / "tokens"
     seq_len = config.data.seq_len
@@ -38,14 +60,16 @@ def build_inputs(config: RunConfig, tokenizer: PreTrainedTokenizerBase, home: Pa
     meta = tokenizer_meta(tokenizer, sep)
     sources: list[TokenizedSource] = []
     for src in config.data.sources:
+        paths, selection = _source_files(src)
         ts = tokenize_source(
             src.name,
-            src.paths,
+            paths,
             tokenizer,
             cache,
             text_field=src.text_field,
             heldout_fraction=src.heldout_fraction,
             separator=sep,
+            dataset=selection,
         )
         for shard in (ts.train, ts.heldout):
             if shard is not None:
@@ -91,6 +115,7 @@ def build_inputs(config: RunConfig, tokenizer: PreTrainedTokenizerBase, home: Pa
         {
             "name": ts.name,
             "weight": cfg.weight,
+            "dataset": ts.info.get("dataset"),
             "files": ts.info["files"],
             "splits": ts.info["splits"],
             "skipped": ts.info["skipped"],

@@ -1,0 +1,160 @@
+"""Data Hub flows a user runs end to end: mine with a classifier, decontaminate, and train
+on dataset versions with a non-English slice taken from language tags."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from steep.cli import main
+from steep.config import ConfigError, parse_config
+from steep.data.catalog import Catalog
+from steep.data.executor import LocalExecutor
+from steep.data.ingest import add_dataset
+from steep.data.pipeline import parse_recipe, prepare
+from steep.data.steps import read_docs
+from steep.train.loop import train
+
+from .conftest import make_tiny_model
+
+SMOKE = Path(__file__).resolve().parents[1] / "examples" / "data" / "smoke"
+INLINE = LocalExecutor(1)
+
+GERMAN = (
+    "Die Stadt liegt am Ufer des Flusses und ist seit dem Mittelalter ein wichtiger Ort für den "
+    "Handel. Im Sommer kommen viele Besucher, die durch die alten Gassen gehen und die Kirchen "
+    "besichtigen. Die Bewohner sind stolz auf ihre Geschichte und pflegen die Traditionen der Region."
+)
+VIETNAMESE = (
+    "Thành phố nằm bên bờ sông và từ thời trung cổ đã là một nơi quan trọng cho việc buôn bán. "
+    "Vào mùa hè có rất nhiều du khách đến thăm, họ đi dạo qua những con phố cổ và ghé thăm các "
+    "nhà thờ. Người dân tự hào về lịch sử của mình và gìn giữ những truyền thống của vùng."
+)
+
+
+def paragraphs(path: Path, min_chars: int = 100) -> list[str]:
+    out = []
+    for line in path.read_text().splitlines():
+        text = json.loads(line)["text"]
+        out += [p.strip() for p in text.split("\n\n") if len(p.strip()) >= min_chars]
+    return out
+
+
+def write_jsonl(path: Path, texts: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts))
+    return path
+
+
+def test_classifier_mines_domain_documents_out_of_a_general_corpus(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    docs, wiki = paragraphs(SMOKE / "domain.jsonl"), paragraphs(SMOKE / "general.jsonl")
+    # seeds: two thirds of each; the rest is hidden in a "general crawl" to mine from
+    cut_d, cut_w = 2 * len(docs) // 3, 2 * len(wiki) // 3
+    write_jsonl(tmp_path / "seed_domain.jsonl", docs[:cut_d])
+    write_jsonl(tmp_path / "seed_general.jsonl", wiki[:cut_w])
+    write_jsonl(tmp_path / "crawl.jsonl", docs[cut_d:] + wiki[cut_w:])
+    for name in ("seed_domain", "seed_general", "crawl"):
+        assert main(["data", "add", name, str(tmp_path / f"{name}.jsonl"), "--no-langid"]) == 0
+    assert (
+        main(
+            ["data", "classifier", "train", "--positive", "seed_domain"]
+            + ["--negative", "seed_general", "--name", "pydocs"]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "precision" in out and "recall" in out
+    assert main(["data", "mine", "crawl", "--classifier", "pydocs", "--workers", "1"]) == 0
+
+    mined = Catalog().get("crawl-mined")
+    assert mined.manifest["parent"] == "crawl@1"
+    kept = {d.text for s in mined.shards for d in read_docs(s)}
+    hidden_docs, hidden_wiki = set(docs[cut_d:]), set(wiki[cut_w:])
+    recall = len(kept & hidden_docs) / len(hidden_docs)
+    precision = len(kept & hidden_docs) / max(len(kept), 1)
+    assert recall > 0.8 and precision > 0.8, (recall, precision)
+    assert not kept & hidden_wiki or len(kept & hidden_wiki) < len(hidden_wiki) / 5
+
+
+def test_decontaminate_drops_training_text_that_contains_eval_text(tmp_path: Path) -> None:
+    wiki = paragraphs(SMOKE / "general.jsonl")
+    eval_text = wiki[0]
+    leaked = "Intro words here. " + " ".join(eval_text.split()[:20]) + " and more after it."
+    write_jsonl(tmp_path / "eval.jsonl", [eval_text])
+    write_jsonl(tmp_path / "train.jsonl", [leaked, wiki[1], wiki[2]])
+    add_dataset("train", [str(tmp_path / "train.jsonl")], langid=False, executor=INLINE)
+    specs = parse_recipe(
+        {"steps": [{"decontaminate": {"eval_sets": [str(tmp_path / "eval.jsonl")]}}]}
+    )
+    v2 = prepare("train", specs, executor=INLINE)
+    kept = [d.text for s in v2.shards for d in read_docs(s)]
+    assert kept == [wiki[1], wiki[2]]
+    funnel = v2.manifest["funnel"][0]
+    assert funnel["dropped"] == {"decontaminate.eval_overlap": 1}
+
+
+def test_training_takes_a_non_english_slice_from_language_tags(tmp_path: Path) -> None:
+    english = paragraphs(SMOKE / "general.jsonl")[:40]
+    other = [f"{GERMAN} Seite {i}." for i in range(10)] + [
+        f"{VIETNAMESE} Trang {i}." for i in range(10)
+    ]
+    write_jsonl(tmp_path / "general.jsonl", english + other)
+    ds = add_dataset("general", [str(tmp_path / "general.jsonl")], executor=INLINE)
+    langs = ds.manifest["languages"]
+    assert langs["en"] == 40 and langs["de"] == 10 and langs["vi"] == 10
+
+    base = make_tiny_model(tmp_path / "base")
+    cfg = {
+        "run": {"name": "slice", "out_dir": str(tmp_path / "run")},
+        "model": {"base": str(base), "base_max_lr": 1e-2},
+        "data": {
+            "seq_len": 64,
+            "sources": [
+                {"name": "en", "dataset": "general@1", "languages": ["en"], "weight": 9},
+                {
+                    "name": "non_en",
+                    "dataset": "general",
+                    "exclude_languages": ["en"],
+                    "weight": 1,
+                    "heldout_fraction": 0.3,
+                },
+            ],
+        },
+        "train": {
+            "steps": 4,
+            "global_batch_tokens": 640,
+            "micro_batch_size": 5,
+            "precision": "fp32",
+        },
+        "eval": {"every_steps": 4, "max_windows": 2},
+        "checkpoint": {"every_steps": 4},
+    }
+    result = train(parse_config(cfg))
+    lineage = json.loads((result.model_dir / "steep.json").read_text())
+    sources = {s["name"]: s for s in lineage["data"]}
+    assert sources["en"]["dataset"]["ref"] == "general@1"
+    non_en_docs = sum(v["documents"] for v in sources["non_en"]["splits"].values())
+    en_docs = sum(v["documents"] for v in sources["en"]["splits"].values())
+    assert (en_docs, non_en_docs) == (40, 20)
+    last = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    by_source = [r for r in last if r["kind"] == "train"][-1]["tokens_by_source"]
+    assert by_source["non_en"] / (by_source["en"] + by_source["non_en"]) == pytest.approx(
+        0.1, abs=0.03
+    )
+
+
+def test_source_needs_exactly_one_origin() -> None:
+    base = {
+        "model": {"base": "x", "base_max_lr": 1e-3},
+        "train": {"steps": 1, "global_batch_tokens": 64},
+    }
+    with pytest.raises(ConfigError, match="exactly one of paths or dataset"):
+        parse_config({**base, "data": {"sources": [{"name": "a"}]}})
+    with pytest.raises(ConfigError, match="need a dataset"):
+        parse_config(
+            {**base, "data": {"sources": [{"name": "a", "paths": ["x"], "languages": ["en"]}]}}
+        )
