@@ -204,3 +204,37 @@ def test_data_cli_round_trip(raw: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert "test_drop_marked" in shown and "beta DROPME" in shown and "parent: raw@1" in shown
     assert main(["data", "show", "raw@9"]) == 2
     assert "raw has no version 9" in capsys.readouterr().err
+
+
+def test_giant_documents_are_skipped_and_kept(tmp_path: Path) -> None:
+    write_lines(tmp_path / "g.jsonl", [doc("small one"), doc("x" * 5000), doc("small two")])
+    ds = add_dataset(
+        "g", [str(tmp_path / "g.jsonl")], max_doc_bytes=1000, langid=False, executor=INLINE
+    )
+    assert ds.manifest["documents"] == 2
+    assert ds.manifest["skipped"] == {"giant document": 1}
+    (row,) = list(read_exclusions(ds.exclusions))
+    assert row["line"] == 2 and row["detail"] == "5,000 bytes > 1,000"
+
+
+def test_add_resumes_after_a_crash(raw: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import steep.data.ingest as ingest
+
+    real = ingest.read_documents
+
+    def crash_on_b(paths, skips, text_field):
+        if str(paths[0]).endswith("b.jsonl"):
+            raise RuntimeError("simulated crash")
+        return real(paths, skips, text_field)
+
+    monkeypatch.setattr(ingest, "read_documents", crash_on_b)
+    files = [str(raw / "a.jsonl"), str(raw / "b.jsonl")]
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        add_dataset("raw", files, langid=False, executor=INLINE)
+    assert Catalog().versions("raw") == []
+    monkeypatch.setattr(ingest, "read_documents", real)
+    calls = []
+    monkeypatch.setattr(ingest, "file_sha256", lambda p: calls.append(p) or "f" * 64)
+    ds = add_dataset("raw", files, langid=False, executor=INLINE)
+    assert [Path(p).name for p in calls] == ["b.jsonl"]  # a.jsonl was done before the crash
+    assert ds.manifest["documents"] == 5

@@ -4,6 +4,7 @@ on dataset versions with a non-English slice taken from language tags."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,33 @@ def test_source_needs_exactly_one_origin() -> None:
         parse_config(
             {**base, "data": {"sources": [{"name": "a", "paths": ["x"], "languages": ["en"]}]}}
         )
+
+
+def test_data_tokenize_is_reused_by_training(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    write_jsonl(tmp_path / "d.jsonl", paragraphs(SMOKE / "domain.jsonl"))
+    add_dataset("d", [str(tmp_path / "d.jsonl")], langid=False, executor=INLINE)
+    base = make_tiny_model(tmp_path / "base")
+    assert main(["data", "tokenize", "d", "--base", str(base), "--heldout-fraction", "0.1"]) == 0
+    assert "d@1 ->" in capsys.readouterr().out
+    cache = Path(os.environ["STEEP_HOME"]) / "cache" / "tokens"
+    (made,) = cache.iterdir()
+    stamp = (made / "source.json").stat().st_mtime_ns
+    cfg = {
+        "run": {"name": "reuse", "out_dir": str(tmp_path / "run")},
+        "model": {"base": str(base), "base_max_lr": 1e-2},
+        "data": {
+            "seq_len": 64,
+            "sources": [{"name": "dom", "dataset": "d@1", "heldout_fraction": 0.1}],
+        },
+        "train": {
+            "steps": 1,
+            "global_batch_tokens": 128,
+            "micro_batch_size": 2,
+            "precision": "fp32",
+        },
+        "eval": {"every_steps": 1, "max_windows": 1},
+        "checkpoint": {"every_steps": 1},
+    }
+    train(parse_config(cfg))
+    assert [p.name for p in cache.iterdir()] == [made.name]
+    assert (made / "source.json").stat().st_mtime_ns == stamp

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -83,6 +84,41 @@ def cmd_mine(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tokenize(args: argparse.Namespace) -> int:
+    from steep.config import steep_home
+    from steep.data.catalog import Catalog
+    from steep.data.tokenize import DatasetSelection, tokenize_source
+    from steep.model.io import gguf_to_hf, load_tokenizer, resolve_base
+
+    ds = Catalog().get(args.ref)
+    spec = args.base if args.base == "bytes" else resolve_base(args.base)
+    if spec.endswith(".gguf"):
+        spec = str(gguf_to_hf(Path(spec), steep_home() / "models" / "base"))
+    tokenizer = load_tokenizer(spec)
+    selection = DatasetSelection(
+        ds.ref,
+        ds.manifest["created"],
+        tuple(args.languages) if args.languages else None,
+        tuple(args.exclude_languages) if args.exclude_languages else None,
+        ds.manifest["bytes"],
+    )
+    ts = tokenize_source(
+        ds.name,
+        [str(p) for p in ds.shards],
+        tokenizer,
+        steep_home() / "cache" / "tokens",
+        heldout_fraction=args.heldout_fraction,
+        separator=args.separator,
+        dataset=selection,
+    )
+    splits = ", ".join(
+        f"{k} {v['tokens']:,} tokens / {v['documents']:,} docs"
+        for k, v in ts.info["splits"].items()
+    )
+    print(f"{ds.ref} -> {ts.dir}\n{splits}")
+    return 0
+
+
 def add_data_parser(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="Data Hub: named, versioned, explained datasets")
     dsub = data.add_subparsers(dest="data_command", required=True)
@@ -110,6 +146,19 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--into", metavar="NAME", help="publish into another dataset name")
     p.add_argument("--workers", **workers)
     p.set_defaults(func=cmd_prepare)
+
+    t = dsub.add_parser(
+        "tokenize", help="tokenize a version for a base (cached; training reuses it)"
+    )
+    t.add_argument("ref", metavar="NAME[@VERSION]")
+    t.add_argument("--base", required=True, help="HF folder, hub id, GGUF, pkg://... or 'bytes'")
+    t.add_argument(
+        "--heldout-fraction", type=float, default=0.05, help="as data.sources[].heldout_fraction"
+    )
+    t.add_argument("--separator", default=None, help="as model.document_separator (default: EOS)")
+    t.add_argument("--languages", nargs="+", default=None)
+    t.add_argument("--exclude-languages", nargs="+", default=None)
+    t.set_defaults(func=cmd_tokenize)
 
     c = dsub.add_parser("classifier", help="domain classifiers for mining")
     csub = c.add_subparsers(dest="classifier_command", required=True)

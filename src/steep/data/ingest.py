@@ -9,10 +9,11 @@ counted and kept in the exclusions with file and line.
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ class IngestTask:
     text_field: str
     max_doc_bytes: int
     langid: bool
+    result: str  # a finished file's FileResult as JSON: a rerun after a crash skips it
 
 
 @dataclass
@@ -106,6 +108,7 @@ def ingest_file(task: IngestTask) -> FileResult:
     write_exclusions(Path(task.exclusions), rows)
     result.skipped = dict(Counter(r.reason for r in rows))
     result.languages = dict(langs)
+    Path(task.result).write_text(json.dumps(asdict(result)))
     return result
 
 
@@ -130,9 +133,12 @@ def add_dataset(
     files = expand_paths(paths)  # raises FileNotFoundError naming a missing path
     if not files:
         raise CatalogError(f"no files found in {', '.join(paths)}")
-    staging = catalog.staging(name, "add")
+    options = [[str(f) for f in files], text_field, langid, max_doc_bytes]
+    key = hashlib.sha256(json.dumps(options).encode()).hexdigest()[:16]
+    staging = catalog.staging(name, f"add-{key}")
     (staging / "shards").mkdir(exist_ok=True)
     (staging / "exclusions").mkdir(exist_ok=True)
+    (staging / "work").mkdir(exist_ok=True)
     tasks = [
         IngestTask(
             i,
@@ -142,12 +148,17 @@ def add_dataset(
             text_field,
             max_doc_bytes,
             langid,
+            str(staging / "work" / f"ingest-{i:05d}.json"),
         )
         for i, p in enumerate(files)
     ]
+    done = [FileResult(**json.loads(Path(t.result).read_text())) for t in tasks if _done(t)]
+    todo = [t for t in tasks if not _done(t)]
+    if done:
+        print(f"add {name}: {len(done)} of {len(tasks)} files already done, resuming")
     executor = executor or LocalExecutor()
     results = sorted(
-        executor.run(ingest_file, tasks, f"add {name}", lambda r: r.documents),
+        done + list(executor.run(ingest_file, todo, f"add {name}", lambda r: r.documents)),
         key=lambda r: r.index,
     )
     _drop_duplicate_files(results, tasks)
@@ -183,6 +194,10 @@ def add_dataset(
         "funnel": [],
     }
     return catalog.publish(name, staging, manifest)
+
+
+def _done(task: IngestTask) -> bool:
+    return Path(task.result).is_file() and Path(task.shard).is_file()
 
 
 def _drop_duplicate_files(results: list[FileResult], tasks: list[IngestTask]) -> None:

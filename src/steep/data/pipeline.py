@@ -13,9 +13,10 @@ import importlib
 import json
 import shutil
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -34,6 +35,7 @@ from steep.data.steps import (
     Drop,
     Edit,
     Step,
+    StepResult,
     read_docs,
     write_docs,
 )
@@ -136,26 +138,43 @@ class ShardTask:
     drop_step: str = ""
 
 
+BATCH = 256  # documents per step call: lets model-backed steps score a batch at once
+
+
+class _DropChosen(DocStep):
+    """Applies a corpus step's decision (id -> reason) shard by shard."""
+
+    kind: ClassVar[str] = "_drop_chosen"
+    drops: dict[str, tuple[str, str]]
+
+    def apply(self, doc: Doc) -> StepResult:
+        if doc.id in self.drops:
+            return Drop(*self.drops[doc.id])
+        return doc
+
+
 def run_shard(task: ShardTask) -> dict[str, Any]:
     """Apply steps to one shard; write its output, exclusions and a result file."""
-    steps = [build_step((k, json.loads(p))) for k, p in task.steps]
-    names = [k for k, _ in task.steps] or [task.drop_step]
+    if task.drops:
+        steps: list[Step] = [_DropChosen(drops=_load_drops(task.drops))]
+        names = [task.drop_step]
+    else:
+        steps = [build_step((k, json.loads(p))) for k, p in task.steps]
+        names = [k for k, _ in task.steps]
     stats = {name: StepStats() for name in names}
     excluded: list[Exclusion] = []
     langs: Counter[str] = Counter()
     out_bytes = 0
-    drops = _load_drops(task.drops) if task.drops else {}
 
-    def docs():
-        for doc in read_docs(Path(task.shard_in)):
-            kept = _apply(doc, steps, names, stats, excluded, drops, task.drop_step)
-            if kept is not None:
-                nonlocal out_bytes
-                langs[kept.meta.get("lang", "und")] += 1
-                out_bytes += len(kept.text.encode("utf-8"))
-                yield kept
+    def kept_docs() -> Iterator[Doc]:
+        nonlocal out_bytes
+        for batch in _batches(read_docs(Path(task.shard_in)), BATCH):
+            for doc in _apply(batch, steps, names, stats, excluded):
+                langs[doc.meta.get("lang", "und")] += 1
+                out_bytes += len(doc.text.encode("utf-8"))
+                yield doc
 
-    n = write_docs(Path(task.shard_out), docs())
+    n = write_docs(Path(task.shard_out), kept_docs())
     write_exclusions(Path(task.exclusions), excluded)
     result = {
         "shard": Path(task.shard_out).name,
@@ -168,52 +187,57 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
     return result
 
 
+def _batches(docs: Iterator[Doc], size: int) -> Iterator[list[Doc]]:
+    batch: list[Doc] = []
+    for doc in docs:
+        batch.append(doc)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def _apply(
-    doc: Doc,
+    docs: list[Doc],
     steps: list[Step],
     names: list[str],
     stats: dict[str, StepStats],
     excluded: list[Exclusion],
-    drops: dict[str, tuple[str, str]],
-    drop_step: str,
-) -> Doc | None:
-    source, line = doc.meta.get("source"), doc.meta.get("line")
-    if drop_step:
-        s = stats[drop_step]
-        s.docs_in += 1
-        s.chars_in += len(doc.text)
-        if doc.id in drops:
-            reason, detail = drops[doc.id]
-            s.dropped[reason] += 1
-            excluded.append(
-                Exclusion(doc.id, drop_step, "drop", reason, detail, source, line, doc.text)
-            )
-            return None
-        s.docs_out += 1
-        s.chars_out += len(doc.text)
-        return doc
+) -> list[Doc]:
+    """Run a batch through the steps in order; record every drop and edit with its text."""
     for step, name in zip(steps, names, strict=True):
-        s = stats[name]
-        s.docs_in += 1
-        s.chars_in += len(doc.text)
         assert isinstance(step, DocStep)
-        out = step.apply(doc)
-        if isinstance(out, Drop):
-            s.dropped[out.reason] += 1
-            excluded.append(
-                Exclusion(doc.id, name, "drop", out.reason, out.detail, source, line, doc.text)
-            )
-            return None
-        if isinstance(out, Edit):
-            s.edited[out.reason] += 1
-            excluded.append(
-                Exclusion(doc.id, name, "edit", out.reason, out.detail, source, line, doc.text)
-            )
-            out = out.doc
-        doc = out
-        s.docs_out += 1
-        s.chars_out += len(doc.text)
-    return doc
+        s = stats[name]
+        s.docs_in += len(docs)
+        s.chars_in += sum(len(d.text) for d in docs)
+        survivors: list[Doc] = []
+        for doc, out in zip(docs, step.apply_batch(docs), strict=True):
+            if isinstance(out, Drop | Edit):
+                action, counter = (
+                    ("drop", s.dropped) if isinstance(out, Drop) else ("edit", s.edited)
+                )
+                counter[out.reason] += 1
+                excluded.append(
+                    Exclusion(
+                        doc.id,
+                        name,
+                        action,
+                        out.reason,
+                        out.detail,
+                        doc.meta.get("source"),
+                        doc.meta.get("line"),
+                        doc.text,
+                    )
+                )
+                if isinstance(out, Drop):
+                    continue
+                out = out.doc
+            survivors.append(out)
+        docs = survivors
+        s.docs_out += len(docs)
+        s.chars_out += sum(len(d.text) for d in docs)
+    return docs
 
 
 def _stats_dict(s: StepStats) -> dict[str, Any]:

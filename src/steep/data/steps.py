@@ -65,6 +65,10 @@ class DocStep(Step):
     def apply(self, doc: Doc) -> StepResult:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def apply_batch(self, docs: list[Doc]) -> list[StepResult]:
+        """One result per doc, in order; override when a batch is cheaper (a model call)."""
+        return [self.apply(d) for d in docs]
+
 
 class CorpusStep(Step):
     def select_drops(self, shards: list[Path], workdir: Path) -> dict[str, Drop]:

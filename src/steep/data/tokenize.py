@@ -60,6 +60,7 @@ class DatasetSelection:
     created: str
     languages: tuple[str, ...] | None = None
     exclude_languages: tuple[str, ...] | None = None
+    text_bytes: int = 0  # for the progress bar (shard files are compressed)
 
     def keep(self, lang: str) -> bool:
         if self.languages is not None and lang not in self.languages:
@@ -119,7 +120,10 @@ def tokenize_source(
         sort_keys=True,
     )
     key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
-    out = Path(cache_root) / f"{name}-{key}"
+    # a dataset version is cached under its own name, so any run (or `steep data tokenize`)
+    # that reads it with the same tokenizer and split finds the same shards
+    prefix = name if dataset is None else dataset.ref.replace("@", "-v")
+    out = Path(cache_root) / f"{prefix}-{key}"
     if (out / "source.json").exists():
         return _open_source(name, out)
 
@@ -155,6 +159,8 @@ def _write_source(
         "heldout": ShardWriter(out / "heldout", tok_meta, {"source": name, "split": "heldout"}),
     }
     total_bytes = sum(f["bytes"] for f in file_info)
+    if dataset is not None and dataset.text_bytes:
+        total_bytes = dataset.text_bytes
     bar = tqdm(
         total=total_bytes,
         unit="B",

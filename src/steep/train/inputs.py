@@ -48,6 +48,7 @@ def _source_files(src: SourceSection) -> tuple[list[str], DatasetSelection | Non
         ds.manifest["created"],
         tuple(src.languages) if src.languages else None,
         tuple(src.exclude_languages) if src.exclude_languages else None,
+        ds.manifest["bytes"],
     )
     print(f"source '{src.name}': dataset {ds.ref} ({ds.manifest['documents']:,} documents)")
     return [str(p) for p in ds.shards], selection
