@@ -1,4 +1,4 @@
-"""Command line: ``steep train | validate | demo | data``.
+"""Command line: ``steep train | validate | demo | launch | data``.
 
 Errors a user can fix (bad config, missing data, unknown base LR) print one clear message
 and exit 2; anything else is a bug and keeps its traceback.
@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a value of examples/demo.yaml",
     )
     d.set_defaults(func=cmd_demo)
+
+    from steep.launch import add_launch_parser
+
+    add_launch_parser(sub)
 
     from steep.data_cli import add_data_parser
 

@@ -52,6 +52,11 @@ class ModelSection(_Strict):
     document_separator: str | None = Field(
         None, description="token put between documents; default: the tokenizer's EOS"
     )
+    attention: Literal[
+        "sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention"
+    ] = Field(
+        "sdpa", description="transformers attention kernel; flash_* need the flash-attn package"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSection:
@@ -132,6 +137,27 @@ class TrainSection(_Strict):
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores")
+    compile: bool = Field(False, description="torch.compile each decoder layer")
+    activation_checkpointing: Literal["none", "full", "selective"] = Field(
+        "none", description="recompute activations in backward: every layer, or every ac_every-th"
+    )
+    ac_every: int = Field(
+        2, ge=1, description="selective activation checkpointing: every Nth layer"
+    )
+    document_mask: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="stop packed documents attending to each other; auto = on where a fast "
+        "kernel exists (model.attention flash_attention_2/3 or flex_attention)",
+    )
+    fused_kernels: Literal["none", "liger"] = Field(
+        "none", description="liger: Liger's Triton RMSNorm, SwiGLU and RoPE (CUDA, liger-kernel)"
+    )
+    dist_timeout_s: int = Field(
+        600, ge=10, description="a collective waiting longer than this fails instead of hanging"
+    )
+    peak_tflops: float | None = Field(
+        None, gt=0, description="device bf16 peak for MFU; default: known GPUs, none on CPU"
+    )
 
 
 class EvalSection(_Strict):

@@ -63,11 +63,23 @@ class Mixture:
         self.counts[i] += 1
         return Draw(i, int(self._perm(i, epoch)[offset]), epoch)
 
+    def draw(self, k: int) -> list[Draw]:
+        """Where the next k sequences come from, without reading them.
+
+        Under data parallelism every rank draws the whole global batch (cheap: indices
+        only) and reads just its own slice, so all ranks share one sequence of draws and the
+        mixture does not depend on the world size.
+        """
+        return [self.next() for _ in range(k)]
+
+    def load(self, draws: list[Draw]) -> np.ndarray:
+        """The drawn sequences as a (k, seq_len + 1) int64 array."""
+        return np.stack([self.windows[d.source].get(d.window) for d in draws])
+
     def take(self, k: int) -> tuple[np.ndarray, list[Draw]]:
         """The next k sequences as a (k, seq_len + 1) int64 array, and where each came from."""
-        draws = [self.next() for _ in range(k)]
-        batch = np.stack([self.windows[d.source].get(d.window) for d in draws])
-        return batch, draws
+        draws = self.draw(k)
+        return self.load(draws), draws
 
     def tokens_by_source(self, seq_len: int) -> dict[str, int]:
         return {n: int(c) * seq_len for n, c in zip(self.names, self.counts, strict=True)}

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from steep.data.shards import Shard, Windows
+from steep.train.forward import lm_loss
 
 
 @dataclass
@@ -45,8 +45,13 @@ def evaluate(
     batch_size: int,
     device: torch.device,
     autocast: AbstractContextManager,
+    separator_id: int | None = None,
 ) -> dict[str, float]:
-    """Mean next-token loss per set (nats/token)."""
+    """Mean next-token loss per set (nats/token); ``separator_id`` masks across documents.
+
+    Under FSDP every rank runs the same windows (each forward is a collective); the result
+    is identical on all ranks.
+    """
     was_training = model.training
     model.eval()
     out: dict[str, float] = {}
@@ -55,10 +60,7 @@ def evaluate(
         for i in range(0, len(s.windows), batch_size):
             batch = torch.from_numpy(s.windows[i : i + batch_size]).to(device)
             with autocast:
-                logits = model(input_ids=batch[:, :-1]).logits
-            loss = F.cross_entropy(
-                logits.float().flatten(0, 1), batch[:, 1:].flatten(), reduction="sum"
-            )
+                loss = lm_loss(model, batch, separator_id, reduction="sum")
             total += float(loss)
             count += batch[:, 1:].numel()
         out[s.name] = total / count

@@ -239,9 +239,16 @@ def save_hf(
     tokenizer: PreTrainedTokenizerBase,
     out_dir: Path,
     lineage: dict[str, Any],
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write a plain HF directory + steep.json atomically: a crash leaves no half model."""
+    """Write a plain HF directory + steep.json atomically: a crash leaves no half model.
+
+    ``state_dict`` (clean HF names, e.g. gathered from FSDP shards) replaces ``model``'s own
+    weights; the saved model is rebuilt as the plain class so no wrapper leaks into it.
+    """
     out_dir = Path(out_dir)
+    if state_dict is not None:
+        model = _plain_model(model.config, state_dict)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -260,6 +267,18 @@ def save_hf(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def _plain_model(config: Any, state_dict: dict[str, torch.Tensor]) -> PreTrainedModel:
+    """The HF class for ``config`` holding ``state_dict``, built without allocating twice."""
+    with torch.device("meta"):
+        plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(state_dict, strict=False, assign=True)
+    plain.tie_weights()
+    missing = [k for k, v in plain.state_dict().items() if v.is_meta]
+    if missing:
+        raise ModelLoadError(f"cannot save: weights missing from the state dict: {missing[:5]}")
+    return plain
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:

@@ -1,10 +1,16 @@
-"""Atomic save and resume of the whole training state.
+"""Atomic, sharded save and resume of the whole training state.
 
-A checkpoint is ``checkpoints/step_NNNNNNN/`` holding the model (safetensors), the
-optimizer (torch.save), the RNG states and ``state.json`` (step, tokens, mixture counts).
-It is written into a hidden temporary folder, flushed to disk, and renamed into place, so a
-crash or a full disk at any moment leaves the previous checkpoint whole and the half-written
-one invisible. Only folders named ``step_*`` count; leftovers are removed on the next save.
+A checkpoint is ``checkpoints/step_NNNNNNN/`` holding the model and optimizer as a
+torch.distributed.checkpoint (DCP) folder (``.metadata`` + one ``__R_0.distcp`` file per
+rank), each rank's RNG state (``rng_rankR.pt``) and ``state.json`` (step, world size,
+mixture counts, baseline). DCP stores every tensor by its fully-qualified name and global
+shape, so a checkpoint written by 2 ranks loads into 1 (or 8): resuming survives a change
+of world size. One process writes the same format with no process group.
+
+All ranks write into a hidden ``.step_NNNNNNN.tmp`` folder; after a barrier rank 0 writes
+state.json last, flushes the folder to disk and renames it into place, so a crash or a full
+disk at any moment leaves the previous checkpoint whole and the half-written one invisible.
+A folder that lacks state.json or any shard its metadata names is never loaded.
 """
 
 from __future__ import annotations
@@ -14,15 +20,24 @@ import os
 import random
 import re
 import shutil
-import tempfile
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import CheckpointException
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+from steep.train.parallel import Dist
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+# One process saves the same DCP format with no process group; DCP warns about that.
+warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable")
 
 
 class CheckpointError(RuntimeError):
@@ -34,7 +49,25 @@ def checkpoint_dirs(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in root.iterdir() if (m := STEP_DIR.match(p.name))]
-    return [p for _, p in sorted(found) if (p / "state.json").exists()]
+    return [p for _, p in sorted(found) if is_complete(p)]
+
+
+def is_complete(path: Path) -> bool:
+    """state.json, the DCP metadata and every shard file the metadata names are present."""
+    if not (path / "state.json").exists() or not (path / ".metadata").exists():
+        return False
+    try:
+        meta = dcp.FileSystemReader(str(path)).read_metadata()
+    except Exception:  # a truncated or foreign .metadata file
+        return False
+    files = {info.relative_path for info in (meta.storage_data or {}).values()}
+    missing = sorted(f for f in files if not (path / f).exists())
+    if missing:
+        print(
+            f"warning: checkpoint {path} is incomplete (missing {missing}); not used",
+            file=sys.stderr,
+        )
+    return not missing
 
 
 def latest_checkpoint(root: Path) -> Path | None:
@@ -79,46 +112,76 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     state: dict[str, Any],
     keep_last: int,
+    d: Dist | None = None,
 ) -> Path:
-    """Write step ``step`` atomically, then drop all but the newest ``keep_last``."""
-    root.mkdir(parents=True, exist_ok=True)
-    for leftover in root.glob(".step_*"):
-        shutil.rmtree(leftover, ignore_errors=True)
+    """Write step ``step`` atomically from every rank, then drop all but the newest ``keep_last``."""
+    d = d or Dist()
     final = root / f"step_{step:07d}"
-    tmp: Path | None = None
+    tmp = root / f".{final.name}.tmp"
+    if d.is_main:
+        root.mkdir(parents=True, exist_ok=True)
+        for leftover in root.glob(".step_*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+    d.barrier()
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
-        save_model(model, str(tmp / "model.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(rng_state(), tmp / "rng.pt")
-        (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2) + "\n")
-        _fsync_tree(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except OSError as exc:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+        model_sd, optim_sd = get_state_dict(model, optimizer)
+        dcp.save(
+            {"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp), no_dist=not d.enabled
+        )
+        torch.save(rng_state(), tmp / f"rng_rank{d.rank}.pt")
+        d.barrier()
+        if d.is_main:
+            record = {**state, "step": step, "world_size": d.world}
+            (tmp / "state.json").write_text(json.dumps(record, indent=2) + "\n")
+            _fsync_tree(tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+    except (OSError, CheckpointException) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
         last = latest_checkpoint(root)
         kept = f"the last good checkpoint is {last}" if last else "there is no earlier checkpoint"
+        cause = _root_cause(exc)
         raise CheckpointError(
             f"could not write checkpoint for step {step} in {root}: "
-            f"{exc.strerror or exc} ({type(exc).__name__}); {kept}, untouched"
+            f"{getattr(cause, 'strerror', None) or cause} ({type(cause).__name__}); "
+            f"{kept}, untouched"
         ) from exc
-    for old in checkpoint_dirs(root)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+    d.barrier()
+    if d.is_main:
+        for old in checkpoint_dirs(root)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def _root_cause(exc: BaseException) -> BaseException:
+    """DCP wraps each rank's error (with its traceback) in a CheckpointException."""
+    if isinstance(exc, CheckpointException) and exc.failures:
+        first = next(iter(exc.failures.values()))
+        return first[0] if isinstance(first, tuple) else first
+    return exc
+
+
 def load_checkpoint(
-    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, d: Dist | None = None
 ) -> dict[str, Any]:
-    """Restore model, optimizer and RNG in place; return state.json's contents."""
+    """Restore model, optimizer and RNG in place, resharding to this world size.
+
+    Returns state.json's contents.
+    """
+    d = d or Dist()
     try:
         state = json.loads((path / "state.json").read_text())
-        missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=True)
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
-        set_rng_state(torch.load(path / "rng.pt", weights_only=False))
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise CheckpointError(f"checkpoint {path} cannot be loaded: {exc}") from exc
+        model_sd, optim_sd = get_state_dict(model, optimizer)
+        target = {"model": model_sd, "optim": optim_sd}
+        dcp.load(target, checkpoint_id=str(path), no_dist=not d.enabled)
+        set_state_dict(
+            model, optimizer, model_state_dict=target["model"], optim_state_dict=target["optim"]
+        )
+        rng = path / f"rng_rank{d.rank}.pt"
+        set_rng_state(
+            torch.load(rng if rng.exists() else path / "rng_rank0.pt", weights_only=False)
+        )
+    except (OSError, ValueError, RuntimeError, KeyError, CheckpointException) as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be loaded: {_root_cause(exc)}") from exc
     return state

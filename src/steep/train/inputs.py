@@ -33,10 +33,13 @@ class Inputs:
     mixture: Mixture
     eval_sets: list[EvalSet]
     sources: list[TokenizedSource]
+    separator_id: int
     lineage: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _source_files(src: SourceSection) -> tuple[list[str], DatasetSelection | None]:
+def _source_files(
+    src: SourceSection, quiet: bool = False
+) -> tuple[list[str], DatasetSelection | None]:
     """A source's files; for a Data Hub dataset, its version's shards and language filter."""
     if src.paths is not None:
         return src.paths, None
@@ -50,18 +53,25 @@ def _source_files(src: SourceSection) -> tuple[list[str], DatasetSelection | Non
         tuple(src.exclude_languages) if src.exclude_languages else None,
         ds.manifest["bytes"],
     )
-    print(f"source '{src.name}': dataset {ds.ref} ({ds.manifest['documents']:,} documents)")
+    if not quiet:
+        print(f"source '{src.name}': dataset {ds.ref} ({ds.manifest['documents']:,} documents)")
     return [str(p) for p in ds.shards], selection
 
 
-def build_inputs(config: RunConfig, tokenizer: PreTrainedTokenizerBase, home: Path) -> Inputs:
+def build_inputs(
+    config: RunConfig, tokenizer: PreTrainedTokenizerBase, home: Path, quiet: bool = False
+) -> Inputs:
+    """Tokenize (or reuse) every source, build the mixture and the fixed eval windows.
+
+    ``quiet`` keeps ranks other than 0 from repeating rank 0's messages.
+    """
     cache = home / "cache" / "tokens"
     seq_len = config.data.seq_len
     sep = config.model.document_separator
     meta = tokenizer_meta(tokenizer, sep)
     sources: list[TokenizedSource] = []
     for src in config.data.sources:
-        paths, selection = _source_files(src)
+        paths, selection = _source_files(src, quiet)
         ts = tokenize_source(
             src.name,
             paths,
@@ -75,7 +85,7 @@ def build_inputs(config: RunConfig, tokenizer: PreTrainedTokenizerBase, home: Pa
         for shard in (ts.train, ts.heldout):
             if shard is not None:
                 shard.check_tokenizer(meta["sha256"], f"'{meta['name']}'")
-        if ts.info["skipped"]:
+        if ts.info["skipped"] and not quiet:
             print(
                 f"source '{src.name}': {ts.info['skipped']} records skipped "
                 f"{ts.info['skipped_by_reason']}; see {ts.dir / 'skipped.jsonl'}"
@@ -106,7 +116,7 @@ def build_inputs(config: RunConfig, tokenizer: PreTrainedTokenizerBase, home: Pa
         ts = tokenize_source(name, paths, tokenizer, cache, separator=sep)
         ts.train.check_tokenizer(meta["sha256"], f"'{meta['name']}'")
         eval_sets.append(fixed_windows(name, ts.train, seq_len, config.eval.max_windows))
-    if not eval_sets:
+    if not eval_sets and not quiet:
         print(
             "warning: no held-out data (every heldout_fraction is 0 and no data.eval_sets): "
             "the run cannot show gain or forgetting"
@@ -124,7 +134,7 @@ def build_inputs(config: RunConfig, tokenizer: PreTrainedTokenizerBase, home: Pa
         }
         for ts, cfg in zip(sources, config.data.sources, strict=True)
     ]
-    return Inputs(mixture, eval_sets, sources, lineage)
+    return Inputs(mixture, eval_sets, sources, meta["separator_id"], lineage)
 
 
 def _check_enough_data(config: RunConfig, mixture: Mixture) -> None:

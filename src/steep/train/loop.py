@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
@@ -25,7 +24,20 @@ from steep.model.base_lr import lookup_peak_lr
 from steep.model.io import base_names, load_base, save_hf
 from steep.track import METRICS_FILE, Tracker
 from steep.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from steep.train.flops import device_peak_flops, flops_per_token
+from steep.train.forward import lm_loss
 from steep.train.inputs import build_inputs
+from steep.train.kernels import apply_liger
+from steep.train.parallel import (
+    Dist,
+    apply_activation_checkpointing,
+    compile_layers,
+    destroy,
+    full_state_dict,
+    init_distributed,
+    set_gradient_sync,
+    shard_model,
+)
 from steep.train.runtime import Runtime, seed_everything
 from steep.train.schedule import Schedule, warmup_steps_for
 
@@ -39,21 +51,36 @@ class RunResult:
 
 
 def train(config: RunConfig, run_dir: Path | None = None, resume: bool = False) -> RunResult:
+    d = init_distributed(config)  # one process, or one of torchrun's; checks the batch split
+    try:
+        return _train(config, d, run_dir, resume)
+    finally:
+        destroy()
+
+
+def _train(config: RunConfig, d: Dist, run_dir: Path | None, resume: bool) -> RunResult:
     home = steep_home()
-    run_dir = run_dir or new_run_dir(config, home)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        (run_dir / "config.yaml").write_text(dump_config(config))
+    run_dir = Path(d.broadcast(str(run_dir or new_run_dir(config, home)) if d.is_main else None))
     max_lr, lr_source = resolve_max_lr(config)  # before any slow work: refuse to guess early
-    print(f"run {run_dir}\nmax LR {max_lr:.3g} = {config.train.lr_fraction:g} x {lr_source}")
+    if d.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            (run_dir / "config.yaml").write_text(dump_config(config))
+        print(f"run {run_dir}\nmax LR {max_lr:.3g} = {config.train.lr_fraction:g} x {lr_source}")
+        if d.enabled:
+            print(f"{d.world} ranks, FSDP2 over {config.train.precision}")
 
     # --- build: runtime, model, data, optimizer, schedule ---
-    runtime = Runtime.from_config(config.train)
+    runtime = Runtime.from_config(config.train, d.local_rank)
     seed_everything(config.run.seed)
-    base = load_base(config.model, home, seed=config.run.seed)
+    with d.main_first():  # rank 0 converts / downloads once, the others read its cache
+        base = load_base(config.model, home, seed=config.run.seed)
     model = base.model.to(device=runtime.device, dtype=runtime.weight_dtype)
     model.train()
-    inputs = build_inputs(config, base.tokenizer, home)
+    flops_token = flops_per_token(model, config.data.seq_len)
+    parallelize(model, config, d, runtime)
+    with d.main_first():
+        inputs = build_inputs(config, base.tokenizer, home, quiet=not d.is_main)
     optimizer = build_optimizer(model, config, max_lr)
     schedule = Schedule(
         kind=config.train.schedule,
@@ -65,7 +92,12 @@ def train(config: RunConfig, run_dir: Path | None = None, resume: bool = False) 
         min_lr_ratio=config.train.min_lr_ratio,
         decay_fraction=config.train.decay_fraction,
     )
-    seq_len, micro, accum = config.data.seq_len, config.train.micro_batch_size, config.grad_accum
+    seq_len, micro = config.data.seq_len, config.train.micro_batch_size
+    per_step = config.sequences_per_step  # sequences in one optimizer step, all ranks
+    per_rank = per_step // d.world
+    accum = per_rank // micro  # micro-batches this rank runs per step
+    separator = inputs.separator_id if use_document_mask(config, runtime) else None
+    peak = device_peak_flops(runtime.device, config.train.peak_tflops)
     ckpt_root = run_dir / "checkpoints"
 
     # --- resume: model, optimizer, RNG, mixture position, baseline ---
@@ -74,19 +106,31 @@ def train(config: RunConfig, run_dir: Path | None = None, resume: bool = False) 
         ckpt = latest_checkpoint(ckpt_root)
         if ckpt is None:
             raise FileNotFoundError(f"{run_dir} has no complete checkpoint to resume from")
-        state = load_checkpoint(ckpt, model, optimizer)
+        state = load_checkpoint(ckpt, model, optimizer, d)
         step, baseline = state["step"], state["baseline"]
         inputs.mixture.load_state_dict(state["mixture"])
-        print(f"resumed from {ckpt.name}")
-    tracker = Tracker(run_dir, resume_step=step if resume else None)
+        if d.is_main:
+            was = state.get("world_size", 1)
+            print(
+                f"resumed from {ckpt.name}"
+                + (f" (written by {was} ranks)" if was != d.world else "")
+            )
+    tracker = Tracker(run_dir, resume_step=step if resume else None) if d.is_main else None
+
+    def log(record: dict[str, Any]) -> None:
+        if tracker is not None:
+            tracker.log(record)
 
     def run_eval() -> dict[str, float]:
         losses = evaluate(
-            model, inputs.eval_sets, config.eval.batch_size, runtime.device, runtime.autocast()
+            model,
+            inputs.eval_sets,
+            config.eval.batch_size,
+            runtime.device,
+            runtime.autocast(),
+            separator,
         )
-        tracker.log(
-            eval_record(step, step * config.train.global_batch_tokens, losses, baseline or losses)
-        )
+        log(eval_record(step, step * config.train.global_batch_tokens, losses, baseline or losses))
         return losses
 
     if step == 0:  # the base model is the baseline every later eval is compared with
@@ -94,49 +138,52 @@ def train(config: RunConfig, run_dir: Path | None = None, resume: bool = False) 
 
     # --- the loop ---
     bar = tqdm(
-        total=config.train.steps, initial=step, desc="train", unit="step", dynamic_ncols=True
+        total=config.train.steps,
+        initial=step,
+        desc="train",
+        unit="step",
+        dynamic_ncols=True,
+        disable=not d.is_main,
     )
     while step < config.train.steps:
         started = time.perf_counter()
         lr = schedule.lr(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        draws = inputs.mixture.draw(per_step)  # the global batch; this rank reads its slice
+        mine = draws[d.rank * per_rank : (d.rank + 1) * per_rank]
         loss_sum = 0.0
-        for _ in range(accum):
-            batch, _ = inputs.mixture.take(micro)
-            batch_t = torch.from_numpy(batch).to(runtime.device)
+        for i in range(accum):
+            batch = torch.from_numpy(inputs.mixture.load(mine[i * micro : (i + 1) * micro]))
+            set_gradient_sync(model, i == accum - 1)
             with runtime.autocast():
-                logits = model(input_ids=batch_t[:, :-1]).logits
-            loss = F.cross_entropy(logits.float().flatten(0, 1), batch_t[:, 1:].flatten())
-            (loss / accum).backward()
+                loss = lm_loss(model, batch.to(runtime.device), separator)
+            (loss / accum).backward()  # FSDP averages over ranks: the global mean
             loss_sum += loss.item()
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            model.parameters(), config.train.grad_clip or math.inf
-        )
+        grad_norm = clip_grad_norm(model, config.train.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
 
+        train_loss = d.sum([loss_sum])[0] / (accum * d.world)
         elapsed = time.perf_counter() - started
-        train_loss = loss_sum / accum
-        tracker.log(
+        tok_s = config.train.global_batch_tokens / elapsed
+        log(
             {
                 "kind": "train",
                 "step": step,
                 "tokens": step * config.train.global_batch_tokens,
                 "loss": train_loss,
                 "lr": lr,
-                "grad_norm": float(grad_norm),
-                "tokens_per_s": config.train.global_batch_tokens / elapsed,
+                "grad_norm": grad_norm,
+                "tokens_per_s": tok_s,
+                "tokens_per_s_per_device": tok_s / d.world,
+                "mfu": tok_s / d.world * flops_token / peak if peak else None,
                 "tokens_by_source": inputs.mixture.tokens_by_source(seq_len),
             }
         )
         bar.update(1)
-        bar.set_postfix(
-            loss=f"{train_loss:.3f}",
-            lr=f"{lr:.2e}",
-            tok_s=f"{config.train.global_batch_tokens / elapsed:.0f}",
-        )
+        bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:.0f}")
         if not math.isfinite(train_loss):
             raise FloatingPointError(
                 f"train loss is {train_loss} at step {step}: "
@@ -152,11 +199,16 @@ def train(config: RunConfig, run_dir: Path | None = None, resume: bool = False) 
                 optimizer,
                 {"baseline": baseline, "mixture": inputs.mixture.state_dict()},
                 keep_last=config.checkpoint.keep_last,
+                d=d,
             )
     bar.close()
-    tracker.close()
 
     # --- results: HF model with lineage, report ---
+    weights = full_state_dict(model, d)  # a collective: every rank takes part
+    if not d.is_main:
+        return RunResult(run_dir, run_dir / "model", baseline, {})
+    assert tracker is not None
+    tracker.close()
     _, evals = read_metrics(run_dir / METRICS_FILE)
     final = {name: m["loss"] for name, m in evals[-1]["sets"].items()} if evals else {}
     lineage = {
@@ -171,10 +223,11 @@ def train(config: RunConfig, run_dir: Path | None = None, resume: bool = False) 
         "max_lr_source": lr_source,
         "data": inputs.lineage,
         "tokens_by_source": inputs.mixture.tokens_by_source(seq_len),
+        "world_size": d.world,
         "config": config.model_dump(mode="json"),
         "metrics": {"step": step, "baseline": baseline, "final": final},
     }
-    model_dir = save_hf(model, base.tokenizer, run_dir / "model", lineage)
+    model_dir = save_hf(base.model, base.tokenizer, run_dir / "model", lineage, weights)
     write_report(
         run_dir,
         title=f"steep run: {config.run.name}",
@@ -184,7 +237,7 @@ def train(config: RunConfig, run_dir: Path | None = None, resume: bool = False) 
             "schedule": f"{config.train.schedule}, {config.train.steps} steps, warmup "
             f"{schedule.warmup_steps}, floor {config.train.min_lr_ratio:g} x max",
             "batch": f"{config.train.global_batch_tokens:,} tokens/step "
-            f"({micro} x {seq_len} x {accum} accumulation)",
+            f"({d.world} ranks x {accum} accumulation x {micro} x {seq_len})",
             "mixture": ", ".join(f"{s.name} {s.weight:g}" for s in config.data.sources),
             "model": str(model_dir),
         },
@@ -228,6 +281,37 @@ def build_optimizer(model: torch.nn.Module, config: RunConfig, max_lr: float) ->
     return torch.optim.AdamW(
         groups, lr=max_lr, betas=(config.train.beta1, config.train.beta2), eps=config.train.eps
     )
+
+
+def parallelize(model: torch.nn.Module, config: RunConfig, d: Dist, runtime: Runtime) -> None:
+    """Kernels, activation checkpointing, compile and FSDP2, in that order (see parallel.py)."""
+    if config.model.attention != "sdpa":
+        model.set_attn_implementation(config.model.attention)
+    if config.train.fused_kernels == "liger":
+        apply_liger(model, runtime.device)
+    apply_activation_checkpointing(
+        model, config.train.activation_checkpointing, config.train.ac_every
+    )
+    if config.train.compile:
+        compile_layers(model)
+    if d.enabled:
+        shard_model(model, config.train.precision, runtime.device)
+
+
+def use_document_mask(config: RunConfig, runtime: Runtime) -> bool:
+    """``auto`` masks across documents only where a kernel makes it cheap."""
+    if config.train.document_mask != "auto":
+        return config.train.document_mask == "on"
+    fast = {"flash_attention_2", "flash_attention_3", "flex_attention"}
+    return runtime.device.type == "cuda" and config.model.attention in fast
+
+
+def clip_grad_norm(model: torch.nn.Module, max_norm: float | None) -> float:
+    """Clip to ``max_norm`` (none: just measure); the norm over all ranks' shards."""
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm or math.inf)
+    if hasattr(norm, "full_tensor"):  # a DTensor under FSDP2
+        norm = norm.full_tensor()
+    return float(norm)
 
 
 def new_run_dir(config: RunConfig, home: Path) -> Path:

@@ -26,16 +26,17 @@ class Runtime:
     precision: str
 
     @classmethod
-    def from_config(cls, cfg: TrainSection) -> Runtime:
+    def from_config(cls, cfg: TrainSection, local_rank: int = 0) -> Runtime:
         if cfg.device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(
                 "train.device=cuda but torch sees no CUDA device (is this the CPU build of "
                 "torch? see README: 'GPU install')"
             )
         use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-        device = torch.device("cuda") if use_cuda else torch.device("cpu")
-        if device.type == "cpu":
-            torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+        device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+        if device.type == "cpu":  # torchrun's ranks on one machine share its cores
+            per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+            torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // per_machine))
         if cfg.precision == "bf16":
             warnings.warn(
                 "train.precision=bf16 stores weights in bf16: small CPT updates are rounded "

@@ -1,0 +1,189 @@
+"""Several processes, one model: torchrun's environment, FSDP2, activation checkpointing, compile.
+
+steep uses PyTorch's own stack rather than a framework on top of it: ``torchrun`` starts
+one process per device and sets RANK / WORLD_SIZE / LOCAL_RANK; ``fully_shard`` (FSDP2)
+shards every decoder layer and the root, keeping fp32 master weights and reducing gradients
+in fp32 while computing in bf16 (``MixedPrecisionPolicy``). A single process uses none of
+this and trains the plain module, so the one-device path stays the simplest one.
+
+Order matters and follows torchtitan: activation checkpointing wraps layers first, then
+``torch.compile`` compiles each layer, then FSDP shards them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from steep.config import ConfigError, RunConfig
+
+
+@dataclass(frozen=True)
+class Dist:
+    """Where this process stands in the job; world 1 means no process group at all."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    @contextlib.contextmanager
+    def main_first(self) -> Iterator[None]:
+        """Rank 0 does cached work (tokenizing, GGUF conversion) first; the others reuse it."""
+        if not self.is_main:
+            self.barrier()
+        yield
+        if self.is_main:
+            self.barrier()
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's value on every rank (a run directory name, say)."""
+        if not self.enabled:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum over ranks, in float64 so a 2-rank mean equals the 1-rank one."""
+        if not self.enabled:
+            return values
+        t = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(t)
+        return t.tolist()
+
+
+def init_distributed(config: RunConfig) -> Dist:
+    """Join torchrun's process group if launched by it; check the batch splits evenly."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    check_batch_divides(config, world)
+    cuda = config.train.device != "cpu" and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        # A rank that dies leaves the others waiting in a collective: the timeout turns that
+        # hang into an error (torchrun's agent also tears the group down when a worker exits).
+        dist.init_process_group(
+            backend="nccl" if cuda else "gloo",
+            timeout=timedelta(seconds=config.train.dist_timeout_s),
+        )
+    return Dist(rank=rank, world=world, local_rank=local_rank)
+
+
+def check_batch_divides(config: RunConfig, world: int, layout: str = "") -> int:
+    """Micro-batches per rank and step; ConfigError when the global batch does not split.
+
+    Every rank must run the same whole number of micro-batches, or the ranks' collectives
+    fall out of step. ``layout`` describes the ranks for the message (nodes x GPUs).
+    """
+    seq, micro = config.data.seq_len, config.train.micro_batch_size
+    total = config.train.global_batch_tokens
+    unit = seq * micro * world
+    if total % unit == 0:
+        return total // unit
+    below, above = total // unit * unit, (total // unit + 1) * unit
+    nearest = f"{below} (below) or {above} (above)" if below else f"{above} (the smallest)"
+    raise ConfigError(
+        f"train.global_batch_tokens={total} does not split across {world} ranks"
+        f"{f' ({layout})' if layout else ''}: it must be a multiple of "
+        f"data.seq_len x train.micro_batch_size x ranks = {seq} x {micro} x {world} = {unit}. "
+        f"Nearest valid global_batch_tokens: {nearest}, "
+        f"e.g. --set train.global_batch_tokens={above}"
+    )
+
+
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The repeated transformer blocks of an HF causal LM (``model.model.layers`` for Llama)."""
+    inner = getattr(model, "model", None)
+    layers = getattr(inner, "layers", None)
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise ValueError(
+            f"{type(model).__name__} has no model.layers: steep shards and checkpoints "
+            "decoder-only HF models (Llama, Mistral, Qwen2, Gemma, OLMo, SmolLM...)"
+        )
+    return layers
+
+
+def apply_activation_checkpointing(model: torch.nn.Module, mode: str, every: int) -> int:
+    """Recompute layer activations in backward to save memory; returns layers wrapped.
+
+    ``full`` wraps every decoder layer, ``selective`` every ``every``-th one (torchtitan's
+    layer-selective mode): a middle ground between memory and ~30% extra compute.
+    """
+    if mode == "none":
+        return 0
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    layers = decoder_layers(model)
+    wrapped = 0
+    for i, layer in enumerate(layers):
+        if mode == "full" or i % every == every - 1:
+            layers[i] = checkpoint_wrapper(layer, preserve_rng_state=False)
+            wrapped += 1
+    return wrapped
+
+
+def compile_layers(model: torch.nn.Module) -> None:
+    """Compile each decoder layer: same code for every layer, so it compiles once and reuses."""
+    layers = decoder_layers(model)
+    for i, layer in enumerate(layers):
+        layers[i] = torch.compile(layer)
+
+
+def shard_model(model: torch.nn.Module, precision: str, device: torch.device) -> None:
+    """FSDP2 over the default process group: each layer, then the root (embeddings, head)."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    if precision == "bf16-autocast":  # fp32 master weights, bf16 compute, fp32 reduction
+        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    else:
+        mp = MixedPrecisionPolicy()
+    layers = decoder_layers(model)
+    for i, layer in enumerate(layers):
+        # the last layer's parameters are needed right away by backward: keep them gathered
+        fully_shard(layer, mp_policy=mp, reshard_after_forward=i < len(layers) - 1)
+    fully_shard(model, mp_policy=mp)
+
+
+def full_state_dict(model: torch.nn.Module, d: Dist) -> dict[str, torch.Tensor]:
+    """The whole unsharded state dict with HF's names (wrapper prefixes removed), on CPU.
+
+    Under FSDP a collective: every rank must call it; only rank 0 gets the tensors.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=d.enabled, cpu_offload=d.enabled)
+    return get_model_state_dict(model, options=options)
+
+
+def set_gradient_sync(model: torch.nn.Module, sync: bool) -> None:
+    """Skip the reduce-scatter on all but the last micro-batch of a step (FSDP2 only)."""
+    setter = getattr(model, "set_requires_gradient_sync", None)
+    if setter is not None:
+        setter(sync)
+
+
+def destroy() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

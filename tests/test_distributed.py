@@ -1,0 +1,158 @@
+"""Data parallelism on CPU: 2 processes on the gloo backend under torchrun, FSDP2, DCP.
+
+The claims: the loss curve does not depend on the number of ranks for the same global
+batch; a rank dying stops the job instead of hanging it; the run resumes on another world
+size from the last complete checkpoint, with the data order continuing exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from transformers import AutoModelForCausalLM
+
+from steep.config import ConfigError, parse_config
+from steep.train.checkpoint import checkpoint_dirs
+from steep.train.loop import train
+from steep.train.parallel import init_distributed
+from tests.conftest import make_tiny_model, synthetic_docs, tiny_config, write_jsonl
+
+ROOT = Path(__file__).parent.parent
+STEPS = 12
+
+
+def _records(run_dir: Path, kind: str) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+
+
+def _torchrun(nproc: int, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += ["--nproc-per-node", str(nproc), *args]
+    return subprocess.run(
+        cmd, env=_env(), capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A tiny base, two corpora, and the reference: the same run on one process."""
+    root = tmp_path_factory.mktemp("dist")
+    corpora = {
+        "domain": write_jsonl(root / "data" / "domain.jsonl", synthetic_docs(["def", "x"], 200, 1)),
+        "general": write_jsonl(
+            root / "data" / "general.jsonl", synthetic_docs(["the", "river", "king"], 200, 2)
+        ),
+    }
+    base = make_tiny_model(root / "base")
+
+    def config(name: str) -> Path:
+        raw = tiny_config(root / name, corpora, base, steps=STEPS, global_batch_tokens=512)
+        raw["checkpoint"] = {"every_steps": 4, "keep_last": 3}
+        path = root / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        return path
+
+    os.environ["STEEP_HOME"] = str(root / "home")
+    ref = train(parse_config(yaml.safe_load(config("one").read_text())))
+    return {"root": root, "config": config, "ref": ref.run_dir}
+
+
+def test_two_ranks_match_one(setup):
+    proc = _torchrun(2, "-m", "steep", "train", str(setup["config"]("two")))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    one, two = setup["ref"], setup["root"] / "two" / "run"
+    a, b = _records(one, "train"), _records(two, "train")
+    assert [r["step"] for r in b] == list(range(1, STEPS + 1))
+    for ra, rb in zip(a, b, strict=True):
+        assert rb["loss"] == pytest.approx(ra["loss"], abs=1e-5)
+        assert rb["grad_norm"] == pytest.approx(ra["grad_norm"], rel=1e-4)
+        assert rb["tokens_by_source"] == ra["tokens_by_source"]  # same mixture, same order
+        assert rb["tokens_per_s_per_device"] == pytest.approx(rb["tokens_per_s"] / 2)
+    for ea, eb in zip(_records(one, "eval"), _records(two, "eval"), strict=True):
+        for name in ea["sets"]:
+            assert eb["sets"][name]["loss"] == pytest.approx(ea["sets"][name]["loss"], abs=1e-5)
+    # the sharded model gathers into the same plain HF model
+    ids = torch.randint(0, 256, (2, 24))
+    with torch.no_grad():
+        la = AutoModelForCausalLM.from_pretrained(one / "model")(ids).logits
+        lb = AutoModelForCausalLM.from_pretrained(two / "model")(ids).logits
+    assert torch.allclose(la, lb, atol=1e-4)
+    lineage = json.loads((two / "model" / "steep.json").read_text())
+    assert lineage["world_size"] == 2
+    ckpt = checkpoint_dirs(two / "checkpoints")[-1]
+    assert {"__0_0.distcp", "__1_0.distcp", "rng_rank0.pt", "rng_rank1.pt"} <= {
+        p.name for p in ckpt.iterdir()
+    }
+
+
+def test_rank_crash_stops_job_and_resumes_on_one_rank(setup):
+    """Rank 1 is SIGKILLed in step 10; the job ends; 1 process resumes and continues exactly."""
+    crash = setup["root"] / "crash.py"
+    crash.write_text(
+        textwrap.dedent(
+            """
+            import os, signal, sys
+            import steep.train.loop as loop
+            from steep.cli import main
+
+            real = loop.clip_grad_norm
+            calls = {"n": 0}
+
+            def dying(model, max_norm):
+                calls["n"] += 1
+                if calls["n"] == 10 and os.environ["RANK"] == "1":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return real(model, max_norm)
+
+            loop.clip_grad_norm = dying
+            sys.exit(main(sys.argv[1:]))
+            """
+        )
+    )
+    proc = _torchrun(2, str(crash), "train", str(setup["config"]("crash")), timeout=180)
+    assert proc.returncode != 0  # it stopped (within the timeout) instead of hanging
+    run = setup["root"] / "crash" / "run"
+    assert [p.name for p in checkpoint_dirs(run / "checkpoints")] == [
+        "step_0000004",
+        "step_0000008",
+    ]
+    # a checkpoint that lost one rank's shard is never loaded: resume falls back to step 4
+    (run / "checkpoints" / "step_0000008" / "__1_0.distcp").unlink()
+    assert [p.name for p in checkpoint_dirs(run / "checkpoints")] == ["step_0000004"]
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "steep", "train", "--resume", str(run)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resumed from step_0000004 (written by 2 ranks)" in resumed.stdout
+    a, b = _records(setup["ref"], "train"), _records(run, "train")
+    assert [r["step"] for r in b] == list(range(1, STEPS + 1))
+    for ra, rb in zip(a, b, strict=True):
+        assert rb["loss"] == pytest.approx(ra["loss"], abs=1e-5)
+        assert rb["tokens_by_source"] == ra["tokens_by_source"]
+
+
+def test_batch_that_does_not_split_fails_before_start(setup, monkeypatch):
+    raw = yaml.safe_load(setup["config"]("odd").read_text())
+    raw["train"]["global_batch_tokens"] = 384  # 3 micro-batches of 2 x 64: not 2 ranks' worth
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ConfigError, match=r"does not split across 2 ranks.*256 \(below\)"):
+        init_distributed(parse_config(raw))

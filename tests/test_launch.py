@@ -1,0 +1,298 @@
+"""steep launch: torchrun commands and Slurm scripts, checked as text and as shell; no GPU."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from steep.cli import build_parser, main
+from steep.config import ConfigError, load_config
+from steep.launch import (
+    cmd_launch,
+    micro_batches_per_rank,
+    shell_join,
+    slurm_script,
+    torchrun_command,
+    visible_gpus,
+)
+
+SMOKE = Path(__file__).resolve().parents[1] / "examples" / "smoke.yaml"
+# smoke.yaml: global_batch_tokens 1024 = seq_len 128 x micro_batch_size 4 x 2
+BIG_BATCH = "train.global_batch_tokens=4096"  # splits over 8 ranks
+
+
+def _sbatch_header(script: str) -> list[str]:
+    """What sbatch reads: #SBATCH lines before the first command (it stops at that one)."""
+    header = []
+    for line in script.splitlines()[1:]:
+        if line.strip() and not line.startswith("#"):
+            break
+        if line.startswith("#SBATCH "):
+            header.append(line.removeprefix("#SBATCH "))
+    return header
+
+
+def test_single_node_command() -> None:
+    cmd = torchrun_command(str(SMOKE), ["train.steps=5"], gpus_per_node=4)
+    assert cmd == [
+        "torchrun",
+        "--standalone",
+        "--nproc-per-node",
+        "4",
+        "-m",
+        "steep",
+        "train",
+        str(SMOKE),
+        "--set",
+        "train.steps=5",
+    ]
+
+
+def test_shell_join_quotes_arguments_but_not_node_variables() -> None:
+    cmd = torchrun_command("/runs/my config.yaml", ["run.name=a b"], gpus_per_node=2, nodes=3)
+    line = shell_join(cmd)
+    assert "'/runs/my config.yaml'" in line and "'run.name=a b'" in line
+    assert '--node-rank "$NODE_RANK"' in line
+    assert '--rdzv-endpoint "$MASTER_ADDR:29500"' in line
+    expanded = subprocess.run(
+        ["bash", "-c", f"printf '%s\\n' {line}"],
+        env={"NODE_RANK": "1", "MASTER_ADDR": "node0", "PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert expanded[expanded.index("--node-rank") + 1] == "1"
+    assert expanded[expanded.index("--rdzv-endpoint") + 1] == "node0:29500"
+    assert "/runs/my config.yaml" in expanded and "run.name=a b" in expanded
+
+
+def test_multi_node_flags() -> None:
+    cmd = torchrun_command(str(SMOKE), [], gpus_per_node=8, nodes=4, port=29600, rdzv_id="cpt")
+    pairs = dict(zip(cmd[1:-4:2], cmd[2:-4:2], strict=True))
+    assert pairs == {
+        "--nnodes": "4",
+        "--node-rank": "$NODE_RANK",
+        "--nproc-per-node": "8",
+        "--rdzv-backend": "c10d",
+        "--rdzv-endpoint": "$MASTER_ADDR:29600",
+        "--rdzv-id": "cpt",
+    }
+    assert "--standalone" not in cmd
+    assert cmd[-4:] == ["-m", "steep", "train", str(SMOKE)]
+
+
+def test_commands_are_what_torchrun_accepts() -> None:
+    run = pytest.importorskip("torch.distributed.run")
+    parser = run.get_args_parser()
+    single = parser.parse_args(torchrun_command("c.yaml", ["a=1"], gpus_per_node=2)[1:])
+    assert single.standalone and single.nproc_per_node == "2" and single.module
+    assert (single.training_script, single.training_script_args) == (
+        "steep",
+        ["train", "c.yaml", "--set", "a=1"],
+    )
+    multi = torchrun_command("c.yaml", [], gpus_per_node=8, nodes=2, rdzv_id="j")
+    filled = [{"$NODE_RANK": "1", "$MASTER_ADDR:29500": "node0:29500"}.get(a, a) for a in multi]
+    args = parser.parse_args(filled[1:])
+    assert (args.nnodes, args.node_rank, args.nproc_per_node) == ("2", 1, "8")
+    assert (args.rdzv_backend, args.rdzv_endpoint, args.rdzv_id) == ("c10d", "node0:29500", "j")
+
+
+def _script(**kw) -> str:
+    defaults = dict(nodes=2, gpus_per_node=8, job_name="cpt", port=29555)
+    return slurm_script(str(SMOKE), ["train.steps=5", "run.name=a b"], **{**defaults, **kw})
+
+
+def test_slurm_script_contents() -> None:
+    script = _script(partition="gpu", account="proj1", time="2-00:00:00", log_dir="/x/logs")
+    assert script.startswith("#!/bin/bash\n")
+    assert _sbatch_header(script) == [
+        "--job-name=cpt",
+        "--nodes=2",
+        "--ntasks-per-node=1",
+        "--gpus-per-node=8",
+        "--cpus-per-task=32",
+        "--time=2-00:00:00",
+        "--partition=gpu",
+        "--account=proj1",
+        "--output=/x/logs/%x-%j.out",
+    ]
+    assert 'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)' in script
+    assert "export OMP_NUM_THREADS=1" in script
+    assert "export TORCH_NCCL_ASYNC_ERROR_HANDLING=1" in script
+    command = script[script.index("srun torchrun") :].replace("\\\n", " ")
+    assert shlex.split(command) == [
+        "srun",
+        "torchrun",
+        "--nnodes",
+        "$SLURM_NNODES",
+        "--nproc-per-node",
+        "8",
+        "--rdzv-id",
+        "$SLURM_JOB_ID",
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        "$MASTER_ADDR:29555",
+        "-m",
+        "steep",
+        "train",
+        str(SMOKE),
+        "--set",
+        "train.steps=5",
+        "--set",
+        "run.name=a b",
+    ]
+
+
+def test_slurm_script_leaves_out_unset_options() -> None:
+    header = _sbatch_header(_script())
+    assert not any(h.startswith(("--partition", "--account")) for h in header)
+    assert "--time=24:00:00" in header
+
+
+@pytest.mark.parametrize(
+    "kw", [{"time": "2h"}, {"partition": "gpu\n#SBATCH --x"}, {"account": "a b"}]
+)
+def test_slurm_script_refuses_values_that_break_the_header(kw: dict) -> None:
+    with pytest.raises(ConfigError, match="--(time|partition|account)"):
+        _script(**kw)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_slurm_script_is_valid_bash_and_runs_with_stub_slurm(tmp_path: Path) -> None:
+    script = tmp_path / "job.sbatch"
+    script.write_text(_script(workdir=str(tmp_path), home=str(tmp_path / "home")))
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    # Stand-ins for Slurm's tools: run the script as a node of a 2-node allocation would.
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    (stubs / "scontrol").write_text('#!/bin/sh\nprintf "gpu-a7\\ngpu-a8\\n"\n')
+    (stubs / "srun").write_text(
+        "#!/bin/sh\nprintf '%s\\n' \"$@\" > argv.txt\n"
+        'printf "%s %s %s %s\\n" "$MASTER_ADDR" "$OMP_NUM_THREADS" "$STEEP_HOME" "$PWD" > env.txt\n'
+    )
+    for stub in stubs.iterdir():
+        stub.chmod(0o755)
+    env = {
+        "PATH": f"{stubs}:{os.environ['PATH']}",
+        "SLURM_JOB_NODELIST": "gpu-a[7-8]",
+        "SLURM_NNODES": "2",
+        "SLURM_JOB_ID": "4242",
+    }
+    subprocess.run(["bash", str(script)], env=env, cwd="/", check=True)
+    argv = (tmp_path / "argv.txt").read_text().splitlines()
+    assert argv[:11] == [
+        "torchrun",
+        "--nnodes",
+        "2",
+        "--nproc-per-node",
+        "8",
+        "--rdzv-id",
+        "4242",
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        "gpu-a7:29555",
+    ]
+    assert argv[11:] == ["-m", "steep", "train", str(SMOKE)] + [
+        "--set",
+        "train.steps=5",
+        "--set",
+        "run.name=a b",
+    ]
+    assert (tmp_path / "env.txt").read_text().split() == [
+        "gpu-a7",
+        "1",
+        str(tmp_path / "home"),
+        str(tmp_path),
+    ]
+
+
+def test_batch_split_error_names_fields_and_numbers() -> None:
+    config = load_config(SMOKE)
+    assert micro_batches_per_rank(config, nodes=1, gpus_per_node=2) == 1
+    with pytest.raises(ConfigError) as err:
+        micro_batches_per_rank(config, nodes=1, gpus_per_node=3)
+    msg = str(err.value)
+    for part in ("train.global_batch_tokens=1024", "data.seq_len", "train.micro_batch_size"):
+        assert part in msg
+    assert "128 x 4 x 3 = 1536" in msg and "3 ranks" in msg
+    assert "1536 (the smallest)" in msg  # nothing valid below 1024
+
+    config = load_config(SMOKE, ["train.global_batch_tokens=5120"])
+    with pytest.raises(ConfigError) as err:
+        micro_batches_per_rank(config, nodes=2, gpus_per_node=4)  # unit 4096
+    assert "4096 (below) or 8192 (above)" in str(err.value)
+
+
+def test_visible_gpus_reads_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,3")
+    assert visible_gpus() == 3
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,-1,3")  # CUDA stops at an invalid id
+    assert visible_gpus() == 1
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert visible_gpus() == 0
+
+
+def test_typo_fails_before_any_file_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "jobs" / "job.sbatch"
+    argv = ["launch", str(SMOKE), "--set", "train.stepz=3", "--slurm", str(out), "--nodes", "2"]
+    with pytest.raises(ConfigError, match="stepz"):
+        cmd_launch(build_parser().parse_args(argv))
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "steep launch: error:" in captured.err and "'steps'" in captured.err
+    assert not (tmp_path / "jobs").exists()
+
+
+def test_cli_writes_slurm_script(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "jobs" / "cpt.sbatch"
+    argv = ["launch", str(SMOKE), "--set", BIG_BATCH, "--slurm", str(out)]
+    argv += ["--nodes", "2", "--gpus-per-node", "4", "--partition", "gpu", "--port", "29400"]
+    assert main(argv) == 0
+    script = out.read_text()
+    assert os.access(out, os.X_OK)
+    assert (tmp_path / "jobs" / "logs").is_dir()
+    header = _sbatch_header(script)
+    assert "--job-name=smoke" in header and "--nodes=2" in header
+    assert "--gpus-per-node=4" in header and "--partition=gpu" in header
+    assert '--rdzv-endpoint "$MASTER_ADDR:29400"' in script
+    assert f"-m steep train {SMOKE} --set {BIG_BATCH}" in script
+    assert sorted(p.name for p in out.parent.iterdir()) == ["cpt.sbatch", "logs"]  # no temp left
+    stdout = capsys.readouterr().out
+    assert "2 nodes x 4 GPUs = 8 ranks" in stdout
+    assert f"sbatch {out}" in stdout
+
+
+def test_cli_prints_single_node_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert main(["launch", str(SMOKE), "--set", "train.steps=5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("# 1 node x 2 GPUs = 2 ranks")
+    cmd = shlex.split(lines[-1])
+    assert Path(cmd[0]).name == "torchrun"
+    assert cmd[1:] == ["--standalone", "--nproc-per-node", "2", "-m", "steep", "train"] + [
+        str(SMOKE),
+        "--set",
+        "train.steps=5",
+    ]
+
+
+def test_cli_reports_a_batch_that_does_not_split(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["launch", str(SMOKE), "--gpus-per-node", "3"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "1536" in captured.err
