@@ -269,7 +269,7 @@ def resolve_max_lr(config: RunConfig) -> tuple[float, str]:
 
 
 def build_optimizer(model: torch.nn.Module, config: RunConfig, max_lr: float) -> torch.optim.AdamW:
-    """AdamW; no weight decay on norms and biases (1-D tensors), as in GPT-style recipes."""
+    """Fused AdamW; no weight decay on norms and biases (1-D tensors), as in GPT recipes."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
@@ -278,8 +278,14 @@ def build_optimizer(model: torch.nn.Module, config: RunConfig, max_lr: float) ->
         {"params": decay, "weight_decay": config.train.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+    # The fused kernel updates each tensor in one pass: 2.3x faster than foreach on this
+    # 2-core CPU for 135M parameters (BENCHMARKS.md), and the usual choice on CUDA.
     return torch.optim.AdamW(
-        groups, lr=max_lr, betas=(config.train.beta1, config.train.beta2), eps=config.train.eps
+        groups,
+        lr=max_lr,
+        betas=(config.train.beta1, config.train.beta2),
+        eps=config.train.eps,
+        fused=True,
     )
 
 
