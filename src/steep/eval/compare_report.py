@@ -1,0 +1,375 @@
+"""Write a ``steep eval`` result: eval.json, eval.md and plots, plus the model's lineage.
+
+The report folder is built aside and renamed into place, so a reader (the studio, the
+Model Hub) sees the previous report or the new one, never half of one. The same report
+goes to every place a user would look: the output folder (default ``MODEL/eval``), and
+the training run's own directory when the model's ``steep.json`` names one that exists.
+The model's ``steep.json`` gets the result (without the samples) under ``eval``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from steep.config import steep_home
+from steep.eval.compare import local_dir, read_lineage
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+log = logging.getLogger(__name__)
+
+JSON_FILE = "eval.json"
+MARKDOWN_FILE = "eval.md"
+PLOTS_DIR = "plots"
+EVAL_DIR = "eval"
+DPI = 120
+_ROLE_COLORS = {"domain": "C0", "general": "C1", None: "0.6"}
+_SERIES = (("base", "0.55"), ("adapted", "C2"))
+
+
+# --------------------------------------------------------------------------- where
+
+
+def destinations(result: dict[str, Any], model_spec: str, out_dir: str | None) -> list[Path]:
+    """Report folders: the output folder, then the run directory named in the lineage."""
+    model_dir = local_dir(model_spec)
+    if out_dir:
+        first = Path(out_dir)
+    elif model_dir is not None:
+        first = model_dir / EVAL_DIR
+    else:
+        first = steep_home() / "evals" / f"eval-{datetime.now():%Y%m%d-%H%M%S}"
+    dests = [first]
+    run_dir = read_lineage(model_spec).get("run_dir")
+    if isinstance(run_dir, str) and Path(run_dir).is_dir():
+        second = Path(run_dir) / EVAL_DIR
+        if second.resolve() != first.resolve():
+            dests.append(second)
+    return dests
+
+
+def publish(
+    result: dict[str, Any], model_spec: str, out_dir: str | None, update_lineage: bool = True
+) -> list[Path]:
+    """Write the report everywhere it belongs and record it in the model's steep.json."""
+    dests = destinations(result, model_spec, out_dir)
+    result["reports"] = [str(d.resolve()) for d in dests]
+    for dest in dests:
+        write_report_dir(dest, result)
+        print(f"eval report: {dest / MARKDOWN_FILE}", flush=True)
+    model_dir = local_dir(model_spec)
+    if update_lineage and model_dir is not None:
+        record_in_lineage(model_dir, result)
+    return dests
+
+
+def record_in_lineage(model_dir: Path, result: dict[str, Any]) -> None:
+    """Put the result (minus samples) under ``eval`` in steep.json, atomically.
+
+    A folder without steep.json (a plain HF model) gets one holding only ``eval``; an
+    unreadable one is left alone rather than overwritten.
+    """
+    from steep.model.io import LINEAGE_FILE
+
+    path = model_dir / LINEAGE_FILE
+    lineage: dict[str, Any] = {}
+    if path.exists():
+        try:
+            lineage = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            log.warning("%s is not valid JSON (%s): eval result not recorded there", path, exc)
+            return
+        if not isinstance(lineage, dict):
+            log.warning("%s is not a JSON object: eval result not recorded there", path)
+            return
+    lineage["eval"] = {k: v for k, v in result.items() if k != "samples"}
+    _atomic_write(path, json.dumps(lineage, indent=2, default=str) + "\n")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_report_dir(dest: Path, result: dict[str, Any]) -> Path:
+    """Build eval.json, eval.md and plots/ in a hidden sibling folder, then swap it in."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide the report from the studio's user
+        plots = write_plots(tmp / PLOTS_DIR, result)
+        doc = {**result, "files": {"markdown": MARKDOWN_FILE, "plots": plots}}
+        (tmp / JSON_FILE).write_text(json.dumps(doc, indent=2, default=str) + "\n")
+        (tmp / MARKDOWN_FILE).write_text(render_markdown(result, plots), encoding="utf-8")
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(dest, old)
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def _cell(value: Any) -> str:
+    """One markdown table cell: pipes escaped, newlines as <br> so a sample keeps its lines."""
+    text = str(value).replace("|", "\\|").replace("\r", "")
+    return "<br>".join(line.rstrip() for line in text.split("\n")) or " "
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def _signed(value: Any, digits: int = 4) -> str:
+    return f"{value:+.{digits}f}" if isinstance(value, (int, float)) else "n/a"
+
+
+def _pct(rel: Any) -> str:
+    """'-10.9%'; two decimals under 1% so a small general regression still shows."""
+    if not isinstance(rel, (int, float)) or not math.isfinite(rel):
+        return "n/a"
+    pct = 100 * rel
+    text = f"{pct:+.2f}%" if abs(pct) < 1 else f"{pct:+.1f}%"
+    return "0.00%" if text in ("+0.00%", "-0.00%") else text
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right_from: int) -> list[str]:
+    align = ["---" if i < right_from else "---:" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _headline_lines(head: dict[str, Any] | None) -> list[str]:
+    if head is None:
+        return ["No baseline given: the numbers below are the model's alone."]
+    lines = []
+    for label, block, what in (
+        ("held-out sets", head, "bits per byte"),
+        ("tasks", head["tasks"], "each task's main metric"),
+    ):
+        if not block["domain"] and not block["general"]:
+            continue
+        gain, reg = block["domain_gain"], block["general_regression"]
+        if block["domain"]:
+            lines.append(
+                f"- **domain gain** ({label}, {what}; {', '.join(block['domain'])}): "
+                f"**{_pct(gain)}**"
+            )
+        if block["general"]:
+            lines.append(
+                f"- **general regression** ({label}, {what}; {', '.join(block['general'])}): "
+                f"**{_pct(reg)}**"
+            )
+    if not lines:
+        return [
+            "No set or task is marked domain or general (use --domain / --general), "
+            "so there is no headline."
+        ]
+    return [
+        *lines,
+        "",
+        "Gain: mean relative improvement over the base on the domain sets (bits per byte "
+        "down, accuracy up). Regression: mean relative worsening on the general sets; "
+        "negative means the general side improved too.",
+    ]
+
+
+def render_markdown(result: dict[str, Any], plots: Sequence[str]) -> str:
+    has_base = result["baseline"] is not None
+    model = result["model"]["spec"]
+    title = f"# Evaluation: {model}" + (f" vs {result['baseline']['spec']}" if has_base else "")
+    s = result["settings"]
+    lines = [
+        title,
+        "",
+        f"- model: `{result['model']['path']}`",
+        f"- baseline: `{result['baseline']['path']}`" if has_base else "- baseline: none",
+        f"- created: {result['created']}; seq_len {s['seq_len']}, {s['device']}, {s['dtype']}",
+        "",
+        "## Headline",
+        "",
+        *_headline_lines(result["headline"]),
+    ]
+    if result["sets"]:
+        lines += [
+            "",
+            "## Held-out sets",
+            "",
+            "Bits per byte (bpb) is the total loss over the UTF-8 bytes of the documents: "
+            "it compares models with different tokenizers. Loss (nats per token) and "
+            "perplexity are per each model's own tokens. Lower is better.",
+            "",
+        ]
+        if has_base:
+            header = ["set", "role", "docs", "base bpb", "adapted bpb", "change", "change %"]
+            header += ["base loss", "adapted loss", "base ppl", "adapted ppl"]
+        else:
+            header = ["set", "role", "docs", "bpb", "loss", "ppl", "tokens"]
+        rows = []
+        for name, r in result["sets"].items():
+            a, b, c = r["adapted"], r["base"], r["change"]["bpb"]
+            row = [_cell(name), r["role"] or "", str(r["documents"])]
+            if has_base:
+                row += [_num(b["bpb"]), _num(a["bpb"]), _signed(c["abs"]), _pct(c["rel"])]
+                row += [_num(b["loss"]), _num(a["loss"]), _num(b["ppl"], 2), _num(a["ppl"], 2)]
+            else:
+                row += [_num(a["bpb"]), _num(a["loss"]), _num(a["ppl"], 2), f"{a['tokens']:,}"]
+            rows.append(row)
+        lines += _table(header, rows, right_from=2)
+    if result["tasks"]:
+        lines += ["", "## Tasks", ""]
+        header = ["task", "role", "source", "metric"]
+        header += ["base", "adapted", "change", "change %"] if has_base else ["value"]
+        rows = []
+        for name, r in result["tasks"].items():
+            metrics = [m for m in r["change"] if r["adapted"].get(m) is not None]
+            metrics.sort(key=lambda m: m != r["primary"])  # the headline metric first
+            for m in metrics:
+                a = r["adapted"][m]
+                row = [_cell(name), r["role"] or "", r["source"], m]
+                if has_base:
+                    c = r["change"][m]
+                    b = r["base"].get(m) if r["base"] else None
+                    row += [_num(b), _num(a), _signed(c["abs"]), _pct(c["rel"])]
+                else:
+                    row += [_num(a)]
+                rows.append(row)
+        lines += _table(header, rows, right_from=4)
+        lines += [
+            "",
+            "jsonl tasks: acc picks the most likely choice, acc_norm the most likely per "
+            "character (lm-eval's normalisation).",
+        ]
+    if plots:
+        lines += ["", "## Plots", ""]
+        for p in plots:
+            lines += [f"![{Path(p).stem}]({p})", ""]
+    if result["samples"]:
+        lines += ["", "## Samples", "", "Greedy completions of the same prompts.", ""]
+        for i, smp in enumerate(result["samples"], 1):
+            lines += [f"### Prompt {i}", "", "```text", smp["prompt"], "```", ""]
+            if has_base:
+                lines += _table(
+                    ["base", "adapted"], [[_cell(smp["base"]), _cell(smp["adapted"])]], 2
+                )
+            else:
+                lines += _table(["adapted"], [[_cell(smp["adapted"])]], 1)
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _figure(title: str, ylabel: str, n_bars: int) -> tuple[Figure, Axes]:
+    """A figure outside pyplot (Agg, no global state): safe in a server or a thread."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(6.0, 1.1 * n_bars + 3), 4.5), dpi=DPI)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, axis="y", alpha=0.3)
+    return fig, ax
+
+
+def _grouped_bars(ax: Axes, labels: list[str], series: dict[str, list[float]]) -> None:
+    width = 0.8 / max(len(series), 1)
+    colors = dict(_SERIES)
+    for k, (name, values) in enumerate(series.items()):
+        xs = [i - 0.4 + width * (k + 0.5) for i in range(len(labels))]
+        vals = [v if v is not None else math.nan for v in values]
+        ax.bar(xs, vals, width, label=name, color=colors.get(name, f"C{k}"))
+    ax.set_xticks(range(len(labels)), labels)
+    if len(series) > 1:  # outside the axes, so it never hides a bar
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+
+
+def write_plots(out: Path, result: dict[str, Any]) -> list[str]:
+    """bpb.png (per set), tasks.png (main metric per task), change.png (vs base).
+
+    Returns the written files relative to the report folder; nothing to show, no file.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    labels_used = ["base", "adapted"] if result["baseline"] else ["adapted"]
+    written: list[str] = []
+
+    def save(fig: Figure, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out / name, format="png", dpi=DPI)
+        written.append(f"{PLOTS_DIR}/{name}")
+
+    sets = result["sets"]
+    if sets:
+        fig, ax = _figure(
+            "Bits per byte by held-out set (lower is better)", "bits per byte", len(sets)
+        )
+        series = {lab: [(r[lab] or {}).get("bpb") for r in sets.values()] for lab in labels_used}
+        _grouped_bars(ax, list(sets), series)
+        save(fig, "bpb.png")
+
+    tasks = {n: r for n, r in result["tasks"].items() if r["primary"]}
+    if tasks:
+        fig, ax = _figure("Tasks: main metric", "value", len(tasks))
+        series = {
+            lab: [(r[lab] or {}).get(r["primary"]) for r in tasks.values()] for lab in labels_used
+        }
+        _grouped_bars(ax, [f"{n}\n({r['primary']})" for n, r in tasks.items()], series)
+        save(fig, "tasks.png")
+
+    if result["baseline"]:
+        rows = [(f"set {n}", r) for n, r in sets.items()]
+        rows += [(f"task {n}", r) for n, r in tasks.items()]
+        rows = [(n, r) for n, r in rows if r["improvement"] is not None]
+        if rows:
+            fig, ax = _figure(
+                "Improvement over the base (> 0 is better)", "improvement (%)", len(rows)
+            )
+            values = [100 * r["improvement"] for _, r in rows]
+            colors = [_ROLE_COLORS.get(r["role"], "0.6") for _, r in rows]
+            ax.bar(range(len(rows)), values, 0.6, color=colors)
+            ax.set_xticks(range(len(rows)), [n for n, _ in rows])
+            ax.axhline(0.0, color="0.3", lw=1.0)
+            from matplotlib.patches import Patch
+
+            handles = [Patch(color=c, label=str(k or "no role")) for k, c in _ROLE_COLORS.items()]
+            ax.legend(
+                handles=handles,
+                fontsize="small",
+                title="role",
+                loc="upper left",
+                bbox_to_anchor=(1.01, 1.0),
+            )
+            ax.yaxis.set_major_formatter(lambda v, _pos: f"{v:+g}%" if v else "0%")
+            save(fig, "change.png")
+    return written
