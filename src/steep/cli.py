@@ -1,4 +1,4 @@
-"""Command line: ``steep train | validate | demo | launch | data``.
+"""Command line: ``steep train | validate | demo | sweep | launch | data | eval``.
 
 Errors a user can fix (bad config, missing data, unknown base LR) print one clear message
 and exit 2; anything else is a bug and keeps its traceback.
@@ -19,6 +19,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from steep.data.catalog import CatalogError
     from steep.data.shards import ShardError
+    from steep.eval.harness import HarnessError
     from steep.model.base_lr import UnknownBaseLR
     from steep.model.io import ModelLoadError
     from steep.train.checkpoint import CheckpointError
@@ -32,6 +33,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ModelLoadError,
         CheckpointError,
         DataError,
+        HarnessError,
         ValueError,
     )
 
@@ -84,6 +86,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fraction(text: str) -> float:
+    """'1%' or '0.01' -> 0.01, for --max-regression."""
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a fraction or a percent, got {text!r}"
+        ) from None
+    return value
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from steep.pareto import DEFAULT_MAX_REGRESSION
+    from steep.sweep import Spec, load_spec, parse_grid, run_sweep
+
+    _quiet_libraries()
+    max_reg = args.max_regression
+    if args.resume:
+        if args.config or args.grid or args.set or args.budget_tokens is not None:
+            raise ConfigError(
+                "--resume continues a sweep with its own sweep.json: give no CONFIG, --grid, "
+                "--set or --budget-tokens"
+            )
+        out = Path(args.resume)
+        spec = load_spec(out)
+        if max_reg is None:
+            import json
+
+            max_reg = json.loads((out / "sweep.json").read_text())["max_regression"]
+    else:
+        if not args.config:
+            raise ConfigError("steep sweep needs CONFIG.yaml and --grid KEY=V1,V2 (or --resume)")
+        out = Path(args.out) if args.out else None
+        spec = Spec(args.config, parse_grid(args.grid), args.set, args.budget_tokens)
+    result = run_sweep(spec, out, DEFAULT_MAX_REGRESSION if max_reg is None else max_reg)
+    return 1 if result.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="steep", description="continued pretraining of open LLMs")
     sub = p.add_subparsers(dest="command", required=True)
@@ -116,6 +156,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.set_defaults(func=cmd_demo)
 
+    w = sub.add_parser(
+        "sweep", help="short runs over a grid (e.g. LR x domain share), Pareto plot and a pick"
+    )
+    w.add_argument("config", nargs="?", help="base run config (YAML)")
+    w.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="a config key and its values, e.g. --grid train.lr_fraction=0.03,0.1 (repeatable; "
+        "every combination runs)",
+    )
+    w.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override for every point"
+    )
+    w.add_argument(
+        "--budget-tokens",
+        type=int,
+        metavar="N",
+        help="training tokens per point: train.steps = N // train.global_batch_tokens",
+    )
+    w.add_argument(
+        "--max-regression",
+        type=_fraction,
+        metavar="X",
+        help="general-regression budget for the pick, a fraction or a percent (default 1%%)",
+    )
+    w.add_argument("--out", metavar="SWEEP_DIR", help="default STEEP_HOME/sweeps/<name>-<time>")
+    w.add_argument("--resume", metavar="SWEEP_DIR", help="continue a sweep: finished points skip")
+    w.set_defaults(func=cmd_sweep)
+
     from steep.launch import add_launch_parser
 
     add_launch_parser(sub)
@@ -123,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     from steep.data_cli import add_data_parser
 
     add_data_parser(sub)
+
+    from steep.eval_cli import add_eval_parser
+
+    add_eval_parser(sub)
     return p
 
 

@@ -67,8 +67,16 @@ class ModelSection(_Strict):
         return self
 
 
+Role = Literal["domain", "general"]
+
+
 class SourceSection(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    role: Role | None = Field(
+        None,
+        description="domain (the data to learn) or general (replay); default: domain when "
+        "the name starts with 'domain', else general. Used by data.domain_share and sweeps",
+    )
     paths: list[str] | None = Field(None, min_length=1, description="files or folders of text")
     dataset: str | None = Field(
         None, description="a Data Hub dataset, NAME@VERSION (or NAME for the latest)"
@@ -104,6 +112,18 @@ class DataSection(_Strict):
     max_epochs: float = Field(
         1.0, gt=0, description="refuse a run that would read any source more often than this"
     )
+    domain_share: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="share of training tokens for the domain-role sources together (split "
+        "among them by weight); the general ones get the rest. Unset: weights alone decide",
+    )
+    eval_roles: dict[str, Role] = Field(
+        default_factory=dict,
+        description="role of each extra eval set (domain or general), for sweep scoring; "
+        "a set without one is reported but not scored",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> DataSection:
@@ -111,6 +131,26 @@ class DataSection(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"data source / eval set names must be unique; repeated: {dupes}")
+        return self
+
+    @model_validator(mode="after")
+    def _roles_fit(self) -> DataSection:
+        unknown = sorted(set(self.eval_roles) - set(self.eval_sets))
+        if unknown:
+            raise ValueError(
+                f"data.eval_roles names {unknown}, which are not in data.eval_sets "
+                f"({sorted(self.eval_sets) or 'none'})"
+            )
+        if self.domain_share is not None:
+            roles = {source_role(s) for s in self.sources}
+            missing = [r for r in ("domain", "general") if r not in roles]
+            if missing:
+                found = ", ".join(f"{s.name} ({source_role(s)})" for s in self.sources)
+                raise ValueError(
+                    f"data.domain_share={self.domain_share:g} needs at least one {missing[0]} "
+                    f"source; found: {found}. Set role: {missing[0]} on a source (a source "
+                    "whose name starts with 'domain' is a domain one by default)"
+                )
         return self
 
 
@@ -196,6 +236,41 @@ class RunConfig(_Strict):
     @property
     def sequences_per_step(self) -> int:
         return self.train.global_batch_tokens // self.data.seq_len
+
+
+def source_role(src: SourceSection) -> Role:
+    """A source's role: its own ``role``, else inferred from the name (domain*, or general)."""
+    if src.role is not None:
+        return src.role
+    return "domain" if src.name.lower().startswith("domain") else "general"
+
+
+def effective_weights(config: RunConfig) -> list[float]:
+    """Mixture weight per source, after ``data.domain_share`` (when set) rescales the roles.
+
+    Each role's sources keep their relative weights; the roles together get
+    ``domain_share`` and ``1 - domain_share`` of the tokens.
+    """
+    sources, share = config.data.sources, config.data.domain_share
+    weights = [s.weight for s in sources]
+    if share is None:
+        return weights
+    totals = {"domain": 0.0, "general": 0.0}
+    for s in sources:
+        totals[source_role(s)] += s.weight
+    target = {"domain": share, "general": 1.0 - share}
+    return [s.weight / totals[source_role(s)] * target[source_role(s)] for s in sources]
+
+
+def eval_set_roles(config: RunConfig) -> dict[str, Role | None]:
+    """Role of every eval set the run reports: held-out splits take their source's role,
+    extra eval sets take ``data.eval_roles`` (None: reported, not scored)."""
+    roles: dict[str, Role | None] = {
+        s.name: source_role(s) for s in config.data.sources if s.heldout_fraction > 0
+    }
+    for name in config.data.eval_sets:
+        roles[name] = config.data.eval_roles.get(name)
+    return roles
 
 
 # --- loading -------------------------------------------------------------------------------

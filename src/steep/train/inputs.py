@@ -12,7 +12,7 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from steep.config import RunConfig, SourceSection
+from steep.config import RunConfig, SourceSection, effective_weights
 from steep.data.mixture import Mixture
 from steep.data.shards import Windows
 from steep.data.tokenize import (
@@ -102,7 +102,7 @@ def build_inputs(
     mixture = Mixture(
         [s.name for s in sources],
         windows,
-        [s.weight for s in config.data.sources],
+        effective_weights(config),  # data.domain_share, when set, rescales the roles
         seed=config.run.seed,
     )
     _check_enough_data(config, mixture)
@@ -126,13 +126,14 @@ def build_inputs(
         {
             "name": ts.name,
             "weight": cfg.weight,
+            "share": float(share),
             "dataset": ts.info.get("dataset"),
             "files": ts.info["files"],
             "splits": ts.info["splits"],
             "skipped": ts.info["skipped"],
             "shards": str(ts.dir),
         }
-        for ts, cfg in zip(sources, config.data.sources, strict=True)
+        for ts, cfg, share in zip(sources, config.data.sources, mixture.shares, strict=True)
     ]
     return Inputs(mixture, eval_sets, sources, meta["separator_id"], lineage)
 
