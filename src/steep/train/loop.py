@@ -238,7 +238,10 @@ def _train(config: RunConfig, d: Dist, run_dir: Path | None, resume: bool) -> Ru
             f"{schedule.warmup_steps}, floor {config.train.min_lr_ratio:g} x max",
             "batch": f"{config.train.global_batch_tokens:,} tokens/step "
             f"({d.world} ranks x {accum} accumulation x {micro} x {seq_len})",
-            "mixture": ", ".join(f"{s.name} {s.weight:g}" for s in config.data.sources),
+            "mixture": ", ".join(  # the realised shares, after data.domain_share
+                f"{name} {share:.1%}"
+                for name, share in zip(inputs.mixture.names, inputs.mixture.shares, strict=True)
+            ),
             "model": str(model_dir),
         },
     )
