@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,37 @@ class TokenizedSource:
     train: Shard
     heldout: Shard | None
     info: dict[str, Any]  # files + hashes, counts, skipped records
+
+
+def batch_encoder(tokenizer: PreTrainedTokenizerBase) -> Callable[[list[str]], list[list[int]]]:
+    """Token ids of a batch of texts, no special tokens, as fast as the tokenizer allows.
+
+    A fast tokenizer's ``encode_batch_fast`` skips the character offsets that ``__call__``
+    computes and steep never uses: ~20% less time. Some tokenizer classes preprocess text in
+    Python before the Rust call, so the first batch is encoded both ways and the fast path
+    is kept only if the ids agree.
+    """
+
+    def plain(texts: list[str]) -> list[list[int]]:
+        return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not hasattr(backend, "encode_batch_fast"):
+        return plain
+
+    def fast(texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
+
+    chosen: list[Callable[[list[str]], list[list[int]]]] = []
+
+    def encode(texts: list[str]) -> list[list[int]]:
+        if not chosen:
+            ids = fast(texts)
+            chosen.append(fast if ids[:16] == plain(texts[:16]) else plain)
+            return ids if chosen[0] is fast else plain(texts)
+        return chosen[0](texts)
+
+    return encode
 
 
 def tokenizer_meta(tokenizer: PreTrainedTokenizerBase, separator: str | None) -> dict[str, Any]:
@@ -170,9 +201,10 @@ def _write_source(
         dynamic_ncols=True,
     )
     batch: list[str] = []
+    encode = batch_encoder(tokenizer)
 
     def flush() -> None:
-        ids = tokenizer(batch, add_special_tokens=False)["input_ids"]
+        ids = encode(batch)
         for text, doc_ids in zip(batch, ids, strict=True):
             split = "heldout" if is_heldout(text, heldout_fraction) else "train"
             writers[split].add(doc_ids)
