@@ -1,6 +1,6 @@
 # steep: two commands set everything up on a fresh machine.
 #   make demo   install, then adapt SmolLM2-135M to Python docs offline (~10 min on 2 CPU cores)
-#   make test   install, then lint and run the test suite (~2 min)
+#   make test   install, then lint and run the test suite (~7 min on 2 cores)
 # GPU machines: make demo TORCH_SPEC=torch   (PyPI's Linux torch wheel is the CUDA build)
 
 PYTHON ?= python3

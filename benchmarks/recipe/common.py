@@ -36,9 +36,9 @@ PRETRAIN_MIN_RATIO = 0.1  # pretraining decays to 10% of the peak, so it ends at
 SEQ_LEN = 256
 MICRO_BATCH = 16
 BATCH_TOKENS = SEQ_LEN * MICRO_BATCH  # one forward per optimizer step: 4,096 tokens
-PRECISION = "fp32"  # measured faster than bf16-autocast for this model on the 2-core CPU
-PRETRAIN_STEPS = 600
-EVAL_WINDOWS = 48
+PRECISION = "bf16-autocast"  # measured 1.5x faster than fp32 here (AVX512-BF16); fp32 weights
+PRETRAIN_STEPS = 700  # ~0.95 epoch of the Wikipedia train split
+EVAL_WINDOWS = 64
 
 TINY_LLAMA: dict[str, Any] = {
     "model_type": "llama",
@@ -200,11 +200,12 @@ def train_run(root: Path, config: dict[str, Any]) -> Run:
     return read_run(config["run"]["name"], out_dir, time.perf_counter() - started)
 
 
-def pretrained_base(root: Path, corpora: Corpora) -> tuple[Path, Run]:
+def pretrained_base(root: Path, corpora: Corpora) -> tuple[Path, Run, float]:
     """The tiny base, pretrained on the old data once and reused while its config holds.
 
     A changed config (model size, steps, LR, data) gets its own directory, so a stale base
-    is never mistaken for the one the experiment describes.
+    is never mistaken for the one the experiment describes. Returns the model directory,
+    the pretraining run and the seconds spent pretraining now (0 when cached).
     """
     config = run_config(
         "pretrain",
@@ -224,11 +225,11 @@ def pretrained_base(root: Path, corpora: Corpora) -> tuple[Path, Run]:
     if done.exists():
         run = read_run("pretrain", out_dir, json.loads(done.read_text())["wall_s"])
         print(f"pretrained base (cached): {out_dir / 'model'}")
-    else:
-        print(f"pretraining the tiny base on Wikipedia: {PRETRAIN_STEPS} steps ...")
-        run = train_run(root, config)
-        done.write_text(json.dumps({"wall_s": run.wall_s}) + "\n")
-    return out_dir / "model", run
+        return out_dir / "model", run, 0.0
+    print(f"pretraining the tiny base on Wikipedia: {PRETRAIN_STEPS} steps ...")
+    run = train_run(root, config)
+    done.write_text(json.dumps({"wall_s": run.wall_s}) + "\n")
+    return out_dir / "model", run, run.wall_s
 
 
 def cpt_model(base: Path) -> dict[str, Any]:
@@ -262,6 +263,11 @@ def machine() -> str:
     import torch
 
     cpu = platform.processor() or platform.machine()
+    try:  # platform.processor() is often empty on Linux; cpuinfo names the chip
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next(x.split(":", 1)[1].strip() for x in f if x.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
@@ -269,9 +275,16 @@ def pct(new: float, old: float) -> str:
     return f"{100 * (new - old) / old:+.1f}%"
 
 
-def finish(out: Path, stem: str, text: str, started: float) -> None:
-    """Print the result and keep it as markdown next to the plot."""
-    text += f"\n\nwall time {time.perf_counter() - started:.0f} s on {machine()}\n"
+def finish(out: Path, stem: str, text: str, started: float, pretrain_s: float) -> None:
+    """Print the result and keep it as markdown next to the plot.
+
+    The wall time leaves out pretraining the base, which is done once and cached.
+    """
+    wall = time.perf_counter() - started - pretrain_s
+    text += f"\n\nwall time {wall:.0f} s on {machine()}"
+    if pretrain_s:
+        text += f" (plus {pretrain_s:.0f} s pretraining the base, cached for later runs)"
+    text += "\n"
     print("\n" + text)
     (out / f"{stem}.md").write_text(text, encoding="utf-8")
 

@@ -32,14 +32,14 @@ from common import (
 )
 
 FRACTIONS = (0.01, 0.1, 1.0)
-DEFAULT_STEPS = 120
+DEFAULT_STEPS = 300
 
 
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0], DEFAULT_STEPS)
     started = time.perf_counter()
     corpora = prepare_corpora(args.root)
-    base, _ = pretrained_base(args.root, corpora)
+    base, _, pretrain_s = pretrained_base(args.root, corpora)
     runs: dict[float, Run] = {}
     for frac in FRACTIONS:
         config = run_config(
@@ -87,7 +87,7 @@ def main() -> None:
         f"base loss on {NEW}: {first.loss(NEW, 0):.3f} (nats/byte)\n\n"
         + markdown_table(headers, rows)
     )
-    finish(args.out, "lr_fraction", text, started)
+    finish(args.out, "lr_fraction", text, started, pretrain_s)
 
     fig, axes = new_figure(2)
     for ax, name, title in ((axes[0], OLD, "old data (forgetting)"), (axes[1], NEW, "new data")):

@@ -34,7 +34,7 @@ from common import (
 
 SHARES = (0.0, 0.05, 0.25, 0.5)
 IBRAHIM = {0.0: (3.56, 1.11), 0.05: (2.57, 1.12), 0.25: (2.33, 1.16), 0.5: (2.24, 1.22)}
-DEFAULT_STEPS = 100
+DEFAULT_STEPS = 300
 LR_FRACTION = 1.0
 
 
@@ -42,7 +42,7 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[0], DEFAULT_STEPS)
     started = time.perf_counter()
     corpora = prepare_corpora(args.root)
-    base, _ = pretrained_base(args.root, corpora)
+    base, _, pretrain_s = pretrained_base(args.root, corpora)
     runs: dict[float, Run] = {}
     for share in SHARES:
         sources = [source("domain", corpora.new_train, 1.0 - share)]
@@ -90,7 +90,7 @@ def main() -> None:
         + "\n\nold-data loss removed per replay percentage point: "
         + ", ".join(gains)
     )
-    finish(args.out, "replay", text, started)
+    finish(args.out, "replay", text, started, pretrain_s)
 
     fig, axes = new_figure(2)
     for ax, name, title in ((axes[0], OLD, "old data"), (axes[1], NEW, "new data")):

@@ -32,15 +32,15 @@ from common import (
     train_run,
 )
 
-DEFAULT_STEPS = 120
-EVAL_EVERY = 3
+DEFAULT_STEPS = 200
+EVAL_EVERY = 2
 
 
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0], DEFAULT_STEPS)
     started = time.perf_counter()
     corpora = prepare_corpora(args.root)
-    base, _ = pretrained_base(args.root, corpora)
+    base, _, pretrain_s = pretrained_base(args.root, corpora)
     warmup = max(1, args.steps // 20)
     arms = {
         "re-warm (cosine to 1.0 x peak)": dict(schedule="cosine", lr_fraction=1.0, warmup=warmup),
@@ -102,7 +102,7 @@ def main() -> None:
         f"eval every {EVAL_EVERY} steps; pretraining peak {PEAK_LR:g}, ended at "
         f"{PRETRAIN_MIN_RATIO * PEAK_LR:g}\n\n" + markdown_table(headers, rows)
     )
-    finish(args.out, "rewarm", text, started)
+    finish(args.out, "rewarm", text, started, pretrain_s)
 
     fig, (ax, ax_lr) = new_figure(2)
     for label, run in runs.items():

@@ -281,8 +281,8 @@ def build_optimizer(model: torch.nn.Module, config: RunConfig, max_lr: float) ->
         {"params": decay, "weight_decay": config.train.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    # The fused kernel updates each tensor in one pass: 2.3x faster than foreach on this
-    # 2-core CPU for 135M parameters (BENCHMARKS.md), and the usual choice on CUDA.
+    # The fused kernel updates each tensor in one pass: 8x faster than foreach on this
+    # 2-core CPU for 135M parameters (benchmarks/optimizer_step.py), the usual choice on CUDA.
     return torch.optim.AdamW(
         groups,
         lr=max_lr,
