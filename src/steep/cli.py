@@ -1,4 +1,4 @@
-"""Command line: ``steep train | validate | demo | sweep | launch | data | eval``.
+"""Command line: ``steep train | validate | demo | sweep | launch | data | eval | models``.
 
 Errors a user can fix (bad config, missing data, unknown base LR) print one clear message
 and exit 2; anything else is a bug and keeps its traceback.
@@ -20,6 +20,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from steep.data.catalog import CatalogError
     from steep.data.shards import ShardError
     from steep.eval.harness import HarnessError
+    from steep.hub import HubError
     from steep.model.base_lr import UnknownBaseLR
     from steep.model.io import ModelLoadError
     from steep.train.checkpoint import CheckpointError
@@ -34,6 +35,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         CheckpointError,
         DataError,
         HarnessError,
+        HubError,
         ValueError,
     )
 
@@ -82,7 +84,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from steep.demo import run_demo
 
     _quiet_libraries()
-    run_demo(overrides=args.set)
+    run_demo(overrides=args.set, recipe=args.recipe)
     return 0
 
 
@@ -154,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a value of examples/demo.yaml",
     )
+    d.add_argument(
+        "--recipe",
+        choices=("python-docs", "vietnamese"),
+        default="python-docs",
+        help="python-docs: domain CPT (examples/demo.yaml); vietnamese: SmolLM2 learns "
+        "Vietnamese with and without vocabulary extension (examples/demo-vi.yaml, ~20 min)",
+    )
     d.set_defaults(func=cmd_demo)
 
     w = sub.add_parser(
@@ -198,6 +207,18 @@ def build_parser() -> argparse.ArgumentParser:
     from steep.eval_cli import add_eval_parser
 
     add_eval_parser(sub)
+
+    from steep.models_cli import add_models_parser
+
+    add_models_parser(sub)
+
+    from steep.studio.cli import add_studio_parser
+
+    add_studio_parser(sub)
+
+    from steep.tokenizer_cli import add_tokenizer_parser
+
+    add_tokenizer_parser(sub)
     return p
 
 

