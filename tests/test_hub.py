@@ -17,7 +17,7 @@ from steep.cli import main
 from steep.config import parse_config
 from steep.data.executor import LocalExecutor
 from steep.data.ingest import add_dataset
-from steep.hub import CARD_MARK, Hub, HubError
+from steep.hub import CARD_MARK, Hub, HubError, training_change
 from steep.train.loop import train
 
 from .conftest import WORDS_A, WORDS_B, make_tiny_model, synthetic_docs, write_jsonl
@@ -94,6 +94,15 @@ def test_training_registers_run_model_and_dataset(hub: Hub, ws: dict[str, Path])
     assert set(models) == {"a", "b"}
     assert models["a"]["run"] == "a" and models["a"]["kind"] == "cpt"
     assert models["a"]["final"]["domain"] < models["a"]["metrics"]["baseline"]["domain"]
+    # b has no eval report: its change comes from the run's own step-0-vs-end eval losses
+    assert models["b"]["eval"] is None
+    change = training_change(models["b"])
+    base, final = models["b"]["metrics"]["baseline"], models["b"]["final"]
+    assert change["domain_gain"] == pytest.approx(
+        (base["domain"] - final["domain"]) / base["domain"]
+    )
+    gen = (final["general"] - base["general"]) / base["general"]
+    assert change["general_regression"] == pytest.approx(gen)
 
     (ds,) = hub.datasets()
     assert ds["ref"] == "dom@v1" and ds["documents"] == 80 and ds["used_by"] == ["a", "b"]
@@ -181,6 +190,7 @@ def test_list_and_show_cli(hub: Hub, capsys: pytest.CaptureFixture) -> None:
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("NAME") and "\na " in out and "\nb " in out
+    assert "training run's" in out  # b's change is labelled as the run's own eval loss
     assert main(["models", "show", "a"]) == 0
     out = capsys.readouterr().out
     assert "used by  b" in out and "dom@v1" in out and "domain gain" in out

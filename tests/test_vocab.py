@@ -21,6 +21,7 @@ from transformers import (
 from steep.cli import main
 from steep.config import parse_config
 from steep.data.debian import help_page_text, is_vietnamese, man_page_text
+from steep.hub import Hub
 from steep.model.vocab import (
     VocabError,
     extend_tokenizer,
@@ -197,6 +198,9 @@ def test_cli_extend_round_trip(tmp_path, tiny_base, tok, capsys):
     old_f, new_f = report["fertility"]["old"], report["fertility"]["new"]
     assert new_f["tokens_per_char"] < old_f["tokens_per_char"]
     assert new_f["tokens_per_word"] < old_f["tokens_per_word"]
+    (listed,) = [m for m in Hub().models() if m["path"] == str(out.resolve())]
+    assert listed["kind"] == "vocab_extension"  # the Model Hub offers it as a base
+    assert "vocab" in (out / "README.md").read_text().lower()  # with a model card
 
 
 def test_wrong_language_is_refused(tmp_path, tiny_base):

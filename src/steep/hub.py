@@ -28,6 +28,7 @@ import shutil
 import socket
 import sqlite3
 import tempfile
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -190,9 +191,19 @@ class Hub:
         self.home = Path(home) if home is not None else steep_home()
         self.path = self.home / DB_FILE
         self.home.mkdir(parents=True, exist_ok=True)
-        with contextlib.closing(self.connect()) as con:
-            con.execute("PRAGMA journal_mode=WAL")  # persistent: readers never block writers
-            self._migrate(con)
+        for attempt in range(100):
+            try:
+                with contextlib.closing(self.connect()) as con:
+                    if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                        con.execute("PRAGMA journal_mode=WAL")  # persistent: readers never block
+                    self._migrate(con)
+                return
+            except sqlite3.OperationalError as exc:
+                # Switching to WAL, or opening a WAL file another process is setting up, can
+                # report "locked" at once instead of waiting on busy_timeout: wait and retry.
+                if "locked" not in str(exc) and "busy" not in str(exc) or attempt == 99:
+                    raise
+                time.sleep(0.05 + 0.01 * attempt)
 
     # --- connection and schema ------------------------------------------------------------
 
@@ -941,6 +952,37 @@ def _dataset_dict(r: sqlite3.Row, used_by: list[str]) -> dict[str, Any]:
     }
 
 
+def training_change(model: dict[str, Any]) -> dict[str, Any] | None:
+    """Domain gain and general regression from the run's own eval (loss, step 0 vs end).
+
+    For a model no ``steep eval`` has scored yet: the training run already measured both on
+    its held-out sets, by the same rule as the eval report (fractions; gain > 0 is better,
+    regression > 0 is worse). None when the run logged no eval of that role.
+    """
+    from steep.eval.compare import lineage_roles
+
+    metrics = model.get("metrics") or {}
+    base, final = metrics.get("baseline") or {}, metrics.get("final") or {}
+    roles = lineage_roles(model["path"]) if model.get("path") else {}
+
+    def mean_change(role: str) -> float | None:
+        rel = [
+            (final[n] - base[n]) / base[n]
+            for n, r in roles.items()
+            if r == role and isinstance(base.get(n), (int, float)) and base[n] and n in final
+        ]
+        return sum(rel) / len(rel) if rel else None
+
+    dom, gen = mean_change("domain"), mean_change("general")
+    if dom is None and gen is None:
+        return None
+    return {
+        "domain_gain": -dom if dom is not None else None,
+        "general_regression": gen,
+        "metric": "train eval loss",
+    }
+
+
 def _model_dict(r: sqlite3.Row) -> dict[str, Any]:
     metrics = _loads(r["metrics"]) or {}
     return {
@@ -1069,6 +1111,15 @@ def render_model_card(
         )
     elif kind == "base":
         lines.append(f"Base model converted from `{lineage.get('converted_from')}`.")
+    ext = lineage.get("vocab_extension")
+    if isinstance(ext, dict):
+        shown = names[0] if names else source
+        lines.append(
+            f"Vocabulary extension of **{shown}**: {ext.get('added')} new tokens"
+            f" ({ext.get('lang') or 'target language'}; ids {ext.get('first_new_id')}+), new"
+            f" embedding rows initialised by `{ext.get('init')}`. Not trained yet: continue"
+            " pretraining from it (`train.embedding_warmup_steps` trains the new rows first)."
+        )
     lines += ["", "## Base model", ""]
     lines.append(f"- source: `{source}`")
     if names:

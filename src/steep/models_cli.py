@@ -8,6 +8,10 @@ from pathlib import Path
 from typing import Any
 
 
+def _num(x: Any) -> str:
+    return f"{x:.3g}" if isinstance(x, (int, float)) else "-"
+
+
 def _pct(x: Any) -> str:
     return f"{100 * x:+.1f}%" if isinstance(x, (int, float)) else "-"
 
@@ -20,7 +24,7 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from steep.hub import Hub
+    from steep.hub import Hub, training_change
 
     models = Hub().models()
     if args.json:
@@ -30,8 +34,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("no models yet: `steep train CONFIG.yaml` registers the one it makes")
         return 0
     rows = [["NAME", "KIND", "RUN", "CREATED", "DOMAIN GAIN", "GENERAL REGR.", "PATH"]]
+    from_training = False
     for m in models:
         ev = m["eval"] or {}
+        if not ev and (ev := training_change(m) or {}):
+            from_training = True  # no steep eval yet: the run's own step-0-vs-end losses
         rows.append(
             [
                 m["name"],
@@ -44,6 +51,9 @@ def cmd_list(args: argparse.Namespace) -> int:
             ]
         )
     print(_table(rows))
+    if from_training:
+        print("(no `steep eval` report yet for some models: their change is the training run's")
+        print(" own held-out loss, step 0 vs end; `steep eval MODEL` scores bits per byte)")
     return 0
 
 
@@ -72,7 +82,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if train:
         print(
             f"recipe   lr_fraction {train.get('lr_fraction')}, {train.get('steps')} steps x "
-            f"{train.get('global_batch_tokens')} tokens, max LR {lineage.get('max_lr')}"
+            f"{train.get('global_batch_tokens')} tokens, max LR {_num(lineage.get('max_lr'))}"
         )
     metrics = m["metrics"] or {}
     for name, loss in (metrics.get("final") or {}).items():

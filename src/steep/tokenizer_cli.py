@@ -29,6 +29,12 @@ def cmd_extend(args: argparse.Namespace) -> int:
         text_field=args.text_field,
     )
     extend_model(spec)
+    from steep.hub import Hub
+
+    try:  # the Model Hub lists it as a base to train from, with its card
+        print(f"model hub: registered as {Hub().register_model(spec.out, None)!r}")
+    except Exception as exc:  # the extended model is saved; the registry is a convenience
+        print(f"warning: model hub: could not register {spec.out}: {exc}")
     return 0
 
 
