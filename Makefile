@@ -1,7 +1,7 @@
 # steep: two commands set everything up on a fresh machine.
 #   make demo   install, then adapt SmolLM2-135M to Python docs offline (~10 min on 2 CPU cores)
 #   make demo-vi  teach it Vietnamese, with and without vocabulary extension (~20 min)
-#   make test   install, then lint and run the test suite (~7 min on 2 cores)
+#   make test   install, then lint and run the test suite (~4 min on 2 cores)
 # GPU machines: make demo TORCH_SPEC=torch   (PyPI's Linux torch wheel is the CUDA build)
 
 PYTHON ?= python3
