@@ -136,6 +136,8 @@ def test_model_card_has_lineage_and_eval_numbers(hub: Hub, ws: dict[str, Path]) 
     from steep.model.io import file_sha256
 
     assert file_sha256(ws["general"])[:16] in card
+    seen = json.loads((ws["a"] / "steep.json").read_text())["tokens_by_source"]
+    assert f"| {seen['domain']:,} |" in card  # tokens trained on, per source
     manifest = ws["home"] / "datasets" / "dom" / "v1" / "manifest.json"
     assert f"manifest {file_sha256(manifest)[:16]}" in card
     assert "## Evaluation" not in (ws["b"] / "README.md").read_text()  # b was not evaluated

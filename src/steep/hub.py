@@ -1137,9 +1137,10 @@ def render_model_card(
             "",
             "## Training data",
             "",
-            "| source | weight | share | dataset | files (sha256) | train tokens |",
-            "|---|---:|---:|---|---|---:|",
+            "| source | weight | share | dataset | files (sha256) | train split tokens | tokens trained on |",
+            "|---|---:|---:|---|---|---:|---:|",
         ]
+        seen = lineage.get("tokens_by_source") or {}
         for d in data:
             ds = d.get("dataset") or {}
             files = d.get("files") or []
@@ -1158,7 +1159,7 @@ def render_model_card(
             lines.append(
                 f"| {_cell(d.get('name'))} | {_num(d.get('weight'), 'g')} | "
                 f"{_num(d.get('share'), '.1%')} | {_cell(_norm_ref(ds.get('ref')) or '–')} | "
-                f"{hashes} | {_num(tokens, ',')} |"
+                f"{hashes} | {_num(tokens, ',')} | {_num(seen.get(d.get('name')), ',')} |"
             )
 
     if train:
