@@ -34,6 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from steep.atomic import write_text
 from steep.config import steep_home
 
 DB_FILE = "hub.sqlite"
@@ -1041,16 +1042,15 @@ def write_model_card(
     """
     model_dir = Path(model_dir)
     card = model_dir / CARD_FILE
-    if card.exists() and CARD_MARK not in card.read_text(encoding="utf-8", errors="replace"):
+    current = card.read_text(encoding="utf-8", errors="replace") if card.exists() else None
+    if current is not None and CARD_MARK not in current:
         return None
     lineage, _ = _read_json(model_dir / LINEAGE)
     report, _ = _read_json(model_dir / EVAL_JSON)
     text = render_model_card(name or model_dir.name, lineage or {}, report, home)
-    if card.exists() and card.read_text(encoding="utf-8", errors="replace") == text:
+    if current == text:
         return card
-    tmp = card.with_name(f".{CARD_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, card)
+    write_text(card, text)
     return card
 
 

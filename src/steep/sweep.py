@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from steep.atomic import write_text
 from steep.config import ConfigError, RunConfig, eval_set_roles, load_config, steep_home
 from steep.pareto import DEFAULT_MAX_REGRESSION, Recommendation, Scored, pct, plot_pareto
 from steep.pareto import recommend as pick
@@ -224,12 +225,6 @@ def _check_base_lr(cfg: RunConfig) -> None:
 # --------------------------------------------------------------------------- the state
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -258,7 +253,7 @@ class State:
             target = self.point(pid) if pid is not None else self.data
             target.update(fields)
             self.data["updated"] = _now()
-            _atomic_write(self.root / SWEEP_FILE, json.dumps(self.data, indent=2) + "\n")
+            write_text(self.root / SWEEP_FILE, json.dumps(self.data, indent=2) + "\n")
 
 
 def open_sweep(spec: Spec, points: list[Point], out: Path | None, max_regression: float) -> State:
@@ -598,7 +593,7 @@ def finish(state: State) -> SweepResult:
     if scored:
         plot = plot_pareto(scored, rec, max_reg, state.root / PLOT_FILE, numbers)
     state.update(recommendation=rec.to_json())
-    _atomic_write(state.root / RESULTS_FILE, _markdown(state, rec, plot))
+    write_text(state.root / RESULTS_FILE, _markdown(state, rec, plot))
     failed = [p["id"] for p in state.points if p["status"] != "finished"]
     print(format_text_table(results_table(state, rec)))
     print(("recommended: " if rec.id else "") + rec.reason)

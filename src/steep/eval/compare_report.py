@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from steep.atomic import replace_dir, write_text
 from steep.config import steep_home
 from steep.eval.compare import local_dir, read_lineage
 
@@ -97,17 +98,7 @@ def record_in_lineage(model_dir: Path, result: dict[str, Any]) -> None:
             log.warning("%s is not a JSON object: eval result not recorded there", path)
             return
     lineage["eval"] = {k: v for k, v in result.items() if k != "samples"}
-    _atomic_write(path, json.dumps(lineage, indent=2, default=str) + "\n")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_text(path, json.dumps(lineage, indent=2, default=str) + "\n")
 
 
 def write_report_dir(dest: Path, result: dict[str, Any]) -> Path:
@@ -121,14 +112,7 @@ def write_report_dir(dest: Path, result: dict[str, Any]) -> Path:
         doc = {**result, "files": {"markdown": MARKDOWN_FILE, "plots": plots}}
         (tmp / JSON_FILE).write_text(json.dumps(doc, indent=2, default=str) + "\n")
         (tmp / MARKDOWN_FILE).write_text(render_markdown(result, plots), encoding="utf-8")
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
+        replace_dir(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

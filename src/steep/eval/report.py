@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from steep.atomic import write_text
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -294,20 +296,6 @@ def plot_run(run_dir: Path) -> list[Path]:
 # --------------------------------------------------------------------------- report
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Temp file in the same directory + os.replace: a crash leaves the old file or the new.
-
-    Not tempfile.mkstemp: its 0600 mode would hide the report from the studio's user.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _cell(value: Any) -> str:
     """One line of markdown, with pipes escaped so a value cannot break a table or list."""
     return " ".join(str(value).split()).replace("|", "\\|")
@@ -401,5 +389,5 @@ def write_report(run_dir: Path, title: str, notes: dict[str, str] | None = None)
             rel = p.relative_to(run_dir).as_posix()
             lines += [f"![{p.stem}]({rel})", ""]
     path = run_dir / REPORT_FILE
-    _atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
+    write_text(path, "\n".join(lines).rstrip() + "\n")
     return path

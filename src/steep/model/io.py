@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from steep.atomic import replace_dir
 from steep.config import ModelSection
 
 LINEAGE_FILE = "steep.json"
@@ -271,14 +271,7 @@ def save_hf(
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, default=str) + "\n")
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -16,11 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+from steep.atomic import write_text
 
 
 def main(argv: list[str]) -> int:
@@ -28,7 +24,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m steep.studio.wrap JOB_DIR -- CMD...", file=sys.stderr)
         return 2
     job_dir, cmd = Path(argv[0]), argv[2:]
-    write_atomic(job_dir / "pid", str(os.getpid()))
+    write_text(job_dir / "pid", str(os.getpid()))
     # Cancel sends SIGTERM to the whole group: the command stops, the wrapper stays to record it.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with open(job_dir / "log.txt", "ab", buffering=0) as log:
@@ -45,7 +41,7 @@ def main(argv: list[str]) -> int:
         except OSError as exc:
             log.write(f"could not start the job: {exc}\n".encode())
             code = 127
-    write_atomic(job_dir / "exit.json", json.dumps({"code": code, "time": time.time()}))
+    write_text(job_dir / "exit.json", json.dumps({"code": code, "time": time.time()}))
     return 0
 
 
