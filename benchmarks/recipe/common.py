@@ -300,6 +300,18 @@ def new_figure(ncols: int = 1, width: float = 6.0) -> tuple[Any, list[Any]]:
     return fig, list(axes[0])
 
 
+def plot_old_and_new(runs: dict[str, Run], old_title: str, path: Path) -> Path:
+    """Two panels, old-data and new-data held-out loss per CPT step, one line per arm."""
+    fig, axes = new_figure(2)
+    for ax, name, title in ((axes[0], OLD, old_title), (axes[1], NEW, "new data")):
+        for label, run in runs.items():
+            ax.plot(*run.series(name), marker="o", ms=3, label=label)
+        ax.set(title=f"{title}: held-out {name}", xlabel="CPT step", ylabel="loss (nats/byte)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return save_figure(fig, path)
+
+
 def save_figure(fig: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
 

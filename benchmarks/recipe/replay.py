@@ -21,13 +21,12 @@ from common import (
     cpt_model,
     finish,
     markdown_table,
-    new_figure,
     parse_args,
     pct,
+    plot_old_and_new,
     prepare_corpora,
     pretrained_base,
     run_config,
-    save_figure,
     source,
     train_run,
 )
@@ -92,14 +91,8 @@ def main() -> None:
     )
     finish(args.out, "replay", text, started, pretrain_s)
 
-    fig, axes = new_figure(2)
-    for ax, name, title in ((axes[0], OLD, "old data"), (axes[1], NEW, "new data")):
-        for share, run in runs.items():
-            ax.plot(*run.series(name), marker="o", ms=3, label=f"replay {share:.0%}")
-        ax.set(title=f"{title}: held-out {name}", xlabel="CPT step", ylabel="loss (nats/byte)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    save_figure(fig, args.out / "replay.png")
+    labelled = {f"replay {share:.0%}": run for share, run in runs.items()}
+    plot_old_and_new(labelled, "old data", args.out / "replay.png")
 
 
 if __name__ == "__main__":
