@@ -6,16 +6,20 @@ windows: ``--seq-len`` tokens per sequence, ``--micro`` sequences per forward,
 clipping at 1.0, cosine LR. Steady-state tokens/s is the mean over the steps after
 ``--skip`` warm-up steps (compilation happens there).
 
-- ``steep``: ``steep.train.loop.train`` (the real loop: mixture, eval at step 0 and the end,
-  final checkpoint and HF save outside the timed steps), tokens/s from its metrics.jsonl;
+- ``steep``: ``steep train CONFIG`` as a user runs it (the real loop: mixture, eval at step
+  0 and the end, final checkpoint and HF save outside the timed steps; on CPU it restarts
+  itself on tcmalloc, see steep.train.allocator), tokens/s from its metrics.jsonl;
 - ``steep-compile``: the same with ``train.compile: true``;
 - ``hf-trainer``: ``transformers.Trainer`` with ``bf16=True``, timed by a callback around
   each optimizer step;
-- ``hf-trainer-compile``: the same with ``torch_compile=True``.
+- ``hf-trainer-compile``: the same with ``torch_compile=True``;
+- with ``--variants all`` also ``steep-system-malloc`` (steep on glibc's malloc) and
+  ``hf-trainer-tcmalloc`` (HF Trainer with tcmalloc preloaded): what the malloc alone is
+  worth, so the loops can be compared on equal footing too.
 
 CPU (default base: the converted SmolLM2-135M that ``steep demo`` leaves in STEEP_HOME):
 
-    .venv/bin/python benchmarks/train_throughput.py --steps 8 --out /tmp/throughput.md
+    .venv/bin/python benchmarks/train_throughput.py --steps 16 --variants all --out /tmp/tp.md
 
 GPU, a Llama-3.2-1B-shaped random model:
 
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -37,8 +42,11 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 VARIANTS = ["steep", "steep-compile", "hf-trainer", "hf-trainer-compile"]
+# what the caching malloc alone is worth: steep without it, HF Trainer with it
+MALLOC_VARIANTS = ["steep-system-malloc", "hf-trainer-tcmalloc"]
 LLAMA_1B = dict(  # Llama-3.2-1B's shape (random weights: the speed does not care)
     model_type="llama",
     vocab_size=128256,
@@ -75,11 +83,11 @@ def _model_source(args: argparse.Namespace) -> dict:
     return {"base": args.base}
 
 
-def run_steep(args: argparse.Namespace, compile_layers: bool, work: Path) -> list[float]:
-    """The real loop on a jsonl written from the windows; tokens/s per step from metrics."""
+def run_steep(args: argparse.Namespace, compile_layers: bool, work: Path) -> tuple[list, float]:
+    """``steep train CONFIG`` as a user runs it (so on CPU it starts on the caching malloc);
+    tokens/s per step and peak memory from its metrics.jsonl."""
     from steep.config import parse_config
     from steep.model.io import load_base
-    from steep.train.loop import train
 
     model_cfg = _model_source(args)
     base = load_base(parse_config(_config(args, model_cfg, work, False)).model, work)
@@ -89,10 +97,16 @@ def run_steep(args: argparse.Namespace, compile_layers: bool, work: Path) -> lis
         for row in ids:
             f.write(json.dumps({"text": base.tokenizer.decode(row.tolist())}) + "\n")
     del base
-    config = parse_config(_config(args, model_cfg, work, compile_layers, data))
-    result = train(config)
-    recs = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r["tokens_per_s"] for r in recs if r["kind"] == "train"]
+    config = work / "bench.yaml"
+    config.write_text(yaml.safe_dump(_config(args, model_cfg, work, compile_layers, data)))
+    cmd = [sys.executable, "-m", "steep", "train", str(config)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"steep train failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+    print(next(x for x in done.stdout.splitlines() if x.startswith("device")), file=sys.stderr)
+    recs = [json.loads(x) for x in (work / "run" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in recs if r["kind"] == "train"]
+    return [r["tokens_per_s"] for r in train], train[-1]["peak_mem_gib"]
 
 
 def _config(args, model_cfg, work: Path, compile_layers: bool, data: Path | None = None) -> dict:
@@ -118,7 +132,7 @@ def _config(args, model_cfg, work: Path, compile_layers: bool, data: Path | None
     }
 
 
-def run_hf(args: argparse.Namespace, compile_model: bool, work: Path) -> list[float]:
+def run_hf(args: argparse.Namespace, compile_model: bool, work: Path) -> tuple[list, float]:
     """transformers.Trainer on the same windows (seq_len tokens in, as steep's loop)."""
     from transformers import (
         AutoConfig,
@@ -173,7 +187,12 @@ def run_hf(args: argparse.Namespace, compile_model: bool, work: Path) -> list[fl
         seed=0,
     )
     Trainer(model=model, args=targs, train_dataset=Rows(), callbacks=[Clock()]).train()
-    return per_step
+    peak = (
+        torch.cuda.max_memory_allocated() / 2**30
+        if torch.cuda.is_available()
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    )
+    return per_step, peak
 
 
 def model_flops(args: argparse.Namespace) -> float:
@@ -194,16 +213,11 @@ def model_flops(args: argparse.Namespace) -> float:
 def worker(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        if args.worker.startswith("steep"):
-            rates = run_steep(args, args.worker == "steep-compile", work)
+        if args.worker.startswith("steep"):  # steep, steep-compile, steep-system-malloc
+            rates, peak = run_steep(args, args.worker == "steep-compile", work)
         else:
-            rates = run_hf(args, args.worker == "hf-trainer-compile", work)
+            rates, peak = run_hf(args, args.worker == "hf-trainer-compile", work)
     steady = rates[args.skip :]
-    peak = (
-        torch.cuda.max_memory_allocated() / 2**30
-        if torch.cuda.is_available()
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    )
     out = {"variant": args.worker, "per_step": rates, "tokens_per_s": statistics.mean(steady)}
     out["peak_gib"] = peak
     from steep.train.flops import device_peak_flops
@@ -211,6 +225,19 @@ def worker(args: argparse.Namespace) -> None:
     device_peak = device_peak_flops(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     out["mfu"] = out["tokens_per_s"] * model_flops(args) / device_peak if device_peak else None
     print("RESULT " + json.dumps(out), flush=True)
+
+
+def variant_env(variant: str) -> dict[str, str]:
+    """The environment a variant starts in: the same for all, but for the malloc variants."""
+    from steep.train import allocator
+
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", allocator.DONE)}
+    if variant == "steep-system-malloc":
+        env[allocator.ENV] = "system"
+    if variant == "hf-trainer-tcmalloc":
+        lib = allocator.resolve("tcmalloc")  # says how to install it when it is missing
+        env = allocator.preload_env(lib, env)
+    return env
 
 
 def main() -> None:
@@ -222,7 +249,7 @@ def main() -> None:
     ap.add_argument("--accum", type=int, default=2)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--skip", type=int, default=2, help="warm-up steps left out of the mean")
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma list, or all")
     ap.add_argument("--out", default=None, help="also write the markdown table here")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -230,6 +257,8 @@ def main() -> None:
         args.base = default_base()
     if args.worker:
         return worker(args)
+    if args.variants == "all":
+        args.variants = ",".join(VARIANTS + MALLOC_VARIANTS)
 
     results = []
     for v in args.variants.split(","):
@@ -238,7 +267,7 @@ def main() -> None:
         ]
         cmd = [c for c in cmd if c != args.out]
         print(f"--- {v}", file=sys.stderr, flush=True)
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=variant_env(v))
         line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
         if proc.returncode or not line:
             print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)

@@ -21,7 +21,8 @@ from tests.conftest import tiny_config
 
 
 def _records(run_dir: Path, kind: str) -> list[dict]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    """Complete lines only: a run still writing may leave its last line half-written."""
+    lines = (run_dir / "metrics.jsonl").read_text().split("\n")[:-1]
     return [r for r in map(json.loads, lines) if r["kind"] == kind]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 
 import pytest
 import torch
@@ -114,6 +115,10 @@ def test_run_with_every_feature_on_logs_mfu(tmp_path, corpora, tiny_model):
     last = [r for r in map(json.loads, lines) if r["kind"] == "train"][-1]
     expected = last["tokens_per_s_per_device"] * flops_per_token(_model(), 64) / 1e12
     assert last["mfu"] == pytest.approx(expected, rel=1e-6)
+    report = (result.run_dir / "report.md").read_text()
+    records = [r for r in map(json.loads, lines) if r["kind"] == "train"][1:]
+    mean_mfu = sum(r["mfu"] for r in records) / len(records)
+    assert f"MFU {mean_mfu:.1%}" in report
 
 
 def test_default_run_on_cpu_has_no_mfu(tmp_path, corpora, tiny_model):
@@ -121,6 +126,15 @@ def test_default_run_on_cpu_has_no_mfu(tmp_path, corpora, tiny_model):
     lines = (result.run_dir / "metrics.jsonl").read_text().splitlines()
     train_rec = [r for r in map(json.loads, lines) if r["kind"] == "train"][-1]
     assert train_rec["mfu"] is None  # a CPU has no known bf16 peak: none rather than a guess
+    # peak memory is this process's resident set: more than the model, less than the machine
+    assert (
+        0.05
+        < train_rec["peak_mem_gib"]
+        < os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    )
+    report = (result.run_dir / "report.md").read_text()
+    assert f"peak memory (rank 0): {train_rec['peak_mem_gib']:.2f} GiB" in report
+    assert "MFU" not in report
 
 
 def test_liger_refused_on_cpu_before_training(tmp_path, corpora, tiny_model):

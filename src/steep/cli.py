@@ -13,6 +13,7 @@ from pathlib import Path
 
 from steep.config import ConfigError, load_config, steep_home
 
+TRAINING_COMMANDS = ("train", "demo", "sweep")  # restarted on a caching malloc on CPU
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, FileExistsError)
 
 
@@ -226,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("STEEP_HOME", str(steep_home()))
     args = build_parser().parse_args(argv)
     try:
+        if argv is None and args.command in TRAINING_COMMANDS:  # not when embedded (tests)
+            from steep.train.allocator import reexec_with_allocator
+
+            reexec_with_allocator(sys.argv[1:])
         return args.func(args)
     except _user_errors() as exc:
         print(f"steep {args.command}: error: {exc}", file=sys.stderr)

@@ -4,7 +4,7 @@ metrics.jsonl has one JSON object per line, flushed as it is written so a studio
 ``tail -f`` sees it live. Two kinds (documented in docs/formats.md):
 
 - ``{"kind": "train", "step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s",
-  "tokens_by_source": {...}, "time"}``
+  "tokens_per_s_per_device", "mfu", "peak_mem_gib", "tokens_by_source": {...}, "time"}``
 - ``{"kind": "eval", "step", "tokens", "sets": {name: {"loss", "ppl", "rel_change"}}, "time"}``
 
 On resume, records after the checkpoint's step are dropped (file and TensorBoard) so the
@@ -62,7 +62,7 @@ class Tracker:
     def _to_tensorboard(self, rec: dict[str, Any]) -> None:
         step = rec["step"]
         if rec["kind"] == "train":
-            for key in ("loss", "lr", "grad_norm", "tokens_per_s"):
+            for key in ("loss", "lr", "grad_norm", "tokens_per_s", "mfu", "peak_mem_gib"):
                 if rec.get(key) is not None:
                     self._tb.add_scalar(f"train/{key}", rec[key], step)
             for name, n in rec.get("tokens_by_source", {}).items():

@@ -318,14 +318,24 @@ def _summary(train: Sequence[dict], evals: Sequence[dict]) -> list[str]:
             ]
             lines.append("- tokens per source (realised share): " + ", ".join(parts))
         # the first logged step carries warm-up (allocation, compile), so it is left out
-        rates = [float(r["tokens_per_s"]) for r in train[1:] if r.get("tokens_per_s")]
+        steady = train[1:]
+        rates = [float(r["tokens_per_s"]) for r in steady if r.get("tokens_per_s")]
         if rates:
-            lines.append(
+            line = (
                 f"- mean throughput: {sum(rates) / len(rates):,.1f} tokens/s "
                 f"(over {len(rates)} steps, first step excluded)"
             )
+            per_device = [r.get("tokens_per_s_per_device") for r in steady]
+            if None not in per_device and per_device != rates:
+                line += f"; {sum(per_device) / len(per_device):,.1f} per device"
+            mfu = [r.get("mfu") for r in steady]
+            if None not in mfu:
+                line += f"; MFU {sum(mfu) / len(mfu):.1%}"
+            lines.append(line)
         else:
             lines.append("- mean throughput: n/a (needs more than one step)")
+        if last.get("peak_mem_gib") is not None:
+            lines.append(f"- peak memory (rank 0): {last['peak_mem_gib']:.2f} GiB")
     if evals:
         steps = ", ".join(str(r["step"]) for r in evals)
         lines.append(f"- eval rounds: {len(evals)} (steps {steps})")

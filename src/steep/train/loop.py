@@ -39,7 +39,7 @@ from steep.train.parallel import (
     set_gradient_sync,
     shard_model,
 )
-from steep.train.runtime import Runtime, seed_everything
+from steep.train.runtime import Runtime, peak_memory_gib, seed_everything
 from steep.train.schedule import Schedule, warmup_steps_for
 from steep.train.stages import EmbeddingWarmup
 
@@ -81,6 +81,8 @@ def _train(
 
     # --- build: runtime, model, data, optimizer, schedule ---
     runtime = Runtime.from_config(config.train, d.local_rank)
+    if d.is_main:
+        print(runtime.describe())
     seed_everything(config.run.seed)
     with d.main_first():  # rank 0 converts / downloads once, the others read its cache
         base = load_base(config.model, home, seed=config.run.seed)
@@ -192,6 +194,7 @@ def _train(
                 "tokens_per_s": tok_s,
                 "tokens_per_s_per_device": tok_s / d.world,
                 "mfu": tok_s / d.world * flops_token / peak if peak else None,
+                "peak_mem_gib": peak_memory_gib(runtime.device),
                 "tokens_by_source": inputs.mixture.tokens_by_source(seq_len),
             }
         )
