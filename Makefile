@@ -33,7 +33,7 @@ demo-vi: install cpu-deps
 # which steep train preloads by itself. Without root or apt, training uses the system malloc
 # and its log says so.
 cpu-deps:
-	@if ldconfig -p 2>/dev/null | grep -q -E 'lib(tcmalloc|jemalloc)'; then :; \
+	@if { ldconfig -p || /sbin/ldconfig -p; } 2>/dev/null | grep -q -E 'lib(tcmalloc|jemalloc)'; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		{ apt-get update -qq && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4 >/dev/null 2>&1 \
 			|| DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4t64 >/dev/null; }; } \

@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv is None and args.command in TRAINING_COMMANDS:  # not when embedded (tests)
             from steep.train.allocator import reexec_with_allocator
 
-            reexec_with_allocator(sys.argv[1:])
+            reexec_with_allocator()
         return args.func(args)
     except _user_errors() as exc:
         print(f"steep {args.command}: error: {exc}", file=sys.stderr)

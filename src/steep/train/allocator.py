@@ -93,10 +93,11 @@ def _may_have_gpu() -> bool:
     )
 
 
-def reexec_with_allocator(argv: list[str]) -> None:
-    """Restart ``python -m steep ARGV`` on a caching malloc, when that applies; else return.
+def reexec_with_allocator() -> None:
+    """Restart this process's own command line on a caching malloc, when that applies.
 
-    Keeps the PID (``os.execve``), so torchrun and the studio still track the process.
+    Keeps the PID (``os.execve``), so torchrun and the studio still track the process, and
+    the interpreter's options (``sys.orig_argv``: torchrun's ``-u`` keeps logs unbuffered).
     """
     setting = os.environ.get(ENV, "auto").strip()
     if sys.platform != "linux" or os.environ.get(DONE) or active() != "system":
@@ -112,4 +113,4 @@ def reexec_with_allocator(argv: list[str]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     env = preload_env(lib, dict(os.environ))
-    os.execve(sys.executable, [sys.executable, "-m", "steep", *argv], env)
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
