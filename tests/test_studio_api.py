@@ -251,6 +251,11 @@ def test_claims_are_atomic_across_studios(_steep_home):
     assert sorted(claimed) == ids  # every job once: none lost, none twice
 
 
+def _printed_hello(log: Path) -> bool:
+    """The job's own output line, not the command line echoed above it (which quotes it)."""
+    return "hello from job" in log.read_text().splitlines()
+
+
 def test_restart_keeps_and_adopts_jobs_without_duplicates(_steep_home):
     queue = JobQueue(_steep_home)
     first, second = _submit(queue, _steep_home, 2)
@@ -258,7 +263,7 @@ def test_restart_keeps_and_adopts_jobs_without_duplicates(_steep_home):
     a.tick()
     job = queue.get(first)
     assert job.status == "running" and queue.get(second).status == "queued"
-    wait_for(lambda: "hello from job" in job.log_path.read_text(), what="job output")
+    wait_for(lambda: _printed_hello(job.log_path), what="job output")
     pid = job.pid
     del a  # the studio stops (its runner never signalled anything)
 
@@ -298,7 +303,7 @@ def test_dead_process_is_failed_with_its_log_kept(_steep_home):
     runner = Runner(queue, command_for=sleeper(60))
     runner.tick()
     job = queue.get(job_id)
-    wait_for(lambda: "hello from job" in job.log_path.read_text(), what="job output")
+    wait_for(lambda: _printed_hello(job.log_path), what="job output")
     child_pids = [int(p) for p in os.popen(f"pgrep -g {job.pid}").read().split()]
     os.kill(job.pid, signal.SIGKILL)  # the wrapper dies: no exit status is ever written
     wait_for(lambda: not alive(job.pid, job.pid_start), what="the wrapper's death")
@@ -306,7 +311,7 @@ def test_dead_process_is_failed_with_its_log_kept(_steep_home):
     dead = queue.get(job_id)
     assert dead.status == "failed" and "died" in dead.error
     log = dead.log_path.read_text()
-    assert "hello from job" in log and "job failed" in log
+    assert "hello from job" in log.splitlines() and "job failed" in log
     wait_for(lambda: not any(alive(p, None) for p in child_pids if p != job.pid), what="orphans")
 
 
