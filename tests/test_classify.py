@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from steep.data import classify
-from steep.data.classify import DomainClassifier, DomainFilter, load_cached, train_classifier
-from steep.data.steps import STEP_TYPES, Doc, Drop
+from steep.datahub import classify
+from steep.datahub.classify import DomainClassifier, DomainFilter, load_cached, train_classifier
+from steep.datahub.steps.base import STEP_TYPES, Doc, Drop
 
 SMOKE = Path(__file__).resolve().parents[1] / "examples" / "data" / "smoke"
 

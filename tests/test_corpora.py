@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from steep.data import corpora
-from steep.data.corpora import CorpusError, build_demo_corpora, python_docs, wikipedia_articles
+from steep.demos import corpora
+from steep.demos.corpora import CorpusError, build_demo_corpora, python_docs, wikipedia_articles
 
 LONG = "This paragraph explains the behaviour in enough words to pass the length filter. " * 4
 

@@ -12,12 +12,12 @@ import pytest
 
 from steep.cli import main
 from steep.config import ConfigError
-from steep.data.catalog import Catalog, CatalogError, DatasetRef
-from steep.data.exclusions import read_exclusions
-from steep.data.executor import LocalExecutor
-from steep.data.ingest import add_dataset
-from steep.data.pipeline import parse_recipe, prepare
-from steep.data.steps import CorpusStep, Doc, DocStep, Drop, Edit, read_docs, register
+from steep.datahub.catalog import Catalog, CatalogError, DatasetRef
+from steep.datahub.exclusions import read_exclusions
+from steep.datahub.executor import LocalExecutor
+from steep.datahub.ingest import add_dataset
+from steep.datahub.pipeline import parse_recipe, prepare
+from steep.datahub.steps.base import CorpusStep, Doc, DocStep, Drop, Edit, read_docs, register
 
 INLINE = LocalExecutor(1)
 
@@ -218,7 +218,7 @@ def test_giant_documents_are_skipped_and_kept(tmp_path: Path) -> None:
 
 
 def test_add_resumes_after_a_crash(raw: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import steep.data.ingest as ingest
+    import steep.datahub.ingest as ingest
 
     real = ingest.read_documents
 

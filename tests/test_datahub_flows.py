@@ -11,11 +11,11 @@ import pytest
 
 from steep.cli import main
 from steep.config import ConfigError, parse_config
-from steep.data.catalog import Catalog
-from steep.data.executor import LocalExecutor
-from steep.data.ingest import add_dataset
-from steep.data.pipeline import parse_recipe, prepare
-from steep.data.steps import read_docs
+from steep.datahub.catalog import Catalog
+from steep.datahub.executor import LocalExecutor
+from steep.datahub.ingest import add_dataset
+from steep.datahub.pipeline import parse_recipe, prepare
+from steep.datahub.steps.base import read_docs
 from steep.train.loop import train
 
 from .conftest import make_tiny_model

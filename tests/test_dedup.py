@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from steep.data.dedup import (
+from steep.datahub.steps.base import STEP_TYPES, Doc, Drop, write_docs
+from steep.datahub.steps.dedup import (
     ExactDedup,
     MinhashDedup,
     _components,
@@ -19,7 +20,6 @@ from steep.data.dedup import (
     minhash_words,
     shingle_hashes,
 )
-from steep.data.steps import STEP_TYPES, Doc, Drop, write_docs
 
 VOCAB = [f"w{i}" for i in range(400)]
 

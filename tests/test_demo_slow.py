@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from steep.demo import run_demo
+from steep.demos.demo import run_demo
 
 pytestmark = pytest.mark.slow
 

@@ -7,9 +7,9 @@ import itertools
 import pytest
 from pydantic import ValidationError
 
-from steep.data import filters
-from steep.data.filters import C4, FineWeb, GopherQuality, GopherRepetition, Normalize, Pii
-from steep.data.steps import STEP_TYPES, Doc, Drop, Edit
+from steep.datahub.steps import filters
+from steep.datahub.steps.base import STEP_TYPES, Doc, Drop, Edit
+from steep.datahub.steps.filters import C4, FineWeb, GopherQuality, GopherRepetition, Normalize, Pii
 
 EN = (
     "The history of the printing press is closely tied to the spread of literacy in Europe. "

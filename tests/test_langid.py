@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from steep.data.langid import LangID, detect
-from steep.data.steps import STEP_TYPES, Doc, Drop
+from steep.datahub.steps.base import STEP_TYPES, Doc, Drop
+from steep.datahub.steps.langid import LangID, detect
 
 SNIPPETS = {
     "vi": (

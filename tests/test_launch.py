@@ -11,15 +11,11 @@ from pathlib import Path
 import pytest
 
 from steep.cli import build_parser, main
+from steep.cli.launch import cmd_launch
 from steep.config import ConfigError, load_config
-from steep.launch import (
-    cmd_launch,
-    micro_batches_per_rank,
-    shell_join,
-    slurm_script,
-    torchrun_command,
-    visible_gpus,
-)
+from steep.launch.command import shell_join
+from steep.launch.slurm import slurm_script
+from steep.launch.torchrun import micro_batches_per_rank, torchrun_command, visible_gpus
 
 SMOKE = Path(__file__).resolve().parents[1] / "examples" / "smoke.yaml"
 # smoke.yaml: global_batch_tokens 1024 = seq_len 128 x micro_batch_size 4 x 2

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from steep.eval.report import eval_table, format_table, plot_run, read_metrics, write_report
+from steep.train.report import eval_table, format_table, plot_run, read_metrics, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 STEP = 2048  # tokens per step

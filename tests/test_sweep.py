@@ -15,8 +15,8 @@ from steep import sweep
 from steep.cli import main
 from steep.config import ConfigError, effective_weights, eval_set_roles, parse_config
 from steep.data.mixture import Mixture
-from steep.pareto import Scored, pareto_front, recommend
 from steep.sweep import Spec, SweepError, open_sweep, parse_grid, plan, point_ids, run_sweep
+from steep.sweep.pareto import Scored, pareto_front, recommend
 from tests.conftest import tiny_config
 
 

@@ -14,8 +14,8 @@ import yaml
 from transformers import AutoModelForCausalLM
 
 from steep.config import parse_config
+from steep.errors import DataError
 from steep.train.checkpoint import CheckpointError, checkpoint_dirs, load_checkpoint
-from steep.train.inputs import DataError
 from steep.train.loop import train
 from tests.conftest import tiny_config
 

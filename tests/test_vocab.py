@@ -20,7 +20,7 @@ from transformers import (
 
 from steep.cli import main
 from steep.config import parse_config
-from steep.data.debian import help_page_text, is_vietnamese, man_page_text
+from steep.demos.debian import help_page_text, is_vietnamese, man_page_text
 from steep.hub import Hub
 from steep.model.vocab import (
     VocabError,

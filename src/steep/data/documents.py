@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO
 
+from steep.errors import MissingInputError
+
 TEXT_SUFFIXES = (".jsonl", ".json", ".ndjson", ".txt", ".md", ".parquet")
 COMPRESSIONS = (".gz", ".zst", ".bz2")
 
@@ -63,11 +65,11 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         if not p.exists():
-            raise FileNotFoundError(f"data path does not exist: {p}")
+            raise MissingInputError(f"data path does not exist: {p}")
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and _format_of(f))
             if not found:
-                raise FileNotFoundError(
+                raise MissingInputError(
                     f"folder {p} holds no text files (looked for {', '.join(TEXT_SUFFIXES)}, "
                     f"optionally compressed {', '.join(COMPRESSIONS)})"
                 )

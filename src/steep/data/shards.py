@@ -23,11 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from steep.errors import SteepError
+
 FORMAT = "steep-token-shard"
 VERSION = 1
 
 
-class ShardError(RuntimeError):
+class ShardError(SteepError):
     """A shard is missing, damaged, or was made by another tokenizer."""
 
 

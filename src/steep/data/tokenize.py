@@ -21,6 +21,7 @@ from transformers import PreTrainedTokenizerBase
 
 from steep.data.documents import SkipLog, expand_paths, read_documents
 from steep.data.shards import VERSION, Shard, ShardWriter
+from steep.errors import ConfigError, DataError
 from steep.model.io import file_sha256, tokenizer_fingerprint
 
 BATCH_DOCS = 256
@@ -69,11 +70,11 @@ def batch_encoder(tokenizer: PreTrainedTokenizerBase) -> Callable[[list[str]], l
 def tokenizer_meta(tokenizer: PreTrainedTokenizerBase, separator: str | None) -> dict[str, Any]:
     sep = separator or tokenizer.eos_token
     if sep is None:
-        raise ValueError("the tokenizer has no EOS token: set model.document_separator")
+        raise ConfigError("the tokenizer has no EOS token: set model.document_separator")
     sep_id = tokenizer.convert_tokens_to_ids(sep)
     unknown = sep_id == tokenizer.unk_token_id and sep != tokenizer.unk_token
     if sep_id is None or unknown:  # SmolLM2's <|endoftext|> is also its unk token
-        raise ValueError(f"model.document_separator {sep!r} is not a token of this tokenizer")
+        raise ConfigError(f"model.document_separator {sep!r} is not a token of this tokenizer")
     return {
         "name": str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__),
         "sha256": tokenizer_fingerprint(tokenizer),
@@ -99,7 +100,7 @@ class DatasetSelection:
         return not (self.exclude_languages and lang in self.exclude_languages)
 
     def texts(self, shards: list[Path]) -> Iterator[str]:
-        from steep.data.steps import read_docs
+        from steep.datahub.steps.base import read_docs
 
         for shard in shards:
             for doc in read_docs(shard):
@@ -228,13 +229,13 @@ def _write_source(
     if writers["train"].documents == 0:
         for w in writers.values():
             w.abort()
-        raise ValueError(
+        raise DataError(
             f"source '{name}': no usable documents in {[str(f) for f in files]} ({skips.summary()})"
         )
     if heldout_fraction > 0 and writers["heldout"].documents == 0:
         for w in writers.values():
             w.abort()
-        raise ValueError(
+        raise DataError(
             f"source '{name}': heldout_fraction={heldout_fraction} picked none of its "
             f"{writers['train'].documents} documents; raise it or add documents"
         )

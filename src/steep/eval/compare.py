@@ -30,12 +30,12 @@ from typing import Any, Literal
 import torch
 
 from steep import __version__
-from steep.config import steep_home
 from steep.eval.generate import complete, read_prompts
 from steep.eval.harness import HarnessPlan, plan_harness, run_harness
 from steep.eval.heldout import TextSet, TokenizedSet, evaluate_set, read_set, tokenize_set
 from steep.eval.scoring import resolve_device
 from steep.eval.tasks import Task, evaluate_task, read_task
+from steep.workspace import steep_home
 
 log = logging.getLogger(__name__)
 

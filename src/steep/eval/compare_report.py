@@ -20,9 +20,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from steep.atomic import replace_dir, write_text
-from steep.config import steep_home
+from steep.artifacts.atomic import replace_dir, write_text
 from steep.eval.compare import local_dir, read_lineage
+from steep.workspace import steep_home
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -14,10 +14,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from steep.errors import SteepError
 from steep.eval.scoring import prefix_token_id
 
 
-class PromptFileError(ValueError):
+class PromptFileError(SteepError, ValueError):
     """A prompt file that cannot be read; the message names the file and line."""
 
 

@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from steep.errors import SteepError
+
 # preferred headline metric of a task, in order; the first one it reports wins
 PRIMARY_METRICS = ("acc_norm", "acc", "exact_match", "f1", "bleu", "word_perplexity")
 
 
-class HarnessError(RuntimeError):
+class HarnessError(SteepError):
     """lm_eval is missing, or a task name or include folder is wrong."""
 
 

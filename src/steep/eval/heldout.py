@@ -21,10 +21,11 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from steep.data.documents import SkipLog, read_documents
+from steep.errors import SteepError
 from steep.eval.scoring import Request, prefix_token_id, score_requests
 
 
-class EvalSetError(ValueError):
+class EvalSetError(SteepError, ValueError):
     """An eval set that cannot give a meaningful number: missing, empty or too short."""
 
 

@@ -27,12 +27,13 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from steep.errors import SteepError
 from steep.eval.scoring import Request, prefix_token_id, score_requests
 
 STYLES = ("cloze", "mc")
 
 
-class TaskFileError(ValueError):
+class TaskFileError(SteepError, ValueError):
     """A task file that cannot be scored; the message names the file and line."""
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from steep.errors import SteepError
+
 # family-size key -> (peak LR or None, where it was published)
 PEAK_LR: dict[str, tuple[float | None, str]] = {
     "llama-2-7b": (3e-4, "Llama 2 paper, Table 1"),
@@ -42,7 +44,7 @@ _VARIANT = re.compile(
 )
 
 
-class UnknownBaseLR(ValueError):
+class UnknownBaseLR(SteepError, ValueError):
     """No published peak LR for this base: the user must give model.base_max_lr."""
 
 

@@ -26,14 +26,15 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from steep.atomic import replace_dir
+from steep.artifacts.atomic import replace_dir
 from steep.config import ModelSection
+from steep.errors import SteepError
 
 LINEAGE_FILE = "steep.json"
 PKG_SCHEME = "pkg://"
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(SteepError):
     """The base model or its tokenizer cannot be loaded; says which path and why."""
 
 

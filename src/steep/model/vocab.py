@@ -41,6 +41,8 @@ from typing import Any, Literal
 import torch
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from steep.errors import MissingInputError, SteepError
+
 Init = Literal["mean", "mean_resizing", "random"]
 INITS: tuple[str, ...] = ("mean", "mean_resizing", "random")
 EXTENDABLE = (
@@ -53,7 +55,7 @@ _DIGIT = re.compile(r"[0-9]")
 LANG_SAMPLE = 200  # documents sampled for the corpus language check
 
 
-class VocabError(ValueError):
+class VocabError(SteepError, ValueError):
     """The tokenizer cannot be extended as asked; the message says why and what would work."""
 
 
@@ -102,7 +104,7 @@ def _has_byte_level(pre: dict[str, Any] | None) -> bool:
 
 def check_language(texts: Sequence[str], lang: str, where: str) -> dict[str, float]:
     """Refuse a corpus whose documents are mostly not in ``lang`` (fastText lid.176)."""
-    from steep.data.langid import detect
+    from steep.datahub.steps.langid import detect
 
     step = max(1, len(texts) // LANG_SAMPLE)
     sample = texts[::step][:LANG_SAMPLE]
@@ -424,12 +426,12 @@ def read_corpus(spec: list[str], text_field: str = "text") -> tuple[list[str], d
         if Path(item).exists():
             paths.append(item)
             continue
-        from steep.data.catalog import Catalog, CatalogError
+        from steep.datahub.catalog import Catalog, CatalogError
 
         try:
             ds = Catalog().get(item)
         except CatalogError as exc:
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"--corpus {item}: no such file or folder, and not a Data Hub dataset ({exc})"
             ) from None
         paths += [str(p) for p in ds.shards]
@@ -453,10 +455,11 @@ def extend_model(spec: ExtendSpec, progress: bool = True) -> ExtendResult:
     each initialisation), and prints the same as a table.
     """
     from steep import __version__
-    from steep.config import ModelSection, steep_home
+    from steep.config import ModelSection
     from steep.data.tokenize import is_heldout
     from steep.model.base_lr import UnknownBaseLR, lookup_peak_lr
     from steep.model.io import base_names, load_base, save_hf
+    from steep.workspace import steep_home
 
     say = print if progress else (lambda *a, **k: None)
     started = time.time()

@@ -1,4 +1,4 @@
 """steep studio: a web app over the Model Hub -- datasets, new runs, live runs, models.
 
-``steep studio`` serves it (see ``steep.studio.cli``); ``create_app`` builds it for tests.
+``steep studio`` serves it (see ``steep.cli.studio``); ``create_app`` builds it for tests.
 """

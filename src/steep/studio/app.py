@@ -417,9 +417,9 @@ def create_app(settings: Settings, runner: Runner | None = None) -> FastAPI:
     @app.post("/api/datasets")
     def api_add_dataset(body: dict[str, Any]) -> JSONResponse:
         """Upload folder -> dataset version 1, through the same code as ``steep data add``."""
-        from steep.data.catalog import Catalog, CatalogError
-        from steep.data.executor import LocalExecutor
-        from steep.data.ingest import add_dataset
+        from steep.datahub.catalog import Catalog, CatalogError
+        from steep.datahub.executor import LocalExecutor
+        from steep.datahub.ingest import add_dataset
 
         try:
             folder = uploads.upload_dir(home, str(body.get("upload", "")))

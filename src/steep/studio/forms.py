@@ -266,7 +266,7 @@ def _outside_workspace(raw: dict[str, Any], home: Path) -> list[str]:
 def _deep_checks(config: Any, nproc: int, summary: dict[str, Any], home: Path) -> list[str]:
     """What parse_config cannot know: dataset versions, the base's peak LR, rank split."""
     from steep.config import ConfigError
-    from steep.data.catalog import Catalog, CatalogError
+    from steep.datahub.catalog import Catalog, CatalogError
 
     errors: list[str] = []
     catalog = Catalog(home / "datasets")

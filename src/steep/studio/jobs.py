@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from steep.errors import SteepError
+
 ACTIVE = ("queued", "starting", "running")
 FINISHED = ("done", "failed", "cancelled")
 
@@ -48,7 +50,7 @@ CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 """
 
 
-class JobError(ValueError):
+class JobError(SteepError, ValueError):
     """A job request that cannot be honoured (unknown id, wrong state)."""
 
 

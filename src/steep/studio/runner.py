@@ -36,7 +36,7 @@ CommandFor = Callable[[Job], list[str]]
 def train_command(job: Job) -> list[str]:
     """``steep train`` on one device, torchrun for several (the same path as the CLI)."""
     if job.nproc > 1:
-        from steep.launch import default_torchrun, torchrun_command
+        from steep.launch.torchrun import default_torchrun, torchrun_command
 
         return torchrun_command(
             str(job.config_path), [], gpus_per_node=job.nproc, torchrun=default_torchrun()

@@ -19,12 +19,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from steep.data.documents import COMPRESSIONS, TEXT_SUFFIXES
+from steep.errors import SteepError
 
 _ID = re.compile(r"^[0-9a-f]{16}$")
 _FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
-class UploadError(Exception):
+class UploadError(SteepError):
     """A refused upload; ``status`` is the HTTP status to answer with."""
 
     def __init__(self, message: str, status: int = 400) -> None:

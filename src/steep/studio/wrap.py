@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from steep.atomic import write_text
+from steep.artifacts.atomic import write_text
 
 
 def main(argv: list[str]) -> int:

@@ -18,6 +18,8 @@ import os
 import sys
 from pathlib import Path
 
+from steep.errors import SteepError
+
 ENV = "STEEP_CPU_ALLOCATOR"
 DONE = "STEEP_ALLOCATOR_REEXEC"  # set on the re-executed process: never loop
 LIBRARIES = {"tcmalloc": ("tcmalloc_minimal", "tcmalloc"), "jemalloc": ("jemalloc",)}
@@ -27,7 +29,7 @@ INSTALL_HINT = (
 )
 
 
-class AllocatorError(ValueError):
+class AllocatorError(SteepError, ValueError):
     """STEEP_CPU_ALLOCATOR names an allocator this machine does not have."""
 
 

@@ -31,6 +31,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import CheckpointException
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+from steep.errors import SteepError
 from steep.train.parallel import Dist
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -40,7 +41,7 @@ STEP_DIR = re.compile(r"^step_(\d+)$")
 warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(SteepError):
     """A checkpoint could not be written or read; the message says which and why."""
 
 

@@ -21,11 +21,8 @@ from steep.data.tokenize import (
     tokenize_source,
     tokenizer_meta,
 )
-from steep.eval.perplexity import EvalSet, fixed_windows
-
-
-class DataError(ValueError):
-    """The data cannot feed this run; the message says which source and how much there is."""
+from steep.errors import DataError
+from steep.train.evaluate import EvalSet, fixed_windows
 
 
 @dataclass
@@ -43,7 +40,7 @@ def _source_files(
     """A source's files; for a Data Hub dataset, its version's shards and language filter."""
     if src.paths is not None:
         return src.paths, None
-    from steep.data.catalog import Catalog
+    from steep.datahub.catalog import Catalog
 
     ds = Catalog().get(src.dataset or "")
     selection = DatasetSelection(

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import torch
 
+from steep.errors import SteepError
 
-class KernelError(RuntimeError):
+
+class KernelError(SteepError):
     """Fused kernels were asked for where they cannot run; says what is missing."""
 
 

@@ -17,14 +17,13 @@ import yaml
 from tqdm import tqdm
 
 from steep import __version__
-from steep.config import RunConfig, dump_config, parse_config, steep_home
-from steep.eval.perplexity import eval_record, evaluate
-from steep.eval.report import eval_table, format_table, read_metrics, write_report
+from steep.config import RunConfig, dump_config, parse_config
+from steep.errors import AlreadyExistsError, ConfigError, MissingInputError
 from steep.hub import RunRecorder
 from steep.model.base_lr import lookup_peak_lr
 from steep.model.io import base_names, lineage_peak_lr, load_base, save_hf
-from steep.track import METRICS_FILE, Tracker
 from steep.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from steep.train.evaluate import eval_record, evaluate
 from steep.train.flops import device_peak_flops, flops_per_token
 from steep.train.forward import lm_loss
 from steep.train.inputs import build_inputs
@@ -39,9 +38,12 @@ from steep.train.parallel import (
     set_gradient_sync,
     shard_model,
 )
+from steep.train.report import eval_table, format_table, read_metrics, write_report
 from steep.train.runtime import Runtime, peak_memory_gib, seed_everything
 from steep.train.schedule import Schedule, warmup_steps_for
 from steep.train.stages import EmbeddingWarmup
+from steep.train.track import METRICS_FILE, Tracker
+from steep.workspace import steep_home
 
 
 @dataclass
@@ -117,7 +119,7 @@ def _train(
     if resume:
         ckpt = latest_checkpoint(ckpt_root)
         if ckpt is None:
-            raise FileNotFoundError(f"{run_dir} has no complete checkpoint to resume from")
+            raise MissingInputError(f"{run_dir} has no complete checkpoint to resume from")
         warm.set_step(int(ckpt.name.removeprefix("step_")))  # the state to load matches it
         state = load_checkpoint(ckpt, model, optimizer, d)
         step, baseline = state["step"], state["baseline"]
@@ -271,7 +273,7 @@ def resume_run(run_dir: Path) -> RunResult:
     """Continue a run from its own resolved config.yaml and newest complete checkpoint."""
     config_path = run_dir / "config.yaml"
     if not config_path.exists():
-        raise FileNotFoundError(f"{run_dir} is not a steep run directory (no config.yaml)")
+        raise MissingInputError(f"{run_dir} is not a steep run directory (no config.yaml)")
     config = parse_config(yaml.safe_load(config_path.read_text()), where=str(config_path))
     return train(config, run_dir=run_dir, resume=True)
 
@@ -281,7 +283,7 @@ def resolve_max_lr(config: RunConfig) -> tuple[float, str]:
     if config.model.base_max_lr is not None:
         peak, source = config.model.base_max_lr, f"model.base_max_lr {config.model.base_max_lr:g}"
     elif config.model.random_init is not None:
-        raise ValueError("a random_init model has no published peak LR: set model.base_max_lr")
+        raise ConfigError("a random_init model has no published peak LR: set model.base_max_lr")
     elif (carried := lineage_peak_lr(config.model)) is not None:  # e.g. a vocab extension
         peak, source = carried
     else:
@@ -346,7 +348,7 @@ def new_run_dir(config: RunConfig, home: Path) -> Path:
     if config.run.out_dir:
         path = Path(config.run.out_dir)
         if (path / METRICS_FILE).exists():
-            raise FileExistsError(
+            raise AlreadyExistsError(
                 f"{path} already holds a run: use --resume {path} or another run.out_dir"
             )
         return path

@@ -118,7 +118,7 @@ def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     inner = getattr(model, "model", None)
     layers = getattr(inner, "layers", None)
     if not isinstance(layers, torch.nn.ModuleList):
-        raise ValueError(
+        raise ConfigError(
             f"{type(model).__name__} has no model.layers: steep shards and checkpoints "
             "decoder-only HF models (Llama, Mistral, Qwen2, Gemma, OLMo, SmolLM...)"
         )

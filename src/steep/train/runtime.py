@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from steep.config import TrainSection
+from steep.errors import ConfigError
 from steep.train import allocator
 
 
@@ -31,7 +32,7 @@ class Runtime:
     @classmethod
     def from_config(cls, cfg: TrainSection, local_rank: int = 0) -> Runtime:
         if cfg.device == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(
+            raise ConfigError(
                 "train.device=cuda but torch sees no CUDA device (is this the CPU build of "
                 "torch? see README: 'GPU install')"
             )

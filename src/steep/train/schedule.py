@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from steep.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -27,9 +29,9 @@ class Schedule:
 
     def __post_init__(self) -> None:
         if self.kind not in ("cosine", "wsd", "constant"):
-            raise ValueError(f"unknown schedule {self.kind!r}: use cosine, wsd or constant")
+            raise ConfigError(f"unknown schedule {self.kind!r}: use cosine, wsd or constant")
         if self.warmup_steps >= self.total_steps and self.total_steps > 1:
-            raise ValueError(
+            raise ConfigError(
                 f"warmup ({self.warmup_steps} steps) must be shorter than the run "
                 f"({self.total_steps} steps)"
             )

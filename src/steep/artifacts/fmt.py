@@ -1,0 +1,55 @@
+"""How numbers and table cells are written in reports, cards and terminal tables.
+
+One place, so "unknown" reads the same everywhere: ``MISSING`` for None, NaN or a value
+that is not a number (see ``steep.artifacts.scores`` for when a score is None).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from steep.artifacts.scores import finite
+
+MISSING = "–"
+
+
+def pct(x: Any, digits: int = 2, missing: str = MISSING) -> str:
+    """A fraction as a signed percent: 0.0123 -> '+1.23%'."""
+    return f"{100 * x:+.{digits}f}%" if finite(x) else missing
+
+
+def num(x: Any, spec: str = ".4f", missing: str = MISSING) -> str:
+    """A number with a format spec ('.4f', ',', '.3g', 'g'); MISSING for anything else."""
+    return format(x, spec) if finite(x) else missing
+
+
+def signed(x: Any, digits: int = 4, missing: str = MISSING) -> str:
+    return f"{x:+.{digits}f}" if finite(x) else missing
+
+
+def cell(x: Any) -> str:
+    """Text safe inside a markdown table cell."""
+    return str(x).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], right_from: int
+) -> list[str]:
+    """A markdown table; columns from ``right_from`` on are right-aligned (numbers)."""
+    align = ["---" if i < right_from else "---:" for i in range(len(header))]
+    out = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def text_table(rows: Sequence[Sequence[str]], rule: bool = False) -> str:
+    """Left-aligned columns for a terminal; the first row is the header, underlined with
+    dashes when ``rule``."""
+    if not rows:
+        return ""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    if rule:
+        lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

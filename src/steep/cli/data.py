@@ -1,0 +1,179 @@
+"""``steep data ...``: the Data Hub's commands (add, list, show, prepare, classifier, mine)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from steep.datahub.describe import show_dataset
+    from steep.datahub.executor import LocalExecutor
+    from steep.datahub.ingest import add_dataset
+
+    ds = add_dataset(
+        args.name,
+        args.paths,
+        text_field=args.text_field,
+        langid=not args.no_langid,
+        executor=LocalExecutor(args.workers),
+    )
+    print(show_dataset(ds, examples=1))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from steep.datahub.catalog import Catalog
+    from steep.datahub.describe import list_datasets
+
+    print(list_datasets(Catalog()))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from steep.datahub.catalog import Catalog
+    from steep.datahub.describe import show_dataset
+
+    print(show_dataset(Catalog().get(args.ref), examples=args.examples))
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from steep.datahub.describe import show_dataset
+    from steep.datahub.executor import LocalExecutor
+    from steep.datahub.pipeline import load_recipe, prepare
+
+    specs = load_recipe(args.recipe)
+    ds = prepare(
+        args.ref,
+        specs,
+        into=args.into,
+        recipe_path=str(args.recipe),
+        executor=LocalExecutor(args.workers),
+    )
+    print(show_dataset(ds, examples=1))
+    return 0
+
+
+def cmd_classifier_train(args: argparse.Namespace) -> int:
+    from steep.datahub.mine import train_domain_classifier
+
+    path, m = train_domain_classifier(
+        args.positive, args.negative, args.name, args.heldout_fraction, args.seed
+    )
+    print(f"classifier {args.name}: {path}")
+    print(
+        f"held out ({m['n_heldout']['positive']} domain / {m['n_heldout']['negative']} general): "
+        + "  ".join(f"{k} {_num(m[k])}" for k in ("precision", "recall", "f1", "accuracy", "auc"))
+    )
+    return 0
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def cmd_mine(args: argparse.Namespace) -> int:
+    from steep.datahub.describe import show_dataset
+    from steep.datahub.executor import LocalExecutor
+    from steep.datahub.mine import mine
+
+    into = args.into or f"{args.ref.partition('@')[0]}-mined"
+    ds = mine(args.ref, args.classifier, args.threshold, into, LocalExecutor(args.workers))
+    print(show_dataset(ds, examples=1))
+    return 0
+
+
+def cmd_tokenize(args: argparse.Namespace) -> int:
+    from steep.data.tokenize import DatasetSelection, tokenize_source
+    from steep.datahub.catalog import Catalog
+    from steep.model.io import gguf_to_hf, load_tokenizer, resolve_base
+    from steep.workspace import steep_home
+
+    ds = Catalog().get(args.ref)
+    spec = args.base if args.base == "bytes" else resolve_base(args.base)
+    if spec.endswith(".gguf"):
+        spec = str(gguf_to_hf(Path(spec), steep_home() / "models" / "base"))
+    tokenizer = load_tokenizer(spec)
+    selection = DatasetSelection(
+        ds.ref,
+        ds.manifest["created"],
+        tuple(args.languages) if args.languages else None,
+        tuple(args.exclude_languages) if args.exclude_languages else None,
+        ds.manifest["bytes"],
+    )
+    ts = tokenize_source(
+        ds.name,
+        [str(p) for p in ds.shards],
+        tokenizer,
+        steep_home() / "cache" / "tokens",
+        heldout_fraction=args.heldout_fraction,
+        separator=args.separator,
+        dataset=selection,
+    )
+    splits = ", ".join(
+        f"{k} {v['tokens']:,} tokens / {v['documents']:,} docs"
+        for k, v in ts.info["splits"].items()
+    )
+    print(f"{ds.ref} -> {ts.dir}\n{splits}")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="Data Hub: named, versioned, explained datasets")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    workers = {"type": int, "default": None, "help": "worker processes (default: all cores)"}
+
+    a = dsub.add_parser("add", help="ingest files or folders as a new dataset (version 1)")
+    a.add_argument("name")
+    a.add_argument("paths", nargs="+", metavar="PATH")
+    a.add_argument("--text-field", default="text", help="jsonl/parquet field with the text")
+    a.add_argument("--no-langid", action="store_true", help="skip language identification")
+    a.add_argument("--workers", **workers)
+    a.set_defaults(func=cmd_add)
+
+    ls = dsub.add_parser("list", help="list datasets (latest version of each)")
+    ls.set_defaults(func=cmd_list)
+
+    s = dsub.add_parser("show", help="manifest, funnel and drop examples of NAME[@VERSION]")
+    s.add_argument("ref", metavar="NAME[@VERSION]")
+    s.add_argument("--examples", type=int, default=2, help="examples per drop reason")
+    s.set_defaults(func=cmd_show)
+
+    p = dsub.add_parser("prepare", help="run a recipe of steps -> a new version")
+    p.add_argument("ref", metavar="NAME[@VERSION]")
+    p.add_argument("--recipe", required=True, help="recipe YAML (see examples/recipes/)")
+    p.add_argument("--into", metavar="NAME", help="publish into another dataset name")
+    p.add_argument("--workers", **workers)
+    p.set_defaults(func=cmd_prepare)
+
+    t = dsub.add_parser(
+        "tokenize", help="tokenize a version for a base (cached; training reuses it)"
+    )
+    t.add_argument("ref", metavar="NAME[@VERSION]")
+    t.add_argument("--base", required=True, help="HF folder, hub id, GGUF, pkg://... or 'bytes'")
+    t.add_argument(
+        "--heldout-fraction", type=float, default=0.05, help="as data.sources[].heldout_fraction"
+    )
+    t.add_argument("--separator", default=None, help="as model.document_separator (default: EOS)")
+    t.add_argument("--languages", nargs="+", default=None)
+    t.add_argument("--exclude-languages", nargs="+", default=None)
+    t.set_defaults(func=cmd_tokenize)
+
+    c = dsub.add_parser("classifier", help="domain classifiers for mining")
+    csub = c.add_subparsers(dest="classifier_command", required=True)
+    ct = csub.add_parser("train", help="train DOMAIN-vs-GENERAL, report held-out precision/recall")
+    ct.add_argument("--positive", required=True, metavar="DOMAIN", help="domain dataset")
+    ct.add_argument("--negative", required=True, metavar="GENERAL", help="general dataset")
+    ct.add_argument("--name", required=True, help="saved under STEEP_HOME/classifiers/NAME")
+    ct.add_argument("--heldout-fraction", type=float, default=0.2)
+    ct.add_argument("--seed", type=int, default=0)
+    ct.set_defaults(func=cmd_classifier_train)
+
+    m = dsub.add_parser("mine", help="pull domain-like documents out of a general dataset")
+    m.add_argument("ref", metavar="GENERAL[@VERSION]")
+    m.add_argument("--classifier", required=True, help="classifier name or folder")
+    m.add_argument("--threshold", type=float, default=0.5, help="keep docs scoring >= this")
+    m.add_argument("--into", metavar="NAME", help="new dataset (default: GENERAL-mined)")
+    m.add_argument("--workers", **workers)
+    m.set_defaults(func=cmd_mine)

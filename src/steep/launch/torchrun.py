@@ -1,0 +1,89 @@
+"""torchrun argv for ``steep train`` on one node or many (c10d rendezvous)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from steep.config import RunConfig
+from steep.launch.command import ShellVar, shell_join
+from steep.train.parallel import check_batch_divides
+
+DEFAULT_PORT = 29500
+
+
+def default_torchrun() -> str:
+    """The torchrun of steep's own environment: a bare ``torchrun`` could be another Python's."""
+    here = Path(sys.executable).parent / "torchrun"
+    return str(here) if here.is_file() else "torchrun"
+
+
+def visible_gpus() -> int:
+    """CUDA devices this process can see; CUDA_VISIBLE_DEVICES first, as CUDA reads it."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        count = 0
+        for item in env.split(","):
+            item = item.strip()
+            if not item or item.startswith("-"):  # CUDA ignores this entry and all after it
+                break
+            count += 1
+        return count
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def micro_batches_per_rank(config: RunConfig, nodes: int, gpus_per_node: int) -> int:
+    """Gradient-accumulation steps per rank; ConfigError when the global batch does not split."""
+    layout = f"{nodes} node(s) x {gpus_per_node} GPU(s)"
+    return check_batch_divides(config, nodes * gpus_per_node, layout)
+
+
+def torchrun_command(
+    config_path: str,
+    overrides: list[str],
+    *,
+    gpus_per_node: int,
+    nodes: int = 1,
+    port: int = DEFAULT_PORT,
+    rdzv_id: str = "steep",
+    slurm: bool = False,
+    torchrun: str = "torchrun",
+) -> list[str]:
+    """argv for torchrun: standalone on one node, c10d rendezvous at $MASTER_ADDR otherwise."""
+    endpoint = ShellVar(f"$MASTER_ADDR:{port}")
+    if slurm:
+        launcher = [
+            "--nnodes", ShellVar("$SLURM_NNODES"),
+            "--nproc-per-node", str(gpus_per_node),
+            "--rdzv-id", ShellVar("$SLURM_JOB_ID"),
+            "--rdzv-backend", "c10d",
+            "--rdzv-endpoint", endpoint,
+        ]  # fmt: skip
+    elif nodes > 1:
+        launcher = [
+            "--nnodes", str(nodes),
+            "--node-rank", ShellVar("$NODE_RANK"),
+            "--nproc-per-node", str(gpus_per_node),
+            "--rdzv-backend", "c10d",
+            "--rdzv-endpoint", endpoint,
+            "--rdzv-id", rdzv_id,
+        ]  # fmt: skip
+    else:
+        launcher = ["--standalone", "--nproc-per-node", str(gpus_per_node)]
+    sets = [a for item in overrides for a in ("--set", item)]
+    return [torchrun, *launcher, "-m", "steep", "train", config_path, *sets]
+
+
+def multiline(cmd: list[str]) -> str:
+    """One launcher flag per line and the steep call last, so a user can edit the script."""
+    cut = cmd.index("-m")
+    head, lines, i = cmd[:cut], [shell_join(cmd[:1])], 1
+    while i < cut:
+        n = 2 if i + 1 < cut and not head[i + 1].startswith("--") else 1
+        lines.append(shell_join(head[i : i + n]))
+        i += n
+    lines.append(shell_join(cmd[cut:]))
+    return " \\\n    ".join(lines)

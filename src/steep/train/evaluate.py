@@ -1,0 +1,84 @@
+"""Held-out loss on fixed windows: the same tokens at every eval, so curves are comparable.
+
+Windows are spread evenly over the held-out stream (not just its start) so one long
+document does not stand in for the whole set.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from steep.data.shards import Shard, Windows
+from steep.errors import DataError
+from steep.train.forward import lm_loss
+
+
+@dataclass
+class EvalSet:
+    name: str
+    windows: np.ndarray  # (n, seq_len + 1) int64
+
+    @property
+    def tokens(self) -> int:
+        return int(self.windows.shape[0] * (self.windows.shape[1] - 1))
+
+
+def fixed_windows(name: str, shard: Shard, seq_len: int, max_windows: int) -> EvalSet:
+    w = Windows(shard, seq_len)
+    if len(w) == 0:
+        raise DataError(
+            f"eval set '{name}' ({shard.path}) has {len(shard.tokens)} tokens, fewer than one "
+            f"window of seq_len + 1 = {seq_len + 1}: add held-out text or lower data.seq_len"
+        )
+    idx = np.unique(np.linspace(0, len(w) - 1, min(max_windows, len(w))).round().astype(int))
+    return EvalSet(name, np.stack([w.get(int(i)) for i in idx]))
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    sets: list[EvalSet],
+    batch_size: int,
+    device: torch.device,
+    autocast: AbstractContextManager,
+    separator_id: int | None = None,
+) -> dict[str, float]:
+    """Mean next-token loss per set (nats/token); ``separator_id`` masks across documents.
+
+    Under FSDP every rank runs the same windows (each forward is a collective); the result
+    is identical on all ranks.
+    """
+    was_training = model.training
+    model.eval()
+    out: dict[str, float] = {}
+    for s in sets:
+        total, count = 0.0, 0
+        for i in range(0, len(s.windows), batch_size):
+            batch = torch.from_numpy(s.windows[i : i + batch_size]).to(device)
+            with autocast:
+                loss = lm_loss(model, batch, separator_id, reduction="sum")
+            total += float(loss)
+            count += batch[:, 1:].numel()
+        out[s.name] = total / count
+    model.train(was_training)
+    return out
+
+
+def eval_record(
+    step: int, tokens: int, losses: dict[str, float], baseline: dict[str, float]
+) -> dict:
+    """The metrics.jsonl eval record: loss, perplexity and change against step 0."""
+    sets = {}
+    for name, loss in losses.items():
+        base = baseline.get(name, loss)
+        sets[name] = {
+            "loss": loss,
+            "ppl": math.exp(min(loss, 50.0)),
+            "rel_change": (loss - base) / base if base else 0.0,
+        }
+    return {"kind": "eval", "step": step, "tokens": tokens, "sets": sets}

@@ -1,0 +1,122 @@
+"""Every path under ``STEEP_HOME`` and every file name of the on-disk contracts, once.
+
+The CLI, the studio, the hub and a second machine find the same things because they all
+ask this module; no other module spells ``runs/``, ``datasets/`` or ``steep.json``.
+Layout (docs/formats.md has the files inside each)::
+
+    $STEEP_HOME/
+      datasets/NAME/vN/        Data Hub versions (manifest.json, shards, exclusions)
+      runs/NAME-STAMP-XXXX/    training runs (config.yaml, metrics.jsonl, report.md, model/)
+      sweeps/NAME-STAMP/       sweeps (sweep.json, results.md, points/)
+      models/NAME/             models put in the hub by hand or by tools
+      models/base/NAME/        bases converted from GGUF
+      classifiers/NAME/        domain classifiers for mining
+      cache/tokens/            tokenized sources, shared by runs
+      studio/jobs/, uploads/   the studio's job folders and upload staging
+      hub.sqlite               the registry over all of the above
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+HOME_ENV = "STEEP_HOME"
+DEFAULT_HOME = "steep-home"
+
+# file names of the contracts (docs/formats.md)
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+REPORT_FILE = "report.md"
+LINEAGE_FILE = "steep.json"
+MANIFEST_FILE = "manifest.json"
+HUB_DB_FILE = "hub.sqlite"
+CARD_FILE = "README.md"
+MODEL_DIR = "model"  # a run's saved model
+CHECKPOINTS_DIR = "checkpoints"
+EVAL_DIR = "eval"  # a model's `steep eval` report
+EVAL_JSON = "eval.json"
+
+
+def steep_home() -> Path:
+    """The workspace folder: ``$STEEP_HOME``, else ``./steep-home``, made absolute."""
+    return Path(os.environ.get(HOME_ENV, DEFAULT_HOME)).resolve()
+
+
+def stamp() -> str:
+    """The local time in folder names: sortable, one format for runs and sweeps."""
+    return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def version_dir_name(version: int) -> str:
+    return f"v{version}"
+
+
+def parse_version_dir(name: str) -> int | None:
+    """'v3' -> 3; anything else -> None."""
+    return int(name[1:]) if name.startswith("v") and name[1:].isdigit() else None
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The folders of one ``STEEP_HOME``."""
+
+    home: Path
+
+    @classmethod
+    def current(cls) -> Workspace:
+        return cls(steep_home())
+
+    @property
+    def runs(self) -> Path:
+        return self.home / "runs"
+
+    @property
+    def datasets(self) -> Path:
+        return self.home / "datasets"
+
+    @property
+    def sweeps(self) -> Path:
+        return self.home / "sweeps"
+
+    @property
+    def models(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def base_models(self) -> Path:
+        return self.home / "models" / "base"
+
+    @property
+    def classifiers(self) -> Path:
+        return self.home / "classifiers"
+
+    @property
+    def token_cache(self) -> Path:
+        return self.home / "cache" / "tokens"
+
+    @property
+    def studio_jobs(self) -> Path:
+        return self.home / "studio" / "jobs"
+
+    @property
+    def uploads(self) -> Path:
+        return self.home / "uploads"
+
+    @property
+    def hub_db(self) -> Path:
+        return self.home / HUB_DB_FILE
+
+    def dataset_version(self, name: str, version: int) -> Path:
+        return self.datasets / name / version_dir_name(version)
+
+    def new_run_dir(self, name: str) -> Path:
+        """A fresh run folder name: time stamp + random suffix, so two launches in the same
+        second (CLI, studio, sweep) never share a folder."""
+        return self.runs / f"{name}-{stamp()}-{secrets.token_hex(2)}"
+
+    def new_sweep_dir(self, name: str) -> Path:
+        return self.sweeps / f"{name}-{stamp()}"
