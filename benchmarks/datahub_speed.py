@@ -49,7 +49,7 @@ _ALPHA = re.compile(r"[A-Za-z]+")
 
 
 def base_docs(corpora_dir: Path, cache_dir: Path) -> list[tuple[str, str]]:
-    from steep.data.corpora import build_demo_corpora
+    from steep.demos.corpora import build_demo_corpora
 
     info = build_demo_corpora(corpora_dir, cache_dir)
     docs = []
@@ -325,8 +325,8 @@ def run_filters(args, docs: list[tuple[str, str]]) -> dict:
         GopherRepetitionFilter,
     )
 
-    from steep.data.filters import C4, FineWeb, GopherQuality, GopherRepetition
-    from steep.data.steps import Doc, Drop, Edit
+    from steep.datahub.steps.base import Doc, Drop, Edit
+    from steep.datahub.steps.filters import C4, FineWeb, GopherQuality, GopherRepetition
 
     pairs = [
         ("gopher_repetition", GopherRepetition(), GopherRepetitionFilter()),
@@ -436,8 +436,8 @@ def run_dedup(args, docs, jsonl: Path, planted: set[str]) -> dict:
     from datatrove.pipeline.dedup.minhash import MinhashConfig
     from datatrove.pipeline.readers import JsonlReader
 
-    from steep.data.dedup import MinhashDedup
-    from steep.data.steps import Doc, write_docs
+    from steep.datahub.steps.base import Doc, write_docs
+    from steep.datahub.steps.dedup import MinhashDedup
 
     root = Path(tempfile.mkdtemp(prefix="dedupbench.", dir=args.work))
     try:

@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from steep.data.dedup import ExactDedup, MinhashDedup
-from steep.data.steps import Doc, write_docs
+from steep.datahub.steps.base import Doc, write_docs
+from steep.datahub.steps.dedup import ExactDedup, MinhashDedup
 
 
 def synthetic(n_docs: int, n_words: int, seed: int = 0) -> list[Doc]:

@@ -62,7 +62,7 @@ LLAMA_1B = dict(  # Llama-3.2-1B's shape (random weights: the speed does not car
 
 
 def default_base() -> str:
-    from steep.config import steep_home
+    from steep.workspace import steep_home
 
     found = sorted((steep_home() / "models" / "base").glob("SmolLM2-135M*"))
     if not found:

@@ -101,7 +101,7 @@ def _split(src: Path, train: Path, heldout: Path) -> None:
 
 def prepare_corpora(root: Path) -> Corpora:
     """The demo corpora (Wikipedia = old, Python docs = new), split once into train/held-out."""
-    from steep.data.corpora import build_demo_corpora
+    from steep.demos.corpora import build_demo_corpora
 
     out = root / "corpora"
     built = build_demo_corpora(out, root / "wheels")
@@ -177,7 +177,7 @@ def source(name: str, path: Path, weight: float = 1.0) -> dict[str, Any]:
 
 
 def read_run(name: str, run_dir: Path, wall_s: float) -> Run:
-    from steep.eval.report import read_metrics
+    from steep.train.report import read_metrics
 
     train, evals = read_metrics(run_dir / "metrics.jsonl")
     run = Run(name, run_dir, wall_s)

@@ -28,9 +28,26 @@ def signed(x: Any, digits: int = 4, missing: str = MISSING) -> str:
     return f"{x:+.{digits}f}" if finite(x) else missing
 
 
+def change_pct(rel: Any) -> str:
+    """A relative change for the run report: '-10.9%', two decimals under 1% so a small
+    general-domain regression still shows, '0.00%' for no change, 'n/a' when unknown."""
+    if not finite(rel):
+        return "n/a"
+    value = 100 * rel
+    text = f"{value:+.2f}%" if abs(value) < 1 else f"{value:+.1f}%"
+    return "0.00%" if text in ("+0.00%", "-0.00%") else text
+
+
 def cell(x: Any) -> str:
-    """Text safe inside a markdown table cell."""
-    return str(x).replace("|", "\\|").replace("\n", " ")
+    """One line of markdown: whitespace runs collapsed, pipes escaped, so a value cannot
+    break a table or a list."""
+    return " ".join(str(x).split()).replace("|", "\\|")
+
+
+def multiline_cell(x: Any) -> str:
+    """A markdown table cell that keeps its lines (as <br>): for text samples."""
+    text = str(x).replace("|", "\\|").replace("\r", "")
+    return "<br>".join(line.rstrip() for line in text.split("\n")) or " "
 
 
 def markdown_table(

@@ -82,7 +82,9 @@ class Lineage(_Open):
     config: dict[str, Any] | None = None  # the resolved run config
     metrics: TrainMetrics | None = None
     eval: dict[str, Any] | None = None  # `steep eval` result (eval.json without samples)
-    vocab_extension: dict[str, Any] | None = None
+    vocab_extension: dict[str, Any] | None = None  # kind vocab_extension: what was added
+    corpus: dict[str, Any] | None = None  # kind vocab_extension: the text the merges came from
+    report: dict[str, Any] | None = None  # kind vocab_extension: fertility and initial bpb
     converted_from: str | None = None  # kind base: the GGUF file
     gguf_sha256: str | None = None
 

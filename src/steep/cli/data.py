@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from steep.artifacts.fmt import num
+from steep.workspace import Workspace
+
 
 def cmd_add(args: argparse.Namespace) -> int:
     from steep.datahub.describe import show_dataset
@@ -64,13 +67,12 @@ def cmd_classifier_train(args: argparse.Namespace) -> int:
     print(f"classifier {args.name}: {path}")
     print(
         f"held out ({m['n_heldout']['positive']} domain / {m['n_heldout']['negative']} general): "
-        + "  ".join(f"{k} {_num(m[k])}" for k in ("precision", "recall", "f1", "accuracy", "auc"))
+        + "  ".join(
+            f"{k} {num(m[k], '.3f', 'n/a')}"
+            for k in ("precision", "recall", "f1", "accuracy", "auc")
+        )
     )
     return 0
-
-
-def _num(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
 
 
 def cmd_mine(args: argparse.Namespace) -> int:
@@ -88,12 +90,11 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     from steep.data.tokenize import DatasetSelection, tokenize_source
     from steep.datahub.catalog import Catalog
     from steep.model.io import gguf_to_hf, load_tokenizer, resolve_base
-    from steep.workspace import steep_home
 
     ds = Catalog().get(args.ref)
     spec = args.base if args.base == "bytes" else resolve_base(args.base)
     if spec.endswith(".gguf"):
-        spec = str(gguf_to_hf(Path(spec), steep_home() / "models" / "base"))
+        spec = str(gguf_to_hf(Path(spec), Workspace.current().base_models))
     tokenizer = load_tokenizer(spec)
     selection = DatasetSelection(
         ds.ref,
@@ -106,7 +107,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
         ds.name,
         [str(p) for p in ds.shards],
         tokenizer,
-        steep_home() / "cache" / "tokens",
+        Workspace.current().token_cache,
         heldout_fraction=args.heldout_fraction,
         separator=args.separator,
         dataset=selection,

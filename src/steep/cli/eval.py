@@ -33,7 +33,8 @@ def _named_paths(items: list[str], flag: str, need_name: bool) -> dict[str, list
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from steep.cli.common import quiet_libraries
-    from steep.eval.compare import EvalSpec, lineage_baseline, run_eval
+    from steep.eval.compare import EvalSpec, lineage_baseline, local_dir, run_eval
+    from steep.hub import attach_eval_report
 
     quiet_libraries()
     sets = _named_paths(args.sets, "--sets", need_name=True)
@@ -74,6 +75,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         update_lineage=not args.no_lineage,
     )
     result = run_eval(spec)
+    model_dir = local_dir(args.model)
+    if spec.update_lineage and model_dir is not None:
+        attach_eval_report(model_dir)  # the Model Hub row and the model card (README.md)
     head = result.get("headline") or {}
     for key in ("domain_gain", "general_regression"):
         if head.get(key) is not None:

@@ -1,7 +1,8 @@
 """``steep launch``: validate, then print the torchrun command or write a Slurm script.
 
-Nothing here starts a process: a typo or a batch that cannot split across the ranks fails
-here, in seconds, not after a job waited in a queue.
+Nothing here starts a process: a typo, a batch that cannot split across the ranks, a
+missing data path or an unknown base peak LR (``steep.config.preflight``, the check
+``steep validate`` runs) fails here, in seconds, not after a job waited in a queue.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from steep.launch.slurm import CPUS_PER_GPU, DEFAULT_TIME, slurm_script, write_s
 from steep.launch.torchrun import (
     DEFAULT_PORT,
     default_torchrun,
-    micro_batches_per_rank,
+    rank_layout,
     torchrun_command,
     visible_gpus,
 )
@@ -30,10 +31,15 @@ def _count(n: int, word: str) -> str:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
+    # deferred: the preflight loads torch and transformers; `steep --help` does not need them
+    from steep.config.preflight import preflight
+
     config = load_config(args.config, args.set)  # a typo fails here, before anything is written
     found = args.gpus_per_node is None
     gpus = args.gpus_per_node or max(visible_gpus(), 1)
-    accum = micro_batches_per_rank(config, args.nodes, gpus)
+    # base LR, schedule, batch split, data: what steep validate checks, before anything is written
+    facts = preflight(config, world_size=args.nodes * gpus, layout=rank_layout(args.nodes, gpus))
+    accum = facts.grad_accum
     config_path = os.path.abspath(args.config)
     job_name = args.job_name or re.sub(r"[^\w.-]+", "-", config.run.name).strip("-") or "steep"
     torchrun = default_torchrun()
@@ -44,6 +50,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         + f"; per step and rank: {_count(accum, 'micro-batch')} of "
         f"{config.train.micro_batch_size} x {config.data.seq_len} tokens; "
         f"{config.train.global_batch_tokens} tokens per step in all"
+        f"\n# {facts.summary(config)}"
     )
     if args.slurm:
         out = Path(args.slurm)

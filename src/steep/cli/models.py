@@ -7,20 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-
-def _num(x: Any) -> str:
-    return f"{x:.3g}" if isinstance(x, (int, float)) else "-"
+from steep.artifacts.fmt import num, pct, text_table
+from steep.artifacts.lineage import parse_lineage
 
 
 def _pct(x: Any) -> str:
-    return f"{100 * x:+.1f}%" if isinstance(x, (int, float)) else "-"
-
-
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    )
+    return pct(x, 1, missing="-")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -50,7 +42,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 m["path"],
             ]
         )
-    print(_table(rows))
+    print(text_table(rows))
     if from_training:
         print("(no `steep eval` report yet for some models: their change is the training run's")
         print(" own held-out loss, step 0 vs end; `steep eval MODEL` scores bits per byte)")
@@ -65,8 +57,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(m, indent=2, default=str))
         return 0
-    lineage = m["lineage"] or {}
-    train = ((lineage.get("config") or {}).get("train")) or {}
+    lineage = parse_lineage(m["lineage"] or {}, m["path"])
+    train = (lineage.config or {}).get("train") or {}
     print(f"model    {m['name']} ({m['kind'] or 'unknown kind'})")
     print(f"path     {m['path']}")
     print(f"created  {m['created']}")
@@ -82,7 +74,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if train:
         print(
             f"recipe   lr_fraction {train.get('lr_fraction')}, {train.get('steps')} steps x "
-            f"{train.get('global_batch_tokens')} tokens, max LR {_num(lineage.get('max_lr'))}"
+            f"{train.get('global_batch_tokens')} tokens, max LR {num(lineage.max_lr, '.3g', missing='-')}"
         )
     metrics = m["metrics"] or {}
     for name, loss in (metrics.get("final") or {}).items():

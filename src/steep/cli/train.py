@@ -33,15 +33,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from steep.config import dump_config
-    from steep.train.loop import resolve_max_lr
+    from steep.config.preflight import preflight
+    from steep.launch.torchrun import rank_layout
 
     config = load_config(args.config, args.set)
-    max_lr, source = resolve_max_lr(config)
+    world = args.nodes * args.gpus_per_node
+    facts = preflight(
+        config, world_size=world, layout=rank_layout(args.nodes, args.gpus_per_node)
+    )
     print(dump_config(config), end="")
+    accum = facts.grad_accum
     print(
-        f"# ok: max LR {max_lr:.3g} = {config.train.lr_fraction:g} x {source}; "
-        f"{config.train.steps} steps x {config.train.global_batch_tokens:,} tokens = "
-        f"{config.train.steps * config.train.global_batch_tokens:,} tokens"
+        f"# ok: {facts.summary(config)}; {accum} micro-batch{'es' if accum != 1 else ''} "
+        f"per step on each of {world} rank{'s' if world != 1 else ''}"
     )
     return 0
 
@@ -52,6 +56,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     quiet_libraries()
     run_demo(overrides=args.set, recipe=args.recipe)
     return 0
+
+
+def _positive(text: str) -> int:  # as steep launch's; belongs in cli/common.py
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -71,6 +82,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     v = sub.add_parser("validate", help="check a config and print it resolved, without running")
     v.add_argument("config")
     v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    v.add_argument(
+        "--gpus-per-node",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="check the batch split for this many GPUs per node, as steep launch does",
+    )
+    v.add_argument("--nodes", type=_positive, default=1, metavar="M")
     v.set_defaults(func=cmd_validate)
 
     d = sub.add_parser("demo", help="adapt SmolLM2-135M to Python docs, offline (~10 min on CPU)")

@@ -22,12 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from steep.artifacts.manifest import Manifest, read_manifest
 from steep.errors import SteepError
-from steep.workspace import steep_home
+from steep.workspace import MANIFEST_FILE, Workspace
 
-MANIFEST = "manifest.json"
-FORMAT = "steep-dataset"
-FORMAT_VERSION = 1
+MANIFEST = MANIFEST_FILE
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -68,7 +67,7 @@ class DatasetVersion:
     name: str
     version: int
     path: Path
-    manifest: dict[str, Any]
+    manifest: dict[str, Any]  # manifest.json as checked by steep.artifacts.manifest.Manifest
 
     @property
     def ref(self) -> str:
@@ -87,7 +86,7 @@ class Catalog:
     """The datasets folder: look up, list and create versions."""
 
     def __init__(self, root: Path | None = None) -> None:
-        self.root = root or steep_home() / "datasets"
+        self.root = root or Workspace.current().datasets
 
     def names(self) -> list[str]:
         if not self.root.is_dir():
@@ -117,8 +116,7 @@ class Catalog:
                 f"{ref.name} has no version {version}; versions: {', '.join(map(str, versions))}"
             )
         path = self.root / ref.name / f"v{version}"
-        manifest = json.loads((path / MANIFEST).read_text())
-        return DatasetVersion(ref.name, version, path, manifest)
+        return DatasetVersion(ref.name, version, path, read_manifest(path).dump())
 
     def next_version(self, name: str) -> int:
         versions = self.versions(check_name(name))
@@ -133,17 +131,17 @@ class Catalog:
     def publish(self, name: str, staging: Path, manifest: dict[str, Any]) -> DatasetVersion:
         """Write the manifest and rename the staging folder to the next version number."""
         version = self.next_version(name)
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "name": name,
-            "version": version,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            **manifest,
-        }
+        checked = Manifest.model_validate(
+            {
+                "name": name,
+                "version": version,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                **manifest,
+            }
+        )
         for scratch in ("work",):
             shutil.rmtree(staging / scratch, ignore_errors=True)
-        write_json(staging / MANIFEST, manifest)
+        write_json(staging / MANIFEST, checked.dump())
         target = self.root / name / f"v{version}"
         try:
             os.rename(staging, target)  # fails if another process published v<N> first

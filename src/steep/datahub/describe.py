@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from steep.artifacts.fmt import text_table
 from steep.datahub.catalog import Catalog, DatasetVersion
 from steep.datahub.exclusions import read_exclusions
 
@@ -38,14 +39,7 @@ def list_datasets(catalog: Catalog) -> str:
         rows.append(
             (latest.ref, versions, f"{m['documents']:,}", _size(m["bytes"]), _langs(m), made)
         )
-    return _table(rows)
-
-
-def _table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return text_table(rows, rule=True)
 
 
 def show_dataset(ds: DatasetVersion, examples: int = 2, example_chars: int = 160) -> str:
@@ -112,7 +106,7 @@ def funnel_table(funnel: list[dict]) -> str:
                 reasons,
             )
         )
-    return _table(rows)
+    return text_table(rows, rule=True)
 
 
 def exclusion_examples(

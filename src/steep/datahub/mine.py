@@ -11,11 +11,11 @@ from steep.datahub.executor import Executor
 from steep.datahub.pipeline import prepare
 from steep.datahub.steps.base import read_docs
 from steep.errors import MissingInputError
-from steep.workspace import steep_home
+from steep.workspace import Workspace
 
 
 def classifier_dir(name: str) -> Path:
-    return steep_home() / "classifiers" / check_name(name)
+    return Workspace.current().classifiers / check_name(name)
 
 
 def _texts(ds: DatasetVersion) -> Iterator[str]:

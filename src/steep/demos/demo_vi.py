@@ -25,16 +25,17 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from steep.artifacts.lineage import read_lineage
 from steep.config import RunConfig, load_config
 from steep.data.documents import SkipLog, read_documents
 from steep.data.tokenize import is_heldout
 from steep.demos.corpora import CorpusInfo, _cached, build_wikipedia
 from steep.demos.debian import build_vietnamese
 from steep.eval.heldout import TextSet, evaluate_set, tokenize_set
-from steep.model.io import LINEAGE_FILE, gguf_to_hf, resolve_base
+from steep.model.io import gguf_to_hf, resolve_base
 from steep.model.vocab import REPORT_FILE, ExtendSpec, extend_model, fertility, format_report
 from steep.train.loop import RunResult, train
-from steep.workspace import steep_home
+from steep.workspace import Workspace, steep_home
 
 VI_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "demo-vi.yaml"
 ADD_TOKENS = 1024  # the corpus supports ~2,000; 1,024 already cut Vietnamese tokens by 60%
@@ -123,17 +124,16 @@ def _base_dir(config: RunConfig, home: Path) -> Path:
     """The base as a plain HF directory (a GGUF base is converted once and cached)."""
     base = resolve_base(str(config.model.base))
     if base.endswith(".gguf"):
-        return gguf_to_hf(Path(base), home / "models" / "base")
+        return gguf_to_hf(Path(base), Workspace(home).base_models)
     return Path(base)
 
 
 def _extend_once(base: Path, vi: CorpusInfo, add: int, out: Path, heldout_fraction: float) -> None:
     """Extend unless ``out`` already holds this extension of this corpus."""
-    lineage = out / LINEAGE_FILE
-    if lineage.exists() and (out / REPORT_FILE).exists():
-        done = json.loads(lineage.read_text())
-        same = done.get("vocab_extension", {}).get("added") == add
-        files = done.get("corpus", {}).get("files") or [{}]
+    done = read_lineage(out) if (out / REPORT_FILE).exists() else None
+    if done is not None:
+        same = (done.vocab_extension or {}).get("added") == add
+        files = (done.corpus or {}).get("files") or [{}]
         if same and files[0].get("sha256") == vi.sha256:
             print(f"reusing {out}")
             return

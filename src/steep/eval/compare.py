@@ -20,7 +20,6 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,6 +29,9 @@ from typing import Any, Literal
 import torch
 
 from steep import __version__
+from steep.artifacts import scores
+from steep.artifacts.lineage import Lineage, try_read_lineage
+from steep.artifacts.scores import improvement, rel_change
 from steep.eval.generate import complete, read_prompts
 from steep.eval.harness import HarnessPlan, plan_harness, run_harness
 from steep.eval.heldout import TextSet, TokenizedSet, evaluate_set, read_set, tokenize_set
@@ -90,40 +92,27 @@ def local_dir(spec: str) -> Path | None:
     return path if path.is_dir() else None
 
 
-def read_lineage(spec: str) -> dict[str, Any]:
-    """The model's ``steep.json``, or {} for a plain HF folder, a hub id or a GGUF file."""
-    from steep.model.io import LINEAGE_FILE
-
+def model_lineage(spec: str) -> Lineage:
+    """The model's ``steep.json``; empty for a plain HF folder, a hub id or a GGUF file, and
+    for an unreadable one (with a warning: the eval still runs)."""
     path = local_dir(spec)
-    if path is None or not (path / LINEAGE_FILE).is_file():
-        return {}
-    try:
-        data = json.loads((path / LINEAGE_FILE).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        log.warning("%s: unreadable (%s); ignoring its lineage", path / LINEAGE_FILE, exc)
-        return {}
-    return data if isinstance(data, dict) else {}
+    if path is None:
+        return Lineage()
+    lineage, error = try_read_lineage(path)
+    if error:
+        log.warning("%s; ignoring its lineage", error)
+    return lineage or Lineage()
 
 
 def lineage_baseline(spec: str) -> str | None:
     """The base a steep-trained model started from, when it is still on this machine."""
-    base = read_lineage(spec).get("base")
-    path = base.get("path") if isinstance(base, dict) else None
+    path = model_lineage(spec).base_path
     return str(path) if path and Path(path).is_dir() else None
 
 
 def lineage_roles(spec: str) -> dict[str, Role]:
     """Roles of the run's own sources and eval sets, by the run config's rules."""
-    data = (read_lineage(spec).get("config") or {}).get("data") or {}
-    roles: dict[str, Role] = {}
-    for src in data.get("sources") or []:
-        if isinstance(src, dict) and isinstance(src.get("name"), str):
-            name = src["name"]
-            roles[name] = src.get("role") or ("domain" if name.startswith("domain") else "general")
-    for name, role in (data.get("eval_roles") or {}).items():
-        if role in ("domain", "general"):
-            roles[name] = role
-    return roles
+    return model_lineage(spec).roles()
 
 
 def _open_tokenizer(spec: str) -> Any | None:
@@ -308,46 +297,19 @@ def _roles_by_name(spec: EvalSpec) -> dict[str, Role]:
 
 
 def change(base: float | None, adapted: float | None) -> dict[str, float | None]:
-    """Absolute and relative change from base to adapted (relative: None when base is 0)."""
+    """Absolute and relative change from base to adapted (relative: by scores.rel_change)."""
     if base is None or adapted is None:
         return {"abs": None, "rel": None}
-    rel = (adapted - base) / abs(base) if base else None
-    return {"abs": adapted - base, "rel": rel}
-
-
-def improvement(base: float | None, adapted: float | None, higher_is_better: bool) -> float | None:
-    """Relative change in the good direction: > 0 is better, whichever way the metric points."""
-    rel = change(base, adapted)["rel"]
-    if rel is None:
-        return None
-    return rel if higher_is_better else -rel
-
-
-def _mean(values: Sequence[float | None]) -> float | None:
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    return sum(vals) / len(vals) if vals else None
+    return {"abs": adapted - base, "rel": rel_change(adapted, base)}
 
 
 def headline(sets: dict[str, dict], tasks: dict[str, dict]) -> dict[str, Any]:
-    """Domain gain and general regression, from held-out bpb and, separately, from tasks.
-
-    Both are fractions: 0.25 is a 25% gain (bpb down or accuracy up by a quarter of the
-    base's value), 0.01 a 1% regression. None where no set or task has that role.
-    """
+    """Domain gain and general regression, from held-out bpb and, separately, from tasks
+    (``steep.artifacts.scores.headline``: fractions, None where no set has that role)."""
 
     def block(rows: dict[str, dict]) -> dict[str, Any]:
-        dom = [n for n, r in rows.items() if r["role"] == "domain" and r["improvement"] is not None]
-        gen = [
-            n for n, r in rows.items() if r["role"] == "general" and r["improvement"] is not None
-        ]
-        gain = _mean([rows[n]["improvement"] for n in dom])
-        regression = _mean([rows[n]["improvement"] for n in gen])
-        return {
-            "domain_gain": gain,
-            "general_regression": -regression if regression is not None else None,
-            "domain": dom,
-            "general": gen,
-        }
+        improvements = {n: r["improvement"] for n, r in rows.items()}
+        return scores.headline(improvements, {n: r["role"] for n, r in rows.items()}).to_dict()
 
     out = {"metric": SET_METRIC, **block(sets)}
     out["tasks"] = block(tasks)

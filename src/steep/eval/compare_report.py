@@ -20,9 +20,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from steep.artifacts.atomic import replace_dir, write_text
-from steep.eval.compare import local_dir, read_lineage
-from steep.workspace import steep_home
+from steep.artifacts.atomic import replace_dir
+from steep.artifacts.fmt import change_pct, markdown_table, multiline_cell, num, signed
+from steep.artifacts.lineage import record_eval
+from steep.eval.compare import local_dir, model_lineage
+from steep.workspace import LINEAGE_FILE, steep_home
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 
 JSON_FILE = "eval.json"
 MARKDOWN_FILE = "eval.md"
+NA = "n/a"  # an eval report says n/a where a number is unknown
 PLOTS_DIR = "plots"
 EVAL_DIR = "eval"
 DPI = 120
@@ -52,7 +55,7 @@ def destinations(result: dict[str, Any], model_spec: str, out_dir: str | None) -
     else:
         first = steep_home() / "evals" / f"eval-{datetime.now():%Y%m%d-%H%M%S}"
     dests = [first]
-    run_dir = read_lineage(model_spec).get("run_dir")
+    run_dir = model_lineage(model_spec).run_dir
     if isinstance(run_dir, str) and Path(run_dir).is_dir():
         second = Path(run_dir) / EVAL_DIR
         if second.resolve() != first.resolve():
@@ -72,9 +75,6 @@ def publish(
     model_dir = local_dir(model_spec)
     if update_lineage and model_dir is not None:
         record_in_lineage(model_dir, result)
-        from steep.hub import attach_eval_report
-
-        attach_eval_report(model_dir)  # the Model Hub row and the model card (README.md)
     return dests
 
 
@@ -84,21 +84,8 @@ def record_in_lineage(model_dir: Path, result: dict[str, Any]) -> None:
     A folder without steep.json (a plain HF model) gets one holding only ``eval``; an
     unreadable one is left alone rather than overwritten.
     """
-    from steep.model.io import LINEAGE_FILE
-
-    path = model_dir / LINEAGE_FILE
-    lineage: dict[str, Any] = {}
-    if path.exists():
-        try:
-            lineage = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            log.warning("%s is not valid JSON (%s): eval result not recorded there", path, exc)
-            return
-        if not isinstance(lineage, dict):
-            log.warning("%s is not a JSON object: eval result not recorded there", path)
-            return
-    lineage["eval"] = {k: v for k, v in result.items() if k != "samples"}
-    write_text(path, json.dumps(lineage, indent=2, default=str) + "\n")
+    if not record_eval(model_dir, result):
+        log.warning("%s is unreadable: eval result not recorded there", model_dir / LINEAGE_FILE)
 
 
 def write_report_dir(dest: Path, result: dict[str, Any]) -> Path:
@@ -122,38 +109,6 @@ def write_report_dir(dest: Path, result: dict[str, Any]) -> Path:
 # --------------------------------------------------------------------------- markdown
 
 
-def _cell(value: Any) -> str:
-    """One markdown table cell: pipes escaped, newlines as <br> so a sample keeps its lines."""
-    text = str(value).replace("|", "\\|").replace("\r", "")
-    return "<br>".join(line.rstrip() for line in text.split("\n")) or " "
-
-
-def _num(value: Any, digits: int = 4) -> str:
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
-        return "n/a"
-    return f"{value:.{digits}f}"
-
-
-def _signed(value: Any, digits: int = 4) -> str:
-    return f"{value:+.{digits}f}" if isinstance(value, (int, float)) else "n/a"
-
-
-def _pct(rel: Any) -> str:
-    """'-10.9%'; two decimals under 1% so a small general regression still shows."""
-    if not isinstance(rel, (int, float)) or not math.isfinite(rel):
-        return "n/a"
-    pct = 100 * rel
-    text = f"{pct:+.2f}%" if abs(pct) < 1 else f"{pct:+.1f}%"
-    return "0.00%" if text in ("+0.00%", "-0.00%") else text
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right_from: int) -> list[str]:
-    align = ["---" if i < right_from else "---:" for i in range(len(header))]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
-
-
 def _headline_lines(head: dict[str, Any] | None) -> list[str]:
     if head is None:
         return ["No baseline given: the numbers below are the model's alone."]
@@ -168,12 +123,12 @@ def _headline_lines(head: dict[str, Any] | None) -> list[str]:
         if block["domain"]:
             lines.append(
                 f"- **domain gain** ({label}, {what}; {', '.join(block['domain'])}): "
-                f"**{_pct(gain)}**"
+                f"**{change_pct(gain)}**"
             )
         if block["general"]:
             lines.append(
                 f"- **general regression** ({label}, {what}; {', '.join(block['general'])}): "
-                f"**{_pct(reg)}**"
+                f"**{change_pct(reg)}**"
             )
     if not lines:
         return [
@@ -223,14 +178,29 @@ def render_markdown(result: dict[str, Any], plots: Sequence[str]) -> str:
         rows = []
         for name, r in result["sets"].items():
             a, b, c = r["adapted"], r["base"], r["change"]["bpb"]
-            row = [_cell(name), r["role"] or "", str(r["documents"])]
+            row = [multiline_cell(name), r["role"] or "", str(r["documents"])]
             if has_base:
-                row += [_num(b["bpb"]), _num(a["bpb"]), _signed(c["abs"]), _pct(c["rel"])]
-                row += [_num(b["loss"]), _num(a["loss"]), _num(b["ppl"], 2), _num(a["ppl"], 2)]
+                row += [
+                    num(b["bpb"], ".4f", NA),
+                    num(a["bpb"], ".4f", NA),
+                    signed(c["abs"], 4, NA),
+                    change_pct(c["rel"]),
+                ]
+                row += [
+                    num(b["loss"], ".4f", NA),
+                    num(a["loss"], ".4f", NA),
+                    num(b["ppl"], ".2f", NA),
+                    num(a["ppl"], ".2f", NA),
+                ]
             else:
-                row += [_num(a["bpb"]), _num(a["loss"]), _num(a["ppl"], 2), f"{a['tokens']:,}"]
+                row += [
+                    num(a["bpb"], ".4f", NA),
+                    num(a["loss"], ".4f", NA),
+                    num(a["ppl"], ".2f", NA),
+                    f"{a['tokens']:,}",
+                ]
             rows.append(row)
-        lines += _table(header, rows, right_from=2)
+        lines += markdown_table(header, rows, right_from=2)
     if result["tasks"]:
         lines += ["", "## Tasks", ""]
         header = ["task", "role", "source", "metric"]
@@ -241,15 +211,20 @@ def render_markdown(result: dict[str, Any], plots: Sequence[str]) -> str:
             metrics.sort(key=lambda m: m != r["primary"])  # the headline metric first
             for m in metrics:
                 a = r["adapted"][m]
-                row = [_cell(name), r["role"] or "", r["source"], m]
+                row = [multiline_cell(name), r["role"] or "", r["source"], m]
                 if has_base:
                     c = r["change"][m]
                     b = r["base"].get(m) if r["base"] else None
-                    row += [_num(b), _num(a), _signed(c["abs"]), _pct(c["rel"])]
+                    row += [
+                        num(b, ".4f", NA),
+                        num(a, ".4f", NA),
+                        signed(c["abs"], 4, NA),
+                        change_pct(c["rel"]),
+                    ]
                 else:
-                    row += [_num(a)]
+                    row += [num(a, ".4f", NA)]
                 rows.append(row)
-        lines += _table(header, rows, right_from=4)
+        lines += markdown_table(header, rows, right_from=4)
         lines += [
             "",
             "jsonl tasks: acc picks the most likely choice, acc_norm the most likely per "
@@ -264,11 +239,13 @@ def render_markdown(result: dict[str, Any], plots: Sequence[str]) -> str:
         for i, smp in enumerate(result["samples"], 1):
             lines += [f"### Prompt {i}", "", "```text", smp["prompt"], "```", ""]
             if has_base:
-                lines += _table(
-                    ["base", "adapted"], [[_cell(smp["base"]), _cell(smp["adapted"])]], 2
+                lines += markdown_table(
+                    ["base", "adapted"],
+                    [[multiline_cell(smp["base"]), multiline_cell(smp["adapted"])]],
+                    2,
                 )
             else:
-                lines += _table(["adapted"], [[_cell(smp["adapted"])]], 1)
+                lines += markdown_table(["adapted"], [[multiline_cell(smp["adapted"])]], 1)
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

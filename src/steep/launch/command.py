@@ -1,16 +1,43 @@
 """The one builder of a ``steep train`` command line, and its shell quoting.
 
 ``steep launch`` (torchrun, Slurm), ``steep sweep`` and the studio runner all start training
-through these argv lists, so a flag added to ``steep train`` is passed the same way by all.
+through ``train_command``, so a flag added to ``steep train`` is passed the same way by all.
 """
 
 from __future__ import annotations
 
 import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
 
 
 class ShellVar(str):
     """An argument the shell must expand on the node (``$NODE_RANK``): quoted with "", not ''."""
+
+
+def train_command(
+    config_path: str | Path | None,
+    overrides: Sequence[str] = (),
+    *,
+    run_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    python: str = sys.executable,
+) -> list[str]:
+    """argv of ``python -m steep train CONFIG [--set K=V ...] [--out RUN_DIR]``, or of
+    ``python -m steep train --resume RUN_DIR`` (a resumed run reads its own config.yaml, so
+    ``config_path`` is not passed then). A launcher that runs the module itself (torchrun)
+    takes the place of ``python``: ``[launcher, *flags, *train_command(...)[1:]]``."""
+    head = [python, "-m", "steep", "train"]
+    if resume is not None:
+        if overrides or run_dir is not None:
+            raise ValueError("a resumed run takes no --set or --out: it has its own config.yaml")
+        return [*head, "--resume", str(resume)]
+    if config_path is None:
+        raise ValueError("train_command needs a config path (or resume=RUN_DIR)")
+    sets = [a for item in overrides for a in ("--set", item)]
+    out = ["--out", str(run_dir)] if run_dir is not None else []
+    return [*head, str(config_path), *sets, *out]
 
 
 def shell_join(cmd: list[str]) -> str:

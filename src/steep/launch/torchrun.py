@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 from steep.config import RunConfig
-from steep.launch.command import ShellVar, shell_join
-from steep.train.parallel import check_batch_divides
+from steep.launch.command import ShellVar, shell_join, train_command
 
 DEFAULT_PORT = 29500
 
@@ -35,10 +34,17 @@ def visible_gpus() -> int:
     return torch.cuda.device_count()
 
 
+def rank_layout(nodes: int, gpus_per_node: int) -> str:
+    """How the ranks are laid out, as batch-split messages name them."""
+    return f"{nodes} node(s) x {gpus_per_node} GPU(s)"
+
+
 def micro_batches_per_rank(config: RunConfig, nodes: int, gpus_per_node: int) -> int:
     """Gradient-accumulation steps per rank; ConfigError when the global batch does not split."""
-    layout = f"{nodes} node(s) x {gpus_per_node} GPU(s)"
-    return check_batch_divides(config, nodes * gpus_per_node, layout)
+    # deferred: parallel.py imports torch; building argv and `steep --help` need not load it
+    from steep.train.parallel import check_batch_divides
+
+    return check_batch_divides(config, nodes * gpus_per_node, rank_layout(nodes, gpus_per_node))
 
 
 def torchrun_command(
@@ -73,8 +79,8 @@ def torchrun_command(
         ]  # fmt: skip
     else:
         launcher = ["--standalone", "--nproc-per-node", str(gpus_per_node)]
-    sets = [a for item in overrides for a in ("--set", item)]
-    return [torchrun, *launcher, "-m", "steep", "train", config_path, *sets]
+    # torchrun runs the module itself: it takes the place of python in steep's own argv
+    return [torchrun, *launcher, *train_command(config_path, overrides)[1:]]
 
 
 def multiline(cmd: list[str]) -> str:

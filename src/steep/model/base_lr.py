@@ -3,13 +3,16 @@
 CPT sets its max LR as a fraction of the base's own peak (e-Llama: 10%), so the peak must
 come from the model's paper or card, never from a guess. Bases whose makers did not publish
 a peak are listed as ``None`` so the error can say so instead of "unknown model".
+``resolve_max_lr`` turns a run config into the max LR it trains with.
 """
 
 from __future__ import annotations
 
 import re
 
-from steep.errors import SteepError
+from steep.config import RunConfig
+from steep.errors import ConfigError, SteepError
+from steep.model.io import base_names, lineage_peak_lr
 
 # family-size key -> (peak LR or None, where it was published)
 PEAK_LR: dict[str, tuple[float | None, str]] = {
@@ -81,3 +84,23 @@ def lookup_peak_lr(*names: str) -> tuple[float, str, str]:
         f"no published peak LR known for {tried}: set model.base_max_lr "
         f"(known bases: {', '.join(sorted(PEAK_LR))})"
     )
+
+
+def resolve_max_lr(config: RunConfig) -> tuple[float, str]:
+    """(max LR, where the peak came from): ``train.lr_fraction`` x the base's peak LR.
+
+    The peak is, first found: ``model.base_max_lr``; the ``base_peak_lr`` a steep-made
+    base's steep.json carries (e.g. a vocabulary extension); the published table above.
+    Training, ``steep validate``, sweeps, the studio and ``steep launch`` all resolve it here
+    (through ``steep.config.preflight``), so the LR a run trains with is the one they showed.
+    """
+    if config.model.base_max_lr is not None:
+        peak, source = config.model.base_max_lr, f"model.base_max_lr {config.model.base_max_lr:g}"
+    elif config.model.random_init is not None:
+        raise ConfigError("a random_init model has no published peak LR: set model.base_max_lr")
+    elif (carried := lineage_peak_lr(config.model)) is not None:
+        peak, source = carried
+    else:
+        peak, key, ref = lookup_peak_lr(*base_names(config.model))
+        source = f"{key} peak {peak:g} ({ref})"
+    return config.train.lr_fraction * peak, source

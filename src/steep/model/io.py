@@ -27,10 +27,11 @@ from transformers import (
 )
 
 from steep.artifacts.atomic import replace_dir
+from steep.artifacts.lineage import Lineage, LineageError, lineage_text, read_lineage
 from steep.config import ModelSection
 from steep.errors import SteepError
+from steep.workspace import LINEAGE_FILE, Workspace
 
-LINEAGE_FILE = "steep.json"
 PKG_SCHEME = "pkg://"
 
 
@@ -110,7 +111,7 @@ def load_base(cfg: ModelSection, home: Path, seed: int = 0) -> LoadedBase:
         path = Path(base)
         if base.endswith(".gguf") or cfg.gguf_file:
             gguf = path / cfg.gguf_file if cfg.gguf_file else path
-            loaded = _load_hf_dir(gguf_to_hf(gguf, home / "models" / "base"), origin=str(gguf))
+            loaded = _load_hf_dir(gguf_to_hf(gguf, Workspace(home).base_models), origin=str(gguf))
         elif path.exists():
             loaded = _load_hf_dir(path, origin=str(path))
         elif path.is_absolute() or base.startswith("."):
@@ -157,10 +158,18 @@ def _load_hf_dir(path: Path, origin: str) -> LoadedBase:
         raise ModelLoadError(f"cannot load model from {origin}: {exc}") from None
     tokenizer = load_tokenizer(str(path))
     info: dict[str, Any] = {"source": origin, "path": str(path)}
-    lineage = path / LINEAGE_FILE
-    if local and lineage.exists():
-        info["lineage"] = json.loads(lineage.read_text())
+    lineage = _lineage_of(path) if local else None
+    if lineage is not None:
+        info["lineage"] = lineage.dump()
     return LoadedBase(model, tokenizer, info)
+
+
+def _lineage_of(path: Path) -> Lineage | None:
+    """The base's steep.json, or None; an unreadable one is a load error naming the file."""
+    try:
+        return read_lineage(path)
+    except LineageError as exc:
+        raise ModelLoadError(str(exc)) from None
 
 
 def base_names(cfg: ModelSection) -> list[str]:
@@ -173,8 +182,8 @@ def base_names(cfg: ModelSection) -> list[str]:
         gguf = path / cfg.gguf_file if cfg.gguf_file else path
         return _gguf_names(gguf) if gguf.is_file() else [gguf.name]
     names: list[str] = []
-    if (path / LINEAGE_FILE).exists():
-        names += json.loads((path / LINEAGE_FILE).read_text()).get("base_names", [])
+    if (lineage := _lineage_of(path)) is not None:
+        names += lineage.base_names
     if (path / "config.json").exists():
         names.append(str(json.loads((path / "config.json").read_text()).get("_name_or_path", "")))
     names.append(base)
@@ -187,14 +196,14 @@ def lineage_peak_lr(cfg: ModelSection) -> tuple[float, str] | None:
     --base-max-lr) still resolves lr_fraction."""
     if cfg.base is None:
         return None
-    lineage = Path(resolve_base(cfg.base)) / LINEAGE_FILE
-    if not lineage.is_file():
-        return None
-    carried = json.loads(lineage.read_text()).get("base_peak_lr")
+    folder = Path(resolve_base(cfg.base))
+    lineage = _lineage_of(folder) if folder.is_dir() else None
+    carried = lineage.base_peak_lr if lineage is not None else None
     if not isinstance(carried, dict) or not carried.get("value"):
         return None
     value = float(carried["value"])
-    return value, f"base peak {value:g} from {lineage} ({carried.get('source', 'lineage')})"
+    where = folder / LINEAGE_FILE
+    return value, f"base peak {value:g} from {where} ({carried.get('source', 'lineage')})"
 
 
 def gguf_to_hf(gguf: Path, cache_root: Path) -> Path:
@@ -218,12 +227,9 @@ def gguf_to_hf(gguf: Path, cache_root: Path) -> Path:
     plain_config = AutoConfig.for_model(**config)
     model = AutoModelForCausalLM.from_config(plain_config, dtype=torch.float32)
     model.load_state_dict(quantized.state_dict())
-    lineage = {
-        "kind": "base",
-        "converted_from": str(gguf),
-        "gguf_sha256": file_sha256(gguf),
-        "base_names": names,
-    }
+    lineage = Lineage(
+        kind="base", converted_from=str(gguf), gguf_sha256=file_sha256(gguf), base_names=names
+    )
     save_hf(model, tokenizer, target, lineage)
     return target
 
@@ -255,7 +261,7 @@ def save_hf(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     out_dir: Path,
-    lineage: dict[str, Any],
+    lineage: Lineage,
     state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write a plain HF directory + steep.json atomically: a crash leaves no half model.
@@ -271,7 +277,7 @@ def save_hf(
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        (tmp / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, default=str) + "\n")
+        (tmp / LINEAGE_FILE).write_text(lineage_text(lineage), encoding="utf-8")
         replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

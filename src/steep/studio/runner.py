@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from steep.launch import command as launch_command
 from steep.studio.jobs import Job, JobQueue, read_exit
 
 CANCEL_GRACE_S = 10.0  # SIGTERM first; SIGKILL the group if it is still there after this
@@ -34,14 +35,16 @@ CommandFor = Callable[[Job], list[str]]
 
 
 def train_command(job: Job) -> list[str]:
-    """``steep train`` on one device, torchrun for several (the same path as the CLI)."""
+    """``steep train`` on one device, torchrun for several; both argv from
+    ``steep.launch.command.train_command``, as ``steep launch`` and ``steep sweep`` build it."""
     if job.nproc > 1:
+        # deferred: torchrun.py imports torch (for the batch-split check), the studio need not
         from steep.launch.torchrun import default_torchrun, torchrun_command
 
         return torchrun_command(
             str(job.config_path), [], gpus_per_node=job.nproc, torchrun=default_torchrun()
         )
-    return [sys.executable, "-m", "steep", "train", str(job.config_path)]
+    return launch_command.train_command(job.config_path)
 
 
 def process_start_time(pid: int) -> str | None:

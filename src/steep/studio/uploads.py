@@ -20,6 +20,7 @@ from pathlib import Path
 
 from steep.data.documents import COMPRESSIONS, TEXT_SUFFIXES
 from steep.errors import SteepError
+from steep.workspace import Workspace
 
 _ID = re.compile(r"^[0-9a-f]{16}$")
 _FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -34,7 +35,7 @@ class UploadError(SteepError):
 
 
 def uploads_root(home: Path) -> Path:
-    return home / "uploads"
+    return Workspace(home).uploads
 
 
 def new_upload(home: Path) -> str:

@@ -6,7 +6,6 @@ document does not stand in for the whole set.
 
 from __future__ import annotations
 
-import math
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -67,18 +66,3 @@ def evaluate(
         out[s.name] = total / count
     model.train(was_training)
     return out
-
-
-def eval_record(
-    step: int, tokens: int, losses: dict[str, float], baseline: dict[str, float]
-) -> dict:
-    """The metrics.jsonl eval record: loss, perplexity and change against step 0."""
-    sets = {}
-    for name, loss in losses.items():
-        base = baseline.get(name, loss)
-        sets[name] = {
-            "loss": loss,
-            "ppl": math.exp(min(loss, 50.0)),
-            "rel_change": (loss - base) / base if base else 0.0,
-        }
-    return {"kind": "eval", "step": step, "tokens": tokens, "sets": sets}

@@ -23,6 +23,7 @@ from steep.data.tokenize import (
 )
 from steep.errors import DataError
 from steep.train.evaluate import EvalSet, fixed_windows
+from steep.workspace import Workspace
 
 
 @dataclass
@@ -62,7 +63,7 @@ def build_inputs(
 
     ``quiet`` keeps ranks other than 0 from repeating rank 0's messages.
     """
-    cache = home / "cache" / "tokens"
+    cache = Workspace(home).token_cache
     seq_len = config.data.seq_len
     sep = config.model.document_separator
     meta = tokenizer_meta(tokenizer, sep)

@@ -17,13 +17,15 @@ import yaml
 from tqdm import tqdm
 
 from steep import __version__
+from steep.artifacts.lineage import Lineage, TrainMetrics
+from steep.artifacts.metrics import eval_record
 from steep.config import RunConfig, dump_config, parse_config
 from steep.errors import AlreadyExistsError, ConfigError, MissingInputError
 from steep.hub import RunRecorder
 from steep.model.base_lr import lookup_peak_lr
 from steep.model.io import base_names, lineage_peak_lr, load_base, save_hf
 from steep.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from steep.train.evaluate import eval_record, evaluate
+from steep.train.evaluate import evaluate
 from steep.train.flops import device_peak_flops, flops_per_token
 from steep.train.forward import lm_loss
 from steep.train.inputs import build_inputs
@@ -42,8 +44,16 @@ from steep.train.report import eval_table, format_table, read_metrics, write_rep
 from steep.train.runtime import Runtime, peak_memory_gib, seed_everything
 from steep.train.schedule import Schedule, warmup_steps_for
 from steep.train.stages import EmbeddingWarmup
-from steep.train.track import METRICS_FILE, Tracker
-from steep.workspace import steep_home
+from steep.train.track import Tracker
+from steep.workspace import (
+    CHECKPOINTS_DIR,
+    CONFIG_FILE,
+    METRICS_FILE,
+    MODEL_DIR,
+    REPORT_FILE,
+    Workspace,
+    steep_home,
+)
 
 
 @dataclass
@@ -75,7 +85,7 @@ def _train(
     if d.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
-            (run_dir / "config.yaml").write_text(dump_config(config))
+            (run_dir / CONFIG_FILE).write_text(dump_config(config))
         hub.started(run_dir)
         print(f"run {run_dir}\nmax LR {max_lr:.3g} = {config.train.lr_fraction:g} x {lr_source}")
         if d.enabled:
@@ -112,7 +122,7 @@ def _train(
     accum = per_rank // micro  # micro-batches this rank runs per step
     separator = inputs.separator_id if use_document_mask(config, runtime) else None
     peak = device_peak_flops(runtime.device, config.train.peak_tflops)
-    ckpt_root = run_dir / "checkpoints"
+    ckpt_root = run_dir / CHECKPOINTS_DIR
 
     # --- resume: model, optimizer, RNG, mixture position, baseline ---
     step, baseline = 0, {}
@@ -224,28 +234,27 @@ def _train(
     # --- results: HF model with lineage, report ---
     weights = full_state_dict(model, d)  # a collective: every rank takes part
     if not d.is_main:
-        return RunResult(run_dir, run_dir / "model", baseline, {})
+        return RunResult(run_dir, run_dir / MODEL_DIR, baseline, {})
     assert tracker is not None
     tracker.close()
     _, evals = read_metrics(run_dir / METRICS_FILE)
     final = {name: m["loss"] for name, m in evals[-1]["sets"].items()} if evals else {}
-    lineage = {
-        "kind": "cpt",
-        "steep_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "run_dir": str(run_dir),
-        "base": base.info,
-        "base_names": base_names(config.model)
-        or base.info.get("lineage", {}).get("base_names", []),
-        "max_lr": max_lr,
-        "max_lr_source": lr_source,
-        "data": inputs.lineage,
-        "tokens_by_source": inputs.mixture.tokens_by_source(seq_len),
-        "world_size": d.world,
-        "config": config.model_dump(mode="json"),
-        "metrics": {"step": step, "baseline": baseline, "final": final},
-    }
-    model_dir = save_hf(base.model, base.tokenizer, run_dir / "model", lineage, weights)
+    lineage = Lineage(
+        kind="cpt",
+        steep_version=__version__,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        run_dir=str(run_dir),
+        base=base.info,
+        base_names=base_names(config.model) or base.info.get("lineage", {}).get("base_names", []),
+        max_lr=max_lr,
+        max_lr_source=lr_source,
+        data=inputs.lineage,
+        tokens_by_source=inputs.mixture.tokens_by_source(seq_len),
+        world_size=d.world,
+        config=config.model_dump(mode="json"),
+        metrics=TrainMetrics(step=step, baseline=baseline, final=final),
+    )
+    model_dir = save_hf(base.model, base.tokenizer, run_dir / MODEL_DIR, lineage, weights)
     write_report(
         run_dir,
         title=f"steep run: {config.run.name}",
@@ -265,13 +274,13 @@ def _train(
     )
     hub.done(model_dir)  # registers the model and writes its card (README.md)
     print(format_table(eval_table(evals)))
-    print(f"model: {model_dir}\nreport: {run_dir / 'report.md'}")
+    print(f"model: {model_dir}\nreport: {run_dir / REPORT_FILE}")
     return RunResult(run_dir, model_dir, baseline, final)
 
 
 def resume_run(run_dir: Path) -> RunResult:
     """Continue a run from its own resolved config.yaml and newest complete checkpoint."""
-    config_path = run_dir / "config.yaml"
+    config_path = run_dir / CONFIG_FILE
     if not config_path.exists():
         raise MissingInputError(f"{run_dir} is not a steep run directory (no config.yaml)")
     config = parse_config(yaml.safe_load(config_path.read_text()), where=str(config_path))
@@ -345,6 +354,8 @@ def clip_grad_norm(model: torch.nn.Module, max_norm: float | None) -> float:
 
 
 def new_run_dir(config: RunConfig, home: Path) -> Path:
+    """``run.out_dir``, or a fresh folder under the workspace's runs/ (one naming rule for
+    the CLI, the studio and sweeps: ``steep.workspace.Workspace.new_run_dir``)."""
     if config.run.out_dir:
         path = Path(config.run.out_dir)
         if (path / METRICS_FILE).exists():
@@ -352,5 +363,4 @@ def new_run_dir(config: RunConfig, home: Path) -> Path:
                 f"{path} already holds a run: use --resume {path} or another run.out_dir"
             )
         return path
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return home / "runs" / f"{config.run.name}-{stamp}"
+    return Workspace(home).new_run_dir(config.run.name)

@@ -11,7 +11,6 @@ with one definition, so they cannot disagree.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -20,6 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from steep.artifacts.atomic import write_text
+from steep.artifacts.fmt import cell, change_pct
+from steep.artifacts.metrics import read_metrics
+from steep.artifacts.scores import finite, rel_change
+from steep.workspace import METRICS_FILE, REPORT_FILE
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -27,54 +30,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.jsonl"
-REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
 DPI = 120
-_KINDS = ("train", "eval")
 _TRAIN_COLOR = "0.2"  # train loss in near-black so the eval sets own the palette
 _EVAL_STYLE: dict[str, Any] = {"marker": "o", "ms": 4, "lw": 1.2}
 _NOTE_STYLE: dict[str, Any] = {"fontsize": "small", "color": "0.35"}
 _NO_CHANGE = 1e-3  # |rel_change| below 0.1% reads as "no change" in the report
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
-    """(train_records, eval_records), each sorted by step, one record per step.
-
-    A resumed run may have logged a step twice; the last occurrence wins because it is the
-    one the surviving run produced. Lines that do not parse (the last line of a crashed
-    run is often cut short) and unknown kinds are skipped, so a reader never fails on a
-    live or crashed run.
-    """
-    path = Path(path)
-    by_kind: dict[str, dict[int, dict]] = {kind: {} for kind in _KINDS}
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            if lineno < len(lines):  # only the final line is expected to be partial
-                log.warning("%s:%d: skipping a line that is not valid JSON", path, lineno)
-            continue
-        if not isinstance(rec, dict) or rec.get("kind") not in by_kind:
-            continue
-        step = rec.get("step")
-        if not isinstance(step, int) or isinstance(step, bool):
-            log.warning(
-                "%s:%d: skipping a %s record without an integer step", path, lineno, rec["kind"]
-            )
-            continue
-        if rec["kind"] == "eval" and not isinstance(rec.get("sets"), dict):
-            log.warning("%s:%d: skipping an eval record without 'sets'", path, lineno)
-            continue
-        by_kind[rec["kind"]][step] = rec  # later lines overwrite earlier ones
-    train, evals = ([recs[s] for s in sorted(recs)] for recs in (by_kind["train"], by_kind["eval"]))
-    return train, evals
 
 
 # --------------------------------------------------------------------------- eval table
@@ -100,11 +61,6 @@ def _series(eval_records: Sequence[dict], name: str) -> tuple[list[int], list[fl
     return steps, losses
 
 
-def _rel(loss: float, base: float) -> float:
-    """Fractional change against the base loss: the one definition table and plots use."""
-    return (loss - base) / base if base else math.nan
-
-
 def eval_table(eval_records: list[dict]) -> list[dict]:
     """One row per eval set: step-0 (base) loss, last loss, and the change between them.
 
@@ -125,21 +81,12 @@ def eval_table(eval_records: list[dict]) -> list[dict]:
                 "base_loss": base,
                 "final_loss": final,
                 "abs_change": final - base,
-                "rel_change": _rel(final, base),
+                "rel_change": rel_change(final, base),
                 "final_step": steps[-1],
                 "base_step": steps[0],
             }
         )
     return rows
-
-
-def _pct(rel: float) -> str:
-    """'-10.9%'; two decimals under 1% so a small general-domain regression still shows."""
-    if not math.isfinite(rel):
-        return "n/a"
-    pct = 100 * rel
-    text = f"{pct:+.2f}%" if abs(pct) < 1 else f"{pct:+.1f}%"
-    return "0.00%" if text in ("+0.00%", "-0.00%") else text
 
 
 def format_table(rows: list[dict]) -> str:
@@ -154,7 +101,7 @@ def format_table(rows: list[dict]) -> str:
             f"{r['base_loss']:.4f}",
             f"{r['final_loss']:.4f}",
             f"{r['abs_change']:+.4f}",
-            _pct(r["rel_change"]),
+            change_pct(r["rel_change"]),
         )
         for r in rows
     ]
@@ -277,7 +224,8 @@ def plot_run(run_dir: Path) -> list[Path]:
         ax.axhline(0.0, color="0.3", lw=1.0, ls="--")
         for name in names:
             steps, losses = _series(evals, name)
-            pct = [100 * _rel(v, losses[0]) for v in losses]
+            rels = (rel_change(v, losses[0]) for v in losses)
+            pct = [math.nan if r is None else 100 * r for r in rels]
             ax.plot(steps, pct, color=colors[name], label=name, **_EVAL_STYLE)
         # keep a band on both sides of 0 so each corner label sits on its own side of the line
         lo, hi = ax.get_ylim()
@@ -296,11 +244,6 @@ def plot_run(run_dir: Path) -> list[Path]:
 # --------------------------------------------------------------------------- report
 
 
-def _cell(value: Any) -> str:
-    """One line of markdown, with pipes escaped so a value cannot break a table or list."""
-    return " ".join(str(value).split()).replace("|", "\\|")
-
-
 def _summary(train: Sequence[dict], evals: Sequence[dict]) -> list[str]:
     """Summary bullets: steps, tokens, realised mixture, throughput, eval rounds."""
     if not train:
@@ -314,7 +257,7 @@ def _summary(train: Sequence[dict], evals: Sequence[dict]) -> list[str]:
         total = sum(by_source.values())
         if by_source and total:
             parts = [
-                f"{_cell(k)} {int(v):,} ({100 * v / total:.1f}%)" for k, v in by_source.items()
+                f"{cell(k)} {int(v):,} ({100 * v / total:.1f}%)" for k, v in by_source.items()
             ]
             lines.append("- tokens per source (realised share): " + ", ".join(parts))
         # the first logged step carries warm-up (allocation, compile), so it is left out
@@ -346,7 +289,7 @@ def _summary(train: Sequence[dict], evals: Sequence[dict]) -> list[str]:
 
 def _reading(rel: float) -> str:
     """Plain words for a loss change, so gain and forgetting are read the same way."""
-    if not math.isfinite(rel):
+    if not finite(rel):
         return "n/a"
     if abs(rel) < _NO_CHANGE:
         return "no change"
@@ -367,8 +310,8 @@ def _eval_markdown(rows: Sequence[dict]) -> list[str]:
     ]
     for r in rows:
         lines.append(
-            f"| {_cell(r['set'])} | {r['base_loss']:.4f} | {r['final_loss']:.4f} "
-            f"| {r['abs_change']:+.4f} | {_pct(r['rel_change'])} | {_reading(r['rel_change'])} |"
+            f"| {cell(r['set'])} | {r['base_loss']:.4f} | {r['final_loss']:.4f} "
+            f"| {r['abs_change']:+.4f} | {change_pct(r['rel_change'])} | {_reading(r['rel_change'])} |"
         )
     late = [r["set"] for r in rows if r.get("base_step", 0) != 0]
     if late:
@@ -392,7 +335,7 @@ def write_report(run_dir: Path, title: str, notes: dict[str, str] | None = None)
     lines += ["", "## Eval loss", "", *_eval_markdown(eval_table(evals))]
     if notes:
         lines += ["", "## Notes", ""]
-        lines += [f"- **{_cell(k)}**: {_cell(v)}" for k, v in notes.items()]
+        lines += [f"- **{cell(k)}**: {cell(v)}" for k, v in notes.items()]
     if plots:
         lines += ["", "## Plots", ""]
         for p in plots:

@@ -1,11 +1,7 @@
 """Metrics out of a run: ``metrics.jsonl`` (the contract) and TensorBoard (the viewer).
 
-metrics.jsonl has one JSON object per line, flushed as it is written so a studio or
-``tail -f`` sees it live. Two kinds (documented in docs/formats.md):
-
-- ``{"kind": "train", "step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s",
-  "tokens_per_s_per_device", "mfu", "peak_mem_gib", "tokens_by_source": {...}, "time"}``
-- ``{"kind": "eval", "step", "tokens", "sets": {name: {"loss", "ppl", "rel_change"}}, "time"}``
+metrics.jsonl (``steep.artifacts.metrics`` defines its records) has one JSON object per
+line, flushed as it is written so a studio or ``tail -f`` sees it live.
 
 On resume, records after the checkpoint's step are dropped (file and TensorBoard) so the
 log reads as one uninterrupted run.
@@ -19,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-METRICS_FILE = "metrics.jsonl"
+from steep.workspace import METRICS_FILE
 
 
 def _truncate_after(path: Path, step: int) -> None:
@@ -70,7 +66,8 @@ class Tracker:
         elif rec["kind"] == "eval":
             for name, m in rec["sets"].items():
                 self._tb.add_scalar(f"eval/{name}/loss", m["loss"], step)
-                self._tb.add_scalar(f"eval/{name}/rel_change_pct", 100 * m["rel_change"], step)
+                if m.get("rel_change") is not None:  # None: the baseline cannot divide
+                    self._tb.add_scalar(f"eval/{name}/rel_change_pct", 100 * m["rel_change"], step)
 
     def close(self) -> None:
         self._file.close()

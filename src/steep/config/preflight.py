@@ -1,0 +1,158 @@
+"""The one check before a run: everything a config needs that parsing it cannot know.
+
+``steep validate``, each point of ``steep sweep``, the studio's New-run form and
+``steep launch`` call ``preflight``; training itself resolves the same LR and builds the same
+schedule, so a config that passes here does not fail on them a minute (or a queue) later.
+
+Checked, each problem reported with the field it is about:
+
+- the base peak LR and so the max LR (``steep.model.base_lr.resolve_max_lr``);
+- the LR schedule, built as the training loop builds it (``steep.train.schedule``);
+- the global batch split over the ranks (``steep.train.parallel.check_batch_divides``);
+- the data: every path exists (folders hold text files), every Data Hub dataset ref
+  resolves in the catalog.
+
+The config itself was validated when it was loaded (``load_config`` / ``parse_config``).
+Every check runs; a failure raises one ``PreflightError`` (a ``ConfigError``) listing all
+problems, one line each. This module sits above the rest of ``steep.config`` (it imports the
+model, train and datahub pieces it checks with), so ``steep.config`` does not import it and
+stays importable without torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from steep.config.schema import RunConfig
+from steep.datahub.catalog import Catalog, CatalogError
+from steep.data.documents import expand_paths
+from steep.errors import ConfigError, MissingInputError, SteepError
+from steep.model.base_lr import resolve_max_lr
+from steep.train.parallel import check_batch_divides
+from steep.train.schedule import Schedule, warmup_steps_for
+from steep.workspace import Workspace, steep_home
+
+
+class PreflightError(ConfigError):
+    """A config that would fail once started; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: Iterable[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What a config resolves to, for a summary line (validate, launch, the studio)."""
+
+    max_lr: float
+    lr_source: str  # where the base's peak LR came from
+    total_tokens: int  # train.steps x train.global_batch_tokens
+    grad_accum: int  # micro-batches per rank and optimizer step
+    warmup_steps: int
+    world_size: int = 1
+    datasets: dict[str, str] = field(default_factory=dict)  # source name -> NAME@VERSION
+
+    def summary(self, config: RunConfig) -> str:
+        t = config.train
+        return (
+            f"max LR {self.max_lr:.3g} = {t.lr_fraction:g} x {self.lr_source}; "
+            f"{t.steps} steps x {t.global_batch_tokens:,} tokens = {self.total_tokens:,} tokens; "
+            f"warmup {self.warmup_steps} steps"
+        )
+
+
+def preflight(
+    config: RunConfig,
+    *,
+    world_size: int = 1,
+    layout: str | None = None,
+    home: Path | None = None,
+    check_data: bool = True,
+) -> Preflight:
+    """Check ``config`` for a run on ``world_size`` ranks (``layout`` describes them, e.g.
+    '2 node(s) x 4 GPU(s)'); datasets are looked up under ``home`` (default STEEP_HOME).
+
+    Returns the resolved facts; raises PreflightError listing every problem found.
+    """
+    problems: list[str] = []
+    max_lr, lr_source = _max_lr(config, problems)
+    warmup = _schedule(config, problems)
+    try:
+        accum = check_batch_divides(config, world_size, layout or "")
+    except ConfigError as exc:  # the message names train.global_batch_tokens and the fix
+        problems.append(str(exc))
+        accum = 0
+    datasets = _data(config, home, problems) if check_data else {}
+    if problems:
+        raise PreflightError(problems)
+    return Preflight(
+        max_lr=max_lr,
+        lr_source=lr_source,
+        total_tokens=config.train.steps * config.train.global_batch_tokens,
+        grad_accum=accum,
+        warmup_steps=warmup,
+        world_size=world_size,
+        datasets=datasets,
+    )
+
+
+def _max_lr(config: RunConfig, problems: list[str]) -> tuple[float, str]:
+    where = "model.random_init" if config.model.random_init is not None else "model.base"
+    try:
+        return resolve_max_lr(config)
+    except SteepError as exc:  # no published peak, base package missing, ...
+        problems.append(f"{where}: {exc}")
+    except OSError as exc:  # the base's config.json / steep.json / GGUF cannot be read
+        problems.append(f"{where}: cannot read {exc.filename or config.model.base}: {exc.strerror}")
+    return 0.0, ""
+
+
+def _schedule(config: RunConfig, problems: list[str]) -> int:
+    """Build the schedule exactly as the training loop does; return its warmup steps."""
+    t = config.train
+    warmup = warmup_steps_for(t.steps, t.warmup_steps, t.warmup_fraction)
+    try:
+        Schedule(
+            kind=t.schedule,
+            max_lr=1.0,  # the LR does not change what can fail
+            total_steps=t.steps,
+            warmup_steps=warmup,
+            min_lr_ratio=t.min_lr_ratio,
+            decay_fraction=t.decay_fraction,
+        )
+    except ConfigError as exc:
+        key = "train.warmup_steps" if t.warmup_steps is not None else "train.warmup_fraction"
+        problems.append(
+            f"{key}: {exc}; lower {key} (e.g. --set train.warmup_steps=1) or raise train.steps"
+        )
+    return warmup
+
+
+def _data(config: RunConfig, home: Path | None, problems: list[str]) -> dict[str, str]:
+    """Paths as training expands them; dataset refs as the catalog resolves them."""
+    catalog = Catalog(Workspace(home or steep_home()).datasets)
+    datasets: dict[str, str] = {}
+    for i, src in enumerate(config.data.sources):
+        if src.paths is not None:
+            problems += _missing(src.paths, f"data.sources.{i}.paths (source {src.name!r})")
+        elif src.dataset:
+            try:
+                datasets[src.name] = catalog.get(src.dataset).ref
+            except CatalogError as exc:
+                problems.append(f"data.sources.{i}.dataset (source {src.name!r}): {exc}")
+    for name, files in config.data.eval_sets.items():
+        problems += _missing(files, f"data.eval_sets.{name}")
+    return datasets
+
+
+def _missing(paths: Iterable[str], where: str) -> list[str]:
+    out = []
+    for p in paths:
+        try:
+            expand_paths([p])
+        except MissingInputError as exc:
+            out.append(f"{where}: {exc}")
+    return out

@@ -1,0 +1,199 @@
+"""The registry's SQLite file: every table, the migrations, and opening a connection.
+
+``$STEEP_HOME/hub.sqlite`` holds the hub's tables (datasets, runs, run_sources, models)
+and the studio's job queue (jobs). Every table is made here, by a migration, so one
+``schema_version`` says what the file holds and any process that opens it through
+``open_db`` brings it up to date first (in one transaction, safe against a second
+process doing the same).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from steep.errors import SteepError
+
+STATUSES = ("running", "done", "failed", "unknown")
+
+
+class HubError(SteepError):
+    """Something a user asked of the hub that cannot be done (and why)."""
+
+
+# Each entry moves the schema one version up; append, never edit a released one. Statements
+# are split on ';' and run in one transaction, so keep ';' out of comments and strings.
+MIGRATIONS: list[str] = [
+    # 1: the first release (its comments still spell refs name@vN: see 2)
+    """
+    CREATE TABLE datasets (
+        ref TEXT PRIMARY KEY,            -- name@vN
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        path TEXT NOT NULL UNIQUE,
+        documents INTEGER,
+        bytes INTEGER,
+        languages TEXT,                  -- JSON {lang: documents}
+        created TEXT,
+        funnel TEXT,                     -- JSON [{step, docs_in, docs_out, ...}]
+        manifest_mtime REAL,
+        error TEXT
+    );
+    CREATE TABLE runs (
+        name TEXT PRIMARY KEY,
+        path TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed', 'unknown')),
+        created TEXT,
+        updated TEXT,
+        base TEXT,                       -- model.base as configured (or 'random_init')
+        base_path TEXT,                  -- resolved local folder of the base, when local
+        lr_fraction REAL,
+        steps INTEGER,
+        config TEXT,                     -- JSON of config.yaml
+        config_mtime REAL,
+        metrics TEXT,                    -- JSON summary of metrics.jsonl so far
+        metrics_offset INTEGER NOT NULL DEFAULT 0,
+        metrics_inode INTEGER,
+        pid INTEGER,                     -- the training process, while running
+        host TEXT,
+        error TEXT
+    );
+    CREATE TABLE run_sources (
+        run TEXT NOT NULL REFERENCES runs(name) ON DELETE CASCADE ON UPDATE CASCADE,
+        source TEXT NOT NULL,
+        ref TEXT,                        -- name@vN for a Data Hub dataset, NULL for files
+        weight REAL,
+        paths TEXT,                      -- JSON list, for file sources
+        PRIMARY KEY (run, source)
+    );
+    CREATE TABLE models (
+        name TEXT PRIMARY KEY,
+        path TEXT NOT NULL UNIQUE,
+        run TEXT REFERENCES runs(name) ON DELETE SET NULL ON UPDATE CASCADE,
+        kind TEXT,                       -- cpt, base, ... (steep.json "kind")
+        base TEXT,
+        base_path TEXT,
+        created TEXT,
+        metrics TEXT,                    -- JSON {step, baseline, final}
+        eval TEXT,                       -- JSON summary of the attached eval report
+        lineage_mtime REAL,
+        error TEXT
+    );
+    CREATE INDEX runs_base_path ON runs(base_path);
+    CREATE INDEX run_sources_ref ON run_sources(ref);
+    """,
+    # 2: dataset refs take the Data Hub catalog's spelling, name@vN -> name@N
+    """
+    UPDATE datasets SET ref = name || '@' || version
+        WHERE ref IS NOT name || '@' || version;
+    UPDATE run_sources
+        SET ref = substr(ref, 1, instr(ref, '@v') - 1) || '@' || substr(ref, instr(ref, '@v') + 2)
+        WHERE ref GLOB '*@v[0-9]*' AND substr(ref, instr(ref, '@v') + 2) NOT GLOB '*[^0-9]*';
+    """,
+    # 3: the studio's job queue (steep.studio.jobs). Files made before this migration may
+    # already hold the table (the studio created it itself then): IF NOT EXISTS keeps it.
+    """
+    CREATE TABLE IF NOT EXISTS jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'queued',
+        config TEXT NOT NULL,          -- resolved run config (YAML), as validated at launch
+        run_dir TEXT NOT NULL,         -- the run folder steep train writes (metrics, model)
+        job_dir TEXT NOT NULL,         -- config.yaml, log.txt, pid, exit.json
+        nproc INTEGER NOT NULL DEFAULT 1,
+        cuda_visible_devices TEXT,     -- NULL: inherit the studio's environment
+        pid INTEGER,                   -- the wrapper process (leader of the job's process group)
+        pid_start TEXT,                -- its start time in /proc, so a reused pid is not mistaken
+        exit_code INTEGER,
+        error TEXT,
+        cancel_requested REAL,
+        claimed_by TEXT,
+        created REAL NOT NULL,
+        started REAL,
+        finished REAL
+    );
+    CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A new connection (rows as ``sqlite3.Row``, autocommit, foreign keys on); callers close it."""
+    con = sqlite3.connect(path, timeout=30, isolation_level=None)
+    con.row_factory = sqlite3.Row
+    con.execute("PRAGMA foreign_keys=ON")
+    con.execute("PRAGMA busy_timeout=30000")
+    return con
+
+
+@contextlib.contextmanager
+def transaction(path: Path) -> Iterator[sqlite3.Connection]:
+    """One write transaction, taken up front so concurrent writers queue, not deadlock."""
+    with contextlib.closing(connect(path)) as con:
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            yield con
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[sqlite3.Connection]:
+    with contextlib.closing(connect(path)) as con:
+        yield con
+
+
+def schema_version(con: sqlite3.Connection) -> int:
+    """The file's schema version; 0 for a new file."""
+    try:
+        return con.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
+    except sqlite3.OperationalError:
+        return 0  # a new file: no schema_version table yet
+
+
+def migrate(con: sqlite3.Connection, path: Path) -> None:
+    """Bring the schema up to SCHEMA_VERSION in one transaction (a no-op read when current)."""
+    if schema_version(con) == SCHEMA_VERSION:
+        return
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        current = schema_version(con)  # again, under the lock: another process may have won
+        if current > SCHEMA_VERSION:
+            raise HubError(
+                f"{path} has schema version {current}, newer than this steep "
+                f"understands ({SCHEMA_VERSION}): upgrade steep"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[version - 1].split(";"):
+                if statement.strip():
+                    con.execute(statement)
+            con.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def open_db(path: Path) -> None:
+    """Make ``path`` a registry at SCHEMA_VERSION in WAL mode (readers never block)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(100):
+        try:
+            with contextlib.closing(connect(path)) as con:
+                if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    con.execute("PRAGMA journal_mode=WAL")  # persistent: set once per file
+                migrate(con, path)
+            return
+        except sqlite3.OperationalError as exc:
+            # Switching to WAL, or opening a WAL file another process is setting up, can
+            # report "locked" at once instead of waiting on busy_timeout: wait and retry.
+            if "locked" not in str(exc) and "busy" not in str(exc) or attempt == 99:
+                raise
+            time.sleep(0.05 + 0.01 * attempt)
