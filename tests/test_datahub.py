@@ -238,3 +238,30 @@ def test_add_resumes_after_a_crash(raw: Path, monkeypatch: pytest.MonkeyPatch) -
     ds = add_dataset("raw", files, langid=False, executor=INLINE)
     assert [Path(p).name for p in calls] == ["b.jsonl"]  # a.jsonl was done before the crash
     assert ds.manifest["documents"] == 5
+
+
+def test_every_recipe_step_is_found_in_a_fresh_process() -> None:
+    """The pipeline finds steps by importing the modules that register them; a module that
+    moved must not be skipped silently (it was, once: decontaminate went missing)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json; from steep.datahub.pipeline import load_step_types; "
+        "print(json.dumps(sorted(load_step_types())))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    kinds = json.loads(out.stdout)
+    assert kinds == [
+        "c4",
+        "decontaminate",
+        "domain_filter",
+        "exact_dedup",
+        "fineweb",
+        "gopher_quality",
+        "gopher_repetition",
+        "langid",
+        "minhash_dedup",
+        "normalize",
+        "pii",
+    ]

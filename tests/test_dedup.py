@@ -10,10 +10,10 @@ import pytest
 from pydantic import ValidationError
 
 from steep.datahub.steps.base import STEP_TYPES, Doc, Drop, write_docs
-from steep.datahub.steps.dedup import (
-    ExactDedup,
+from steep.datahub.steps.dedup_common import _components
+from steep.datahub.steps.dedup_exact import ExactDedup
+from steep.datahub.steps.minhash import (
     MinhashDedup,
-    _components,
     _permutations,
     _permute,
     minhash_signature,

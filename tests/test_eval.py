@@ -17,10 +17,10 @@ from steep.cli import main
 from steep.eval import compare, tasks
 from steep.eval.compare import EvalSpec, run_eval
 from steep.eval.generate import PromptFileError, read_prompts
-from steep.eval.heldout import EvalSetError, TextSet, evaluate_set, read_set, tokenize_set
-from steep.eval.scoring import Score
 from steep.eval.tasks import TaskFileError, evaluate_task, read_task, task_requests
+from steep.model.heldout import EvalSetError, TextSet, evaluate_set, read_set, tokenize_set
 from steep.model.io import ModelLoadError, byte_tokenizer
+from steep.model.scoring import Score
 from tests.conftest import WORDS_A, WORDS_B, make_tiny_model, synthetic_docs, write_jsonl
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from steep.config import load_config
-from steep.train.loop import resolve_max_lr
+from steep.model.base_lr import resolve_max_lr
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

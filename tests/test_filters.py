@@ -10,6 +10,8 @@ from pydantic import ValidationError
 from steep.datahub.steps import filters
 from steep.datahub.steps.base import STEP_TYPES, Doc, Drop, Edit
 from steep.datahub.steps.filters import C4, FineWeb, GopherQuality, GopherRepetition, Normalize, Pii
+from steep.datahub.steps.gopher import _dup_ngram_chars
+from steep.datahub.steps.text import _WORD, _ends_sentence
 
 EN = (
     "The history of the printing press is closely tied to the spread of literacy in Europe. "
@@ -155,7 +157,7 @@ def test_gopher_quality_passes_prose() -> None:
     ("text", "lang"), [(DE, "de"), (VI, "vi"), (VI, "vie_Latn"), (DE, "de-AT")]
 )
 def test_gopher_quality_other_languages_use_their_own_stop_words(text: str, lang: str) -> None:
-    assert len(filters._WORD.findall(text)) >= 60
+    assert len(_WORD.findall(text)) >= 60
     d = doc(text, lang=lang)
     assert GopherQuality().apply(d) is d
     # Judged by the English list, the same paragraph would be thrown away.
@@ -281,8 +283,8 @@ def test_dup_ngram_chars_counts_overlaps_once() -> None:
     prefix = [0, *itertools.accumulate(map(len, words))]
     # Repeats of "abc", "bca", "cab" start at 3..6 and cover words 3..8: six characters,
     # not 4 occurrences x 3.
-    assert filters._dup_ngram_chars(words, prefix, 3) == 6
-    assert filters._dup_ngram_chars(list("abcdefgh"), list(range(9)), 3) == 0
+    assert _dup_ngram_chars(words, prefix, 3) == 6
+    assert _dup_ngram_chars(list("abcdefgh"), list(range(9)), 3) == 0
 
 
 # ---------------------------------------------------------------- c4
@@ -353,9 +355,9 @@ def test_c4_terminal_punctuation_beyond_ascii() -> None:
     d = doc(zh)
     assert C4(min_words_per_line=None).apply(d) is d
     for line in ["Er sagte: „Ja.“", "C’est fini »", "Il a dit « oui. »", "¿Qué tal?", "यह ठीक है।"]:
-        assert filters._ends_sentence(line), line
-    assert not filters._ends_sentence("And then...")
-    assert not filters._ends_sentence("Read more…")
+        assert _ends_sentence(line), line
+    assert not _ends_sentence("And then...")
+    assert not _ends_sentence("Read more…")
 
 
 # ---------------------------------------------------------------- fineweb

@@ -43,7 +43,7 @@ def _config(home: Path, name: str, base: Path, sources: list[dict], steps: int) 
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A workspace: dataset dom@v1, run 'a' (tiny base -> model a, evaluated), run 'b' (a -> b)."""
+    """A workspace: dataset dom@1, run 'a' (tiny base -> model a, evaluated), run 'b' (a -> b)."""
     root = tmp_path_factory.mktemp("hub")
     home = root / "steep-home"
     with pytest.MonkeyPatch.context() as mp:
@@ -83,7 +83,7 @@ def test_training_registers_run_model_and_dataset(hub: Hub, ws: dict[str, Path])
     assert set(runs) == {"a", "b"}
     a = runs["a"]
     assert a["status"] == "done" and a["path"] == str((ws["home"] / "runs" / "a").resolve())
-    assert a["datasets"] == ["dom@v1"]  # a bare dataset name resolves to its version
+    assert a["datasets"] == ["dom@1"]  # a bare dataset name resolves to its version
     assert [(s["source"], s["weight"]) for s in a["sources"]] == [("domain", 1), ("general", 2)]
     assert a["lr_fraction"] == 0.3 and a["steps"] == 4 and a["model"] == "a"
     assert a["metrics"]["step"] == 4 and a["metrics"]["eval"]["step"] == 4
@@ -105,9 +105,9 @@ def test_training_registers_run_model_and_dataset(hub: Hub, ws: dict[str, Path])
     assert change["general_regression"] == pytest.approx(gen)
 
     (ds,) = hub.datasets()
-    assert ds["ref"] == "dom@v1" and ds["documents"] == 80 and ds["used_by"] == ["a", "b"]
+    assert ds["ref"] == "dom@1" and ds["documents"] == 80 and ds["used_by"] == ["a", "b"]
     assert isinstance(ds["funnel"], list)
-    assert hub.dataset("dom")["ref"] == hub.dataset("dom@1")["ref"] == "dom@v1"
+    assert hub.dataset("dom")["ref"] == hub.dataset("dom@1")["ref"] == "dom@1"
     with pytest.raises(HubError, match="no run named 'zzz'"):
         hub.run("zzz")
 
@@ -132,7 +132,7 @@ def test_model_card_has_lineage_and_eval_numbers(hub: Hub, ws: dict[str, Path]) 
     assert f"general regression **{100 * head['general_regression']:+.2f}%**" in card
     code = json.loads((ws["a"] / "eval" / "eval.json").read_text())["sets"]["code"]
     assert f"{code['adapted']['bpb']:.4f}" in card and f"{code['base']['bpb']:.4f}" in card
-    assert "dom@v1" in card and "| 0.3 |" in card and "| 1,024 |" in card  # 4 x 256 tokens
+    assert "dom@1" in card and "| 0.3 |" in card and "| 1,024 |" in card  # 4 x 256 tokens
     from steep.model.io import file_sha256
 
     assert file_sha256(ws["general"])[:16] in card
@@ -195,7 +195,7 @@ def test_list_and_show_cli(hub: Hub, capsys: pytest.CaptureFixture) -> None:
     assert "training run's" in out  # b's change is labelled as the run's own eval loss
     assert main(["models", "show", "a"]) == 0
     out = capsys.readouterr().out
-    assert "used by  b" in out and "dom@v1" in out and "domain gain" in out
+    assert "used by  b" in out and "dom@1" in out and "domain gain" in out
     assert main(["models", "show", "a", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["name"] == "a"
     assert main(["models", "show", "nope"]) == 2
@@ -220,7 +220,7 @@ def test_rm_refuses_with_dependents_unless_forced(_steep_home: Path, capsys) -> 
     model = make_tiny_model(home / "models" / "m1")
     _fake_run(home, "r1", model)
     hub = Hub()
-    assert hub.run("r1")["datasets"] == ["dom@v2"]
+    assert hub.run("r1")["datasets"] == ["dom@2"]
     assert hub.dependents("m1") == ["r1"]
     assert main(["models", "rm", "m1"]) == 2
     assert "base of run(s) r1" in capsys.readouterr().err and model.is_dir()
@@ -268,7 +268,7 @@ def test_half_and_corrupt_run_dirs_do_not_crash_list(_steep_home: Path, capsys) 
     assert model["kind"] is None and "unreadable" in model["error"]
     assert not (broken_model / "README.md").exists()  # no card from a lineage we cannot read
     (ds,) = hub.datasets()
-    assert ds["ref"] == "x@v1" and "not a JSON object" in ds["error"]
+    assert ds["ref"] == "x@1" and "not a JSON object" in ds["error"]
     assert main(["models", "list"]) == 0 and "half" in capsys.readouterr().out
     import shutil
 

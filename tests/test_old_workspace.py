@@ -16,15 +16,15 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from steep.cli import main
-from steep.config import ModelSection, load_config
 from steep.data.catalog import Catalog
 from steep.data.describe import list_datasets, show_dataset
 from steep.data.exclusions import read_exclusions
 from steep.data.steps import read_docs
-from steep.eval.compare import lineage_baseline, lineage_roles, read_lineage
 from steep.eval.report import eval_table, format_table, read_metrics
+
+from steep.cli import main
+from steep.config import ModelSection, load_config
+from steep.eval.compare import lineage_baseline, lineage_roles, read_lineage
 from steep.hub import CARD_MARK, Hub, render_model_card, training_change, write_model_card
 from steep.model.io import load_base, tokenizer_fingerprint
 

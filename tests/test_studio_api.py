@@ -23,7 +23,8 @@ pytest.importorskip("fastapi", reason="studio extra not installed: pip install -
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from steep.studio.app import Settings, check_bind, create_app  # noqa: E402
+from steep.studio.app import Settings, create_app  # noqa: E402
+from steep.studio.auth import check_bind  # noqa: E402
 from steep.studio.forms import force_no_remote_code  # noqa: E402
 from steep.studio.jobs import JobQueue  # noqa: E402
 from steep.studio.runner import Runner, alive  # noqa: E402
@@ -148,7 +149,7 @@ def test_upload_makes_a_dataset_listed_on_the_data_hub(_steep_home):
         "/api/datasets", json={"name": "code", "upload": up, "langid": False}, headers=CHANGE
     )
     assert r.status_code == 200, r.text
-    assert r.json()["ref"] == "code@v1" and r.json()["documents"] == 30
+    assert r.json()["ref"] == "code@1" and r.json()["documents"] == 30
     assert not (_steep_home / "uploads" / up).exists()
     assert "code" in c.get("/datasets").text
     again = c.post("/api/uploads", headers=CHANGE).json()["id"]
@@ -403,5 +404,5 @@ def test_data_hub_page_shows_the_funnel(_steep_home):
     manifest = {"documents": 80, "bytes": 9000, "languages": {"en": 80}, "funnel": funnel}
     (version / "manifest.json").write_text(json.dumps(manifest))
     page = client(_steep_home).get("/datasets").text
-    assert 'data-ref="web@v2"' in page and "100 &rarr; 80 documents" in page
+    assert 'data-ref="web@2"' in page and "100 &rarr; 80 documents" in page
     assert "exact_dedup" in page and "duplicate 10" in page and "88.9%" in page

@@ -11,11 +11,19 @@ import numpy as np
 import pytest
 import yaml
 
-from steep import sweep
 from steep.cli import main
 from steep.config import ConfigError, effective_weights, eval_set_roles, parse_config
 from steep.data.mixture import Mixture
-from steep.sweep import Spec, SweepError, open_sweep, parse_grid, plan, point_ids, run_sweep
+from steep.sweep import (
+    Spec,
+    SweepError,
+    open_sweep,
+    parse_grid,
+    plan,
+    point_ids,
+    run_sweep,
+    scheduler,  # the point runner: tests stand in for `steep train`
+)
 from steep.sweep.pareto import Scored, pareto_front, recommend
 from tests.conftest import tiny_config
 
@@ -207,7 +215,7 @@ def test_failed_point_is_recorded_and_others_go_on(tmp_path, corpora, tiny_model
         "lr_fraction=0.3": (float("nan"), 0.0),  # crashes
         "lr_fraction=1.0": (-0.30, 0.05),
     }
-    monkeypatch.setattr(sweep, "_command", _fake_command(changes))
+    monkeypatch.setattr(scheduler, "_command", _fake_command(changes))
     spec = Spec(str(cfg), parse_grid(["train.lr_fraction=0.1,0.3,1.0"]))
     result = run_sweep(spec, tmp_path / "sw")
     assert result.failed == ["lr_fraction=0.3"]
@@ -224,8 +232,8 @@ def test_failed_point_is_recorded_and_others_go_on(tmp_path, corpora, tiny_model
 def test_one_point_per_gpu(tmp_path, corpora, tiny_model, monkeypatch):
     cfg = _config_file(tmp_path, corpora, tiny_model)
     ids = ["lr_fraction=0.1", "lr_fraction=0.2", "lr_fraction=0.3", "lr_fraction=0.4"]
-    monkeypatch.setattr(sweep, "_command", _fake_command(dict.fromkeys(ids, (-0.1, 0.0))))
-    monkeypatch.setattr(sweep, "_devices", lambda cfg: ["0", "1"])
+    monkeypatch.setattr(scheduler, "_command", _fake_command(dict.fromkeys(ids, (-0.1, 0.0))))
+    monkeypatch.setattr(scheduler, "_devices", lambda cfg: ["0", "1"])
     spec = Spec(str(cfg), parse_grid(["train.lr_fraction=0.1,0.2,0.3,0.4"]))
     result = run_sweep(spec, tmp_path / "sw")
     assert not result.failed

@@ -46,6 +46,8 @@ def test_run_end_to_end(tmp_path, corpora, tiny_model):
     lineage = json.loads((result.model_dir / "steep.json").read_text())
     assert lineage["data"][0]["files"][0]["sha256"]
     assert lineage["metrics"]["final"]["domain"] == pytest.approx(result.final["domain"])
+    assert lineage["format_version"] == 1 and lineage["kind"] == "cpt"
+    assert json.loads((run / "status.json").read_text())["state"] == "done"
 
 
 def test_saved_model_matches_in_memory(tmp_path, corpora, tiny_model):

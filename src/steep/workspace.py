@@ -12,6 +12,7 @@ Layout (docs/formats.md has the files inside each)::
       models/base/NAME/        bases converted from GGUF
       classifiers/NAME/        domain classifiers for mining
       cache/tokens/            tokenized sources, shared by runs
+      demo/, downloads/        the offline demos' corpora and the packages they came from
       studio/jobs/, uploads/   the studio's job folders and upload staging
       hub.sqlite               the registry over all of the above
 """
@@ -39,6 +40,7 @@ MODEL_DIR = "model"  # a run's saved model
 CHECKPOINTS_DIR = "checkpoints"
 EVAL_DIR = "eval"  # a model's `steep eval` report
 EVAL_JSON = "eval.json"
+STATUS_FILE = "status.json"  # a run's state: running, done or failed (artifacts.runstatus)
 
 
 def steep_home() -> Path:
@@ -105,6 +107,16 @@ class Workspace:
     @property
     def uploads(self) -> Path:
         return self.home / "uploads"
+
+    @property
+    def demo(self) -> Path:
+        """The offline demos' corpora and outputs."""
+        return self.home / "demo"
+
+    @property
+    def downloads(self) -> Path:
+        """Packages the demos fetch from PyPI / Debian (wheels, .debs), kept for reruns."""
+        return self.home / "downloads"
 
     @property
     def hub_db(self) -> Path:

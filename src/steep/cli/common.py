@@ -23,3 +23,10 @@ def fraction(text: str) -> float:
             f"expected a fraction or a percent, got {text!r}"
         ) from None
     return value
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value

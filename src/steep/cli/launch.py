@@ -1,7 +1,7 @@
 """``steep launch``: validate, then print the torchrun command or write a Slurm script.
 
 Nothing here starts a process: a typo, a batch that cannot split across the ranks, a
-missing data path or an unknown base peak LR (``steep.config.preflight``, the check
+missing data path or an unknown base peak LR (``steep.train.preflight``, the check
 ``steep validate`` runs) fails here, in seconds, not after a job waited in a queue.
 """
 
@@ -13,6 +13,7 @@ import re
 import shlex
 from pathlib import Path
 
+from steep.cli.common import positive
 from steep.config import ConfigError, load_config
 from steep.launch.command import shell_join
 from steep.launch.slurm import CPUS_PER_GPU, DEFAULT_TIME, slurm_script, write_script
@@ -32,7 +33,7 @@ def _count(n: int, word: str) -> str:
 
 def cmd_launch(args: argparse.Namespace) -> int:
     # deferred: the preflight loads torch and transformers; `steep --help` does not need them
-    from steep.config.preflight import preflight
+    from steep.train.preflight import preflight
 
     config = load_config(args.config, args.set)  # a typo fails here, before anything is written
     found = args.gpus_per_node is None
@@ -99,13 +100,6 @@ def cmd_launch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
-
-
 def _port(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 65535:
@@ -124,11 +118,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--gpus-per-node",
-        type=_positive,
+        type=positive,
         metavar="N",
         help="default: the CUDA devices visible here, or 1",
     )
-    p.add_argument("--nodes", type=_positive, default=1, metavar="M")
+    p.add_argument("--nodes", type=positive, default=1, metavar="M")
     p.add_argument("--port", type=_port, default=DEFAULT_PORT, help="rendezvous port")
     p.add_argument("--job-name", help="Slurm job name / rendezvous id (default: run.name)")
     p.add_argument("--slurm", metavar="OUT.sbatch", help="write an sbatch script instead")
@@ -142,7 +136,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--cpus-per-task",
-        type=_positive,
+        type=positive,
         help=f"CPU cores per node for Slurm (default {CPUS_PER_GPU} per GPU)",
     )
     p.set_defaults(func=cmd_launch)

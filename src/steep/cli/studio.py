@@ -25,7 +25,8 @@ def cmd_studio(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from steep.studio.app import LOCAL_HOSTS, Settings, check_bind, create_app
+        from steep.studio.app import Settings, create_app
+        from steep.studio.auth import LOCAL_HOSTS, check_bind
     except ImportError as exc:
         raise ConfigError(
             f"steep studio needs the web packages ({exc.name} is missing): "

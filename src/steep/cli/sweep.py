@@ -10,8 +10,14 @@ from steep.config import ConfigError
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from steep.sweep import Spec, load_spec, parse_grid, run_sweep
-    from steep.sweep.pareto import DEFAULT_MAX_REGRESSION
+    from steep.sweep import (
+        DEFAULT_MAX_REGRESSION,
+        Spec,
+        load_spec,
+        parse_grid,
+        read_sweep,
+        run_sweep,
+    )
 
     quiet_libraries()
     max_reg = args.max_regression
@@ -24,9 +30,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         out = Path(args.resume)
         spec = load_spec(out)
         if max_reg is None:
-            import json
-
-            max_reg = json.loads((out / "sweep.json").read_text())["max_regression"]
+            max_reg = read_sweep(out)["max_regression"]
     else:
         if not args.config:
             raise ConfigError("steep sweep needs CONFIG.yaml and --grid KEY=V1,V2 (or --resume)")

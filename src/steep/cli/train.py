@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from steep.cli.common import quiet_libraries
+from steep.cli.common import positive, quiet_libraries
 from steep.config import ConfigError, load_config
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from steep.hub import record_run  # deferred: keeps `steep --help` light (no torch)
     from steep.train.loop import resume_run, train
 
     quiet_libraries()
@@ -22,25 +23,24 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError(
                 "--resume continues a run with its own config.yaml: give no CONFIG or --set"
             )
-        resume_run(Path(args.resume))
+        record_run(resume_run(Path(args.resume)).run_dir)
         return 0
     if not args.config:
         raise ConfigError("steep train needs CONFIG.yaml (or --resume RUN_DIR)")
     config = load_config(args.config, args.set)
-    train(config, run_dir=Path(args.out) if args.out else None)
+    result = train(config, run_dir=Path(args.out) if args.out else None)
+    record_run(result.run_dir)  # the Model Hub row and the model card, now
     return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from steep.config import dump_config
-    from steep.config.preflight import preflight
     from steep.launch.torchrun import rank_layout
+    from steep.train.preflight import preflight
 
     config = load_config(args.config, args.set)
     world = args.nodes * args.gpus_per_node
-    facts = preflight(
-        config, world_size=world, layout=rank_layout(args.nodes, args.gpus_per_node)
-    )
+    facts = preflight(config, world_size=world, layout=rank_layout(args.nodes, args.gpus_per_node))
     print(dump_config(config), end="")
     accum = facts.grad_accum
     print(
@@ -56,13 +56,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     quiet_libraries()
     run_demo(overrides=args.set, recipe=args.recipe)
     return 0
-
-
-def _positive(text: str) -> int:  # as steep launch's; belongs in cli/common.py
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -84,12 +77,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     v.add_argument(
         "--gpus-per-node",
-        type=_positive,
+        type=positive,
         default=1,
         metavar="N",
         help="check the batch split for this many GPUs per node, as steep launch does",
     )
-    v.add_argument("--nodes", type=_positive, default=1, metavar="M")
+    v.add_argument("--nodes", type=positive, default=1, metavar="M")
     v.set_defaults(func=cmd_validate)
 
     d = sub.add_parser("demo", help="adapt SmolLM2-135M to Python docs, offline (~10 min on CPU)")

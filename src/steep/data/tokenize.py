@@ -19,10 +19,11 @@ from typing import Any
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from steep.artifacts.fingerprint import file_sha256, tokenizer_fingerprint
+from steep.data.docshards import read_docs
 from steep.data.documents import SkipLog, expand_paths, read_documents
 from steep.data.shards import VERSION, Shard, ShardWriter
 from steep.errors import ConfigError, DataError
-from steep.model.io import file_sha256, tokenizer_fingerprint
 
 BATCH_DOCS = 256
 
@@ -100,8 +101,6 @@ class DatasetSelection:
         return not (self.exclude_languages and lang in self.exclude_languages)
 
     def texts(self, shards: list[Path]) -> Iterator[str]:
-        from steep.datahub.steps.base import read_docs
-
         for shard in shards:
             for doc in read_docs(shard):
                 if self.keep(doc.meta.get("lang", "und")):

@@ -147,9 +147,8 @@ class Catalog:
             os.rename(staging, target)  # fails if another process published v<N> first
         except OSError as exc:
             raise CatalogError(f"could not publish {name}@{version} at {target}: {exc}") from exc
-        from steep.hub import record_dataset
-
-        record_dataset(target)  # the workspace registry (hub.sqlite) lists it at once
+        # no call up to the hub: its sync asks this catalog on every query, so the new
+        # version is listed at the next one
         return self.get(DatasetRef(name, version))
 
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from steep.artifacts.fingerprint import file_sha256
 from steep.data.documents import SkipLog, expand_paths, read_documents
 from steep.datahub.catalog import Catalog, CatalogError, DatasetVersion, check_name
 from steep.datahub.exclusions import Exclusion, write_exclusions
@@ -48,14 +49,6 @@ class FileResult:
     bytes: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     languages: dict[str, int] = field(default_factory=dict)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _language_tagger(enabled: bool):

@@ -40,17 +40,14 @@ from steep.datahub.steps.base import (
     write_docs,
 )
 
-STEP_MODULES = ("filters", "dedup", "langid", "classify", "decontam")
+# modules whose import registers steps: every family in datahub/steps/, and the classifier's
+STEP_MODULES = ("steep.datahub.steps", "steep.datahub.classify")
 
 
 def load_step_types() -> dict[str, type[Step]]:
-    """Import every module that registers steps (a missing optional one is skipped)."""
+    """Import every module that registers steps; their optional libraries load lazily."""
     for module in STEP_MODULES:
-        try:
-            importlib.import_module(f"steep.data.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"steep.data.{module}":
-                raise
+        importlib.import_module(module)
     return STEP_TYPES
 
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 from steep.config import load_config
 from steep.demos.corpora import build_demo_corpora
+from steep.hub import record_run
 from steep.train.loop import RunResult, train
-from steep.workspace import steep_home
+from steep.workspace import Workspace, steep_home
 
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
+DEMO_CONFIG = Path(__file__).resolve().parents[3] / "examples" / "demo.yaml"
 
 
 def run_demo(
@@ -29,12 +30,14 @@ def run_demo(
         return run_vietnamese_demo(overrides).extended
     started = time.time()
     home = steep_home()
+    ws = Workspace(home)
     os.environ["STEEP_HOME"] = str(home)  # demo.yaml names its corpora under ${STEEP_HOME}
-    corpora = build_demo_corpora(home / "demo" / "corpora", home / "downloads")
+    corpora = build_demo_corpora(ws.demo / "corpora", ws.downloads)
     for name, info in corpora.items():
         print(f"corpus {name}: {info.documents:,} documents, {info.characters / 1e6:.1f}M chars")
     config = load_config(config_path, overrides)
     print("domain = Python standard library docs, general = Wikipedia (replay)")
     result = train(config)
+    record_run(result.run_dir)  # the Model Hub row and the model card, now
     print(f"demo finished in {(time.time() - started) / 60:.1f} min")
     return result

@@ -31,13 +31,14 @@ from steep.data.documents import SkipLog, read_documents
 from steep.data.tokenize import is_heldout
 from steep.demos.corpora import CorpusInfo, _cached, build_wikipedia
 from steep.demos.debian import build_vietnamese
-from steep.eval.heldout import TextSet, evaluate_set, tokenize_set
+from steep.hub import record_run
+from steep.model.heldout import TextSet, evaluate_set, tokenize_set
 from steep.model.io import gguf_to_hf, resolve_base
 from steep.model.vocab import REPORT_FILE, ExtendSpec, extend_model, fertility, format_report
 from steep.train.loop import RunResult, train
 from steep.workspace import Workspace, steep_home
 
-VI_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "demo-vi.yaml"
+VI_CONFIG = Path(__file__).resolve().parents[3] / "examples" / "demo-vi.yaml"
 ADD_TOKENS = 1024  # the corpus supports ~2,000; 1,024 already cut Vietnamese tokens by 60%
 WARM_STEPS = 4  # embeddings-only steps before full CPT in the extended run
 EVAL_CHARS = 10_000  # held-out characters per language scored for the bpb table
@@ -58,13 +59,13 @@ def run_vietnamese_demo(
     overrides = list(overrides or [])
     home = steep_home()
     os.environ["STEEP_HOME"] = str(home)  # demo-vi.yaml names its corpora under ${STEEP_HOME}
-    out = home / "demo" / "vi"
+    out = Workspace(home).demo / "vi"
 
     print("[1/4] corpora", flush=True)
-    corpora = home / "demo" / "corpora"
-    vi = build_vietnamese(corpora / "vietnamese.jsonl", home / "downloads" / "debian")
+    corpora = Workspace(home).demo / "corpora"
+    vi = build_vietnamese(corpora / "vietnamese.jsonl", Workspace(home).downloads / "debian")
     wiki_path = corpora / "wikipedia.jsonl"
-    en = _cached(wiki_path) or build_wikipedia(wiki_path, home / "downloads")
+    en = _cached(wiki_path) or build_wikipedia(wiki_path, Workspace(home).downloads)
     for name, info in (("vietnamese", vi), ("wikipedia", en)):
         print(f"corpus {name}: {info.documents:,} documents, {info.characters / 1e6:.2f}M chars")
     config = load_config(config_path, overrides)
@@ -78,6 +79,7 @@ def run_vietnamese_demo(
     print("[3/4] CPT with SmolLM2's own tokenizer", flush=True)
     t0 = time.time()
     plain = train(load_config(config_path, [*overrides, "run.name=demo-vi-plain"]))
+    record_run(plain.run_dir)
     plain_s = time.time() - t0
     print(f"[3/4] CPT with the extended tokenizer ({WARM_STEPS} embeddings-only steps first)")
     t0 = time.time()
@@ -88,6 +90,7 @@ def run_vietnamese_demo(
         f"train.embedding_warmup_steps={WARM_STEPS}",
     ]
     extended = train(load_config(config_path, ext_overrides))
+    record_run(extended.run_dir)
     ext_s = time.time() - t0
 
     print("[4/4] bits per byte on held-out Vietnamese and English", flush=True)

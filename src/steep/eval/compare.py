@@ -34,9 +34,9 @@ from steep.artifacts.lineage import Lineage, try_read_lineage
 from steep.artifacts.scores import improvement, rel_change
 from steep.eval.generate import complete, read_prompts
 from steep.eval.harness import HarnessPlan, plan_harness, run_harness
-from steep.eval.heldout import TextSet, TokenizedSet, evaluate_set, read_set, tokenize_set
-from steep.eval.scoring import resolve_device
 from steep.eval.tasks import Task, evaluate_task, read_task
+from steep.model.heldout import TextSet, TokenizedSet, evaluate_set, read_set, tokenize_set
+from steep.model.scoring import resolve_device
 from steep.workspace import steep_home
 
 log = logging.getLogger(__name__)

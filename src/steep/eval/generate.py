@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from steep.errors import SteepError
-from steep.eval.scoring import prefix_token_id
+from steep.model.scoring import prefix_token_id
 
 
 class PromptFileError(SteepError, ValueError):

@@ -28,7 +28,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from steep.errors import SteepError
-from steep.eval.scoring import Request, prefix_token_id, score_requests
+from steep.model.scoring import Request, prefix_token_id, score_requests
 
 STYLES = ("cloze", "mc")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,13 @@ import yaml
 
 from steep.artifacts.lineage import Lineage, try_read_lineage
 from steep.artifacts.metrics import read_from
+from steep.artifacts.runstatus import read_status
 from steep.datahub.catalog import Catalog, DatasetRef
 from steep.workspace import (
     CONFIG_FILE,
     EVAL_DIR,
     EVAL_JSON,
+    LINEAGE_FILE,
     MANIFEST_FILE,
     METRICS_FILE,
     MODEL_DIR,
@@ -155,7 +158,16 @@ def dataset_row(name: str, version: int, path: Path) -> dict[str, Any]:
     }
 
 
-_FUNNEL_KEYS = ("step", "params", "docs_in", "docs_out", "chars_in", "chars_out", "dropped", "edited")
+_FUNNEL_KEYS = (
+    "step",
+    "params",
+    "docs_in",
+    "docs_out",
+    "chars_in",
+    "chars_out",
+    "dropped",
+    "edited",
+)
 
 
 def funnel(manifest: dict[str, Any]) -> list[dict[str, Any]]:
@@ -181,6 +193,43 @@ def run_dirs(ws: Workspace) -> list[Path]:
         and not p.name.startswith(".")
         and any((p / f).exists() for f in (CONFIG_FILE, METRICS_FILE, MODEL_DIR))
     )
+
+
+def run_changed(path: Path, row: dict[str, Any] | None) -> bool:
+    """Whether a run folder needs rereading: new, config or metrics changed, its model
+    appeared, or its training process (on this host) ended."""
+    if row is None:
+        return True
+    if row["config_mtime"] != mtime(path / CONFIG_FILE):
+        return True
+    try:
+        st = (path / METRICS_FILE).stat()
+        if st.st_size != row["metrics_offset"] or st.st_ino != row["metrics_inode"]:
+            return True
+    except OSError:
+        pass
+    if row["status"] == "unknown" and (path / MODEL_DIR / LINEAGE_FILE).is_file():
+        return True
+    recorded = recorded_status(path)
+    if recorded is not None and any(row[k] != v for k, v in recorded.items()):
+        return True
+    if row["status"] == "running" and row["pid"] and row["host"] == socket.gethostname():
+        return not pid_alive(row["pid"])
+    return False
+
+
+def recorded_status(run_dir: Path) -> dict[str, Any] | None:
+    """Row values (status, pid, host, error) from the run's status.json; a ``running`` run
+    whose process on this host is gone is failed. None when the run wrote no status."""
+    st = read_status(run_dir)
+    if st is None:
+        return None
+    if st.state != "running":
+        return {"status": st.state, "pid": None, "host": None, "error": st.error}
+    if st.host == socket.gethostname() and st.pid and not pid_alive(st.pid):
+        why = f"training process {st.pid} ended without finishing"
+        return {"status": "failed", "pid": None, "host": None, "error": why}
+    return {"status": "running", "pid": st.pid, "host": st.host, "error": None}
 
 
 def read_config(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
@@ -289,6 +338,28 @@ def model_dirs(ws: Workspace) -> list[Path]:
                 if p.is_dir() and not p.name.startswith(".") and (p / HF_CONFIG).is_file()
             ]
     return dirs
+
+
+def model_row(path: Path, lineage: Lineage | None, why: str | None) -> dict[str, Any]:
+    """The ``models`` columns a model folder fills (all but name, path and run).
+
+    ``lineage`` and ``why`` are what ``try_read_lineage`` gave: a folder without a lineage
+    file is a plain HF model; one whose file cannot be read keeps the reason in ``error``.
+    """
+    lin = lineage
+    metrics = (
+        lin.metrics.model_dump(mode="json", exclude_none=True) if lin and lin.metrics else None
+    )
+    return {
+        "kind": lin.kind if lin else (None if (path / LINEAGE_FILE).exists() else "plain"),
+        "base": lin.base_source if lin else None,
+        "base_path": local_path(lin.base_path) if lin and lin.base_path else None,
+        "created": (lin.created if lin else None) or iso(mtime(path / HF_CONFIG) or 0),
+        "metrics": dumps(metrics),
+        "eval": dumps(eval_summary(path, lin)),
+        "lineage_mtime": mtime(path / LINEAGE_FILE),
+        "error": f"lineage unreadable: {why}" if why else None,
+    }
 
 
 def eval_summary(model_dir: Path, lineage: Lineage | None) -> dict[str, Any] | None:

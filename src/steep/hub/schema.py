@@ -4,7 +4,7 @@
 and the studio's job queue (jobs). Every table is made here, by a migration, so one
 ``schema_version`` says what the file holds and any process that opens it through
 ``open_db`` brings it up to date first (in one transaction, safe against a second
-process doing the same).
+process doing the same). The rows' shapes as the hub's queries return them are here too.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from steep.errors import SteepError
+from steep.hub.scan import loads, within
 
 STATUSES = ("running", "done", "failed", "unknown")
 
@@ -197,3 +199,92 @@ def open_db(path: Path) -> None:
             if "locked" not in str(exc) and "busy" not in str(exc) or attempt == 99:
                 raise
             time.sleep(0.05 + 0.01 * attempt)
+
+
+# --- rows as the hub's queries return them -------------------------------------------------
+
+
+def dataset_dict(r: sqlite3.Row, used_by: list[str]) -> dict[str, Any]:
+    return {
+        "name": r["name"],
+        "version": r["version"],
+        "ref": r["ref"],
+        "documents": r["documents"],
+        "bytes": r["bytes"],
+        "languages": loads(r["languages"]) or {},
+        "created": r["created"],
+        "path": r["path"],
+        "funnel": loads(r["funnel"]) or [],
+        "used_by": used_by,
+        "error": r["error"],
+    }
+
+
+def run_dict(con: sqlite3.Connection, r: sqlite3.Row) -> dict[str, Any]:
+    sources = [
+        {
+            "source": s["source"],
+            "ref": s["ref"],
+            "weight": s["weight"],
+            "paths": loads(s["paths"]),
+        }
+        for s in con.execute("SELECT * FROM run_sources WHERE run = ? ORDER BY rowid", (r["name"],))
+    ]
+    model = con.execute("SELECT name FROM models WHERE run = ?", (r["name"],)).fetchone()
+    return {
+        "name": r["name"],
+        "path": r["path"],
+        "status": r["status"],
+        "created": r["created"],
+        "updated": r["updated"],
+        "base": r["base"],
+        "base_path": r["base_path"],
+        "base_model": _owner(con, r["base_path"]),
+        "datasets": [s["ref"] for s in sources if s["ref"]],
+        "sources": sources,
+        "lr_fraction": r["lr_fraction"],
+        "steps": r["steps"],
+        "metrics": loads(r["metrics"]) or {},
+        "model": model["name"] if model else None,
+        "error": r["error"],
+    }
+
+
+def model_dict(r: sqlite3.Row) -> dict[str, Any]:
+    metrics = loads(r["metrics"]) or {}
+    return {
+        "name": r["name"],
+        "path": r["path"],
+        "run": r["run"],
+        "kind": r["kind"],
+        "base": r["base"],
+        "base_path": r["base_path"],
+        "created": r["created"],
+        "metrics": metrics,
+        "final": metrics.get("final") or {},
+        "eval": loads(r["eval"]),
+        "error": r["error"],
+    }
+
+
+def _owner(con: sqlite3.Connection, path: str | None) -> str | None:
+    """The registered model whose folder holds ``path`` (a run's base)."""
+    if not path:
+        return None
+    for r in con.execute("SELECT name, path FROM models"):
+        if within(path, r["path"]):
+            return r["name"]
+    return None
+
+
+def group(rows: Iterable[Any]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for key, value in rows:
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def names(con: sqlite3.Connection, table: str) -> str:
+    """The names in ``table``, for an error message."""
+    found = [r[0] for r in con.execute(f"SELECT name FROM {table} ORDER BY name")]
+    return ", ".join(found) or "none yet"

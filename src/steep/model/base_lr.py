@@ -92,7 +92,7 @@ def resolve_max_lr(config: RunConfig) -> tuple[float, str]:
     The peak is, first found: ``model.base_max_lr``; the ``base_peak_lr`` a steep-made
     base's steep.json carries (e.g. a vocabulary extension); the published table above.
     Training, ``steep validate``, sweeps, the studio and ``steep launch`` all resolve it here
-    (through ``steep.config.preflight``), so the LR a run trains with is the one they showed.
+    (through ``steep.train.preflight``), so the LR a run trains with is the one they showed.
     """
     if config.model.base_max_lr is not None:
         peak, source = config.model.base_max_lr, f"model.base_max_lr {config.model.base_max_lr:g}"
@@ -101,6 +101,11 @@ def resolve_max_lr(config: RunConfig) -> tuple[float, str]:
     elif (carried := lineage_peak_lr(config.model)) is not None:
         peak, source = carried
     else:
-        peak, key, ref = lookup_peak_lr(*base_names(config.model))
-        source = f"{key} peak {peak:g} ({ref})"
+        peak, source = published_peak(*base_names(config.model))
     return config.train.lr_fraction * peak, source
+
+
+def published_peak(*names: str) -> tuple[float, str]:
+    """(peak LR, 'key peak X (source)') from the table, for the first name found in it."""
+    peak, key, ref = lookup_peak_lr(*names)
+    return peak, f"{key} peak {peak:g} ({ref})"

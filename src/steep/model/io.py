@@ -7,7 +7,6 @@ GGUF-loaded model cannot be saved again and re-reading GGUF costs time on every 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import shutil
@@ -27,6 +26,7 @@ from transformers import (
 )
 
 from steep.artifacts.atomic import replace_dir
+from steep.artifacts.fingerprint import file_sha256, tokenizer_fingerprint
 from steep.artifacts.lineage import Lineage, LineageError, lineage_text, read_lineage
 from steep.config import ModelSection
 from steep.errors import SteepError
@@ -59,13 +59,6 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(["<|endoftext|>"])
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
-
-
-def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
-    """Hash of the vocabulary: same ids for same strings is what shards depend on."""
-    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
-    payload = json.dumps(vocab, ensure_ascii=False)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
 def load_tokenizer(spec: str) -> PreTrainedTokenizerBase:
@@ -295,11 +288,3 @@ def _plain_model(config: Any, state_dict: dict[str, torch.Tensor]) -> PreTrained
     if missing:
         raise ModelLoadError(f"cannot save: weights missing from the state dict: {missing[:5]}")
     return plain
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()

@@ -266,7 +266,7 @@ def _deep_checks(config: Any, nproc: int, summary: dict[str, Any], home: Path) -
     """What parse_config cannot know (dataset versions, the base's peak LR, the schedule,
     the rank split): steep's one preflight, as ``steep validate`` and ``steep launch`` run it."""
     # deferred: the preflight imports torch; the studio's pages load without it
-    from steep.config.preflight import PreflightError, preflight
+    from steep.train.preflight import PreflightError, preflight
 
     try:
         facts = preflight(

@@ -1,7 +1,8 @@
 """The studio's job queue: one row per launched run, in the registry's SQLite file.
 
-The queue lives in ``$STEEP_HOME/hub.sqlite`` (table ``jobs``, created through
-``Hub.connect()``) so that it outlives the studio process. A job moves
+The queue lives in ``$STEEP_HOME/hub.sqlite`` (table ``jobs``, made by the hub's schema
+migrations in ``steep.hub.schema`` when ``Hub`` opens the file) so that it outlives the
+studio process. A job moves
 
     queued -> starting -> running -> done | failed | cancelled
 
@@ -26,29 +27,6 @@ from steep.workspace import CONFIG_FILE, Workspace
 
 ACTIVE = ("queued", "starting", "running")
 FINISHED = ("done", "failed", "cancelled")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'queued',
-    config TEXT NOT NULL,          -- resolved run config (YAML), as validated at launch
-    run_dir TEXT NOT NULL,         -- where steep train writes metrics.jsonl and model/
-    job_dir TEXT NOT NULL,         -- config.yaml, log.txt, pid, exit.json
-    nproc INTEGER NOT NULL DEFAULT 1,
-    cuda_visible_devices TEXT,     -- NULL: inherit the studio's environment
-    pid INTEGER,                   -- the wrapper process (leader of the job's process group)
-    pid_start TEXT,                -- its start time in /proc, so a reused pid is not mistaken
-    exit_code INTEGER,
-    error TEXT,
-    cancel_requested REAL,
-    claimed_by TEXT,
-    created REAL NOT NULL,
-    started REAL,
-    finished REAL
-);
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
-"""
 
 
 class JobError(SteepError, ValueError):
@@ -110,12 +88,8 @@ class JobQueue:
         from steep.hub import Hub
 
         self.home = home
-        self.hub = Hub(home)  # owns the SQLite file, its WAL mode and busy timeout
+        self.hub = Hub(home)  # owns the SQLite file: WAL mode, busy timeout, the jobs table
         self.jobs_root = Workspace(home).studio_jobs
-        with self._tx() as db:
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from steep.artifacts.fmt import change_pct
+
 DEFAULT_MAX_REGRESSION = 0.01
 
 
@@ -52,11 +54,8 @@ class Recommendation:
 
 
 def pct(x: float, signed: bool = True) -> str:
-    """0.0061 -> '+0.61%'; two decimals under 1% so a small regression still shows."""
-    if not math.isfinite(x):
-        return "n/a"
-    v = 100 * x
-    text = f"{v:+.2f}%" if abs(v) < 1 else f"{v:+.1f}%"
+    """0.0061 -> '+0.61%' (``steep.artifacts.fmt.change_pct``); ``signed=False`` for a budget."""
+    text = change_pct(x)
     return text if signed else text.lstrip("+")
 
 

@@ -19,11 +19,11 @@ from tqdm import tqdm
 from steep import __version__
 from steep.artifacts.lineage import Lineage, TrainMetrics
 from steep.artifacts.metrics import eval_record
+from steep.artifacts.runstatus import State, failure_text, write_status
 from steep.config import RunConfig, dump_config, parse_config
-from steep.errors import AlreadyExistsError, ConfigError, MissingInputError
-from steep.hub import RunRecorder
-from steep.model.base_lr import lookup_peak_lr
-from steep.model.io import base_names, lineage_peak_lr, load_base, save_hf
+from steep.errors import AlreadyExistsError, MissingInputError
+from steep.model.base_lr import resolve_max_lr
+from steep.model.io import base_names, load_base, save_hf
 from steep.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from steep.train.evaluate import evaluate
 from steep.train.flops import device_peak_flops, flops_per_token
@@ -42,7 +42,7 @@ from steep.train.parallel import (
 )
 from steep.train.report import eval_table, format_table, read_metrics, write_report
 from steep.train.runtime import Runtime, peak_memory_gib, seed_everything
-from steep.train.schedule import Schedule, warmup_steps_for
+from steep.train.schedule import schedule_for
 from steep.train.stages import EmbeddingWarmup
 from steep.train.track import Tracker
 from steep.workspace import (
@@ -56,6 +56,17 @@ from steep.workspace import (
 )
 
 
+class _Status:
+    """The run's status.json, written by rank 0 once the run folder exists."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled, self.run_dir = enabled, None
+
+    def set(self, state: State, error: str | None = None) -> None:
+        if self.enabled and self.run_dir is not None:
+            write_status(self.run_dir, state, error)
+
+
 @dataclass
 class RunResult:
     run_dir: Path
@@ -66,18 +77,18 @@ class RunResult:
 
 def train(config: RunConfig, run_dir: Path | None = None, resume: bool = False) -> RunResult:
     d = init_distributed(config)  # one process, or one of torchrun's; checks the batch split
-    hub = RunRecorder(enabled=d.is_main)  # the Model Hub's registry: running, done, failed
+    status = _Status(enabled=d.is_main)  # status.json: running, done, failed (the hub reads it)
     try:
-        return _train(config, d, run_dir, resume, hub)
+        return _train(config, d, run_dir, resume, status)
     except BaseException as exc:
-        hub.failed(exc)
+        status.set("failed", failure_text(exc))
         raise
     finally:
         destroy()
 
 
 def _train(
-    config: RunConfig, d: Dist, run_dir: Path | None, resume: bool, hub: RunRecorder
+    config: RunConfig, d: Dist, run_dir: Path | None, resume: bool, status: _Status
 ) -> RunResult:
     home = steep_home()
     run_dir = Path(d.broadcast(str(run_dir or new_run_dir(config, home)) if d.is_main else None))
@@ -86,7 +97,8 @@ def _train(
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
             (run_dir / CONFIG_FILE).write_text(dump_config(config))
-        hub.started(run_dir)
+        status.run_dir = run_dir
+        status.set("running")
         print(f"run {run_dir}\nmax LR {max_lr:.3g} = {config.train.lr_fraction:g} x {lr_source}")
         if d.enabled:
             print(f"{d.world} ranks, FSDP2 over {config.train.precision}")
@@ -106,16 +118,7 @@ def _train(
         inputs = build_inputs(config, base.tokenizer, home, quiet=not d.is_main)
     optimizer = build_optimizer(model, config, max_lr)
     warm = EmbeddingWarmup.from_config(model, optimizer, config, base.info)  # 0 steps: off
-    schedule = Schedule(
-        kind=config.train.schedule,
-        max_lr=max_lr,
-        total_steps=config.train.steps,
-        warmup_steps=warmup_steps_for(
-            config.train.steps, config.train.warmup_steps, config.train.warmup_fraction
-        ),
-        min_lr_ratio=config.train.min_lr_ratio,
-        decay_fraction=config.train.decay_fraction,
-    )
+    schedule = schedule_for(config.train, max_lr)
     seq_len, micro = config.data.seq_len, config.train.micro_batch_size
     per_step = config.sequences_per_step  # sequences in one optimizer step, all ranks
     per_rank = per_step // d.world
@@ -272,7 +275,7 @@ def _train(
             "model": str(model_dir),
         },
     )
-    hub.done(model_dir)  # registers the model and writes its card (README.md)
+    status.set("done")  # last: the model and its report are on disk
     print(format_table(eval_table(evals)))
     print(f"model: {model_dir}\nreport: {run_dir / REPORT_FILE}")
     return RunResult(run_dir, model_dir, baseline, final)
@@ -285,20 +288,6 @@ def resume_run(run_dir: Path) -> RunResult:
         raise MissingInputError(f"{run_dir} is not a steep run directory (no config.yaml)")
     config = parse_config(yaml.safe_load(config_path.read_text()), where=str(config_path))
     return train(config, run_dir=run_dir, resume=True)
-
-
-def resolve_max_lr(config: RunConfig) -> tuple[float, str]:
-    """Max LR = lr_fraction x the base's published peak (or the config's base_max_lr)."""
-    if config.model.base_max_lr is not None:
-        peak, source = config.model.base_max_lr, f"model.base_max_lr {config.model.base_max_lr:g}"
-    elif config.model.random_init is not None:
-        raise ConfigError("a random_init model has no published peak LR: set model.base_max_lr")
-    elif (carried := lineage_peak_lr(config.model)) is not None:  # e.g. a vocab extension
-        peak, source = carried
-    else:
-        peak, key, ref = lookup_peak_lr(*base_names(config.model))
-        source = f"{key} peak {peak:g} ({ref})"
-    return config.train.lr_fraction * peak, source
 
 
 def build_optimizer(model: torch.nn.Module, config: RunConfig, max_lr: float) -> torch.optim.AdamW:

@@ -256,9 +256,7 @@ def _summary(train: Sequence[dict], evals: Sequence[dict]) -> list[str]:
         by_source = last.get("tokens_by_source") or {}
         total = sum(by_source.values())
         if by_source and total:
-            parts = [
-                f"{cell(k)} {int(v):,} ({100 * v / total:.1f}%)" for k, v in by_source.items()
-            ]
+            parts = [f"{cell(k)} {int(v):,} ({100 * v / total:.1f}%)" for k, v in by_source.items()]
             lines.append("- tokens per source (realised share): " + ", ".join(parts))
         # the first logged step carries warm-up (allocation, compile), so it is left out
         steady = train[1:]

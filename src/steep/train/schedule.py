@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from steep.config.schema import TrainSection
 from steep.errors import ConfigError
 
 
@@ -59,3 +60,16 @@ def warmup_steps_for(total_steps: int, warmup_steps: int | None, warmup_fraction
     if warmup_steps is not None:
         return warmup_steps
     return max(1, round(total_steps * warmup_fraction)) if warmup_fraction > 0 else 0
+
+
+def schedule_for(train: TrainSection, max_lr: float) -> Schedule:
+    """The schedule a run's ``train`` section asks for: the loop and the preflight build it
+    here, so what the preflight accepts is what training runs."""
+    return Schedule(
+        kind=train.schedule,
+        max_lr=max_lr,
+        total_steps=train.steps,
+        warmup_steps=warmup_steps_for(train.steps, train.warmup_steps, train.warmup_fraction),
+        min_lr_ratio=train.min_lr_ratio,
+        decay_fraction=train.decay_fraction,
+    )

@@ -16,22 +16,27 @@ unknown names and bad values fail before any work, naming the field.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-SHARD_SUFFIX = ".parquet"
+from steep.data.docshards import SHARD_SUFFIX, Doc, read_docs, write_docs
 
-
-@dataclass
-class Doc:
-    id: str  # stable across versions: "<input file key>:<line>"
-    text: str
-    meta: dict[str, Any] = field(default_factory=dict)  # source, line, lang, lang_score, ...
+__all__ = [
+    "SHARD_SUFFIX",
+    "CorpusStep",
+    "Doc",
+    "DocStep",
+    "Drop",
+    "Edit",
+    "Step",
+    "StepResult",
+    "read_docs",
+    "register",
+    "write_docs",
+]
 
 
 @dataclass(frozen=True)
@@ -92,49 +97,3 @@ def register(cls: type[Step]) -> type[Step]:
 
 
 # ---------------------------------------------------------------- document shards
-
-
-def write_docs(path: Path, docs: Iterable[Doc], rows_per_group: int = 2048) -> int:
-    """Write docs to a parquet shard via a temporary file (whole or absent). Returns count."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = pa.schema([("id", pa.string()), ("text", pa.string()), ("meta", pa.string())])
-    tmp = path.with_name(f".{path.name}.tmp")
-    n = 0
-    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-        batch: list[Doc] = []
-
-        def flush() -> None:
-            writer.write_table(
-                pa.table(
-                    {
-                        "id": [d.id for d in batch],
-                        "text": [d.text for d in batch],
-                        "meta": [json.dumps(d.meta, ensure_ascii=False) for d in batch],
-                    },
-                    schema=schema,
-                )
-            )
-            batch.clear()
-
-        for doc in docs:
-            batch.append(doc)
-            n += 1
-            if len(batch) >= rows_per_group:
-                flush()
-        if batch:
-            flush()
-    tmp.replace(path)
-    return n
-
-
-def read_docs(path: Path, batch_size: int = 1024) -> Iterator[Doc]:
-    """Stream the documents of one shard, a batch at a time (memory bounded by the batch)."""
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(path)
-    for batch in pf.iter_batches(batch_size=batch_size, columns=["id", "text", "meta"]):
-        ids, texts, metas = (batch.column(i).to_pylist() for i in range(3))
-        for i, t, m in zip(ids, texts, metas, strict=True):
-            yield Doc(i, t, json.loads(m) if m else {})

@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from steep.config.schema import RunConfig
-from steep.datahub.catalog import Catalog, CatalogError
 from steep.data.documents import expand_paths
+from steep.datahub.catalog import Catalog, CatalogError
 from steep.errors import ConfigError, MissingInputError, SteepError
 from steep.model.base_lr import resolve_max_lr
 from steep.train.parallel import check_batch_divides
-from steep.train.schedule import Schedule, warmup_steps_for
+from steep.train.schedule import schedule_for, warmup_steps_for
 from steep.workspace import Workspace, steep_home
 
 
@@ -115,14 +115,7 @@ def _schedule(config: RunConfig, problems: list[str]) -> int:
     t = config.train
     warmup = warmup_steps_for(t.steps, t.warmup_steps, t.warmup_fraction)
     try:
-        Schedule(
-            kind=t.schedule,
-            max_lr=1.0,  # the LR does not change what can fail
-            total_steps=t.steps,
-            warmup_steps=warmup,
-            min_lr_ratio=t.min_lr_ratio,
-            decay_fraction=t.decay_fraction,
-        )
+        schedule_for(t, max_lr=1.0)  # the LR does not change what can fail
     except ConfigError as exc:
         key = "train.warmup_steps" if t.warmup_steps is not None else "train.warmup_fraction"
         problems.append(

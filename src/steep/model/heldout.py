@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase
 
 from steep.data.documents import SkipLog, read_documents
 from steep.errors import SteepError
-from steep.eval.scoring import Request, prefix_token_id, score_requests
+from steep.model.scoring import Request, prefix_token_id, score_requests
 
 
 class EvalSetError(SteepError, ValueError):

@@ -1,0 +1,268 @@
+"""Gopher's rules (Rae et al. 2021, table A1): ``gopher_quality``, ``gopher_repetition``."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from itertools import accumulate
+from typing import ClassVar
+
+from pydantic import Field, PrivateAttr
+
+from steep.datahub.steps.base import Doc, DocStep, Drop, StepResult, register
+from steep.datahub.steps.text import _NON_ALPHA_WORD, _WORD, _dup_stats
+
+# ---------------------------------------------------------------- Gopher quality
+
+# Gopher's English list, and lists of the same kind (very frequent function words) for
+# other languages. A real paragraph has several; boilerplate, lists and keyword spam don't.
+DEFAULT_STOP_WORDS: dict[str, list[str]] = {
+    "en": ["the", "be", "to", "of", "and", "that", "have", "with"],
+    "de": ["der", "die", "das", "und", "ist", "zu", "den", "von", "mit", "nicht", "sich", "ein", "eine", "dem", "des", "für", "im", "auf"],
+    "fr": ["le", "la", "les", "de", "des", "et", "un", "une", "est", "que", "du", "pour", "dans", "en", "qui", "pas"],
+    "es": ["el", "la", "los", "las", "de", "que", "y", "en", "un", "una", "es", "por", "con", "para", "del", "se"],
+    "pt": ["o", "a", "os", "as", "de", "que", "e", "do", "da", "em", "um", "uma", "para", "com", "não"],
+    "it": ["il", "la", "di", "che", "e", "un", "una", "per", "non", "del", "della", "sono", "con", "in"],
+    "nl": ["de", "het", "een", "en", "van", "is", "dat", "op", "te", "in", "niet", "met", "voor", "zijn"],
+    "vi": ["và", "của", "là", "có", "các", "được", "những", "một", "trong", "cho", "không", "người", "với", "này", "đã"],
+}  # fmt: skip
+
+# ISO 639-3 / 639-2B codes (as language-ID models such as GlotLID/NLLB emit, "vie_Latn")
+# for the languages above, so either code style finds the list.
+_ISO3_TO_ISO1 = {
+    "eng": "en",
+    "deu": "de",
+    "ger": "de",
+    "fra": "fr",
+    "fre": "fr",
+    "spa": "es",
+    "por": "pt",
+    "ita": "it",
+    "nld": "nl",
+    "dut": "nl",
+    "vie": "vi",
+}
+
+_BULLETS = ("•", "-", "*", "·", "‣", "◦", "▪", "■", "○", "–", "—")
+
+
+@register
+class GopherQuality(DocStep):
+    """Gopher's quality heuristics: keep documents that read like prose.
+
+    Rejects too short/long documents, gibberish (odd mean word length), hash-tag or
+    ellipsis spam, bullet-only pages, pages of truncated teasers, number/symbol soup, and
+    text with no function words at all. Each threshold can be set to None to skip its rule.
+    The stop-word rule uses the list for ``meta["lang"]`` (``default_lang`` when absent)
+    and is skipped for languages without a list, so no language is judged by English.
+    """
+
+    kind: ClassVar[str] = "gopher_quality"
+
+    min_doc_words: int | None = 50
+    max_doc_words: int | None = 100_000
+    min_avg_word_length: float | None = 3
+    max_avg_word_length: float | None = 10
+    max_symbol_word_ratio: float | None = 0.1
+    max_bullet_lines_ratio: float | None = 0.9
+    max_ellipsis_lines_ratio: float | None = 0.3
+    max_non_alpha_words_ratio: float | None = 0.8  # at least this share of words has a letter
+    min_stop_words: int | None = 2
+    stop_words: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_STOP_WORDS))
+    default_lang: str = "en"
+
+    _stop_sets: dict[str, frozenset[str]] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: object, /) -> None:
+        self._stop_sets = {
+            lang: frozenset(unicodedata.normalize("NFC", w).lower() for w in words)
+            for lang, words in self.stop_words.items()
+        }
+
+    def _stop_set(self, lang: str) -> frozenset[str] | None:
+        """The stop-word set for a language code: "en", "en-US", "eng_Latn" all find "en"."""
+        if lang in self._stop_sets:
+            return self._stop_sets[lang]
+        base = lang.lower().replace("-", "_").split("_")[0]
+        base = _ISO3_TO_ISO1.get(base, base)
+        return self._stop_sets.get(base)
+
+    def apply(self, doc: Doc) -> StepResult:
+        text = doc.text
+        words = _WORD.findall(text)
+        n = len(words)
+        if n == 0 or (self.min_doc_words is not None and n < self.min_doc_words):
+            return Drop("gopher_quality.too_few_words", f"{n} < {self.min_doc_words or 1}")
+        if self.max_doc_words is not None and n > self.max_doc_words:
+            return Drop("gopher_quality.too_many_words", f"{n} > {self.max_doc_words}")
+
+        mean_len = sum(map(len, words)) / n
+        if self.min_avg_word_length is not None and mean_len < self.min_avg_word_length:
+            return Drop(
+                "gopher_quality.mean_word_length", f"{mean_len:.2f} < {self.min_avg_word_length:g}"
+            )
+        if self.max_avg_word_length is not None and mean_len > self.max_avg_word_length:
+            return Drop(
+                "gopher_quality.mean_word_length", f"{mean_len:.2f} > {self.max_avg_word_length:g}"
+            )
+
+        if self.max_symbol_word_ratio is not None:
+            ratio = text.count("#") / n
+            if ratio > self.max_symbol_word_ratio:
+                return Drop(
+                    "gopher_quality.hash_ratio", f"{ratio:.3f} > {self.max_symbol_word_ratio:g}"
+                )
+            ratio = (text.count("...") + text.count("…")) / n
+            if ratio > self.max_symbol_word_ratio:
+                return Drop(
+                    "gopher_quality.ellipsis_ratio",
+                    f"{ratio:.3f} > {self.max_symbol_word_ratio:g}",
+                )
+
+        if self.max_bullet_lines_ratio is not None or self.max_ellipsis_lines_ratio is not None:
+            lines = [s.strip() for s in text.splitlines()]
+            lines = [s for s in lines if s]  # blank lines are layout, not content
+            n_lines = max(len(lines), 1)
+            if self.max_bullet_lines_ratio is not None:
+                ratio = sum(s.startswith(_BULLETS) for s in lines) / n_lines
+                if ratio > self.max_bullet_lines_ratio:
+                    return Drop(
+                        "gopher_quality.bullet_lines",
+                        f"{ratio:.3f} > {self.max_bullet_lines_ratio:g}",
+                    )
+            if self.max_ellipsis_lines_ratio is not None:
+                ratio = sum(s.endswith(("...", "…")) for s in lines) / n_lines
+                if ratio > self.max_ellipsis_lines_ratio:
+                    return Drop(
+                        "gopher_quality.ellipsis_lines",
+                        f"{ratio:.3f} > {self.max_ellipsis_lines_ratio:g}",
+                    )
+
+        if self.max_non_alpha_words_ratio is not None:
+            alpha = 1 - len(_NON_ALPHA_WORD.findall(text)) / n
+            if alpha < self.max_non_alpha_words_ratio:
+                return Drop(
+                    "gopher_quality.alpha_words",
+                    f"{alpha:.3f} < {self.max_non_alpha_words_ratio:g}",
+                )
+
+        if self.min_stop_words:
+            lang = str(doc.meta.get("lang") or self.default_lang)
+            stop = self._stop_set(lang)
+            if stop is not None:
+                counts = Counter(words)
+                found = 0
+                for w, c in counts.items():
+                    w = w.lower()
+                    if w in stop or unicodedata.normalize("NFC", w) in stop:
+                        found += c
+                        if found >= self.min_stop_words:
+                            break
+                if found < self.min_stop_words:
+                    return Drop(
+                        "gopher_quality.stop_words", f"{found} < {self.min_stop_words} ({lang})"
+                    )
+        return doc
+
+
+# ---------------------------------------------------------------- Gopher repetition
+
+_PARAGRAPH_SPLIT = re.compile(r"\n{2,}")
+_LINE_SPLIT = re.compile(r"\n+")
+
+
+def _top_ngram_chars(words: list[str], n: int) -> int:
+    """Characters covered by the most frequent n-gram (its length, spaces included, x count).
+
+    An n-gram seen once is not repetition, so a document whose top n-gram occurs once
+    scores 0 (datatrove would score short documents by their single occurrence).
+    """
+    grams = Counter(zip(*(words[k:] for k in range(n)), strict=False))
+    if not grams:
+        return 0
+    gram, count = grams.most_common(1)[0]
+    if count < 2:
+        return 0
+    return (sum(map(len, gram)) + n - 1) * count
+
+
+def _dup_ngram_chars(words: list[str], prefix: list[int], n: int) -> int:
+    """Characters of words inside repeated n-gram occurrences, each character counted once.
+
+    The first occurrence of an n-gram is not a repeat; overlapping repeats (a phrase said
+    three times in a row) do not count the shared words twice. Spaces are not counted,
+    as in datatrove.
+    """
+    keys = list(zip(*(words[k:] for k in range(n)), strict=False))
+    if len(set(keys)) == len(keys):
+        return 0
+    # First index of every n-gram, computed at C speed: later (smaller) indices win.
+    first = dict(zip(reversed(keys), range(len(keys) - 1, -1, -1), strict=True))
+    chars = covered_to = 0
+    for i, key in enumerate(keys):
+        if first[key] != i:
+            start = max(i, covered_to)
+            covered_to = i + n
+            chars += prefix[covered_to] - prefix[start]
+    return chars
+
+
+@register
+class GopherRepetition(DocStep):
+    """Gopher's repetition filter: drop documents that say the same thing over and over.
+
+    Repeated paragraphs and lines (menus, footers, spam) and heavy n-gram repetition
+    (keyword stuffing, generated filler) teach a model to loop. Fractions are of the
+    document's characters (``len(text)``), as in datatrove. A rule is skipped when its
+    threshold is None; n-gram rules are keyed by n.
+    """
+
+    kind: ClassVar[str] = "gopher_repetition"
+
+    dup_para_frac: float | None = 0.3
+    dup_para_char_frac: float | None = 0.2
+    dup_line_frac: float | None = 0.3
+    dup_line_char_frac: float | None = 0.2
+    top_n_grams: dict[int, float] = Field(default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16})
+    dup_n_grams: dict[int, float] = Field(
+        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
+    )
+
+    def apply(self, doc: Doc) -> StepResult:
+        text = doc.text
+        total = len(text)
+        if not text.strip():
+            return doc
+
+        for unit, splitter, frac, char_frac in (
+            ("para", _PARAGRAPH_SPLIT, self.dup_para_frac, self.dup_para_char_frac),
+            ("line", _LINE_SPLIT, self.dup_line_frac, self.dup_line_char_frac),
+        ):
+            parts = [p.strip() for p in splitter.split(text.strip())]
+            parts = [p for p in parts if p]
+            n_dup, dup_chars = _dup_stats(parts)
+            ratio = n_dup / len(parts)
+            if frac is not None and ratio > frac:
+                return Drop(f"gopher_repetition.dup_{unit}_frac", f"{ratio:.3f} > {frac:g}")
+            ratio = dup_chars / total
+            if char_frac is not None and ratio > char_frac:
+                return Drop(
+                    f"gopher_repetition.dup_{unit}_char_frac", f"{ratio:.3f} > {char_frac:g}"
+                )
+
+        words = _WORD.findall(text)
+        for n, frac in sorted(self.top_n_grams.items()):
+            ratio = _top_ngram_chars(words, n) / total
+            if ratio > frac:
+                return Drop(f"gopher_repetition.top_{n}_gram", f"{ratio:.3f} > {frac:g}")
+
+        prefix = [0, *accumulate(map(len, words))]
+        for n, frac in sorted(self.dup_n_grams.items()):
+            chars = _dup_ngram_chars(words, prefix, n)
+            if chars == 0:
+                break  # no repeated n-gram means no repeated longer n-gram either
+            ratio = chars / total
+            if ratio > frac:
+                return Drop(f"gopher_repetition.dup_{n}_gram", f"{ratio:.3f} > {frac:g}")
+        return doc

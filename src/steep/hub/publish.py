@@ -1,0 +1,74 @@
+"""Taking a registered model out of the workspace: export to a folder, push to Hugging Face.
+
+Both refresh the model card first, so what leaves carries the current lineage and eval.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from steep.hub.card import try_write_card
+from steep.hub.schema import HubError
+
+if TYPE_CHECKING:
+    from steep.hub.registry import Hub
+
+
+def export_model(hub: Hub, name: str, dest: Path) -> Path:
+    """Copy the model folder to ``dest`` (built aside, then renamed: all or nothing)."""
+    info = hub.model(name)
+    src, dest = Path(info["path"]), Path(dest).resolve()
+    if dest.exists():
+        raise HubError(f"export destination {dest} already exists: choose a new folder")
+    try_write_card(src, name, hub.home)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        shutil.copytree(src, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*"))
+        os.chmod(tmp, 0o755)
+        if dest.exists():  # appeared while copying
+            raise HubError(f"export destination {dest} appeared while copying: not replaced")
+        os.rename(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def push_model(
+    hub: Hub, name: str, repo_id: str, private: bool = False, token: str | None = None
+) -> str:
+    """Upload the model folder to a Hugging Face repo; returns the commit URL."""
+    # deferred: huggingface_hub is heavy and only this command needs it
+    from huggingface_hub import HfApi, constants
+
+    info = hub.model(name)
+    path = Path(info["path"])
+    try_write_card(path, name, hub.home)
+    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    if constants.HF_HUB_OFFLINE:
+        raise HubError(
+            f"cannot push {name!r} to {repo_id}: HF_HUB_OFFLINE is set (this machine is "
+            "offline); unset it on a machine with network access"
+        )
+    api = HfApi(endpoint=endpoint, token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        commit = api.upload_folder(
+            folder_path=str(path),
+            repo_id=repo_id,
+            repo_type="model",
+            commit_message=f"steep: upload {name}",
+            ignore_patterns=[".*"],
+        )
+    except Exception as exc:  # network, auth, HTTP: all end in one clear message
+        raise HubError(
+            f"cannot push {name!r} ({path}) to {repo_id} at {endpoint}: "
+            f"{type(exc).__name__}: {exc}. Is the machine online and logged in "
+            "(huggingface-cli login or HF_TOKEN)?"
+        ) from None
+    return str(getattr(commit, "commit_url", commit))

@@ -1,0 +1,83 @@
+"""The Data Hub page: the datasets, file uploads and a new dataset from an upload."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from steep.studio import uploads
+from steep.studio.state import Studio
+
+
+def router(studio: Studio) -> APIRouter:
+    routes = APIRouter()
+    settings, home, hub = studio.settings, studio.home, studio.hub
+    dataset_lock = threading.Lock()  # one ingest at a time: it already uses every core
+
+    @routes.get("/datasets", response_class=HTMLResponse)
+    def datasets_page(request: Request) -> HTMLResponse:
+        return studio.page(
+            request,
+            "datasets.html",
+            title="Data Hub",
+            datasets=hub.datasets(),
+            limit=settings.max_upload_bytes,
+        )
+
+    @routes.get("/api/datasets")
+    def api_datasets() -> list[dict[str, Any]]:
+        return hub.datasets()
+
+    @routes.post("/api/uploads")
+    def api_new_upload() -> dict[str, Any]:
+        return {"id": uploads.new_upload(home), "limit": settings.max_upload_bytes}
+
+    @routes.put("/api/uploads/{upload_id}/{filename}")
+    async def api_upload_file(upload_id: str, filename: str, request: Request) -> JSONResponse:
+        try:
+            folder = uploads.upload_dir(home, upload_id)
+            declared = request.headers.get("content-length")
+            size = await uploads.save_stream(
+                folder,
+                filename,
+                request.stream(),
+                settings.max_upload_bytes,
+                int(declared) if declared and declared.isdigit() else None,
+            )
+        except uploads.UploadError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        return JSONResponse({"name": filename, "bytes": size})
+
+    @routes.post("/api/datasets")
+    def api_add_dataset(body: dict[str, Any]) -> JSONResponse:
+        """Upload folder -> dataset version 1, through the same code as ``steep data add``."""
+        from steep.datahub.catalog import Catalog, CatalogError
+        from steep.datahub.executor import LocalExecutor
+        from steep.datahub.ingest import add_dataset
+
+        try:
+            folder = uploads.upload_dir(home, str(body.get("upload", "")))
+        except uploads.UploadError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        files = uploads.uploaded_files(folder)
+        if not files:
+            return JSONResponse({"error": "the upload holds no files"}, status_code=400)
+        try:
+            with dataset_lock:
+                ds = add_dataset(
+                    str(body.get("name", "")),
+                    [str(f) for f in files],
+                    text_field=str(body.get("text_field") or "text"),
+                    langid=bool(body.get("langid", True)),
+                    catalog=Catalog(home / "datasets"),
+                    executor=LocalExecutor(1),  # inline: no fork() inside a threaded server
+                )
+        except (CatalogError, FileNotFoundError, ValueError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        uploads.remove_upload(folder)  # the dataset holds the documents and the files' hashes
+        return JSONResponse(studio.hub_call(hub.dataset, ds.ref))
+
+    return routes

@@ -1,0 +1,51 @@
+"""The studio's job API: the queue, one job, cancelling it, its log and its metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from steep.studio.files import read_jsonl_from, read_text_from
+from steep.studio.jobs import FINISHED, JobError
+from steep.studio.state import Studio, job_view
+from steep.workspace import METRICS_FILE
+
+
+def router(studio: Studio) -> APIRouter:
+    routes = APIRouter()
+    settings, queue, runner = studio.settings, studio.queue, studio.runner
+
+    @routes.get("/api/jobs")
+    def api_jobs() -> list[dict[str, Any]]:
+        runs = studio.runs_by_path()
+        return [job_view(j, runs) for j in reversed(queue.jobs())]
+
+    @routes.get("/api/jobs/{job_id}")
+    def api_job(job_id: int) -> dict[str, Any]:
+        return job_view(studio.job_or_404(job_id), studio.runs_by_path())
+
+    @routes.post("/api/jobs/{job_id}/cancel")
+    def api_cancel(job_id: int) -> JSONResponse:
+        try:
+            job = queue.request_cancel(job_id)
+        except JobError as exc:
+            status = 404 if "no job" in str(exc) else 409
+            return JSONResponse({"error": str(exc)}, status_code=status)
+        if settings.run_jobs:
+            runner.tick()  # signal it now, not at the next poll
+        return JSONResponse(studio.job_or_404(job.id).to_dict())
+
+    @routes.get("/api/jobs/{job_id}/log")
+    def api_log(job_id: int, offset: int = 0) -> dict[str, Any]:
+        job = studio.job_or_404(job_id)
+        return {**read_text_from(job.log_path, offset), "status": job.status}
+
+    @routes.get("/api/jobs/{job_id}/metrics")
+    def api_job_metrics(job_id: int, offset: int = 0, inode: int | None = None) -> dict[str, Any]:
+        job = studio.job_or_404(job_id)
+        out = read_jsonl_from(job.run_dir / METRICS_FILE, offset, inode)
+        return {**out, "status": job.status, "finished": job.status in FINISHED}
+
+    return routes

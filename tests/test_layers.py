@@ -1,0 +1,184 @@
+"""The layer rule (docs/architecture.md), read from the import graph of src/steep.
+
+Bottom to top: errors, workspace, artifacts, config; then data, datahub, model; then train
+and eval; then hub; then sweep, launch, studio, demos and cli. A module may import its own
+layer or a lower one, never a higher one; packages of one layer import each other without
+cycles; and an import inside a function (deferred) is allowed only with a comment saying
+why (a heavy or optional library, or a cli command keeping ``steep --help`` light).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "steep"
+
+LAYERS: list[tuple[str, ...]] = [
+    ("errors",),
+    ("workspace",),
+    ("artifacts",),
+    ("config",),
+    ("data", "datahub", "model"),
+    ("train", "eval"),
+    ("hub",),
+    ("sweep", "launch", "studio", "demos", "cli"),
+]
+RANK = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}
+TOP = {"__init__", "__main__"}  # steep/__init__ (version) and python -m steep
+MAX_LINES = 500
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in SRC.rglob("*.py"):
+        rel = path.relative_to(SRC.parent).with_suffix("")
+        name = ".".join(rel.parts)
+        out[name.removesuffix(".__init__")] = path
+    return out
+
+
+def _package(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _imports(path: Path) -> list[tuple[str, int, bool, str]]:
+    """(imported steep module, line, deferred?, source line) for every import of steep."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    tree = ast.parse("\n".join(lines))
+    found = []
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]  # `from steep import __version__` names steep itself
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        for name in names:
+            found.append((name, node.lineno, node.col_offset > 0, lines[node.lineno - 1]))
+    return found
+
+
+def _commented(path: Path, lineno: int) -> bool:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    here = lines[lineno - 1]
+    above = lines[lineno - 2].strip() if lineno > 1 else ""
+    return "#" in here or above.startswith("#")
+
+
+MODULES = _modules()
+
+
+def test_every_package_has_a_layer() -> None:
+    packages = {_package(m) for m in MODULES} - TOP
+    assert packages <= set(RANK), f"packages without a layer: {sorted(packages - set(RANK))}"
+
+
+def test_no_module_imports_a_higher_layer() -> None:
+    bad = []
+    for module, path in MODULES.items():
+        pkg = _package(module)
+        if pkg in TOP:
+            continue
+        for name, lineno, _, _ in _imports(path):
+            if not name.startswith("steep.") and name != "steep":
+                continue
+            target = _package(name)
+            if target in TOP or target not in RANK:
+                continue
+            if RANK[target] > RANK[pkg]:
+                bad.append(f"{path.relative_to(SRC.parent)}:{lineno} {pkg} -> {target}")
+    assert not bad, "imports of a higher layer:\n" + "\n".join(bad)
+
+
+def test_packages_do_not_import_each_other_in_a_cycle() -> None:
+    graph: dict[str, set[str]] = defaultdict(set)
+    for module, path in MODULES.items():
+        pkg = _package(module)
+        for name, _, _, _ in _imports(path):
+            if name.startswith("steep.") and _package(name) not in TOP | {pkg}:
+                graph[pkg].add(_package(name))
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph[todo.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    cycles = sorted(p for p in list(graph) if p in reach(p))
+    assert not cycles, f"packages in an import cycle: {cycles} ({dict(graph)})"
+
+
+def test_modules_do_not_import_each_other_in_a_cycle() -> None:
+    """Module level (top-of-file) imports only: those are the ones that run at import."""
+    graph = {
+        m: {
+            n
+            for n, _, deferred, _ in _imports(p)
+            if not deferred and n in MODULES and n != m and not n.endswith("steep")
+        }
+        for m, p in MODULES.items()
+    }
+    # a package's __init__ importing its own modules is how re-exports work, not a cycle
+    state: dict[str, int] = {}
+    cycle: list[str] = []
+
+    def visit(m: str, stack: list[str]) -> bool:
+        state[m] = 1
+        for n in graph.get(m, ()):
+            if state.get(n) == 1:
+                cycle.extend(stack[stack.index(n) :] + [m, n] if n in stack else [m, n])
+                return True
+            if state.get(n) is None and visit(n, [*stack, m]):
+                return True
+        state[m] = 2
+        return False
+
+    for m in graph:
+        if state.get(m) is None and visit(m, []):
+            break
+    assert not cycle, f"module import cycle: {' -> '.join(cycle)}"
+
+
+def test_deferred_imports_say_why() -> None:
+    bad = []
+    for path in MODULES.values():
+        for name, lineno, deferred, _ in _imports_all(path):
+            if deferred and not _commented(path, lineno):
+                bad.append(f"{path.relative_to(SRC.parent)}:{lineno} import {name}")
+    assert not bad, (
+        "imports inside functions need a comment saying why (heavy or optional "
+        "dependency):\n" + "\n".join(bad)
+    )
+
+
+def _imports_all(path: Path) -> list[tuple[str, int, bool, str]]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    tree = ast.parse("\n".join(lines))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+            out.append((node.module or ".", node.lineno, node.col_offset > 0, ""))
+        elif isinstance(node, ast.Import):
+            out.append((node.names[0].name, node.lineno, node.col_offset > 0, ""))
+    # a block of deferred imports shares the comment of its first line
+    out.sort(key=lambda x: x[1])
+    merged, prev_line, prev_ok = [], -10, False
+    for name, lineno, deferred, src in out:
+        if deferred and lineno == prev_line + 1 and prev_ok:
+            merged.append((name, lineno, False, src))  # covered by the block's comment
+        else:
+            merged.append((name, lineno, deferred, src))
+            prev_ok = deferred and _commented(path, lineno)
+        prev_line = lineno
+    return merged
+
+
+def test_modules_are_small() -> None:
+    sizes = {m: len(p.read_text(encoding="utf-8").splitlines()) for m, p in MODULES.items()}
+    big = {m: n for m, n in sizes.items() if n > MAX_LINES}
+    assert not big, f"modules over {MAX_LINES} lines (split them by job): {big}"
