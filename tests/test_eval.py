@@ -17,6 +17,7 @@ from steep.cli import main
 from steep.eval import compare, tasks
 from steep.eval.compare import EvalSpec, run_eval
 from steep.eval.generate import PromptFileError, read_prompts
+from steep.eval.lineage import lineage_roles
 from steep.eval.tasks import TaskFileError, evaluate_task, read_task, task_requests
 from steep.model.heldout import EvalSetError, TextSet, evaluate_set, read_set, tokenize_set
 from steep.model.io import ModelLoadError, byte_tokenizer
@@ -358,5 +359,5 @@ def test_roles_come_from_the_training_run(tmp_path: Path) -> None:
         "eval_roles": {"legal": "domain"},
     }
     (tmp_path / "steep.json").write_text(json.dumps({"config": {"data": data}}))
-    roles = compare.lineage_roles(str(tmp_path))
+    roles = lineage_roles(str(tmp_path))
     assert roles == {"shop": "domain", "domain_x": "domain", "web": "general", "legal": "domain"}

@@ -52,12 +52,26 @@ def _imports(path: Path) -> list[tuple[str, int, bool, str]]:
     for node in ast.walk(tree):
         names: list[str] = []
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]  # `from steep import __version__` names steep itself
+            # `from pkg import module` imports that module; `from steep import __version__`
+            # names steep itself
+            subs = [f"{node.module}.{a.name}" for a in node.names]
+            names = [s if s in MODULES else node.module for s in subs]
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         for name in names:
             found.append((name, node.lineno, node.col_offset > 0, lines[node.lineno - 1]))
     return found
+
+
+def _type_only(tree: ast.AST) -> set[int]:
+    """Line numbers of imports under ``if TYPE_CHECKING:`` (never run)."""
+    lines = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            for sub in ast.walk(node):
+                if isinstance(sub, (ast.Import, ast.ImportFrom)):
+                    lines.add(sub.lineno)
+    return lines
 
 
 def _commented(path: Path, lineno: int) -> bool:
@@ -160,21 +174,24 @@ def _imports_all(path: Path) -> list[tuple[str, int, bool, str]]:
     lines = path.read_text(encoding="utf-8").splitlines()
     tree = ast.parse("\n".join(lines))
     out = []
+    skip = _type_only(tree)
     for node in ast.walk(tree):
+        if getattr(node, "lineno", None) in skip:
+            continue
         if isinstance(node, ast.ImportFrom) and node.module != "__future__":
-            out.append((node.module or ".", node.lineno, node.col_offset > 0, ""))
+            out.append((node.module or ".", node.lineno, node.end_lineno, node.col_offset > 0))
         elif isinstance(node, ast.Import):
-            out.append((node.names[0].name, node.lineno, node.col_offset > 0, ""))
+            out.append((node.names[0].name, node.lineno, node.end_lineno, node.col_offset > 0))
     # a block of deferred imports shares the comment of its first line
     out.sort(key=lambda x: x[1])
-    merged, prev_line, prev_ok = [], -10, False
-    for name, lineno, deferred, src in out:
-        if deferred and lineno == prev_line + 1 and prev_ok:
-            merged.append((name, lineno, False, src))  # covered by the block's comment
+    merged, prev_end, prev_ok = [], -10, False
+    for name, lineno, end, deferred in out:
+        if deferred and lineno == prev_end + 1 and prev_ok:
+            merged.append((name, lineno, False, ""))  # covered by the block's comment
         else:
-            merged.append((name, lineno, deferred, src))
+            merged.append((name, lineno, deferred, ""))
             prev_ok = deferred and _commented(path, lineno)
-        prev_line = lineno
+        prev_end = end
     return merged
 
 

@@ -16,17 +16,18 @@ import shutil
 from pathlib import Path
 
 import pytest
-from steep.data.catalog import Catalog
-from steep.data.describe import list_datasets, show_dataset
-from steep.data.exclusions import read_exclusions
-from steep.data.steps import read_docs
-from steep.eval.report import eval_table, format_table, read_metrics
 
+from steep.artifacts.metrics import read_metrics
 from steep.cli import main
 from steep.config import ModelSection, load_config
-from steep.eval.compare import lineage_baseline, lineage_roles, read_lineage
+from steep.data.docshards import read_docs
+from steep.datahub.catalog import Catalog
+from steep.datahub.describe import list_datasets, show_dataset
+from steep.datahub.exclusions import read_exclusions
+from steep.eval.lineage import lineage_baseline, lineage_roles, model_lineage
 from steep.hub import CARD_MARK, Hub, render_model_card, training_change, write_model_card
 from steep.model.io import load_base, tokenizer_fingerprint
+from steep.train.report import eval_table, format_table
 
 FIXTURE = Path(__file__).parent / "fixtures" / "workspace_v0_1"
 PLACEHOLDER = b"@FIXTURE@"
@@ -86,9 +87,9 @@ def test_hub_sync_finds_the_run_the_models_and_both_dataset_versions(hub: Hub, h
     (run,) = hub.runs()
     assert run["name"] == RUN and run["status"] == "done" and run["error"] is None
     assert run["path"] == str(home / "runs" / RUN)
-    assert run["datasets"] == ["code@v2"]
+    assert run["datasets"] == ["code@2"]
     assert [(s["source"], s["ref"], s["weight"]) for s in run["sources"]] == [
-        ("code", "code@v2", 1.0),
+        ("code", "code@2", 1.0),
         ("general", None, 1.0),
     ]
     assert run["sources"][1]["paths"] == [str(home / "inputs" / "general.jsonl")]
@@ -133,8 +134,8 @@ def test_hub_sync_finds_the_run_the_models_and_both_dataset_versions(hub: Hub, h
 
     datasets = hub.datasets()
     assert [(d["ref"], d["documents"], d["used_by"]) for d in datasets] == [
-        ("code@v2", 36, [RUN]),
-        ("code@v1", 41, []),
+        ("code@2", 36, [RUN]),
+        ("code@1", 41, []),
     ]
     assert all(d["error"] is None for d in datasets)
     v2, v1 = datasets
@@ -148,8 +149,8 @@ def test_hub_sync_finds_the_run_the_models_and_both_dataset_versions(hub: Hub, h
     ]
     assert v2["funnel"][1]["dropped"] == {"gopher_quality.too_few_words": 2}
     assert v2["funnel"][2]["dropped"] == {"exact_dedup.duplicate": 3}
-    assert hub.dataset("code@1")["ref"] == "code@v1"
-    assert hub.dataset("code")["ref"] == hub.dataset("code@v2")["ref"] == "code@v2"
+    assert hub.dataset("code@1")["ref"] == "code@1"
+    assert hub.dataset("code")["ref"] == hub.dataset("code@2")["ref"] == "code@2"
 
 
 def test_hub_model_has_lineage_and_eval_report(hub: Hub, home: Path) -> None:
@@ -207,7 +208,8 @@ def test_lineage_names_base_datasets_and_final_eval(home: Path) -> None:
     assert report["headline"] == head and report["sets"] == lin["eval"]["sets"]
 
     # the eval module's readers of the same file
-    assert read_lineage(str(model_dir)) == lin
+    typed = model_lineage(str(model_dir)).dump()  # every field of the old file reads back
+    assert typed.pop("format_version") == 1 and typed == lin
     assert lineage_baseline(str(model_dir)) == str(home / "models" / BASE)
     assert lineage_roles(str(model_dir)) == {"code": "general", "general": "general"}
     # the run's config.yaml still validates and names the same sources
@@ -327,7 +329,7 @@ def test_model_card_renders_with_the_eval_numbers(home: Path) -> None:
     assert "| code | 5.5603 | 5.0116 | -9.87% |" in card  # held-out loss during training
     assert "| 0.3 | 0.003 | cosine | 6 | 256 | 1,536 | 64 |" in card
     manifest = home / "datasets" / "code" / "v2" / "manifest.json"
-    assert f"| code | 1 | 50.0% | code@v2 | manifest {_sha256(manifest)[:16]} |" in card
+    assert f"| code | 1 | 50.0% | code@2 | manifest {_sha256(manifest)[:16]} |" in card
     assert f"`general.jsonl` {_sha256(home / 'inputs' / 'general.jsonl')[:16]}" in card
     assert f"tokenizer sha256: `{TOKENIZER_SHA256}`" in card
     # the card on disk (steep wrote it; a hub sync rewrites it) is the same text
@@ -350,7 +352,7 @@ def test_cli_lists_and_shows(home: Path, capsys: pytest.CaptureFixture) -> None:
     assert f"model    {MODEL} (cpt)" in out
     assert f"base     {home / 'models' / BASE}" in out and f"(registered model {BASE})" in out
     assert f"run      {RUN} [done] {home / 'runs' / RUN}" in out
-    assert "data   code: code@v2 (weight 1)" in out
+    assert "data   code: code@2 (weight 1)" in out
     assert f"data   general: {home / 'inputs' / 'general.jsonl'} (weight 1)" in out
     assert "recipe   lr_fraction 0.3, 6 steps x 256 tokens, max LR 0.003" in out
     assert "loss   code: 5.5603 -> 5.0116" in out

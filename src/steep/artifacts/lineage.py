@@ -126,7 +126,11 @@ class Lineage(_Open):
         return (self.eval or {}).get("headline") or {}
 
     def dump(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True)
+        """The JSON object: the fields that were set (read or given), format_version first,
+        so an old file read and written back is unchanged apart from its version."""
+        data = self.model_dump(mode="json", exclude_unset=True)
+        data.pop("format_version", None)
+        return {"format_version": self.format_version, **data}
 
 
 def lineage_path(model_dir: Path) -> Path:

@@ -10,6 +10,7 @@ from steep.workspace import Workspace
 
 
 def cmd_add(args: argparse.Namespace) -> int:
+    # deferred: keeps `steep --help` light (no torch until a command runs)
     from steep.datahub.describe import show_dataset
     from steep.datahub.executor import LocalExecutor
     from steep.datahub.ingest import add_dataset
@@ -26,6 +27,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    # deferred: keeps `steep --help` light (no torch until a command runs)
     from steep.datahub.catalog import Catalog
     from steep.datahub.describe import list_datasets
 
@@ -34,6 +36,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    # deferred: keeps `steep --help` light (no torch until a command runs)
     from steep.datahub.catalog import Catalog
     from steep.datahub.describe import show_dataset
 
@@ -42,6 +45,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    # deferred: keeps `steep --help` light (no torch until a command runs)
     from steep.datahub.describe import show_dataset
     from steep.datahub.executor import LocalExecutor
     from steep.datahub.pipeline import load_recipe, prepare
@@ -59,6 +63,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_classifier_train(args: argparse.Namespace) -> int:
+    # deferred: keeps `steep --help` light (no torch until a command runs)
     from steep.datahub.mine import train_domain_classifier
 
     path, m = train_domain_classifier(
@@ -76,6 +81,7 @@ def cmd_classifier_train(args: argparse.Namespace) -> int:
 
 
 def cmd_mine(args: argparse.Namespace) -> int:
+    # deferred: keeps `steep --help` light (no torch until a command runs)
     from steep.datahub.describe import show_dataset
     from steep.datahub.executor import LocalExecutor
     from steep.datahub.mine import mine
@@ -87,7 +93,10 @@ def cmd_mine(args: argparse.Namespace) -> int:
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
-    from steep.data.tokenize import DatasetSelection, tokenize_source
+    from steep.data.tokenize import (  # deferred: keeps `steep --help` light (no torch until a command runs)
+        DatasetSelection,
+        tokenize_source,
+    )
     from steep.datahub.catalog import Catalog
     from steep.model.io import gguf_to_hf, load_tokenizer, resolve_base
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 
 from steep.errors import UsageError
 
@@ -13,7 +14,6 @@ NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 def _named_paths(items: list[str], flag: str, need_name: bool) -> dict[str, list[str]]:
     """``NAME=PATH`` (or, where allowed, a bare PATH named by its file stem); a repeated
     NAME collects several paths into one set."""
-    from pathlib import Path
 
     out: dict[str, list[str]] = {}
     for item in items:
@@ -32,8 +32,10 @@ def _named_paths(items: list[str], flag: str, need_name: bool) -> dict[str, list
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    # deferred: keeps `steep --help` light (no torch until a command runs)
     from steep.cli.common import quiet_libraries
-    from steep.eval.compare import EvalSpec, lineage_baseline, local_dir, run_eval
+    from steep.eval.compare import EvalSpec, run_eval
+    from steep.eval.lineage import lineage_baseline, local_dir
     from steep.hub import attach_eval_report
 
     quiet_libraries()

@@ -16,7 +16,10 @@ def _pct(x: Any) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from steep.hub import Hub, training_change
+    from steep.hub import (  # deferred: keeps `steep --help` light (no torch until a command runs)
+        Hub,
+        training_change,
+    )
 
     models = Hub().models()
     if args.json:
@@ -50,6 +53,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    # deferred: keeps `steep --help` light (no torch until a command runs)
     from steep.hub import Hub
 
     hub = Hub()
@@ -93,6 +97,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    # deferred: keeps `steep --help` light (no torch until a command runs)
     from steep.hub import Hub
 
     dest = Hub().export_model(args.name, Path(args.dest))
@@ -101,6 +106,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
+    # deferred: keeps `steep --help` light (no torch until a command runs)
     from steep.hub import Hub
 
     hub = Hub()
@@ -111,6 +117,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
+    # deferred: keeps `steep --help` light (no torch until a command runs)
     from steep.hub import Hub
 
     url = Hub().push_model(args.name, args.repo_id, private=args.private)

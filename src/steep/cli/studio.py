@@ -14,6 +14,7 @@ DEFAULT_PORT = 8700
 def gpu_count() -> int:
     """Visible CUDA devices, without making CUDA hold the GPUs from the studio process."""
     try:
+        # deferred: keeps `steep --help` light (no torch until a command runs)
         from steep.launch.torchrun import visible_gpus
 
         return visible_gpus()
@@ -23,9 +24,12 @@ def gpu_count() -> int:
 
 def cmd_studio(args: argparse.Namespace) -> int:
     try:
-        import uvicorn
+        import uvicorn  # optional: the studio's web server (pip install 'steep[studio]')
 
-        from steep.studio.app import Settings, create_app
+        from steep.studio.app import (  # deferred: keeps `steep --help` light (no torch until a command runs)
+            Settings,
+            create_app,
+        )
         from steep.studio.auth import LOCAL_HOSTS, check_bind
     except ImportError as exc:
         raise ConfigError(

@@ -10,6 +10,7 @@ from steep.config import ConfigError
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    # deferred: keeps `steep --help` light (no torch until a command runs)
     from steep.sweep import (
         DEFAULT_MAX_REGRESSION,
         Spec,

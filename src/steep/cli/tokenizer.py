@@ -7,6 +7,7 @@ from pathlib import Path
 
 
 def cmd_extend(args: argparse.Namespace) -> int:
+    # deferred: keeps `steep --help` light (no torch until a command runs)
     from steep.cli.common import quiet_libraries
     from steep.model.vocab import ExtendSpec, extend_model
 
@@ -29,6 +30,7 @@ def cmd_extend(args: argparse.Namespace) -> int:
         text_field=args.text_field,
     )
     extend_model(spec)
+    # deferred: keeps `steep --help` light (no torch until a command runs)
     from steep.hub import Hub
 
     try:  # the Model Hub lists it as a base to train from, with its card
@@ -39,6 +41,7 @@ def cmd_extend(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    # deferred: keeps `steep --help` light (no torch until a command runs)
     from steep.model.vocab import INITS
 
     t = sub.add_parser("tokenizer", help="extend a base's vocabulary for a new language")

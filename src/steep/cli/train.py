@@ -34,6 +34,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    # deferred: keeps `steep --help` light (no torch until a command runs)
     from steep.config import dump_config
     from steep.launch.torchrun import rank_layout
     from steep.train.preflight import preflight
@@ -51,6 +52,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    # deferred: keeps `steep --help` light (no torch until a command runs)
     from steep.demos.demo import run_demo
 
     quiet_libraries()

@@ -96,7 +96,7 @@ def _open_binary(path: Path) -> IO[bytes]:
     if name.endswith(".bz2"):
         return bz2.open(path, "rb")
     if name.endswith(".zst"):
-        import zstandard
+        import zstandard  # deferred: only for .zst inputs
 
         reader = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
         return io.BufferedReader(reader)  # adds line iteration
@@ -176,7 +176,7 @@ def _read_whole(path: Path, skips: SkipLog) -> Iterator[Document]:
 
 
 def _read_parquet(path: Path, text_field: str, skips: SkipLog) -> Iterator[Document]:
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # deferred: parquet only where a .parquet file is read
 
     try:
         pf = pq.ParquetFile(path)

@@ -50,6 +50,7 @@ DEFAULT_FEATURES: dict[str, Any] = {
 
 
 def _vectorizer(features: dict[str, Any]) -> Any:
+    # deferred: scikit-learn only for the domain classifier
     from sklearn.feature_extraction.text import HashingVectorizer
 
     return HashingVectorizer(
@@ -91,7 +92,7 @@ class DomainClassifier:
 
     def save(self, path: Path) -> Path:
         """Write the directory atomically: build it beside the target, then rename into place."""
-        import sklearn
+        import sklearn  # deferred: scikit-learn only for the domain classifier
         import skops.io as sio
 
         path = Path(path)
@@ -125,7 +126,7 @@ class DomainClassifier:
     @classmethod
     def load(cls, path: Path) -> DomainClassifier:
         """Read a directory written by ``save``; refuses another format version by name."""
-        import skops.io as sio
+        import skops.io as sio  # deferred: scikit-learn only for the domain classifier
 
         path = Path(path)
         meta_path = path / META_FILE
@@ -153,7 +154,11 @@ def _is_heldout(text: str, fraction: float, seed: int) -> bool:
 
 
 def _metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float | None]:
-    from sklearn.metrics import accuracy_score, precision_recall_fscore_support, roc_auc_score
+    from sklearn.metrics import (  # deferred: scikit-learn only for the domain classifier
+        accuracy_score,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
 
     if len(y) == 0:
         return dict.fromkeys(("precision", "recall", "f1", "accuracy", "auc"))
@@ -183,6 +188,7 @@ def train_classifier(
     Metrics (precision, recall, f1, accuracy, auc at threshold 0.5) are measured on a held-out
     split chosen by a keyed hash of each text. Metrics with no held-out data are ``None``.
     """
+    # deferred: scikit-learn only for the domain classifier
     from sklearn.linear_model import SGDClassifier
 
     if not 0.0 <= heldout_fraction < 1.0:

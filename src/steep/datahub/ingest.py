@@ -23,6 +23,7 @@ from steep.datahub.catalog import Catalog, CatalogError, DatasetVersion, check_n
 from steep.datahub.exclusions import Exclusion, write_exclusions
 from steep.datahub.executor import Executor, LocalExecutor
 from steep.datahub.steps.base import Doc, write_docs
+from steep.datahub.steps.langid import detect
 
 MAX_DOC_BYTES = 10 * 1024 * 1024
 
@@ -54,7 +55,6 @@ class FileResult:
 def _language_tagger(enabled: bool):
     if not enabled:
         return None
-    from steep.datahub.steps.langid import detect
 
     return detect
 

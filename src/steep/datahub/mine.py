@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from steep.datahub.catalog import Catalog, DatasetVersion, check_name
+from steep.datahub.classify import train_classifier
 from steep.datahub.executor import Executor
 from steep.datahub.pipeline import prepare
 from steep.datahub.steps.base import read_docs
@@ -28,7 +29,6 @@ def train_domain_classifier(
     positive: str, negative: str, name: str, heldout_fraction: float = 0.2, seed: int = 0
 ) -> tuple[Path, dict[str, Any]]:
     """Fit on ``positive`` (domain) vs ``negative`` (general) datasets; save as ``name``."""
-    from steep.datahub.classify import train_classifier
 
     catalog = Catalog()
     pos, neg = catalog.get(positive), catalog.get(negative)

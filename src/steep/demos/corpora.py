@@ -115,7 +115,7 @@ def python_docs(stdlib: Path | None = None) -> Iterator[str]:
         if text and len(text) >= MIN_DOC_CHARS:
             yield text
     try:
-        from pydoc_data.topics import topics
+        from pydoc_data.topics import topics  # deferred: a 2 MB module only the demo corpus reads
     except ImportError:  # some distributions strip pydoc_data
         return
     for key in sorted(topics):
@@ -146,7 +146,7 @@ def _download_gensim(cache_dir: Path) -> Path:
 
 
 def _clean_wikitext(markup: str) -> str:
-    import mwparserfromhell
+    import mwparserfromhell  # optional: the demo extra (pip install 'steep[demo]')
 
     text = mwparserfromhell.parse(markup).strip_code(normalize=True, collapse=True)
     lines = []

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from steep.config import load_config
 from steep.demos.corpora import build_demo_corpora
+from steep.demos.demo_vi import run_vietnamese_demo
 from steep.hub import record_run
 from steep.train.loop import RunResult, train
 from steep.workspace import Workspace, steep_home
@@ -25,8 +26,6 @@ def run_demo(
     recipe: str = "python-docs",
 ) -> RunResult:
     if recipe == "vietnamese":  # language adaptation, with and without vocabulary extension
-        from steep.demos.demo_vi import run_vietnamese_demo
-
         return run_vietnamese_demo(overrides).extended
     started = time.time()
     home = steep_home()

@@ -23,19 +23,21 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
 from steep import __version__
 from steep.artifacts import scores
-from steep.artifacts.lineage import Lineage, try_read_lineage
 from steep.artifacts.scores import improvement, rel_change
+from steep.config import ModelSection
+from steep.eval.compare_report import publish
 from steep.eval.generate import complete, read_prompts
 from steep.eval.harness import HarnessPlan, plan_harness, run_harness
+from steep.eval.lineage import lineage_roles, local_dir
 from steep.eval.tasks import Task, evaluate_task, read_task
 from steep.model.heldout import TextSet, TokenizedSet, evaluate_set, read_set, tokenize_set
+from steep.model.io import ModelLoadError, load_base, load_tokenizer
 from steep.model.scoring import resolve_device
 from steep.workspace import steep_home
 
@@ -85,43 +87,12 @@ class _Inputs:
 # --------------------------------------------------------------------------- model dirs
 
 
-def local_dir(spec: str) -> Path | None:
-    from steep.model.io import resolve_base
-
-    path = Path(resolve_base(spec))
-    return path if path.is_dir() else None
-
-
-def model_lineage(spec: str) -> Lineage:
-    """The model's ``steep.json``; empty for a plain HF folder, a hub id or a GGUF file, and
-    for an unreadable one (with a warning: the eval still runs)."""
-    path = local_dir(spec)
-    if path is None:
-        return Lineage()
-    lineage, error = try_read_lineage(path)
-    if error:
-        log.warning("%s; ignoring its lineage", error)
-    return lineage or Lineage()
-
-
-def lineage_baseline(spec: str) -> str | None:
-    """The base a steep-trained model started from, when it is still on this machine."""
-    path = model_lineage(spec).base_path
-    return str(path) if path and Path(path).is_dir() else None
-
-
-def lineage_roles(spec: str) -> dict[str, Role]:
-    """Roles of the run's own sources and eval sets, by the run config's rules."""
-    return model_lineage(spec).roles()
-
-
 def _open_tokenizer(spec: str) -> Any | None:
     """A local model directory's tokenizer, before any weights are read; None otherwise.
 
     A folder with no tokenizer file is refused here by name: transformers would otherwise
     fall back to a hub look-up and fail later with a less useful message.
     """
-    from steep.model.io import ModelLoadError, load_tokenizer
 
     path = local_dir(spec)
     if path is None:
@@ -149,9 +120,6 @@ def _max_positions(spec: str) -> int | None:
 
 def _load_model(spec: str, device: torch.device, dtype: str) -> tuple[Any, Any, str]:
     """(model, tokenizer, path lm_eval can load) through steep's own loader."""
-    from steep.config import ModelSection
-    from steep.model.io import load_base
-
     loaded = load_base(ModelSection(base=spec), steep_home())
     model = loaded.model.to(device=device, dtype=DTYPES[dtype])
     return model, loaded.tokenizer, str(loaded.info.get("path", spec))
@@ -275,8 +243,6 @@ def run_eval(spec: EvalSpec) -> dict[str, Any]:
 
     roles = {**lineage_roles(spec.model), **_roles_by_name(spec), **spec.roles}
     result = build_result(spec, inputs, scored, roles, seq_len, str(device))
-
-    from steep.eval.compare_report import publish
 
     publish(result, spec.model, out_dir=spec.out_dir, update_lineage=spec.update_lineage)
     return result

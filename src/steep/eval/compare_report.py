@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from steep.artifacts.atomic import replace_dir
 from steep.artifacts.fmt import change_pct, markdown_table, multiline_cell, num, signed
 from steep.artifacts.lineage import record_eval
-from steep.eval.compare import local_dir, model_lineage
+from steep.eval.lineage import local_dir, model_lineage
 from steep.workspace import LINEAGE_FILE, steep_home
 
 if TYPE_CHECKING:
@@ -255,6 +255,7 @@ def render_markdown(result: dict[str, Any], plots: Sequence[str]) -> str:
 
 def _figure(title: str, ylabel: str, n_bars: int) -> tuple[Figure, Axes]:
     """A figure outside pyplot (Agg, no global state): safe in a server or a thread."""
+    # deferred: matplotlib loads only when a plot is drawn
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -324,6 +325,7 @@ def write_plots(out: Path, result: dict[str, Any]) -> list[str]:
             ax.bar(range(len(rows)), values, 0.6, color=colors)
             ax.set_xticks(range(len(rows)), [n for n, _ in rows])
             ax.axhline(0.0, color="0.3", lw=1.0)
+            # deferred: matplotlib loads only when a plot is drawn
             from matplotlib.patches import Patch
 
             handles = [Patch(color=c, label=str(k or "no role")) for k, c in _ROLE_COLORS.items()]

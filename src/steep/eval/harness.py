@@ -43,7 +43,7 @@ class HarnessPlan:
 
 def _import_lm_eval() -> Any:
     try:
-        import lm_eval
+        import lm_eval  # optional: lm-evaluation-harness (pip install 'steep[eval]')
     except ImportError:
         raise HarnessError(
             "--harness-tasks needs lm-evaluation-harness: pip install lm-eval "
@@ -61,6 +61,7 @@ def plan_harness(
     to index on a laptop CPU) only when a name is not found there and ``include_defaults``.
     """
     _import_lm_eval()
+    # optional: lm-evaluation-harness (pip install 'steep[eval]')
     from lm_eval.tasks import TaskManager
 
     folders = [str(Path(p)) for p in include]

@@ -29,7 +29,7 @@ def visible_gpus() -> int:
                 break
             count += 1
         return count
-    import torch
+    import torch  # deferred: torch is slow to import and only this path needs it
 
     return torch.cuda.device_count()
 

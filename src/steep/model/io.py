@@ -51,7 +51,12 @@ class LoadedBase:
 
 def byte_tokenizer() -> PreTrainedTokenizerFast:
     """A 257-token byte-level tokenizer (256 bytes + EOS): no download, covers any text."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import (  # deferred: only where a tokenizer is built
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+    )
 
     vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
@@ -229,7 +234,7 @@ def gguf_to_hf(gguf: Path, cache_root: Path) -> Path:
 
 def _gguf_names(gguf: Path) -> list[str]:
     """Names the GGUF metadata gives the model, best first, for the peak-LR table."""
-    from gguf import GGUFReader
+    from gguf import GGUFReader  # deferred: only where a GGUF file is read
 
     fields = GGUFReader(str(gguf)).fields
 

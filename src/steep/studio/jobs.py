@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from steep.errors import SteepError
+from steep.hub import Hub
 from steep.workspace import CONFIG_FILE, Workspace
 
 ACTIVE = ("queued", "starting", "running")
@@ -85,7 +86,6 @@ class JobQueue:
     """Persistent queue operations; each call opens its own short connection (thread-safe)."""
 
     def __init__(self, home: Path) -> None:
-        from steep.hub import Hub
 
         self.home = home
         self.hub = Hub(home)  # owns the SQLite file: WAL mode, busy timeout, the jobs table

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
@@ -73,8 +74,6 @@ def job_view(job: Job, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     metrics = (run or {}).get("metrics") or {}
     out["step"], out["loss"] = metrics.get("step"), metrics.get("loss")
     try:
-        import yaml
-
         out["steps"] = yaml.safe_load(job.config)["train"]["steps"]
     except Exception:
         out["steps"] = None

@@ -132,6 +132,7 @@ def plot_pareto(
     land close together.
     """
     num = numbers or {p.id: n for n, p in enumerate(points, start=1)}
+    # deferred: matplotlib loads only when a plot is drawn
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -108,7 +108,7 @@ def reexec_with_allocator() -> None:
     if lib is None:
         return
     if setting == "auto" and _may_have_gpu():
-        import torch
+        import torch  # deferred: torch is slow to import and only this path needs it
 
         if torch.cuda.is_available():  # host malloc is not where a GPU run spends its time
             return

@@ -21,6 +21,7 @@ from steep.data.tokenize import (
     tokenize_source,
     tokenizer_meta,
 )
+from steep.datahub.catalog import Catalog
 from steep.errors import DataError
 from steep.train.evaluate import EvalSet, fixed_windows
 from steep.workspace import Workspace
@@ -41,7 +42,6 @@ def _source_files(
     """A source's files; for a Data Hub dataset, its version's shards and language filter."""
     if src.paths is not None:
         return src.paths, None
-    from steep.datahub.catalog import Catalog
 
     ds = Catalog().get(src.dataset or "")
     selection = DatasetSelection(

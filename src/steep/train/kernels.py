@@ -24,6 +24,7 @@ def apply_liger(model: torch.nn.Module, device: torch.device) -> None:
             f"this run is on {device.type}: set train.fused_kernels=none"
         )
     try:
+        # optional: liger-kernel, CUDA only
         from liger_kernel.transformers import _apply_liger_kernel_to_instance
     except ImportError:
         raise KernelError(

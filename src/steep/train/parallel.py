@@ -133,6 +133,7 @@ def apply_activation_checkpointing(model: torch.nn.Module, mode: str, every: int
     """
     if mode == "none":
         return 0
+    # deferred: only on the distributed / FSDP path
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 
     layers = decoder_layers(model)
@@ -153,7 +154,10 @@ def compile_layers(model: torch.nn.Module) -> None:
 
 def shard_model(model: torch.nn.Module, precision: str, device: torch.device) -> None:
     """FSDP2 over the default process group: each layer, then the root (embeddings, head)."""
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import (  # deferred: only on the distributed / FSDP path
+        MixedPrecisionPolicy,
+        fully_shard,
+    )
 
     if precision == "bf16-autocast":  # fp32 master weights, bf16 compute, fp32 reduction
         mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
@@ -171,7 +175,10 @@ def full_state_dict(model: torch.nn.Module, d: Dist) -> dict[str, torch.Tensor]:
 
     Under FSDP a collective: every rank must call it; only rank 0 gets the tensors.
     """
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.checkpoint.state_dict import (  # deferred: only on the distributed / FSDP path
+        StateDictOptions,
+        get_model_state_dict,
+    )
 
     options = StateDictOptions(full_state_dict=d.enabled, cpu_offload=d.enabled)
     return get_model_state_dict(model, options=options)

@@ -136,6 +136,7 @@ def _smooth(values: Sequence[float], window: int) -> list[float]:
 
 def _new_figure(title: str, xlabel: str, ylabel: str) -> tuple[Figure, Axes]:
     """A figure outside pyplot: no global state, no GUI backend, safe in a web server."""
+    # deferred: matplotlib loads only when a plot is drawn
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator

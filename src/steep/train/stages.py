@@ -91,6 +91,7 @@ class EmbeddingWarmup:
             mask = torch.zeros(p.shape[0], 1, dtype=p.grad.dtype, device=p.grad.device)
             mask[self.first_new_id :] = 1
             if hasattr(p.grad, "device_mesh"):  # a DTensor under FSDP2: shard the mask alike
+                # deferred: only on the distributed / FSDP path
                 from torch.distributed.tensor import distribute_tensor
 
                 mask = distribute_tensor(mask, p.grad.device_mesh, p.grad.placements)

@@ -43,6 +43,7 @@ class Tracker:
         self._file = open(self.path, "a", encoding="utf-8")
         self._tb = None
         if tensorboard:
+            # deferred: TensorBoard only when the run logs to it
             from torch.utils.tensorboard import SummaryWriter
 
             purge = resume_step + 1 if resume_step is not None else None

@@ -31,6 +31,7 @@ from typing import Any
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from steep.datahub.steps.langid import detect
 from steep.errors import SteepError
 
 EXTENDABLE = (
@@ -92,7 +93,6 @@ def _has_byte_level(pre: dict[str, Any] | None) -> bool:
 
 def check_language(texts: Sequence[str], lang: str, where: str) -> dict[str, float]:
     """Refuse a corpus whose documents are mostly not in ``lang`` (fastText lid.176)."""
-    from steep.datahub.steps.langid import detect
 
     step = max(1, len(texts) // LANG_SAMPLE)
     sample = texts[::step][:LANG_SAMPLE]
@@ -154,7 +154,12 @@ def learn_merges(
     ``tokenizers.trainers.BpeTrainer`` learns merges over them (HF's trainer, not a
     hand-written one); the merges come back as pairs of old-vocabulary strings.
     """
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from tokenizers import (  # deferred: only where a tokenizer is built
+        Tokenizer,
+        models,
+        pre_tokenizers,
+        trainers,
+    )
 
     model = tokenizer.backend_tokenizer.model
     id_to_token = {i: t for t, i in tokenizer.backend_tokenizer.get_vocab(False).items()}
@@ -273,6 +278,6 @@ def _check_extension(old: PreTrainedTokenizerBase, ext: Extension) -> None:
 
 def _readable(token: str) -> str:
     """Byte-level token string ('Ġthá»ĥ') as the text it stands for (' thể')."""
-    from tokenizers.decoders import ByteLevel
+    from tokenizers.decoders import ByteLevel  # deferred: only where a tokenizer is built
 
     return ByteLevel().decode([token])

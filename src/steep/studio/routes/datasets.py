@@ -8,6 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from steep.datahub.catalog import Catalog, CatalogError
+from steep.datahub.executor import LocalExecutor
+from steep.datahub.ingest import add_dataset
 from steep.studio import uploads
 from steep.studio.state import Studio
 
@@ -54,10 +57,6 @@ def router(studio: Studio) -> APIRouter:
     @routes.post("/api/datasets")
     def api_add_dataset(body: dict[str, Any]) -> JSONResponse:
         """Upload folder -> dataset version 1, through the same code as ``steep data add``."""
-        from steep.datahub.catalog import Catalog, CatalogError
-        from steep.datahub.executor import LocalExecutor
-        from steep.datahub.ingest import add_dataset
-
         try:
             folder = uploads.upload_dir(home, str(body.get("upload", "")))
         except uploads.UploadError as exc:

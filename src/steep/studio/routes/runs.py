@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
@@ -36,7 +37,6 @@ def router(studio: Studio) -> APIRouter:
     @routes.get("/runs/r/{name}", response_class=HTMLResponse)
     def hub_run_page(request: Request, name: str) -> HTMLResponse:
         run = studio.hub_call(hub.run, name)
-        import yaml
 
         return studio.page(
             request,
