@@ -16,10 +16,11 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from steep.artifacts.atomic import write_text
 from steep.artifacts.scores import Headline, Role, loss_headline, source_role
+from steep.artifacts.validate import validate
 from steep.errors import SteepError
 from steep.workspace import LINEAGE_FILE
 
@@ -138,14 +139,7 @@ def lineage_path(model_dir: Path) -> Path:
 
 
 def parse_lineage(data: Any, where: str = LINEAGE_FILE) -> Lineage:
-    if not isinstance(data, dict):
-        raise LineageError(f"{where}: not a JSON object")
-    try:
-        return Lineage.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise LineageError(f"{where}: {field}: {err['msg']}") from None
+    return validate(Lineage, data, where, LineageError)
 
 
 def read_lineage(model_dir: Path) -> Lineage | None:

@@ -11,8 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from steep.artifacts.validate import validate
 from steep.errors import SteepError
 from steep.workspace import MANIFEST_FILE
 
@@ -74,12 +75,7 @@ def read_manifest(version_dir: Path) -> Manifest:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"{path}: unreadable: {exc}") from None
-    try:
-        return Manifest.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise ManifestError(f"{path}: {field}: {err['msg']}") from None
+    return validate(Manifest, data, str(path), ManifestError)
 
 
 def manifest_text(manifest: Manifest) -> str:

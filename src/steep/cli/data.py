@@ -105,13 +105,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     if spec.endswith(".gguf"):
         spec = str(gguf_to_hf(Path(spec), Workspace.current().base_models))
     tokenizer = load_tokenizer(spec)
-    selection = DatasetSelection(
-        ds.ref,
-        ds.manifest["created"],
-        tuple(args.languages) if args.languages else None,
-        tuple(args.exclude_languages) if args.exclude_languages else None,
-        ds.manifest["bytes"],
-    )
+    selection = DatasetSelection.of(ds.ref, ds.manifest, args.languages, args.exclude_languages)
     ts = tokenize_source(
         ds.name,
         [str(p) for p in ds.shards],

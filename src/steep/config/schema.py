@@ -11,6 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from steep.artifacts import scores
+from steep.artifacts.scores import Role
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -57,9 +60,6 @@ class ModelSection(_Strict):
         if self.random_init is not None and self.tokenizer is None and self.base is None:
             raise ValueError("model.random_init needs model.tokenizer (a directory or 'bytes')")
         return self
-
-
-Role = Literal["domain", "general"]
 
 
 class SourceSection(_Strict):
@@ -237,10 +237,8 @@ class RunConfig(_Strict):
 
 
 def source_role(src: SourceSection) -> Role:
-    """A source's role: its own ``role``, else inferred from the name (domain*, or general)."""
-    if src.role is not None:
-        return src.role
-    return "domain" if src.name.lower().startswith("domain") else "general"
+    """A source's role: its own ``role``, else from its name (``steep.artifacts.scores``)."""
+    return scores.source_role(src.name, src.role)
 
 
 def effective_weights(config: RunConfig) -> list[float]:

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,23 @@ class DatasetSelection:
     languages: tuple[str, ...] | None = None
     exclude_languages: tuple[str, ...] | None = None
     text_bytes: int = 0  # for the progress bar (shard files are compressed)
+
+    @classmethod
+    def of(
+        cls,
+        ref: str,
+        manifest: dict[str, Any],
+        languages: Sequence[str] | None = None,
+        exclude_languages: Sequence[str] | None = None,
+    ) -> DatasetSelection:
+        """The selection for a dataset version (its ref and manifest) and language filter."""
+        return cls(
+            ref,
+            manifest["created"],
+            tuple(languages) if languages else None,
+            tuple(exclude_languages) if exclude_languages else None,
+            manifest["bytes"],
+        )
 
     def keep(self, lang: str) -> bool:
         if self.languages is not None and lang not in self.languages:

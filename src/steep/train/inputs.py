@@ -44,13 +44,7 @@ def _source_files(
         return src.paths, None
 
     ds = Catalog().get(src.dataset or "")
-    selection = DatasetSelection(
-        ds.ref,
-        ds.manifest["created"],
-        tuple(src.languages) if src.languages else None,
-        tuple(src.exclude_languages) if src.exclude_languages else None,
-        ds.manifest["bytes"],
-    )
+    selection = DatasetSelection.of(ds.ref, ds.manifest, src.languages, src.exclude_languages)
     if not quiet:
         print(f"source '{src.name}': dataset {ds.ref} ({ds.manifest['documents']:,} documents)")
     return [str(p) for p in ds.shards], selection
