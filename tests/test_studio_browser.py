@@ -135,8 +135,8 @@ def test_upload_launch_watch_and_find_the_model(studio, browser, tmp_path):
         browser.find_element(By.ID, "ds-name").send_keys(name)
         browser.find_element(By.ID, "ds-files").send_keys(str(path))
         browser.find_element(By.ID, "ds-submit").click()
-        wait.until(lambda d, n=name: d.find_elements(By.CSS_SELECTOR, f'tr[data-ref="{n}@v1"]'))
-    assert "120" in text_of(browser, 'tr[data-ref="domain@v1"]')
+        wait.until(lambda d, n=name: d.find_elements(By.CSS_SELECTOR, f'tr[data-ref="{n}@1"]'))
+    assert "120" in text_of(browser, 'tr[data-ref="domain@1"]')
     shot(browser, "datahub")
 
     # 2. New run: a validation error first, then a valid config and launch

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from steep.artifacts.lineage import parse_lineage
 from steep.config import RunConfig
 
 
@@ -62,8 +63,8 @@ class EmbeddingWarmup:
         config: RunConfig,
         base_info: dict[str, Any],
     ) -> EmbeddingWarmup:
-        ext = (base_info.get("lineage") or {}).get("vocab_extension") or {}
-        first = ext.get("first_new_id")
+        lineage = parse_lineage(base_info.get("lineage") or {}, "the base's steep.json")
+        first = (lineage.vocab_extension or {}).get("first_new_id")
         return cls(model, optimizer, config.train.embedding_warmup_steps, first)
 
     def describe(self) -> str:
