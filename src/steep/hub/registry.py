@@ -216,7 +216,9 @@ class Hub:
         self.sync()
         with self._read() as con:
             rows = con.execute("SELECT * FROM datasets ORDER BY name, version DESC").fetchall()
-            used = group(con.execute("SELECT ref, run FROM run_sources WHERE ref IS NOT NULL"))
+            used = group(
+                con.execute("SELECT ref, run FROM run_sources WHERE ref IS NOT NULL ORDER BY run")
+            )
         return [dataset_dict(r, used.get(r["ref"], [])) for r in rows]
 
     def dataset(self, ref: str) -> dict[str, Any]:
