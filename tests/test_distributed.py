@@ -156,3 +156,40 @@ def test_batch_that_does_not_split_fails_before_start(setup, monkeypatch):
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(ConfigError, match=r"does not split across 2 ranks.*256 \(below\)"):
         init_distributed(parse_config(raw))
+
+
+def test_slow_tokenizing_on_rank_0_does_not_time_out_the_others(tmp_path: Path) -> None:
+    """Rank 0 tokenizes a source for longer than train.dist_timeout_s (10 s); rank 1 waits
+    on a file with its own bound and prints what rank 0 is doing; the run trains. Before,
+    rank 1 sat in a barrier and gloo gave up after 10 s ("Timed out waiting 10000ms")."""
+    words = ["the", "river", "king", "city"]
+    many = tmp_path / "data" / "many.jsonl"
+    many.parent.mkdir(parents=True)
+    with open(many, "w", encoding="utf-8") as f:  # many tiny documents: slow to tokenize
+        for i in range(1_500_000):
+            f.write(json.dumps({"text": f"{words[i % 4]} {words[(i // 4) % 4]} {i}"}) + "\n")
+    corpora = {"domain": many, "general": many}
+    base = make_tiny_model(tmp_path / "base")
+    raw = tiny_config(tmp_path, corpora, base, steps=2, warmup_steps=1, global_batch_tokens=512)
+    raw["data"]["sources"] = raw["data"]["sources"][:1]
+    raw["data"]["sources"][0]["heldout_fraction"] = 0.01
+    raw["train"]["dist_timeout_s"] = 10
+    raw["eval"] = {"every_steps": 2, "max_windows": 2}
+    cfg = tmp_path / "slow.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    env_home = {"STEEP_HOME": str(tmp_path / "home")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    proc = subprocess.run(
+        [*cmd, "-m", "steep", "train", str(cfg)],
+        env={**_env(), **env_home},
+        capture_output=True,
+        text=True,
+        timeout=400,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = tmp_path / "run"
+    ready = json.loads((run / ".inputs.ready").read_text())
+    assert ready["ok"] and ready["seconds"] > 10  # rank 0 really outlasted the timeout
+    assert "rank 0 is tokenizing domain:" in proc.stdout + proc.stderr
+    assert [r["step"] for r in _records(run, "train")] == [1, 2]

@@ -292,3 +292,35 @@ def test_cli_reports_a_batch_that_does_not_split(capsys: pytest.CaptureFixture[s
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "1536" in captured.err
+
+
+def test_slurm_script_pretokenizes_before_any_rank_starts(tmp_path: Path) -> None:
+    """--pretokenize: the batch step runs `steep data tokenize --config` once, then srun."""
+    script = tmp_path / "job.sbatch"
+    python = tmp_path / "bin" / "python"
+    script.write_text(_script(pretokenize=True, python=str(python), home=str(tmp_path / "home")))
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    (tmp_path / "bin").mkdir()
+    for name, body in {
+        "python": "printf 'tokenize %s\\n' \"$*\" >> order.txt",
+        "srun": "printf 'srun\\n' >> order.txt",
+        "scontrol": 'printf "gpu-a7\\n"',
+    }.items():
+        (tmp_path / "bin" / name).write_text(f"#!/bin/sh\n{body}\n")
+        (tmp_path / "bin" / name).chmod(0o755)
+    env = {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "SLURM_JOB_NODELIST": "gpu-a7"}
+    env.update(SLURM_NNODES="1", SLURM_JOB_ID="7")
+    subprocess.run(["bash", str(script)], env=env, cwd=tmp_path, check=True)
+    assert (tmp_path / "order.txt").read_text().splitlines() == [
+        f"tokenize -m steep data tokenize --config {SMOKE} --set train.steps=5 --set run.name=a b",
+        "srun",
+    ]
+    assert "data tokenize" not in _script()  # only when asked for
+
+
+def test_cli_prints_the_pretokenize_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["launch", str(SMOKE), "--gpus-per-node", "2", "--pretokenize"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    i = out.index("# First, on one machine that sees the data (tokenizes into the shared cache):")
+    assert out[i + 1].endswith(f"-m steep data tokenize --config {SMOKE}")
+    assert "torchrun" in out[-1]

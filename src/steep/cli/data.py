@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from steep.artifacts.fmt import num
+from steep.errors import UsageError
 from steep.workspace import Workspace
 
 
@@ -93,13 +94,17 @@ def cmd_mine(args: argparse.Namespace) -> int:
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
-    from steep.data.tokenize import (  # deferred: keeps `steep --help` light (no torch until a command runs)
-        DatasetSelection,
-        tokenize_source,
-    )
+    if args.config:
+        return _tokenize_run(args)
+    # deferred: keeps `steep --help` light (no torch until a command runs)
+    from steep.data.tokenize import DatasetSelection, tokenize_source
     from steep.datahub.catalog import Catalog
     from steep.model.io import gguf_to_hf, load_tokenizer, resolve_base
 
+    if not args.ref or not args.base:
+        raise UsageError(
+            "steep data tokenize needs NAME[@VERSION] --base BASE, or --config RUN.yaml"
+        )
     ds = Catalog().get(args.ref)
     spec = args.base if args.base == "bytes" else resolve_base(args.base)
     if spec.endswith(".gguf"):
@@ -115,12 +120,33 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
         separator=args.separator,
         dataset=selection,
     )
-    splits = ", ".join(
-        f"{k} {v['tokens']:,} tokens / {v['documents']:,} docs"
-        for k, v in ts.info["splits"].items()
-    )
-    print(f"{ds.ref} -> {ts.dir}\n{splits}")
+    print(f"{ds.ref} -> {ts.dir}\n{_splits(ts.info)}")
     return 0
+
+
+def _tokenize_run(args: argparse.Namespace) -> int:
+    """Every source and eval set of a run config, into the cache the run will read: run it
+    on a CPU node before a multi-GPU job, so no GPU waits for tokenizing."""
+    # deferred: keeps `steep --help` light (no torch until a command runs)
+    from steep.config import load_config
+    from steep.model.io import run_tokenizer
+    from steep.train.inputs import build_inputs
+
+    if args.ref or args.base:
+        raise UsageError("--config tokenizes a run's own sources: give no NAME or --base")
+    config = load_config(args.config, args.set)
+    home = Workspace.current().home
+    inputs = build_inputs(config, run_tokenizer(config.model, home), home)
+    for ts in inputs.sources:
+        print(f"{ts.name} -> {ts.dir}\n  {_splits(ts.info)}")
+    print(f"ready: `steep train {args.config}` reads these without tokenizing")
+    return 0
+
+
+def _splits(info: dict) -> str:
+    return ", ".join(
+        f"{k} {v['tokens']:,} tokens / {v['documents']:,} docs" for k, v in info["splits"].items()
+    )
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -152,10 +178,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_prepare)
 
     t = dsub.add_parser(
-        "tokenize", help="tokenize a version for a base (cached; training reuses it)"
+        "tokenize",
+        help="tokenize a version for a base, or every source of a run config (cached; "
+        "training reuses it)",
     )
-    t.add_argument("ref", metavar="NAME[@VERSION]")
-    t.add_argument("--base", required=True, help="HF folder, hub id, GGUF, pkg://... or 'bytes'")
+    t.add_argument("ref", nargs="?", metavar="NAME[@VERSION]")
+    t.add_argument("--base", help="HF folder, hub id, GGUF, pkg://... or 'bytes'")
+    t.add_argument("--config", metavar="RUN.yaml", help="tokenize this run's sources and eval sets")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as steep train")
     t.add_argument(
         "--heldout-fraction", type=float, default=0.05, help="as data.sources[].heldout_fraction"
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from steep.cli.common import positive
 from steep.config import ConfigError, load_config
-from steep.launch.command import shell_join
+from steep.launch.command import shell_join, tokenize_command
 from steep.launch.slurm import CPUS_PER_GPU, DEFAULT_TIME, slurm_script, write_script
 from steep.launch.torchrun import (
     DEFAULT_PORT,
@@ -71,6 +71,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
             workdir=os.getcwd(),
             home=str(steep_home()),
             torchrun=torchrun,
+            pretokenize=args.pretokenize,
         )
         try:
             write_script(out, text)
@@ -91,6 +92,9 @@ def cmd_launch(args: argparse.Namespace) -> int:
         torchrun=torchrun,
     )
     print(summary)
+    if args.pretokenize:
+        print("# First, on one machine that sees the data (tokenizes into the shared cache):")
+        print(shell_join(tokenize_command(config_path, args.set)))
     if args.nodes > 1:
         print(
             f"# Run this on every node, with NODE_RANK set (0..{args.nodes - 1}) and MASTER_ADDR "
@@ -126,6 +130,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=_port, default=DEFAULT_PORT, help="rendezvous port")
     p.add_argument("--job-name", help="Slurm job name / rendezvous id (default: run.name)")
     p.add_argument("--slurm", metavar="OUT.sbatch", help="write an sbatch script instead")
+    p.add_argument(
+        "--pretokenize",
+        action="store_true",
+        help="tokenize the run's data before the ranks start (steep data tokenize --config)",
+    )
     p.add_argument("--partition", help="Slurm partition")
     p.add_argument("--account", help="Slurm account")
     p.add_argument(

@@ -187,6 +187,13 @@ class TrainSection(_Strict):
     dist_timeout_s: int = Field(
         600, ge=10, description="a collective waiting longer than this fails instead of hanging"
     )
+    data_wait_s: int = Field(
+        86400,
+        ge=1,
+        description="how long other ranks wait (on a file, not a collective) while rank 0 "
+        "tokenizes the sources or converts the base; pre-tokenize big data with "
+        "`steep data tokenize --config` instead of raising it",
+    )
     peak_tflops: float | None = Field(
         None, gt=0, description="device bf16 peak for MFU; default: known GPUs, none on CPU"
     )

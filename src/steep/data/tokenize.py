@@ -85,6 +85,10 @@ def tokenizer_meta(tokenizer: PreTrainedTokenizerBase, separator: str | None) ->
     }
 
 
+Progress = Callable[[str, int, int], None]  # (what, bytes done, bytes in all)
+LARGE_SOURCE_BYTES = 1 << 30  # above this, tokenizing inside a training job earns a hint
+
+
 @dataclass(frozen=True)
 class DatasetSelection:
     """Which documents of a Data Hub version a source reads (part of the cache key)."""
@@ -142,11 +146,14 @@ def tokenize_source(
     heldout_fraction: float = 0.0,
     separator: str | None = None,
     dataset: DatasetSelection | None = None,
+    progress: Progress | None = None,
 ) -> TokenizedSource:
     """Tokenize one source into ``train`` (and ``heldout``) shards, or reuse the cached ones.
 
     With ``dataset``, ``paths`` are a Data Hub version's document shards: the cache key is
     the version (immutable) instead of a hash of every file, and language filters apply.
+    ``progress(what, bytes_done, bytes_total)`` hears how tokenizing goes (other ranks
+    print it while they wait).
     """
     files = expand_paths(paths)
     tok_meta = tokenizer_meta(tokenizer, separator)
@@ -179,7 +186,16 @@ def tokenize_source(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         _write_source(
-            name, files, tokenizer, tok_meta, tmp, text_field, heldout_fraction, file_info, dataset
+            name,
+            files,
+            tokenizer,
+            tok_meta,
+            tmp,
+            text_field,
+            heldout_fraction,
+            file_info,
+            dataset,
+            progress,
         )
         if out.exists():
             shutil.rmtree(out)
@@ -200,6 +216,7 @@ def _write_source(
     heldout_fraction: float,
     file_info: list[dict],
     dataset: DatasetSelection | None = None,
+    progress: Progress | None = None,
 ) -> None:
     skips = SkipLog()
     writers = {
@@ -209,6 +226,14 @@ def _write_source(
     total_bytes = sum(f["bytes"] for f in file_info)
     if dataset is not None and dataset.text_bytes:
         total_bytes = dataset.text_bytes
+    if total_bytes > LARGE_SOURCE_BYTES:
+        print(
+            f"tokenizing source '{name}' ({total_bytes / 1e9:.1f} GB) inside this job; on a "
+            "cluster, tokenize first with `steep data tokenize --config RUN.yaml` (the run "
+            "then reads the cache) so the GPUs do not wait",
+            flush=True,
+        )
+    done = 0
     bar = tqdm(
         total=total_bytes,
         unit="B",
@@ -225,7 +250,12 @@ def _write_source(
         for text, doc_ids in zip(batch, ids, strict=True):
             split = "heldout" if is_heldout(text, heldout_fraction) else "train"
             writers[split].add(doc_ids)
-            bar.update(len(text.encode("utf-8")))
+            n = len(text.encode("utf-8"))
+            bar.update(n)
+            nonlocal done
+            done += n
+        if progress is not None:
+            progress(f"tokenizing {name}", done, total_bytes)
         batch.clear()
 
     try:

@@ -40,6 +40,15 @@ def train_command(
     return [*head, str(config_path), *sets, *out]
 
 
+def tokenize_command(
+    config_path: str | Path, overrides: Sequence[str] = (), *, python: str = sys.executable
+) -> list[str]:
+    """argv of ``python -m steep data tokenize --config CONFIG [--set K=V ...]``: the run's
+    data into the token cache, before the GPU ranks start (``steep launch --pretokenize``)."""
+    sets = [a for item in overrides for a in ("--set", item)]
+    return [python, "-m", "steep", "data", "tokenize", "--config", str(config_path), *sets]
+
+
 def shell_join(cmd: list[str]) -> str:
     """Quote for a POSIX shell; ShellVar arguments stay expandable."""
     return " ".join(f'"{a}"' if isinstance(a, ShellVar) else shlex.quote(a) for a in cmd)

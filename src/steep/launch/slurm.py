@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import sys
 import tempfile
 from pathlib import Path
 
 from steep.config import ConfigError
+from steep.launch.command import shell_join, tokenize_command
 from steep.launch.torchrun import DEFAULT_PORT, multiline, torchrun_command
 
 DEFAULT_TIME = "24:00:00"
@@ -46,8 +48,12 @@ def slurm_script(
     workdir: str | None = None,
     home: str | None = None,
     torchrun: str = "torchrun",
+    pretokenize: bool = False,
+    python: str = sys.executable,
 ) -> str:
-    """An sbatch script: one task per node runs torchrun, which starts one rank per GPU."""
+    """An sbatch script: one task per node runs torchrun, which starts one rank per GPU.
+    ``pretokenize``: the batch step first tokenizes the run's data on one node, so no rank
+    waits for it inside the job."""
     if not _SLURM_TIME.match(time):
         raise ConfigError(f"--time {time!r}: expected HH:MM:SS or D-HH:MM:SS, e.g. 24:00:00")
     sbatch = [
@@ -100,6 +106,14 @@ def slurm_script(
         "# Output reaches the log file as it is printed.",
         "export PYTHONUNBUFFERED=1",
         "",
+    ]
+    if pretokenize:
+        lines += [
+            "# Tokenize the run's data once, on this node, before any GPU rank starts.",
+            shell_join(tokenize_command(config_path, overrides, python=python)),
+            "",
+        ]
+    lines += [
         "srun " + multiline(cmd),
         "",
     ]

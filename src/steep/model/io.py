@@ -129,6 +129,20 @@ def load_base(cfg: ModelSection, home: Path, seed: int = 0) -> LoadedBase:
     return loaded
 
 
+def run_tokenizer(cfg: ModelSection, home: Path) -> PreTrainedTokenizerBase:
+    """The tokenizer a run with this model section trains with, without loading weights
+    (``steep data tokenize --config`` fills the cache the run then reads)."""
+    if cfg.tokenizer:
+        return load_tokenizer(cfg.tokenizer)
+    assert cfg.base is not None  # the config allows no base only with model.tokenizer
+    base = resolve_base(cfg.base)
+    path = Path(base)
+    if base.endswith(".gguf") or cfg.gguf_file:
+        gguf = path / cfg.gguf_file if cfg.gguf_file else path
+        return load_tokenizer(str(gguf_to_hf(gguf, Workspace(home).base_models)))
+    return load_tokenizer(base)
+
+
 def _random_model(cfg: ModelSection, seed: int) -> LoadedBase:
     values = dict(cfg.random_init or {})
     model_type = values.pop("model_type", "llama")

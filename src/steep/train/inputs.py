@@ -17,6 +17,7 @@ from steep.data.mixture import Mixture
 from steep.data.shards import Windows
 from steep.data.tokenize import (
     DatasetSelection,
+    Progress,
     TokenizedSource,
     tokenize_source,
     tokenizer_meta,
@@ -51,11 +52,16 @@ def _source_files(
 
 
 def build_inputs(
-    config: RunConfig, tokenizer: PreTrainedTokenizerBase, home: Path, quiet: bool = False
+    config: RunConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    home: Path,
+    quiet: bool = False,
+    progress: Progress | None = None,
 ) -> Inputs:
     """Tokenize (or reuse) every source, build the mixture and the fixed eval windows.
 
-    ``quiet`` keeps ranks other than 0 from repeating rank 0's messages.
+    ``quiet`` keeps ranks other than 0 from repeating rank 0's messages; ``progress``
+    hears how tokenizing goes (``steep.train.rendezvous``).
     """
     cache = Workspace(home).token_cache
     seq_len = config.data.seq_len
@@ -73,6 +79,7 @@ def build_inputs(
             heldout_fraction=src.heldout_fraction,
             separator=sep,
             dataset=selection,
+            progress=progress,
         )
         for shard in (ts.train, ts.heldout):
             if shard is not None:
@@ -105,7 +112,7 @@ def build_inputs(
         if ts.heldout is not None
     ]
     for name, paths in config.data.eval_sets.items():
-        ts = tokenize_source(name, paths, tokenizer, cache, separator=sep)
+        ts = tokenize_source(name, paths, tokenizer, cache, separator=sep, progress=progress)
         ts.train.check_tokenizer(meta["sha256"], f"'{meta['name']}'")
         eval_sets.append(fixed_windows(name, ts.train, seq_len, config.eval.max_windows))
     if not eval_sets and not quiet:

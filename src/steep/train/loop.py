@@ -40,6 +40,7 @@ from steep.train.parallel import (
     set_gradient_sync,
     shard_model,
 )
+from steep.train.rendezvous import Prepare
 from steep.train.report import eval_table, format_table, read_metrics, write_report
 from steep.train.runtime import Runtime, peak_memory_gib, seed_everything
 from steep.train.schedule import schedule_for
@@ -108,14 +109,17 @@ def _train(
     if d.is_main:
         print(runtime.describe())
     seed_everything(config.run.seed)
-    with d.main_first():  # rank 0 converts / downloads once, the others read its cache
+    wait_s = config.train.data_wait_s
+    # rank 0 converts / downloads / tokenizes once, the others read its cache; they wait on
+    # a file (train.data_wait_s), not in a collective that would time out
+    with Prepare(d, run_dir, "base", wait_s):
         base = load_base(config.model, home, seed=config.run.seed)
     model = base.model.to(device=runtime.device, dtype=runtime.weight_dtype)
     model.train()
     flops_token = flops_per_token(model, config.data.seq_len)
     parallelize(model, config, d, runtime)
-    with d.main_first():
-        inputs = build_inputs(config, base.tokenizer, home, quiet=not d.is_main)
+    with Prepare(d, run_dir, "inputs", wait_s) as prep:
+        inputs = build_inputs(config, base.tokenizer, home, not d.is_main, prep.progress)
     optimizer = build_optimizer(model, config, max_lr)
     warm = EmbeddingWarmup.from_config(model, optimizer, config, base.info)  # 0 steps: off
     schedule = schedule_for(config.train, max_lr)

@@ -12,9 +12,7 @@ Order matters and follows torchtitan: activation checkpointing wraps layers firs
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -44,15 +42,6 @@ class Dist:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
-
-    @contextlib.contextmanager
-    def main_first(self) -> Iterator[None]:
-        """Rank 0 does cached work (tokenizing, GGUF conversion) first; the others reuse it."""
-        if not self.is_main:
-            self.barrier()
-        yield
-        if self.is_main:
-            self.barrier()
 
     def broadcast(self, value: Any) -> Any:
         """Rank 0's value on every rank (a run directory name, say)."""
