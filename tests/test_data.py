@@ -201,3 +201,40 @@ def test_batch_encoder_falls_back_when_python_preprocessing_differs():
     texts = ["MiXeD Case", "UPPER"]
     assert encode(texts) == tok([t.lower() for t in texts], add_special_tokens=False)["input_ids"]
     assert encode(["ABC"]) == tok(["abc"], add_special_tokens=False)["input_ids"]
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".zst"])
+def test_a_truncated_archive_is_reported_not_silently_short(tmp_path: Path, suffix: str):
+    """All three compressions say 'truncated archive' and keep what came before the cut;
+    .zst used to end quietly, losing its last documents without a word."""
+    import zstandard
+
+    rng = np.random.default_rng(0)  # text that does not compress away: the cut lands mid-file
+    lines = "".join(
+        json.dumps({"text": f"document {i} " + rng.bytes(150).hex()}) + "\n" for i in range(4000)
+    )
+    raw = lines.encode()
+    packed = {
+        ".gz": gzip.compress(raw),
+        ".bz2": bz2.compress(raw, compresslevel=1),  # 100 kB blocks: the cut keeps some
+        ".zst": zstandard.ZstdCompressor().compress(raw),
+    }[suffix]
+    whole, cut = tmp_path / f"whole.jsonl{suffix}", tmp_path / f"cut.jsonl{suffix}"
+    whole.write_bytes(packed)
+    cut.write_bytes(packed[: len(packed) * 2 // 3])
+    skips = SkipLog()
+    assert len(list(read_documents([whole], skips))) == 4000 and not skips.skips
+    got = list(read_documents([cut], skips))
+    assert 0 < len(got) < 4000  # what came before the cut is kept
+    assert len(skips.skips) == 1 and "truncated archive" in skips.skips[0].reason
+
+
+def test_zst_with_several_frames_reads_them_all(tmp_path: Path):
+    import zstandard
+
+    c = zstandard.ZstdCompressor()
+    frames = [c.compress((json.dumps({"text": f"frame {i}"}) + "\n").encode()) for i in range(3)]
+    (tmp_path / "multi.jsonl.zst").write_bytes(b"".join(frames))
+    skips = SkipLog()
+    texts = [d.text for d in read_documents([tmp_path / "multi.jsonl.zst"], skips)]
+    assert texts == ["frame 0", "frame 1", "frame 2"] and not skips.skips

@@ -96,11 +96,48 @@ def _open_binary(path: Path) -> IO[bytes]:
     if name.endswith(".bz2"):
         return bz2.open(path, "rb")
     if name.endswith(".zst"):
+        return io.BufferedReader(_ZstdReader(open(path, "rb")))  # adds line iteration
+    return open(path, "rb")
+
+
+class _ZstdReader(io.RawIOBase):
+    """A .zst stream (one frame or several) that, like gzip and bz2, raises EOFError when
+    the file ends inside a frame: zstandard's own stream reader just stops, and a
+    truncated download would lose its last documents without a word."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, raw: IO[bytes]) -> None:
         import zstandard  # deferred: only for .zst inputs
 
-        reader = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
-        return io.BufferedReader(reader)  # adds line iteration
-    return open(path, "rb")
+        self._raw, self._zstd = raw, zstandard
+        self._obj = zstandard.ZstdDecompressor().decompressobj()
+        self._buf, self._started = b"", False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, out: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self._buf:
+            data = self._raw.read(self.CHUNK)
+            if not data:
+                if self._started and not self._obj.eof:
+                    raise EOFError("compressed file ended before the end-of-stream marker")
+                return 0
+            while data:
+                if self._obj.eof:  # the next frame of a multi-frame file
+                    self._obj = self._zstd.ZstdDecompressor().decompressobj()
+                self._started = True
+                self._buf += self._obj.decompress(data)
+                data = self._obj.unused_data if self._obj.eof else b""
+        n = min(len(out), len(self._buf))
+        out[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 def read_documents(
