@@ -13,7 +13,7 @@ from steep.workspace import Workspace
 def cmd_add(args: argparse.Namespace) -> int:
     # deferred: keeps `steep --help` light (no torch until a command runs)
     from steep.datahub.describe import show_dataset
-    from steep.datahub.executor import LocalExecutor
+    from steep.datahub.executor import make_executor
     from steep.datahub.ingest import add_dataset
 
     ds = add_dataset(
@@ -21,7 +21,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         args.paths,
         text_field=args.text_field,
         langid=not args.no_langid,
-        executor=LocalExecutor(args.workers),
+        executor=make_executor(args.executor, args.workers, args.ray_address),
     )
     print(show_dataset(ds, examples=1))
     return 0
@@ -48,7 +48,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     # deferred: keeps `steep --help` light (no torch until a command runs)
     from steep.datahub.describe import show_dataset
-    from steep.datahub.executor import LocalExecutor
+    from steep.datahub.executor import make_executor
     from steep.datahub.pipeline import load_recipe, prepare
 
     specs = load_recipe(args.recipe)
@@ -57,7 +57,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         specs,
         into=args.into,
         recipe_path=str(args.recipe),
-        executor=LocalExecutor(args.workers),
+        executor=make_executor(args.executor, args.workers, args.ray_address),
     )
     print(show_dataset(ds, examples=1))
     return 0
@@ -84,11 +84,17 @@ def cmd_classifier_train(args: argparse.Namespace) -> int:
 def cmd_mine(args: argparse.Namespace) -> int:
     # deferred: keeps `steep --help` light (no torch until a command runs)
     from steep.datahub.describe import show_dataset
-    from steep.datahub.executor import LocalExecutor
+    from steep.datahub.executor import make_executor
     from steep.datahub.mine import mine
 
     into = args.into or f"{args.ref.partition('@')[0]}-mined"
-    ds = mine(args.ref, args.classifier, args.threshold, into, LocalExecutor(args.workers))
+    ds = mine(
+        args.ref,
+        args.classifier,
+        args.threshold,
+        into,
+        make_executor(args.executor, args.workers, args.ray_address),
+    )
     print(show_dataset(ds, examples=1))
     return 0
 
@@ -154,12 +160,26 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     dsub = data.add_subparsers(dest="data_command", required=True)
     workers = {"type": int, "default": None, "help": "worker processes (default: all cores)"}
 
+    def engine(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--workers", **workers)
+        p.add_argument(
+            "--executor",
+            choices=("local", "ray"),
+            default="local",
+            help="local: a process pool here; ray: Ray tasks (pip install 'steep[ray]')",
+        )
+        p.add_argument(
+            "--ray-address",
+            metavar="auto|HOST:PORT",
+            help="a running Ray cluster (default: $RAY_ADDRESS, else a local Ray instance)",
+        )
+
     a = dsub.add_parser("add", help="ingest files or folders as a new dataset (version 1)")
     a.add_argument("name")
     a.add_argument("paths", nargs="+", metavar="PATH")
     a.add_argument("--text-field", default="text", help="jsonl/parquet field with the text")
     a.add_argument("--no-langid", action="store_true", help="skip language identification")
-    a.add_argument("--workers", **workers)
+    engine(a)
     a.set_defaults(func=cmd_add)
 
     ls = dsub.add_parser("list", help="list datasets (latest version of each)")
@@ -174,7 +194,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("ref", metavar="NAME[@VERSION]")
     p.add_argument("--recipe", required=True, help="recipe YAML (see examples/recipes/)")
     p.add_argument("--into", metavar="NAME", help="publish into another dataset name")
-    p.add_argument("--workers", **workers)
+    engine(p)
     p.set_defaults(func=cmd_prepare)
 
     t = dsub.add_parser(
@@ -209,5 +229,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--classifier", required=True, help="classifier name or folder")
     m.add_argument("--threshold", type=float, default=0.5, help="keep docs scoring >= this")
     m.add_argument("--into", metavar="NAME", help="new dataset (default: GENERAL-mined)")
-    m.add_argument("--workers", **workers)
+    engine(m)
     m.set_defaults(func=cmd_mine)

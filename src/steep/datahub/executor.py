@@ -9,12 +9,15 @@ processes itself.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Protocol, TypeVar
 
 from tqdm import tqdm
+
+from steep.errors import SteepError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -24,6 +27,26 @@ class Executor(Protocol):
     def run(
         self, fn: Callable[[T], R], tasks: Sequence[T], desc: str, docs_of: Callable[[R], int]
     ) -> Iterator[R]: ...
+
+
+class ExecutorError(SteepError):
+    """The engine the Data Hub was asked to run on cannot be used (and why)."""
+
+
+def _progress(tasks: Sequence[Any], desc: str, docs_of: Callable[[Any], int]) -> tuple[Any, Any]:
+    """A bar over tasks showing documents/s, and the callback that advances it."""
+    started, docs = time.perf_counter(), 0
+    bar = tqdm(total=len(tasks), desc=desc, unit="task", dynamic_ncols=True)
+
+    def done(result: Any) -> Any:
+        nonlocal docs
+        docs += docs_of(result)
+        rate = docs / max(time.perf_counter() - started, 1e-9)
+        bar.set_postfix(docs=f"{docs:,}", docs_s=f"{rate:,.0f}")
+        bar.update(1)
+        return result
+
+    return bar, done
 
 
 class LocalExecutor:
@@ -40,17 +63,7 @@ class LocalExecutor:
         docs_of: Callable[[R], int] = lambda _: 0,
     ) -> Iterator[R]:
         """Yield each task's result as it finishes, with a progress bar showing docs/s."""
-        started, docs = time.perf_counter(), 0
-        bar = tqdm(total=len(tasks), desc=desc, unit="file", dynamic_ncols=True)
-
-        def done(result: Any) -> Any:
-            nonlocal docs
-            docs += docs_of(result)
-            rate = docs / max(time.perf_counter() - started, 1e-9)
-            bar.set_postfix(docs=f"{docs:,}", docs_s=f"{rate:,.0f}")
-            bar.update(1)
-            return result
-
+        bar, done = _progress(tasks, desc, docs_of)
         try:
             workers = min(self.workers, len(tasks))
             if workers <= 1:
@@ -65,3 +78,92 @@ class LocalExecutor:
                         yield done(future.result())
         finally:
             bar.close()
+
+
+class RayExecutor:
+    """Every task as a Ray task, on a running cluster (``address``: ``auto`` or HOST:PORT,
+    default ``$RAY_ADDRESS``) or, with no address, on a Ray instance started here.
+
+    Ray Core tasks, nothing home-made: Ray places them on the cluster's CPUs and runs a
+    task again when its worker dies (``max_retries``). Tasks write their outputs under a
+    temporary name and rename them when whole, so a retried task leaves one copy. The
+    connection is made here, before any work, so an address that does not answer fails
+    with its name and nothing written. Workers must import steep: on a real cluster, install
+    it on every node (or pass a Ray runtime_env through ``RAY_RUNTIME_ENV``-style tooling).
+    """
+
+    def __init__(
+        self, address: str | None = None, num_cpus: int | None = None, max_retries: int = 3
+    ) -> None:
+        try:
+            import ray  # optional: pip install 'steep[ray]'
+        except ImportError:
+            raise ExecutorError(
+                "--executor ray needs Ray: pip install 'steep[ray]' (or pip install ray)"
+            ) from None
+        self.ray, self.max_retries = ray, max_retries
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+        if ray.is_initialized():
+            return
+        where = self.address or "a new local Ray instance"
+        if self.address and self.address != "auto":
+            _probe(self.address)  # Ray itself retries a dead address for minutes
+        try:
+            if self.address:
+                ray.init(address=self.address, log_to_driver=False, logging_level="ERROR")
+            else:
+                ray.init(num_cpus=num_cpus, log_to_driver=False, logging_level="ERROR")
+        except Exception as exc:  # ConnectionError, RuntimeError, timeouts: one clear line
+            raise ExecutorError(
+                f"cannot use Ray at {where}: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+            ) from None
+
+    def run(
+        self,
+        fn: Callable[[T], R],
+        tasks: Sequence[T],
+        desc: str,
+        docs_of: Callable[[R], int] = lambda _: 0,
+    ) -> Iterator[R]:
+        """Yield each task's result as it finishes, like ``LocalExecutor.run``."""
+        ray = self.ray
+        remote = ray.remote(num_cpus=1, max_retries=self.max_retries)(fn)
+        bar, done = _progress(tasks, desc, docs_of)
+        pending = [remote.remote(task) for task in tasks]
+        try:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                for ref in ready:
+                    yield done(ray.get(ref))
+        except ray.exceptions.RayTaskError as exc:
+            raise exc.as_instanceof_cause() from None  # the task's own error, not Ray's wrapper
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
+            bar.close()
+
+
+def _probe(address: str, timeout_s: float = 5.0) -> None:
+    """Fail at once, naming it, when nothing listens at a Ray HOST:PORT."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ExecutorError(f"--ray-address {address!r}: expected auto or HOST:PORT")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ExecutorError(
+            f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}. Is it running "
+            "(`ray start --head` prints its address), and is the port open from here?"
+        ) from None
+
+
+def make_executor(
+    kind: str = "local", workers: int | None = None, ray_address: str | None = None
+) -> Executor:
+    """The executor a command asked for: ``local`` (a process pool) or ``ray``."""
+    if kind == "ray":
+        return RayExecutor(ray_address, num_cpus=workers)
+    if ray_address:
+        raise ExecutorError("--ray-address needs --executor ray")
+    return LocalExecutor(workers)

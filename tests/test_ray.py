@@ -1,0 +1,101 @@
+"""The Data Hub on Ray: `--executor ray` gives what the local pool gives, on a real local
+Ray instance (ray.init with 2 CPUs; no mocks). Skipped, with the reason, without Ray."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from steep.cli import main
+from steep.datahub.catalog import Catalog
+from steep.workspace import Workspace
+from tests.conftest import write_jsonl
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'steep[ray]')")
+
+RECIPE = Path(__file__).resolve().parents[1] / "examples" / "recipes" / "web.yaml"
+# fields that differ between two publications of the same content
+VOLATILE = {"created", "name", "argv", "parent"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ray_instance():
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _corpus(root: Path) -> list[str]:
+    """Real English prose (Python's own help topics), with exact and near copies planted."""
+    from pydoc_data.topics import topics
+
+    docs = [text for _, text in sorted(topics.items()) if len(text) > 2000][:40]
+    near = [d.replace(" the ", " a ", 2) for d in docs[:8]]  # MinHash finds these
+    files = []
+    for i in range(4):  # several files: several tasks
+        chunk = (docs + docs[:5] + near)[i::4]
+        files.append(str(write_jsonl(root / f"part{i}.jsonl", chunk)))
+    return files
+
+
+def _strip(manifest: dict) -> dict:
+    def clean(x):
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items() if k not in VOLATILE}
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        return x
+
+    return clean(manifest)
+
+
+def _digest(paths: list[Path]) -> list[str]:
+    return [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
+
+
+def test_ray_gives_the_local_pool_s_datasets(tmp_path: Path, _steep_home: Path) -> None:
+    files = _corpus(tmp_path / "in")
+    engines = {"loc": ["--executor", "local"], "ray": ["--executor", "ray"]}
+    for name, engine in engines.items():
+        engine = [*engine, "--workers", "2"]
+        assert main(["data", "add", name, *files, *engine]) == 0
+        assert main(["data", "prepare", name, "--recipe", str(RECIPE), *engine]) == 0
+    assert ray.is_initialized()  # the ray runs really went through Ray
+    catalog = Catalog(Workspace(_steep_home).datasets)
+    for version in (1, 2):
+        loc, on_ray = catalog.get(f"loc@{version}"), catalog.get(f"ray@{version}")
+        assert _strip(on_ray.manifest) == _strip(loc.manifest)
+        assert on_ray.manifest["parent"] == (None if version == 1 else "ray@1")
+        assert _digest(on_ray.shards) == _digest(loc.shards)
+        assert _digest(on_ray.exclusions) == _digest(loc.exclusions)
+    funnel = {s["step"]: s for s in catalog.get("ray@2").manifest["funnel"]}
+    assert funnel["exact_dedup"]["docs_in"] > funnel["exact_dedup"]["docs_out"]  # it did work
+    assert funnel["minhash_dedup"]["docs_in"] > funnel["minhash_dedup"]["docs_out"]
+
+
+def test_a_ray_address_that_does_not_answer_is_one_line_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    home = tmp_path / "home"
+    data = write_jsonl(tmp_path / "d.jsonl", ["one document"])
+    cmd = [sys.executable, "-m", "steep", "data", "add", "d", str(data), "--executor", "ray"]
+    proc = subprocess.run(
+        [*cmd, "--ray-address", f"127.0.0.1:{port}"],
+        env={**os.environ, "STEEP_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"steep data: error: cannot reach the Ray cluster at 127.0.0.1:{port}")
+    assert not (home / "datasets").exists()
