@@ -220,23 +220,31 @@ def test_giant_documents_are_skipped_and_kept(tmp_path: Path) -> None:
 def test_add_resumes_after_a_crash(raw: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import steep.datahub.ingest as ingest
 
-    real = ingest.read_documents
+    real = ingest.read_span
 
-    def crash_on_b(paths, skips, text_field):
-        if str(paths[0]).endswith("b.jsonl"):
+    def crash_on_b(span, skips, text_field):
+        if span.path.endswith("b.jsonl"):
             raise RuntimeError("simulated crash")
-        return real(paths, skips, text_field)
+        return real(span, skips, text_field)
 
-    monkeypatch.setattr(ingest, "read_documents", crash_on_b)
+    monkeypatch.setattr(ingest, "read_span", crash_on_b)
     files = [str(raw / "a.jsonl"), str(raw / "b.jsonl")]
     with pytest.raises(RuntimeError, match="simulated crash"):
         add_dataset("raw", files, langid=False, executor=INLINE)
     assert Catalog().versions("raw") == []
-    monkeypatch.setattr(ingest, "read_documents", real)
+    monkeypatch.setattr(ingest, "read_span", real)
     calls = []
-    monkeypatch.setattr(ingest, "file_sha256", lambda p: calls.append(p) or "f" * 64)
+
+    def counting(span, skips, text_field):
+        calls.append(span.path)
+        return real(span, skips, text_field)
+
+    monkeypatch.setattr(ingest, "read_span", counting)
+    planned = []
+    monkeypatch.setattr(ingest, "plan_file", lambda p, n: planned.append(p) or (1 / 0))
     ds = add_dataset("raw", files, langid=False, executor=INLINE)
     assert [Path(p).name for p in calls] == ["b.jsonl"]  # a.jsonl was done before the crash
+    assert planned == []  # both files were planned (hashed, cut) before it: not read again
     assert ds.manifest["documents"] == 5
 
 

@@ -21,6 +21,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         args.paths,
         text_field=args.text_field,
         langid=not args.no_langid,
+        unit_bytes=int(args.unit_mb * (1 << 20)),
         executor=make_executor(args.executor, args.workers, args.ray_address),
     )
     print(show_dataset(ds, examples=1))
@@ -179,6 +180,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     a.add_argument("paths", nargs="+", metavar="PATH")
     a.add_argument("--text-field", default="text", help="jsonl/parquet field with the text")
     a.add_argument("--no-langid", action="store_true", help="skip language identification")
+    a.add_argument(
+        "--unit-mb",
+        type=float,
+        default=64,
+        help="work unit: a big jsonl or parquet file is split into pieces of about this "
+        "many MB, read in parallel (default 64)",
+    )
     engine(a)
     a.set_defaults(func=cmd_add)
 

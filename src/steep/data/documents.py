@@ -174,25 +174,32 @@ def _accept(text: object, path: Path, line: int, skips: SkipLog, field_name: str
 
 def _read_jsonl(path: Path, text_field: str, skips: SkipLog) -> Iterator[Document]:
     with _open_binary(path) as raw:
-        for lineno, line in enumerate(raw, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                skips.add(path, lineno, f"invalid UTF-8: byte {exc.start}")
-                continue
-            except json.JSONDecodeError as exc:
-                skips.add(path, lineno, f"malformed JSON: {exc.msg} at column {exc.colno}")
-                continue
-            if not isinstance(record, dict):
-                skips.add(
-                    path, lineno, f"malformed JSON: expected an object, got {type(record).__name__}"
-                )
-                continue
-            text = _accept(record.get(text_field), path, lineno, skips, text_field)
-            if text is not None:
-                yield Document(text, str(path), lineno)
+        yield from parse_jsonl_lines(enumerate(raw, 1), path, text_field, skips)
+
+
+def parse_jsonl_lines(
+    numbered: Iterable[tuple[int, bytes]], path: Path, text_field: str, skips: SkipLog
+) -> Iterator[Document]:
+    """Documents of (line number, raw line) pairs: a whole file, or one span of it."""
+    for lineno, line in numbered:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            skips.add(path, lineno, f"invalid UTF-8: byte {exc.start}")
+            continue
+        except json.JSONDecodeError as exc:
+            skips.add(path, lineno, f"malformed JSON: {exc.msg} at column {exc.colno}")
+            continue
+        if not isinstance(record, dict):
+            skips.add(
+                path, lineno, f"malformed JSON: expected an object, got {type(record).__name__}"
+            )
+            continue
+        text = _accept(record.get(text_field), path, lineno, skips, text_field)
+        if text is not None:
+            yield Document(text, str(path), lineno)
 
 
 def _read_whole(path: Path, skips: SkipLog) -> Iterator[Document]:
@@ -212,7 +219,14 @@ def _read_whole(path: Path, skips: SkipLog) -> Iterator[Document]:
         yield Document(accepted, str(path), 1)
 
 
-def _read_parquet(path: Path, text_field: str, skips: SkipLog) -> Iterator[Document]:
+def _read_parquet(
+    path: Path,
+    text_field: str,
+    skips: SkipLog,
+    groups: range | None = None,
+    first_row: int = 1,
+) -> Iterator[Document]:
+    """Rows of a parquet file (or of the row groups ``groups``), numbered from ``first_row``."""
     import pyarrow.parquet as pq  # deferred: parquet only where a .parquet file is read
 
     try:
@@ -223,8 +237,9 @@ def _read_parquet(path: Path, text_field: str, skips: SkipLog) -> Iterator[Docum
     if text_field not in pf.schema_arrow.names:
         skips.add(path, None, f"bad field: no column '{text_field}' (has {pf.schema_arrow.names})")
         return
-    row = 0
-    for batch in pf.iter_batches(columns=[text_field], batch_size=1024):
+    row = first_row - 1
+    chosen = list(groups) if groups is not None else None
+    for batch in pf.iter_batches(columns=[text_field], batch_size=1024, row_groups=chosen):
         for value in batch.column(0).to_pylist():
             row += 1
             text = _accept(value, path, row, skips, text_field)

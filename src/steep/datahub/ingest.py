@@ -1,7 +1,8 @@
 """``steep data add``: raw files or folders -> a named dataset's version 1.
 
-Each input file becomes one document shard, read and written in a worker process, so
-memory is bounded by one file's batch, not the corpus. Whatever cannot be used (malformed
+Two stages on the executor (local pool or Ray): plan (hash each file, cut a big one into
+line-aligned spans, ``steep.data.spans``), then ingest each unit into its own document
+shard, so memory is bounded by one unit's batch and one huge file keeps every worker busy. Whatever cannot be used (malformed
 lines, bad encodings, empty or giant documents, binary files, duplicate input files) is
 counted and kept in the exclusions with file and line.
 """
@@ -17,8 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steep.artifacts.fingerprint import file_sha256
-from steep.data.documents import SkipLog, expand_paths, read_documents
+from steep.data.documents import SkipLog, expand_paths
+from steep.data.spans import UNIT_BYTES, Span, plan_file, read_span
 from steep.datahub.catalog import Catalog, CatalogError, DatasetVersion, check_name
 from steep.datahub.exclusions import Exclusion, write_exclusions
 from steep.datahub.executor import Executor, LocalExecutor
@@ -29,15 +30,47 @@ MAX_DOC_BYTES = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True)
-class IngestTask:
+class PlanTask:
     index: int
     path: str
+    unit_bytes: int
+    result: str  # the plan as JSON: a rerun after a crash does not read the file again
+
+
+@dataclass
+class FilePlanResult:
+    index: int
+    path: str
+    sha256: str
+    size: int
+    spans: list[dict[str, Any]]
+    error: str | None = None  # the file could not be read: one unit records why
+
+
+@dataclass(frozen=True)
+class IngestTask:
+    index: int  # the input file
+    part: int  # the span of that file
+    path: str
+    span: dict[str, Any]
+    sha256: str
+    error: str | None
     shard: str
     exclusions: str
     text_field: str
     max_doc_bytes: int
     langid: bool
-    result: str  # a finished file's FileResult as JSON: a rerun after a crash skips it
+    result: str  # a finished unit's UnitResult as JSON: a rerun after a crash skips it
+
+
+@dataclass
+class UnitResult:
+    index: int
+    part: int
+    documents: int = 0
+    bytes: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    languages: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -52,32 +85,40 @@ class FileResult:
     languages: dict[str, int] = field(default_factory=dict)
 
 
-def _language_tagger(enabled: bool):
-    if not enabled:
-        return None
-
-    return detect
-
-
-def ingest_file(task: IngestTask) -> FileResult:
-    """Read one input file into one shard; runs in a worker."""
-    path = Path(task.path)
+def plan_input(task: PlanTask) -> FilePlanResult:
+    """Hash one input file and cut it into spans; runs in a worker (a big file is read by
+    one worker here, so planning many files is as parallel as reading them)."""
     try:
-        sha, size = file_sha256(path), path.stat().st_size
+        plan = plan_file(Path(task.path), task.unit_bytes)
+        result = FilePlanResult(
+            task.index, task.path, plan.sha256, plan.size, [asdict(s) for s in plan.spans]
+        )
     except OSError as exc:
+        whole = asdict(Span(task.path, "whole"))
+        result = FilePlanResult(task.index, task.path, "", 0, [whole], str(exc))
+    Path(task.result).write_text(json.dumps(asdict(result)))
+    return result
+
+
+def ingest_unit(task: IngestTask) -> UnitResult:
+    """Read one span of an input file into one shard; runs in a worker."""
+    result = UnitResult(task.index, task.part)
+    if task.error is not None:
         write_exclusions(
             Path(task.exclusions),
-            [Exclusion(None, "ingest", "skip", "unreadable file", str(exc), task.path)],
+            [Exclusion(None, "ingest", "skip", "unreadable file", task.error, task.path)],
         )
-        return FileResult(task.index, task.path, "", 0, skipped={"unreadable file": 1})
-    result = FileResult(task.index, task.path, sha, size)
+        result.skipped = {"unreadable file": 1}
+        Path(task.result).write_text(json.dumps(asdict(result)))
+        return result
     skips = SkipLog()
     giant: list[Exclusion] = []
-    tag = _language_tagger(task.langid)
+    tag = detect if task.langid else None
     langs: Counter[str] = Counter()
+    sha = task.sha256
 
     def docs() -> Iterator[Doc]:
-        for d in read_documents([path], skips, task.text_field):
+        for d in read_span(Span(**task.span), skips, task.text_field):
             doc_id = f"{sha[:12]}:{d.line}"
             n_bytes = len(d.text.encode("utf-8"))
             if n_bytes > task.max_doc_bytes:
@@ -112,48 +153,57 @@ def add_dataset(
     text_field: str = "text",
     langid: bool = True,
     max_doc_bytes: int = MAX_DOC_BYTES,
+    unit_bytes: int = UNIT_BYTES,
     catalog: Catalog | None = None,
     executor: Executor | None = None,
 ) -> DatasetVersion:
-    """Ingest files and folders as ``name@1``; a name already taken is refused."""
+    """Ingest files and folders as ``name@1``; a name already taken is refused.
+
+    Work runs in units of about ``unit_bytes`` of input (spans of a big file, or a whole
+    small one), each into its own shard, so one huge file keeps every worker busy.
+    """
     catalog = catalog or Catalog()
+    executor = executor or LocalExecutor()
     check_name(name)
     if catalog.versions(name):
         raise CatalogError(
             f"dataset {name!r} exists (latest {catalog.get(name).ref}); pick another name, "
             f"or `steep data prepare {name}` to make a new version from it"
         )
-    files = expand_paths(paths)  # raises FileNotFoundError naming a missing path
+    files = expand_paths(paths)  # raises MissingInputError naming a missing path
     if not files:
         raise CatalogError(f"no files found in {', '.join(paths)}")
-    options = [[str(f) for f in files], text_field, langid, max_doc_bytes]
+    options = [[str(f) for f in files], text_field, langid, max_doc_bytes, unit_bytes]
     key = hashlib.sha256(json.dumps(options).encode()).hexdigest()[:16]
     staging = catalog.staging(name, f"add-{key}")
-    (staging / "shards").mkdir(exist_ok=True)
-    (staging / "exclusions").mkdir(exist_ok=True)
-    (staging / "work").mkdir(exist_ok=True)
-    tasks = [
-        IngestTask(
-            i,
-            str(p),
-            str(staging / "shards" / f"{i:05d}.parquet"),
-            str(staging / "exclusions" / f"ingest-{i:05d}.parquet"),
-            text_field,
-            max_doc_bytes,
-            langid,
-            str(staging / "work" / f"ingest-{i:05d}.json"),
-        )
+    for sub in ("shards", "exclusions", "work"):
+        (staging / sub).mkdir(exist_ok=True)
+
+    plan_tasks = [
+        PlanTask(i, str(p), unit_bytes, str(staging / "work" / f"plan-{i:05d}.json"))
         for i, p in enumerate(files)
     ]
-    done = [FileResult(**json.loads(Path(t.result).read_text())) for t in tasks if _done(t)]
+    plans = [
+        FilePlanResult(**json.loads(Path(t.result).read_text()))
+        for t in plan_tasks
+        if Path(t.result).is_file()
+    ]
+    todo_plans = [t for t in plan_tasks if not Path(t.result).is_file()]
+    plans = sorted(
+        plans + list(executor.run(plan_input, todo_plans, f"plan {name}")), key=lambda r: r.index
+    )
+
+    tasks = [
+        _unit_task(staging, plan, j, text_field, max_doc_bytes, langid)
+        for plan in plans
+        for j in range(len(plan.spans))
+    ]
+    done = [UnitResult(**json.loads(Path(t.result).read_text())) for t in tasks if _done(t)]
     todo = [t for t in tasks if not _done(t)]
     if done:
-        print(f"add {name}: {len(done)} of {len(tasks)} files already done, resuming")
-    executor = executor or LocalExecutor()
-    results = sorted(
-        done + list(executor.run(ingest_file, todo, f"add {name}", lambda r: r.documents)),
-        key=lambda r: r.index,
-    )
+        print(f"add {name}: {len(done)} of {len(tasks)} units already done, resuming")
+    units = done + list(executor.run(ingest_unit, todo, f"add {name}", lambda r: r.documents))
+    results = _file_results(plans, units)
     _drop_duplicate_files(results, tasks)
     skipped: Counter[str] = Counter()
     languages: Counter[str] = Counter()
@@ -189,6 +239,39 @@ def add_dataset(
     return catalog.publish(name, staging, manifest)
 
 
+def _unit_task(
+    staging: Path, plan: FilePlanResult, j: int, text_field: str, max_doc_bytes: int, langid: bool
+) -> IngestTask:
+    """Unit j of a file; a file of one unit keeps the names a whole-file ingest used."""
+    tag = f"{plan.index:05d}" if len(plan.spans) == 1 else f"{plan.index:05d}-{j:04d}"
+    return IngestTask(
+        plan.index,
+        j,
+        plan.path,
+        plan.spans[j],
+        plan.sha256,
+        plan.error,
+        str(staging / "shards" / f"{tag}.parquet"),
+        str(staging / "exclusions" / f"ingest-{tag}.parquet"),
+        text_field,
+        max_doc_bytes,
+        langid,
+        str(staging / "work" / f"ingest-{tag}.json"),
+    )
+
+
+def _file_results(plans: list[FilePlanResult], units: list[UnitResult]) -> list[FileResult]:
+    """One result per input file: its units' counts added up, in input order."""
+    out = {p.index: FileResult(p.index, p.path, p.sha256, p.size) for p in plans}
+    for u in sorted(units, key=lambda u: (u.index, u.part)):
+        r = out[u.index]
+        r.documents += u.documents
+        r.bytes += u.bytes
+        r.skipped = dict(Counter(r.skipped) + Counter(u.skipped))
+        r.languages = dict(Counter(r.languages) + Counter(u.languages))
+    return [out[i] for i in sorted(out)]
+
+
 def _done(task: IngestTask) -> bool:
     return Path(task.result).is_file() and Path(task.shard).is_file()
 
@@ -202,12 +285,11 @@ def _drop_duplicate_files(results: list[FileResult], tasks: list[IngestTask]) ->
         if r.sha256 not in first:
             first[r.sha256] = r
             continue
-        task = tasks[r.index]
-        Path(task.shard).unlink(missing_ok=True)
         detail = f"same bytes as {first[r.sha256].path}"
-        write_exclusions(
-            Path(task.exclusions),
-            [Exclusion(None, "ingest", "skip", "duplicate file", detail, r.path)],
-        )
+        units = [t for t in tasks if t.index == r.index]
+        for task in units:
+            Path(task.shard).unlink(missing_ok=True)
+            rows = [Exclusion(None, "ingest", "skip", "duplicate file", detail, r.path)]
+            write_exclusions(Path(task.exclusions), rows if task.part == 0 else [])
         r.documents, r.bytes, r.languages = 0, 0, {}
         r.skipped = {"duplicate file": 1}

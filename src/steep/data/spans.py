@@ -1,0 +1,152 @@
+"""Work units inside an input file, so one huge file keeps every worker busy.
+
+A plain jsonl file is cut into byte ranges of about ``unit_bytes``, each ending just after
+a newline: a record is never split, and neither is a UTF-8 character (a newline byte never
+occurs inside one). A parquet file is cut into runs of whole row groups. Anything else
+(compressed files, whole-file text) is one unit. Each span knows the number of its first
+line or row, so documents keep the ids and line numbers a single pass would give them.
+
+Planning reads the file once (its sha256 is part of every document id), in the worker
+that plans it, not in the driver.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from steep.data.documents import (
+    COMPRESSIONS,
+    Document,
+    SkipLog,
+    _format_of,
+    _read_parquet,
+    parse_jsonl_lines,
+    read_documents,
+)
+
+UNIT_BYTES = 64 << 20  # a unit of work: long enough to amortise a task, short for balance
+_CHUNK = 8 << 20
+LINE_FORMATS = (".jsonl", ".ndjson", ".json")
+
+
+@dataclass(frozen=True)
+class Span:
+    path: str
+    kind: Literal["lines", "rows", "whole"]
+    start: int = 0  # lines: byte offset; rows: first row group
+    end: int | None = None  # exclusive; None: to the end of the file
+    first: int = 1  # the number of the span's first line (lines) or row (rows)
+
+
+@dataclass(frozen=True)
+class FilePlan:
+    sha256: str
+    size: int
+    spans: list[Span]
+
+
+def _compressed(path: Path) -> bool:
+    return path.name.lower().endswith(COMPRESSIONS)
+
+
+def plan_file(path: Path, unit_bytes: int = UNIT_BYTES) -> FilePlan:
+    """The file's sha256, size and spans (OSError when it cannot be read)."""
+    path = Path(path)
+    fmt = _format_of(path)
+    if fmt in LINE_FORMATS and not _compressed(path):
+        return _plan_lines(path, unit_bytes)
+    sha, size = _sha256(path)
+    if fmt == ".parquet" and not _compressed(path):
+        return FilePlan(sha, size, _plan_rows(path, unit_bytes))
+    return FilePlan(sha, size, [Span(str(path), "whole")])
+
+
+def _sha256(path: Path) -> tuple[str, int]:
+    h, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while block := f.read(_CHUNK):
+            h.update(block)
+            size += len(block)
+    return h.hexdigest(), size
+
+
+def _plan_lines(path: Path, unit_bytes: int) -> FilePlan:
+    """One pass: hash the bytes, count newlines, and cut after the first newline past each
+    ``unit_bytes`` boundary."""
+    h = hashlib.sha256()
+    spans: list[Span] = []
+    start, first = 0, 1  # the current span's byte offset and first line
+    pos, lines = 0, 0  # bytes and newlines read so far
+    target = unit_bytes
+    with open(path, "rb") as f:
+        while block := f.read(_CHUNK):
+            h.update(block)
+            at = 0  # newlines before this index of the block are counted
+            while target < pos + len(block):  # the next cut is due inside this block
+                i = block.find(b"\n", max(at, target - pos))
+                if i < 0:
+                    break  # no newline after the target here: the cut moves to a later block
+                lines += block.count(b"\n", at, i + 1)
+                cut = pos + i + 1  # just after the newline
+                spans.append(Span(str(path), "lines", start, cut, first))
+                start, first, at = cut, lines + 1, i + 1
+                target = cut + unit_bytes
+            lines += block.count(b"\n", at)
+            pos += len(block)
+    if start < pos or not spans:
+        spans.append(Span(str(path), "lines", start, None, first))
+    else:  # the file ended exactly at a cut: the last span runs to the end
+        spans[-1] = Span(str(path), "lines", spans[-1].start, None, spans[-1].first)
+    return FilePlan(h.hexdigest(), pos, spans)
+
+
+def _plan_rows(path: Path, unit_bytes: int) -> list[Span]:
+    import pyarrow.parquet as pq  # deferred: parquet only where a .parquet file is read
+
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except Exception:  # not parquet: the reader reports it, as for a whole file
+        return [Span(str(path), "whole")]
+    spans: list[Span] = []
+    start, first, size, row = 0, 1, 0, 0
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        if size and size + group.total_byte_size > unit_bytes:
+            spans.append(Span(str(path), "rows", start, g, first))
+            start, first, size = g, row + 1, 0
+        size += group.total_byte_size
+        row += group.num_rows
+    spans.append(Span(str(path), "rows", start, meta.num_row_groups, first))
+    return spans
+
+
+def read_span(span: Span, skips: SkipLog, text_field: str = "text") -> Iterator[Document]:
+    """The documents of one span, numbered as a read of the whole file would number them."""
+    path = Path(span.path)
+    if span.kind == "whole":
+        yield from read_documents([path], skips, text_field)
+        return
+    try:
+        if span.kind == "rows":
+            groups = range(span.start, span.end if span.end is not None else span.start + 1)
+            yield from _read_parquet(path, text_field, skips, groups, span.first)
+            return
+        with open(path, "rb") as f:
+            f.seek(span.start)
+            yield from parse_jsonl_lines(_numbered(f, span), path, text_field, skips)
+    except OSError as exc:
+        skips.add(path, None, f"unreadable file: {exc}")
+
+
+def _numbered(f, span: Span) -> Iterator[tuple[int, bytes]]:
+    pos, lineno = span.start, span.first
+    for line in f:
+        if span.end is not None and pos >= span.end:
+            return
+        yield lineno, line
+        pos += len(line)
+        lineno += 1
