@@ -199,3 +199,17 @@ def test_modules_are_small() -> None:
     sizes = {m: len(p.read_text(encoding="utf-8").splitlines()) for m, p in MODULES.items()}
     big = {m: n for m, n in sizes.items() if n > MAX_LINES}
     assert not big, f"modules over {MAX_LINES} lines (split them by job): {big}"
+
+
+def test_steep_help_does_not_load_torch() -> None:
+    """Building the parser (``steep --help``, every command's start) imports no torch,
+    transformers or ray: the cli modules defer their feature imports."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from steep.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('torch', 'transformers', 'ray') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

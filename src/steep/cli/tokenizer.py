@@ -41,8 +41,6 @@ def cmd_extend(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    # deferred: keeps `steep --help` light (no torch until a command runs)
-    from steep.model.vocab import INITS
 
     t = sub.add_parser("tokenizer", help="extend a base's vocabulary for a new language")
     tsub = t.add_subparsers(dest="tokenizer_command", required=True)
@@ -67,8 +65,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("-o", "--out", required=True, metavar="DIR", help="model directory to write")
     e.add_argument(
         "--init",
-        choices=INITS,
-        default="mean",
+        default="mean",  # checked by extend_model before any work (one list, model.vocab)
         help="new rows: mean of their sub-token rows (default), HF's mean_resizing, or random",
     )
     e.add_argument(
