@@ -4,6 +4,7 @@ Ray instance (ray.init with 2 CPUs; no mocks). Skipped, with the reason, without
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -99,3 +100,48 @@ def test_a_ray_address_that_does_not_answer_is_one_line_and_writes_nothing(
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"steep data: error: cannot reach the Ray cluster at 127.0.0.1:{port}")
     assert not (home / "datasets").exists()
+
+
+def test_a_worker_killed_mid_unit_is_retried_with_no_duplicates(
+    tmp_path: Path, _steep_home: Path
+) -> None:
+    """SIGKILL the Ray worker while it ingests a unit: Ray runs the task again, and the
+    dataset equals the one an undisturbed local run makes (no document twice or lost)."""
+    import signal
+    import threading
+    import time
+
+    from steep.datahub.executor import LocalExecutor, RayExecutor
+    from steep.datahub.ingest import add_dataset
+
+    big = tmp_path / "big.jsonl"
+    with open(big, "w", encoding="utf-8") as f:  # a few seconds of ingest in one unit
+        for i in range(150_000):
+            f.write(json.dumps({"text": f"document number {i} about rivers and kings"}) + "\n")
+    reference = add_dataset("ref", [str(big)], langid=False, executor=LocalExecutor(1))
+    executor = RayExecutor(num_cpus=2)
+    killed: list[int] = []
+
+    def killer() -> None:
+        deadline = time.time() + 60
+        while time.time() < deadline and not killed:
+            for proc in Path("/proc").iterdir():
+                try:
+                    cmd = (proc / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if proc.name.isdigit() and cmd.startswith(b"ray::ingest_unit"):
+                    time.sleep(0.5)  # well inside the unit, its shard half written
+                    os.kill(int(proc.name), signal.SIGKILL)
+                    killed.append(int(proc.name))
+                    return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    retried = add_dataset("retried", [str(big)], langid=False, executor=executor)
+    thread.join()
+    assert killed, "no Ray worker was seen running the unit"
+    assert retried.manifest["documents"] == reference.manifest["documents"] == 150_000
+    assert _digest(retried.shards) == _digest(reference.shards)
+    assert _digest(retried.exclusions) == _digest(reference.exclusions)
