@@ -238,3 +238,12 @@ def test_zst_with_several_frames_reads_them_all(tmp_path: Path):
     skips = SkipLog()
     texts = [d.text for d in read_documents([tmp_path / "multi.jsonl.zst"], skips)]
     assert texts == ["frame 0", "frame 1", "frame 2"] and not skips.skips
+
+
+def test_a_url_is_refused_in_one_line_naming_it():
+    from steep.errors import MissingInputError
+
+    with pytest.raises(
+        MissingInputError, match=r"data path s3://bucket/x.jsonl: URLs .* not read yet"
+    ):
+        list(read_documents(["s3://bucket/x.jsonl"], SkipLog()))

@@ -63,7 +63,13 @@ class SkipLog:
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     """Files named directly, plus every readable text file under named folders (sorted)."""
     out: list[Path] = []
-    for p in map(Path, paths):
+    for raw in paths:
+        if "://" in str(raw):  # Path() would fold it into a local name that does not exist
+            raise MissingInputError(
+                f"data path {raw}: URLs (s3://, gs://, hf://, ...) are not read yet; copy the "
+                "files to a local or mounted folder"
+            )
+        p = Path(raw)
         if not p.exists():
             raise MissingInputError(f"data path does not exist: {p}")
         if p.is_dir():
