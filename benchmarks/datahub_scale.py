@@ -1,0 +1,139 @@
+"""How `steep data add` and `steep data prepare` scale: one big jsonl file, 1 vs 2 workers,
+the local pool vs Ray, and the cost per GB as the input grows.
+
+The corpus is the demo corpora (Python docs + Wikipedia, built by `steep demo` under
+$STEEP_HOME/demo/corpora) replicated into ONE jsonl file of ``--mb`` MB, with a quarter of
+each copy's words resampled so dedup has real work. Each command runs through the CLI as a
+user runs it, in a fresh STEEP_HOME. Reported per run: wall seconds, CPU seconds of the
+whole machine while it ran (Ray's workers are not children of the command, so the
+command's own rusage would miss them), MB/s, and for the local pool the peak RSS of the
+command and its worker processes (GNU time's maximum resident set of the largest one).
+
+    .venv/bin/python benchmarks/datahub_scale.py --mb 100 400 --out /tmp/scale.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "examples" / "recipes" / "web.yaml"
+
+
+def _machine_cpu_seconds() -> float:
+    """user + system CPU seconds of every core since boot (/proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = sum(int(x) for i, x in enumerate(fields) if i not in (3, 4))  # not idle, iowait
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def build_corpus(home: Path, mb: int, out: Path) -> int:
+    corpora = home / "demo" / "corpora"
+    docs = []
+    for name in ("python_docs.jsonl", "wikipedia.jsonl"):
+        with open(corpora / name, encoding="utf-8") as f:
+            docs += [json.loads(line)["text"] for line in f]
+    vocab = sorted({w for d in docs[:200] for w in d.split()})
+    rng = random.Random(0)
+    size = 0
+    with open(out, "w", encoding="utf-8") as f:
+        copy = 0
+        while size < mb << 20:
+            for text in docs:
+                if copy:
+                    words = text.split(" ")
+                    for _ in range(len(words) // 4):
+                        words[rng.randrange(len(words))] = rng.choice(vocab)
+                    text = " ".join(words)
+                line = json.dumps({"text": text}, ensure_ascii=False) + "\n"
+                f.write(line)
+                size += len(line.encode("utf-8"))
+                if size >= mb << 20:
+                    break
+            copy += 1
+    return size
+
+
+def run(cmd: list[str], home: Path) -> dict:
+    env = {**os.environ, "STEEP_HOME": str(home), "TOKENIZERS_PARALLELISM": "false"}
+    cpu0, t0 = _machine_cpu_seconds(), time.perf_counter()
+    proc = subprocess.run(
+        ["/usr/bin/time", "-v", *cmd], env=env, capture_output=True, text=True, cwd=ROOT
+    )
+    wall, cpu = time.perf_counter() - t0, _machine_cpu_seconds() - cpu0
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": int(rss.group(1)) / 1024 if rss else None}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--mb", type=int, nargs="+", default=[100])
+    p.add_argument("--corpora-home", type=Path, default=ROOT / "steep-home")
+    p.add_argument("--executors", nargs="+", default=["local", "ray"])
+    p.add_argument("--out", type=Path)
+    args = p.parse_args()
+    steep = [sys.executable, "-m", "steep"]
+    rows = []
+    for mb in args.mb:
+        work = Path(tempfile.mkdtemp(prefix=f"scale-{mb}-"))
+        big = work / "big.jsonl"
+        size = build_corpus(args.corpora_home, mb, big)
+        for executor in args.executors:
+            for workers in (1, 2):
+                home = work / f"home-{executor}-{workers}"
+                engine = ["--executor", executor, "--workers", str(workers)]
+                add = run([*steep, "data", "add", "big", str(big), "--no-langid", *engine], home)
+                prep = run(
+                    [*steep, "data", "prepare", "big", "--recipe", str(RECIPE), *engine], home
+                )
+                for step, r in (("add", add), ("prepare", prep)):
+                    rows.append(
+                        {
+                            "mb": size / 2**20,
+                            "step": step,
+                            "executor": executor,
+                            "workers": workers,
+                            **r,
+                        }
+                    )
+                    print(json.dumps(rows[-1]), flush=True)
+                shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+    lines = [
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+        f"command: {' '.join(sys.argv)}",
+        "",
+        "| input MB | step | executor | workers | wall s | machine CPU s | CPU s/GB | MB/s | speedup 1->2 | peak RSS MB (local) |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    by = {(r["mb"], r["step"], r["executor"], r["workers"]): r for r in rows}
+    for r in rows:
+        one = by.get((r["mb"], r["step"], r["executor"], 1))
+        speed = f"{one['wall_s'] / r['wall_s']:.2f}x" if one and r["workers"] == 2 else ""
+        rss = f"{r['peak_rss_mb']:.0f}" if r["executor"] == "local" and r["peak_rss_mb"] else "–"
+        lines.append(
+            f"| {r['mb']:.0f} | {r['step']} | {r['executor']} | {r['workers']} | {r['wall_s']:.1f} "
+            f"| {r['cpu_s']:.1f} | {r['cpu_s'] / (r['mb'] / 1024):.0f} | {r['mb'] / r['wall_s']:.2f} "
+            f"| {speed} | {rss} |"
+        )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
