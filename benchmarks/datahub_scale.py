@@ -9,7 +9,7 @@ whole machine while it ran (Ray's workers are not children of the command, so th
 command's own rusage would miss them), MB/s, and for the local pool the peak RSS of the
 command and its worker processes (GNU time's maximum resident set of the largest one).
 
-    .venv/bin/python benchmarks/datahub_scale.py --mb 100 400 --out /tmp/scale.md
+    .venv/bin/python benchmarks/datahub_scale.py --mb 100 400 --unit-mb 16 --out /tmp/scale.md
 """
 
 from __future__ import annotations
@@ -83,6 +83,7 @@ def main() -> None:
     p.add_argument("--mb", type=int, nargs="+", default=[100])
     p.add_argument("--corpora-home", type=Path, default=ROOT / "steep-home")
     p.add_argument("--executors", nargs="+", default=["local", "ray"])
+    p.add_argument("--unit-mb", type=float, default=64, help="as steep data add --unit-mb")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     steep = [sys.executable, "-m", "steep"]
@@ -95,7 +96,10 @@ def main() -> None:
             for workers in (1, 2):
                 home = work / f"home-{executor}-{workers}"
                 engine = ["--executor", executor, "--workers", str(workers)]
-                add = run([*steep, "data", "add", "big", str(big), "--no-langid", *engine], home)
+                unit = ["--unit-mb", str(args.unit_mb)]
+                add = run(
+                    [*steep, "data", "add", "big", str(big), "--no-langid", *unit, *engine], home
+                )
                 prep = run(
                     [*steep, "data", "prepare", "big", "--recipe", str(RECIPE), *engine], home
                 )
