@@ -2,9 +2,9 @@
 
 Two stages on the executor (local pool or Ray): plan (hash each file, cut a big one into
 line-aligned spans, ``steep.data.spans``), then ingest each unit into its own document
-shard, so memory is bounded by one unit's batch and one huge file keeps every worker busy. Whatever cannot be used (malformed
-lines, bad encodings, empty or giant documents, binary files, duplicate input files) is
-counted and kept in the exclusions with file and line.
+shard, so memory is bounded by one unit's batch and one huge file keeps every worker busy.
+Whatever cannot be used (malformed lines, bad encodings, empty or giant documents, binary
+files, duplicate input files) is counted and kept in the exclusions with file and line.
 """
 
 from __future__ import annotations
@@ -193,9 +193,11 @@ def add_dataset(
         plans + list(executor.run(plan_input, todo_plans, f"plan {name}")), key=lambda r: r.index
     )
 
+    dupes = _duplicate_files(plans)  # known from the plans: such a file is never read again
     tasks = [
         _unit_task(staging, plan, j, text_field, max_doc_bytes, langid)
         for plan in plans
+        if plan.index not in dupes
         for j in range(len(plan.spans))
     ]
     done = [UnitResult(**json.loads(Path(t.result).read_text())) for t in tasks if _done(t)]
@@ -204,7 +206,9 @@ def add_dataset(
         print(f"add {name}: {len(done)} of {len(tasks)} units already done, resuming")
     units = done + list(executor.run(ingest_unit, todo, f"add {name}", lambda r: r.documents))
     results = _file_results(plans, units)
-    _drop_duplicate_files(results, tasks)
+    for r in results:
+        if r.index in dupes:
+            _record_duplicate(staging, r, dupes[r.index])
     skipped: Counter[str] = Counter()
     languages: Counter[str] = Counter()
     for r in results:
@@ -239,11 +243,21 @@ def add_dataset(
     return catalog.publish(name, staging, manifest)
 
 
+def _unit_paths(staging: Path, index: int, j: int, units: int) -> tuple[str, str, str]:
+    """(shard, exclusions, result) of unit j of file ``index``; a file of one unit keeps
+    the names a whole-file ingest used."""
+    tag = f"{index:05d}" if units == 1 else f"{index:05d}-{j:04d}"
+    return (
+        str(staging / "shards" / f"{tag}.parquet"),
+        str(staging / "exclusions" / f"ingest-{tag}.parquet"),
+        str(staging / "work" / f"ingest-{tag}.json"),
+    )
+
+
 def _unit_task(
     staging: Path, plan: FilePlanResult, j: int, text_field: str, max_doc_bytes: int, langid: bool
 ) -> IngestTask:
-    """Unit j of a file; a file of one unit keeps the names a whole-file ingest used."""
-    tag = f"{plan.index:05d}" if len(plan.spans) == 1 else f"{plan.index:05d}-{j:04d}"
+    shard, exclusions, result = _unit_paths(staging, plan.index, j, len(plan.spans))
     return IngestTask(
         plan.index,
         j,
@@ -251,12 +265,12 @@ def _unit_task(
         plan.spans[j],
         plan.sha256,
         plan.error,
-        str(staging / "shards" / f"{tag}.parquet"),
-        str(staging / "exclusions" / f"ingest-{tag}.parquet"),
+        shard,
+        exclusions,
         text_field,
         max_doc_bytes,
         langid,
-        str(staging / "work" / f"ingest-{tag}.json"),
+        result,
     )
 
 
@@ -276,20 +290,27 @@ def _done(task: IngestTask) -> bool:
     return Path(task.result).is_file() and Path(task.shard).is_file()
 
 
-def _drop_duplicate_files(results: list[FileResult], tasks: list[IngestTask]) -> None:
-    """The same file given twice (or under two names) is ingested once."""
-    first: dict[str, FileResult] = {}
-    for r in results:
-        if not r.sha256:
+def _duplicate_files(plans: list[FilePlanResult]) -> dict[int, str]:
+    """Files whose bytes an earlier input already has (the same file given twice, or under
+    two names): index -> the path of that earlier file. Each is ingested once."""
+    first: dict[str, str] = {}
+    dupes: dict[int, str] = {}
+    for plan in plans:
+        if not plan.sha256:
             continue
-        if r.sha256 not in first:
-            first[r.sha256] = r
-            continue
-        detail = f"same bytes as {first[r.sha256].path}"
-        units = [t for t in tasks if t.index == r.index]
-        for task in units:
-            Path(task.shard).unlink(missing_ok=True)
-            rows = [Exclusion(None, "ingest", "skip", "duplicate file", detail, r.path)]
-            write_exclusions(Path(task.exclusions), rows if task.part == 0 else [])
-        r.documents, r.bytes, r.languages = 0, 0, {}
-        r.skipped = {"duplicate file": 1}
+        if plan.sha256 in first:
+            dupes[plan.index] = first[plan.sha256]
+        else:
+            first[plan.sha256] = plan.path
+    return dupes
+
+
+def _record_duplicate(staging: Path, r: FileResult, first_path: str) -> None:
+    """A duplicate file has no shard and one exclusion row saying whose bytes it repeats."""
+    shard, exclusions, _ = _unit_paths(staging, r.index, 0, 1)
+    Path(shard).unlink(missing_ok=True)
+    detail = f"same bytes as {first_path}"
+    rows = [Exclusion(None, "ingest", "skip", "duplicate file", detail, r.path)]
+    write_exclusions(Path(exclusions), rows)
+    r.documents, r.bytes, r.languages = 0, 0, {}
+    r.skipped = {"duplicate file": 1}
