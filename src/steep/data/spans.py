@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from steep.artifacts.fingerprint import file_sha256
 from steep.data.documents import (
     COMPRESSIONS,
     Document,
@@ -59,19 +60,10 @@ def plan_file(path: Path, unit_bytes: int = UNIT_BYTES) -> FilePlan:
     fmt = _format_of(path)
     if fmt in LINE_FORMATS and not _compressed(path):
         return _plan_lines(path, unit_bytes)
-    sha, size = _sha256(path)
+    sha, size = file_sha256(path), path.stat().st_size
     if fmt == ".parquet" and not _compressed(path):
         return FilePlan(sha, size, _plan_rows(path, unit_bytes))
     return FilePlan(sha, size, [Span(str(path), "whole")])
-
-
-def _sha256(path: Path) -> tuple[str, int]:
-    h, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while block := f.read(_CHUNK):
-            h.update(block)
-            size += len(block)
-    return h.hexdigest(), size
 
 
 def _plan_lines(path: Path, unit_bytes: int) -> FilePlan:
