@@ -233,7 +233,6 @@ def _write_source(
             "then reads the cache) so the GPUs do not wait",
             flush=True,
         )
-    done = 0
     bar = tqdm(
         total=total_bytes,
         unit="B",
@@ -250,12 +249,9 @@ def _write_source(
         for text, doc_ids in zip(batch, ids, strict=True):
             split = "heldout" if is_heldout(text, heldout_fraction) else "train"
             writers[split].add(doc_ids)
-            n = len(text.encode("utf-8"))
-            bar.update(n)
-            nonlocal done
-            done += n
+            bar.update(len(text.encode("utf-8")))
         if progress is not None:
-            progress(f"tokenizing {name}", done, total_bytes)
+            progress(f"tokenizing {name}", bar.n, total_bytes)
         batch.clear()
 
     try:
