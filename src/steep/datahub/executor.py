@@ -12,7 +12,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Protocol, TypeVar
 
 from tqdm import tqdm
@@ -20,6 +20,7 @@ from tqdm import tqdm
 from steep.errors import SteepError
 
 T = TypeVar("T")
+WAIT_S = 0.5  # how often Ray results are collected
 R = TypeVar("R")
 
 
@@ -71,11 +72,10 @@ class LocalExecutor:
                     yield done(fn(task))
                 return
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                pending = {pool.submit(fn, task) for task in tasks}
-                while pending:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        yield done(future.result())
+                # as_completed, not wait(FIRST_COMPLETED) in a loop: that rescans every
+                # pending future per result, quadratic in the tens of thousands of units
+                for future in as_completed([pool.submit(fn, task) for task in tasks]):
+                    yield done(future.result())
         finally:
             bar.close()
 
@@ -132,7 +132,9 @@ class RayExecutor:
         pending = [remote.remote(task) for task in tasks]
         try:
             while pending:
-                ready, pending = ray.wait(pending, num_returns=1)
+                # every task finished so far, in one call (one wait per result would rescan
+                # the whole pending list each time: quadratic in the number of units)
+                ready, pending = ray.wait(pending, num_returns=len(pending), timeout=WAIT_S)
                 for ref in ready:
                     yield done(ray.get(ref))
         except ray.exceptions.RayTaskError as exc:
