@@ -31,7 +31,7 @@ from steep.hub.card import (
     training_change,
     write_model_card,
 )
-from steep.hub.recorder import attach_eval_report, record_dataset, record_run
+from steep.hub.recorder import attach_eval_report, record_run
 from steep.hub.registry import Hub
 from steep.hub.schema import MIGRATIONS, SCHEMA_VERSION, STATUSES, HubError
 
@@ -43,7 +43,6 @@ __all__ = [
     "Hub",
     "HubError",
     "attach_eval_report",
-    "record_dataset",
     "record_run",
     "render_model_card",
     "training_change",

@@ -1,4 +1,4 @@
-"""How other commands tell the hub what they made: a training run, an eval report, a dataset.
+"""How other commands tell the hub what they made: a training run, an eval report.
 
 Hub trouble is printed, never raised: what the command made is already safe on disk, and a
 registry problem must not stop training or lose an eval.
@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from steep.hub.registry import Hub
-from steep.workspace import LINEAGE_FILE, MODEL_DIR, Workspace
+from steep.workspace import LINEAGE_FILE, MODEL_DIR
 
 
 def record_run(run_dir: Path) -> None:
@@ -35,19 +35,3 @@ def attach_eval_report(model_dir: Path) -> None:
         Hub().attach_eval(model_dir)
     except Exception as exc:
         print(f"warning: model hub: could not attach the eval report of {model_dir}: {exc}")
-
-
-def record_dataset(version_dir: Path) -> None:
-    """Register one published version folder of a workspace's datasets at once.
-
-    Not needed for a listing (every query syncs, and sync asks the catalog); kept for
-    callers that want the row before the next query.
-    """
-    version_dir = Path(version_dir)
-    home = version_dir.parent.parent.parent
-    if Workspace(home).datasets != version_dir.parent.parent:
-        return  # a catalog outside a workspace: no registry to tell
-    try:
-        Hub(home).register_dataset(version_dir)
-    except Exception as exc:
-        print(f"warning: model hub: could not register dataset {version_dir}: {exc}")
