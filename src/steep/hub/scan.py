@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from steep.artifacts.lineage import Lineage, try_read_lineage
+from steep.artifacts.manifest import ManifestError, read_manifest
 from steep.artifacts.metrics import read_from
 from steep.artifacts.runstatus import read_status
 from steep.datahub.catalog import Catalog, DatasetRef
@@ -141,8 +142,10 @@ def manifest_path(version_dir: Path) -> Path:
 
 def dataset_row(name: str, version: int, path: Path) -> dict[str, Any]:
     """The ``datasets`` row of one version folder, from its manifest."""
-    manifest, error = read_json(manifest_path(path))
-    m = manifest or {}
+    try:
+        m, error = read_manifest(path).dump(), None
+    except ManifestError as exc:  # a damaged manifest is a row with its error, not a crash
+        m, error = {}, str(exc)
     return {
         "ref": dataset_ref(name, version),
         "name": name,
