@@ -99,6 +99,17 @@ def resolve_base(base: str) -> str:
     return str(Path(list(spec.submodule_search_locations)[0]) / rel)
 
 
+def gguf_of(cfg: ModelSection) -> Path | None:
+    """The GGUF file a model section names (``model.base`` a .gguf, or a folder plus
+    ``model.gguf_file``); None for an HF folder or hub id."""
+    if cfg.base is None:
+        return None
+    base = resolve_base(cfg.base)
+    if cfg.gguf_file:
+        return Path(base) / cfg.gguf_file
+    return Path(base) if base.endswith(".gguf") else None
+
+
 def load_base(cfg: ModelSection, home: Path, seed: int = 0) -> LoadedBase:
     """Return the fp32 model and tokenizer the run will start from."""
     if cfg.random_init is not None:
@@ -107,8 +118,7 @@ def load_base(cfg: ModelSection, home: Path, seed: int = 0) -> LoadedBase:
         assert cfg.base is not None
         base = resolve_base(cfg.base)
         path = Path(base)
-        if base.endswith(".gguf") or cfg.gguf_file:
-            gguf = path / cfg.gguf_file if cfg.gguf_file else path
+        if (gguf := gguf_of(cfg)) is not None:
             loaded = _load_hf_dir(gguf_to_hf(gguf, Workspace(home).base_models), origin=str(gguf))
         elif path.exists():
             loaded = _load_hf_dir(path, origin=str(path))
@@ -135,12 +145,9 @@ def run_tokenizer(cfg: ModelSection, home: Path) -> PreTrainedTokenizerBase:
     if cfg.tokenizer:
         return load_tokenizer(cfg.tokenizer)
     assert cfg.base is not None  # the config allows no base only with model.tokenizer
-    base = resolve_base(cfg.base)
-    path = Path(base)
-    if base.endswith(".gguf") or cfg.gguf_file:
-        gguf = path / cfg.gguf_file if cfg.gguf_file else path
+    if (gguf := gguf_of(cfg)) is not None:
         return load_tokenizer(str(gguf_to_hf(gguf, Workspace(home).base_models)))
-    return load_tokenizer(base)
+    return load_tokenizer(resolve_base(cfg.base))
 
 
 def _random_model(cfg: ModelSection, seed: int) -> LoadedBase:
@@ -190,8 +197,7 @@ def base_names(cfg: ModelSection) -> list[str]:
         return []
     base = resolve_base(cfg.base)
     path = Path(base)
-    if base.endswith(".gguf") or cfg.gguf_file:
-        gguf = path / cfg.gguf_file if cfg.gguf_file else path
+    if (gguf := gguf_of(cfg)) is not None:
         return _gguf_names(gguf) if gguf.is_file() else [gguf.name]
     names: list[str] = []
     if (lineage := _lineage_of(path)) is not None:
