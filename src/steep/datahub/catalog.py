@@ -24,7 +24,7 @@ from typing import Any
 
 from steep.artifacts.manifest import Manifest, read_manifest
 from steep.errors import SteepError
-from steep.workspace import MANIFEST_FILE, Workspace
+from steep.workspace import MANIFEST_FILE, Workspace, parse_version_dir, version_dir_name
 
 MANIFEST = MANIFEST_FILE
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -99,9 +99,9 @@ class Catalog:
             return []
         found = []
         for p in folder.iterdir():
-            versioned = p.is_dir() and p.name.startswith("v") and p.name[1:].isdigit()
-            if versioned and (p / MANIFEST).is_file():
-                found.append(int(p.name[1:]))
+            version = parse_version_dir(p.name)
+            if version is not None and p.is_dir() and (p / MANIFEST).is_file():
+                found.append(version)
         return sorted(found)
 
     def get(self, ref: str | DatasetRef) -> DatasetVersion:
@@ -115,7 +115,7 @@ class Catalog:
             raise CatalogError(
                 f"{ref.name} has no version {version}; versions: {', '.join(map(str, versions))}"
             )
-        path = self.root / ref.name / f"v{version}"
+        path = self.root / ref.name / version_dir_name(version)
         return DatasetVersion(ref.name, version, path, read_manifest(path).dump())
 
     def next_version(self, name: str) -> int:
@@ -142,7 +142,7 @@ class Catalog:
         for scratch in ("work",):
             shutil.rmtree(staging / scratch, ignore_errors=True)
         write_json(staging / MANIFEST, checked.dump())
-        target = self.root / name / f"v{version}"
+        target = self.root / name / version_dir_name(version)
         try:
             os.rename(staging, target)  # fails if another process published v<N> first
         except OSError as exc:

@@ -7,12 +7,12 @@ else wrote is kept. Numbers are written with ``steep.artifacts.fmt`` and changes
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from steep.artifacts.atomic import write_text
+from steep.artifacts.fingerprint import file_sha256
 from steep.artifacts.fmt import MISSING, cell, num, pct
 from steep.artifacts.lineage import Lineage, parse_lineage, try_read_lineage
 from steep.artifacts.scores import rel_change
@@ -70,13 +70,12 @@ def write_model_card(
 
 def manifest_hash(home: Path | None, ref: str | None) -> str | None:
     """sha256 of a dataset version's manifest (which lists its inputs' hashes)."""
-    name, _, version = (ref or "").partition("@")
-    version = version.removeprefix("v")
-    if home is None or not name or not version.isdigit():
+    name, _, version = (norm_ref(ref) or "").partition("@")
+    if home is None or not version:
         return None
     path = Workspace(Path(home)).dataset_version(name, int(version)) / MANIFEST_FILE
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return file_sha256(path)
     except OSError:
         return None
 
