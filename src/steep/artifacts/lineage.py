@@ -123,9 +123,6 @@ class Lineage(_Open):
         head = loss_headline(self.metrics.baseline, self.metrics.final, self.roles())
         return None if head.empty else head
 
-    def eval_headline(self) -> dict[str, Any]:
-        return (self.eval or {}).get("headline") or {}
-
     def dump(self) -> dict[str, Any]:
         """The JSON object: the fields that were set (read or given), format_version first,
         so an old file read and written back is unchanged apart from its version."""
