@@ -1,5 +1,6 @@
-"""How `steep data add` and `steep data prepare` scale: one big jsonl file, 1 vs 2 workers,
-the local pool vs Ray, and the cost per GB as the input grows.
+"""How `steep data add`, `steep data prepare` and `steep data tokenize` scale: one big
+jsonl file (or many small ones), 1 vs 2 workers, the local pool vs Ray, and the cost per
+GB as the input grows.
 
 The corpus is the demo corpora (Python docs + Wikipedia, built by `steep demo` under
 $STEEP_HOME/demo/corpora) replicated into ONE jsonl file of ``--mb`` MB, with a quarter of
@@ -10,6 +11,11 @@ command's own rusage would miss them), MB/s, and for the local pool the peak RSS
 command and its worker processes (GNU time's maximum resident set of the largest one).
 
     .venv/bin/python benchmarks/datahub_scale.py --mb 100 400 --unit-mb 16 --out /tmp/scale.md
+    .venv/bin/python benchmarks/datahub_scale.py --mb 100 1024 --steps add tokenize \
+        --executors local --tokenizer steep-home/models/base/SmolLM2-135M-Instruct.Q4_1-98362432
+
+``tokenize`` tokenizes the dataset ``add`` made (``steep data tokenize big@1 --base ...``)
+with the given tokenizer folder (default: the SmolLM2 base ``steep demo`` converted).
 """
 
 from __future__ import annotations
@@ -38,7 +44,21 @@ def _machine_cpu_seconds() -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def build_corpus(home: Path, mb: int, out: Path) -> int:
+def build_corpus(home: Path, mb: int, out: Path, files: int = 1) -> int:
+    """``files`` == 1: ``out`` itself; else ``out`` is a folder of that many files."""
+    if files > 1:
+        out.mkdir()
+        one = out.with_suffix(".tmp.jsonl")
+        size = _build_one(home, mb, one)
+        lines = one.read_bytes().splitlines(keepends=True)
+        for i in range(files):
+            (out / f"part-{i:05d}.jsonl").write_bytes(b"".join(lines[i::files]))
+        one.unlink()
+        return size
+    return _build_one(home, mb, out)
+
+
+def _build_one(home: Path, mb: int, out: Path) -> int:
     corpora = home / "demo" / "corpora"
     docs = []
     for name in ("python_docs.jsonl", "wikipedia.jsonl"):
@@ -84,35 +104,44 @@ def main() -> None:
     p.add_argument("--corpora-home", type=Path, default=ROOT / "steep-home")
     p.add_argument("--executors", nargs="+", default=["local", "ray"])
     p.add_argument("--unit-mb", type=float, default=64, help="as steep data add --unit-mb")
+    p.add_argument("--steps", nargs="+", default=["add", "prepare"], help="add prepare tokenize")
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--files", type=int, default=1, help="split the input into this many files")
+    p.add_argument(
+        "--tokenizer",
+        default=str(ROOT / "steep-home/models/base/SmolLM2-135M-Instruct.Q4_1-98362432"),
+        help="base (HF folder) whose tokenizer `tokenize` uses",
+    )
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     steep = [sys.executable, "-m", "steep"]
     rows = []
     for mb in args.mb:
         work = Path(tempfile.mkdtemp(prefix=f"scale-{mb}-"))
-        big = work / "big.jsonl"
-        size = build_corpus(args.corpora_home, mb, big)
+        big = work / ("big" if args.files > 1 else "big.jsonl")
+        size = build_corpus(args.corpora_home, mb, big, args.files)
         for executor in args.executors:
-            for workers in (1, 2):
+            for workers in args.workers:
                 home = work / f"home-{executor}-{workers}"
                 engine = ["--executor", executor, "--workers", str(workers)]
                 unit = ["--unit-mb", str(args.unit_mb)]
-                add = run(
-                    [*steep, "data", "add", "big", str(big), "--no-langid", *unit, *engine], home
-                )
-                prep = run(
-                    [*steep, "data", "prepare", "big", "--recipe", str(RECIPE), *engine], home
-                )
-                for step, r in (("add", add), ("prepare", prep)):
-                    rows.append(
-                        {
-                            "mb": size / 2**20,
-                            "step": step,
-                            "executor": executor,
-                            "workers": workers,
-                            **r,
-                        }
-                    )
+                commands = {
+                    "add": ["data", "add", "big", str(big), "--no-langid", *unit, *engine],
+                    "prepare": ["data", "prepare", "big", "--recipe", str(RECIPE), *engine],
+                    "tokenize": ["data", "tokenize", "big@1", "--base", args.tokenizer,
+                                 "--heldout-fraction", "0.01", *unit, *engine],
+                }  # fmt: skip
+                if "add" not in args.steps:  # prepare and tokenize read big@1
+                    run([*steep, *commands["add"]], home)
+                for step in args.steps:
+                    r = run([*steep, *commands[step]], home)
+                    row = {
+                        "mb": size / 2**20,
+                        "step": step,
+                        "executor": executor,
+                        "workers": workers,
+                    }
+                    rows.append({**row, "files": args.files, **r})
                     print(json.dumps(rows[-1]), flush=True)
                 shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
@@ -120,8 +149,8 @@ def main() -> None:
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
         f"command: {' '.join(sys.argv)}",
         "",
-        "| input MB | step | executor | workers | wall s | machine CPU s | CPU s/GB | MB/s | speedup 1->2 | peak RSS MB (local) |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| input MB | files | step | executor | workers | wall s | machine CPU s | CPU s/GB | MB/s | speedup 1->2 | peak RSS MB (local) |",
+        "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     by = {(r["mb"], r["step"], r["executor"], r["workers"]): r for r in rows}
     for r in rows:
@@ -129,7 +158,7 @@ def main() -> None:
         speed = f"{one['wall_s'] / r['wall_s']:.2f}x" if one and r["workers"] == 2 else ""
         rss = f"{r['peak_rss_mb']:.0f}" if r["executor"] == "local" and r["peak_rss_mb"] else "–"
         lines.append(
-            f"| {r['mb']:.0f} | {r['step']} | {r['executor']} | {r['workers']} | {r['wall_s']:.1f} "
+            f"| {r['mb']:.0f} | {r['files']} | {r['step']} | {r['executor']} | {r['workers']} | {r['wall_s']:.1f} "
             f"| {r['cpu_s']:.1f} | {r['cpu_s'] / (r['mb'] / 1024):.0f} | {r['mb'] / r['wall_s']:.2f} "
             f"| {speed} | {rss} |"
         )

@@ -14,8 +14,9 @@ from transformers import PreTrainedTokenizerFast
 
 from steep.data.documents import SkipLog, read_documents
 from steep.data.mixture import Mixture
-from steep.data.shards import Shard, ShardError, Windows
+from steep.data.shards import Shard, ShardError
 from steep.data.tokenize import tokenize_source
+from steep.data.tokensource import Windows
 from steep.model.io import byte_tokenizer, tokenizer_fingerprint
 
 
@@ -88,7 +89,7 @@ def test_shard_round_trip_and_split(tmp_path: Path, corpora):
 def test_windows_tile_the_stream(tmp_path: Path, corpora):
     ts = tokenize_source("d", [str(corpora["domain"])], byte_tokenizer(), tmp_path / "c")
     w = Windows(ts.train, 16)
-    assert len(w) == (len(ts.train.tokens) - 1) // 16
+    assert len(w) == (ts.train.num_tokens - 1) // 16
     assert np.array_equal(w.get(1)[0], w.get(0)[-1])  # window j+1 starts where j's target ends
 
 
@@ -112,10 +113,11 @@ def test_tokenizer_mismatch_is_refused(tmp_path: Path, corpora):
 
 def test_damaged_shard_is_refused(tmp_path: Path, corpora):
     ts = tokenize_source("d", [str(corpora["domain"])], byte_tokenizer(), tmp_path / "c")
-    with open(ts.train.path / "tokens.bin", "ab") as f:
+    shard = ts.dir / ts.info["splits"]["train"]["shards"][0]["path"]
+    with open(shard / "tokens.bin", "ab") as f:
         f.write(b"\x00")
     with pytest.raises(ShardError, match="damaged"):
-        Shard.open(ts.train.path)
+        Shard.open(shard)
 
 
 class _FakeWindows:
@@ -175,7 +177,7 @@ def test_document_separator_must_be_a_real_token():
 
 
 def test_batch_encoder_matches_the_tokenizer_call():
-    from steep.data.tokenize import batch_encoder
+    from steep.data.tokenunits import batch_encoder
     from steep.model.io import byte_tokenizer
 
     tok = byte_tokenizer()
@@ -187,7 +189,7 @@ def test_batch_encoder_matches_the_tokenizer_call():
 
 def test_batch_encoder_falls_back_when_python_preprocessing_differs():
     """A tokenizer class that rewrites text before the Rust call keeps its own path."""
-    from steep.data.tokenize import batch_encoder
+    from steep.data.tokenunits import batch_encoder
     from steep.model.io import byte_tokenizer
 
     tok = byte_tokenizer()
@@ -238,12 +240,3 @@ def test_zst_with_several_frames_reads_them_all(tmp_path: Path):
     skips = SkipLog()
     texts = [d.text for d in read_documents([tmp_path / "multi.jsonl.zst"], skips)]
     assert texts == ["frame 0", "frame 1", "frame 2"] and not skips.skips
-
-
-def test_a_url_is_refused_in_one_line_naming_it():
-    from steep.errors import MissingInputError
-
-    with pytest.raises(
-        MissingInputError, match=r"data path s3://bucket/x.jsonl: URLs .* not read yet"
-    ):
-        list(read_documents(["s3://bucket/x.jsonl"], SkipLog()))

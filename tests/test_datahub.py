@@ -12,9 +12,9 @@ import pytest
 
 from steep.cli import main
 from steep.config import ConfigError
+from steep.data.executor import LocalExecutor
 from steep.datahub.catalog import Catalog, CatalogError, DatasetRef
 from steep.datahub.exclusions import read_exclusions
-from steep.datahub.executor import LocalExecutor
 from steep.datahub.ingest import add_dataset
 from steep.datahub.pipeline import parse_recipe, prepare
 from steep.datahub.steps.base import CorpusStep, Doc, DocStep, Drop, Edit, read_docs, register

@@ -11,8 +11,8 @@ import pytest
 
 from steep.cli import main
 from steep.config import ConfigError, parse_config
+from steep.data.executor import LocalExecutor
 from steep.datahub.catalog import Catalog
-from steep.datahub.executor import LocalExecutor
 from steep.datahub.ingest import add_dataset
 from steep.datahub.pipeline import parse_recipe, prepare
 from steep.datahub.steps.base import read_docs

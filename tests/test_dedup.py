@@ -258,3 +258,48 @@ def test_minhash_other_banding_and_ngrams(tmp_path):
     step = MinhashDedup(n_grams=3, num_buckets=20, hashes_per_bucket=4, seed=7)
     assert set(step.select_drops(shards, tmp_path / "w")) == {"n"}
     assert len(list((tmp_path / "w" / "minhash_dedup" / "bands").iterdir())) == 20
+
+
+def test_hashing_runs_on_the_pool_and_decides_the_same(tmp_path):
+    """Stage 1 (a hash or a MinHash signature per document, the expensive part) runs as
+    one task per shard on the executor; the drops are those of one process."""
+    from steep.data.executor import LocalExecutor
+
+    docs = []
+    for i in range(30):
+        base = text_of(100 + i % 10, 120)
+        docs.append(Doc(f"d{i}", base if i < 10 else edit_runs(base, i, [(i, 1)])))
+    docs += [Doc("e0", "exact copy"), Doc("e1", "Exact   copy")]
+    shards = shards_of(tmp_path, docs[:12], docs[12:20], docs[20:])
+    for step in (MinhashDedup(), ExactDedup()):
+        inline = step.select_drops(shards, tmp_path / f"{step.kind}-1")
+        pooled = step.select_drops(shards, tmp_path / f"{step.kind}-2", LocalExecutor(2))
+        assert pooled == inline and inline
+
+
+def test_drops_are_written_per_shard_for_the_shard_s_task(tmp_path):
+    """Each shard's task reads only its own drop file (not a dict of the whole corpus),
+    and the file names the kept document even when it lives in another shard."""
+    import pyarrow.parquet as pq
+
+    from steep.datahub.steps.drops import DONE, drop_file
+
+    shards = shards_of(
+        tmp_path,
+        [Doc("a", "one text"), Doc("b", "two text")],
+        [Doc("c", "One   text"), Doc("d", "other")],
+        [Doc("e", "two text"), Doc("f", "one text")],
+    )
+    out = tmp_path / "drops"
+    ExactDedup().write_drops(shards, tmp_path / "w", out)
+    assert (out / DONE).exists()
+    per_shard = [pq.read_table(drop_file(out, s)).to_pylist() for s in range(3)]
+    assert per_shard[0] == []
+    assert per_shard[1] == [
+        {"id": "c", "reason": "exact_dedup.duplicate", "detail": "same text as a"}
+    ]
+    assert [(r["id"], r["detail"]) for r in per_shard[2]] == [
+        ("e", "same text as b"),
+        ("f", "same text as a"),
+    ]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # spills cleaned

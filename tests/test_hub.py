@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM
 
 from steep.cli import main
 from steep.config import parse_config
-from steep.datahub.executor import LocalExecutor
+from steep.data.executor import LocalExecutor
 from steep.datahub.ingest import add_dataset
 from steep.hub import CARD_MARK, Hub, HubError, training_change
 from steep.train.loop import train

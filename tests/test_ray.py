@@ -111,7 +111,7 @@ def test_a_worker_killed_mid_unit_is_retried_with_no_duplicates(
     import threading
     import time
 
-    from steep.datahub.executor import LocalExecutor, RayExecutor
+    from steep.data.executor import LocalExecutor, RayExecutor
     from steep.datahub.ingest import add_dataset
 
     big = tmp_path / "big.jsonl"
@@ -145,3 +145,32 @@ def test_a_worker_killed_mid_unit_is_retried_with_no_duplicates(
     assert retried.manifest["documents"] == reference.manifest["documents"] == 150_000
     assert _digest(retried.shards) == _digest(reference.shards)
     assert _digest(retried.exclusions) == _digest(reference.exclusions)
+
+
+def test_ray_tokenizes_as_the_job_does(tmp_path: Path, _steep_home: Path) -> None:
+    """Tokenizing on Ray (units as Ray tasks) writes the shards tokenizing in one process
+    writes, file by file; and `steep data tokenize --executor ray` serves a dataset."""
+    from steep.data.executor import RayExecutor
+    from steep.data.tokenize import tokenize_source
+    from steep.model.io import byte_tokenizer
+
+    files = _corpus(tmp_path / "in")
+    kw = {"heldout_fraction": 0.2, "unit_bytes": 8_000}
+    here = tokenize_source("c", files, byte_tokenizer(), tmp_path / "a", **kw)
+    on_ray = tokenize_source(
+        "c", files, byte_tokenizer(), tmp_path / "b", executor=RayExecutor(num_cpus=2), **kw
+    )
+    assert here.info["units"] > len(files)  # big files were cut
+    assert on_ray.info["splits"] == here.info["splits"]
+    shards = [e["path"] for s in ("train", "heldout") for e in here.info["splits"][s]["shards"]]
+    for sub in shards:
+        assert _digest(sorted((on_ray.dir / sub).iterdir())) == _digest(
+            sorted((here.dir / sub).iterdir())
+        )
+
+    assert main(["data", "add", "t", *files, "--executor", "ray", "--no-langid"]) == 0
+    args = ["data", "tokenize", "t", "--base", "bytes", "--executor", "ray", "--unit-mb", "0.01"]
+    assert main(args) == 0
+    (made,) = Workspace(_steep_home).token_cache.glob("t-v1-*")
+    info = json.loads((made / "source.json").read_text())
+    assert info["version"] == 2 and len(info["splits"]["train"]["shards"]) > 1

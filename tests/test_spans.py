@@ -13,9 +13,9 @@ import pytest
 
 import steep.data.spans as spans
 from steep.data.documents import SkipLog, read_documents
+from steep.data.executor import LocalExecutor
 from steep.data.spans import plan_file, read_span
 from steep.datahub.catalog import Catalog
-from steep.datahub.executor import LocalExecutor
 from steep.datahub.ingest import add_dataset
 
 

@@ -87,7 +87,7 @@ class Run:
 
 def _split(src: Path, train: Path, heldout: Path) -> None:
     """Split a jsonl corpus by document hash with steep's rule, written atomically."""
-    from steep.data.tokenize import is_heldout
+    from steep.data.tokenunits import is_heldout
 
     lines = {"train": [], "heldout": []}
     for line in src.read_text(encoding="utf-8").splitlines():

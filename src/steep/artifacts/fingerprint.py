@@ -10,7 +10,8 @@ from typing import Any
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    path = Path(path) if isinstance(path, str) else path
+    with path.open("rb") as f:  # a Path, or a UPath for a URL (steep.data.locations)
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()

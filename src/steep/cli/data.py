@@ -12,8 +12,8 @@ from steep.workspace import Workspace
 
 def cmd_add(args: argparse.Namespace) -> int:
     # deferred: keeps `steep --help` light (no torch until a command runs)
+    from steep.data.executor import make_executor
     from steep.datahub.describe import show_dataset
-    from steep.datahub.executor import make_executor
     from steep.datahub.ingest import add_dataset
 
     ds = add_dataset(
@@ -48,8 +48,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     # deferred: keeps `steep --help` light (no torch until a command runs)
+    from steep.data.executor import make_executor
     from steep.datahub.describe import show_dataset
-    from steep.datahub.executor import make_executor
     from steep.datahub.pipeline import load_recipe, prepare
 
     specs = load_recipe(args.recipe)
@@ -84,8 +84,8 @@ def cmd_classifier_train(args: argparse.Namespace) -> int:
 
 def cmd_mine(args: argparse.Namespace) -> int:
     # deferred: keeps `steep --help` light (no torch until a command runs)
+    from steep.data.executor import make_executor
     from steep.datahub.describe import show_dataset
-    from steep.datahub.executor import make_executor
     from steep.datahub.mine import mine
 
     into = args.into or f"{args.ref.partition('@')[0]}-mined"
@@ -104,7 +104,9 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     if args.config:
         return _tokenize_run(args)
     # deferred: keeps `steep --help` light (no torch until a command runs)
-    from steep.data.tokenize import DatasetSelection, tokenize_source
+    from steep.data.executor import make_executor
+    from steep.data.selection import DatasetSelection
+    from steep.data.tokenize import tokenize_source
     from steep.datahub.catalog import Catalog
     from steep.model.io import gguf_to_hf, load_tokenizer, resolve_base
 
@@ -126,6 +128,8 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
         heldout_fraction=args.heldout_fraction,
         separator=args.separator,
         dataset=selection,
+        executor=make_executor(args.executor, args.workers, args.ray_address),
+        unit_bytes=int(args.unit_mb * (1 << 20)),
     )
     print(f"{ds.ref} -> {ts.dir}\n{_splits(ts.info)}")
     return 0
@@ -136,6 +140,7 @@ def _tokenize_run(args: argparse.Namespace) -> int:
     on a CPU node before a multi-GPU job, so no GPU waits for tokenizing."""
     # deferred: keeps `steep --help` light (no torch until a command runs)
     from steep.config import load_config
+    from steep.data.executor import make_executor
     from steep.model.io import run_tokenizer
     from steep.train.inputs import build_inputs
 
@@ -143,7 +148,14 @@ def _tokenize_run(args: argparse.Namespace) -> int:
         raise UsageError("--config tokenizes a run's own sources: give no NAME or --base")
     config = load_config(args.config, args.set)
     home = Workspace.current().home
-    inputs = build_inputs(config, run_tokenizer(config.model, home), home)
+    executor = make_executor(args.executor, args.workers, args.ray_address)
+    inputs = build_inputs(
+        config,
+        run_tokenizer(config.model, home),
+        home,
+        executor=executor,
+        unit_bytes=int(args.unit_mb * (1 << 20)),
+    )
     for ts in inputs.sources:
         print(f"{ts.name} -> {ts.dir}\n  {_splits(ts.info)}")
     print(f"ready: `steep train {args.config}` reads these without tokenizing")
@@ -161,8 +173,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     dsub = data.add_subparsers(dest="data_command", required=True)
     workers = {"type": int, "default": None, "help": "worker processes (default: all cores)"}
 
-    def engine(p: argparse.ArgumentParser) -> None:
+    def engine(p: argparse.ArgumentParser, units: bool = False) -> None:
         p.add_argument("--workers", **workers)
+        if units:
+            p.add_argument(
+                "--unit-mb",
+                type=float,
+                default=64,
+                help="work unit: a big jsonl or parquet file is split into pieces of about "
+                "this many MB, processed in parallel (default 64)",
+            )
         p.add_argument(
             "--executor",
             choices=("local", "ray"),
@@ -180,14 +200,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     a.add_argument("paths", nargs="+", metavar="PATH")
     a.add_argument("--text-field", default="text", help="jsonl/parquet field with the text")
     a.add_argument("--no-langid", action="store_true", help="skip language identification")
-    a.add_argument(
-        "--unit-mb",
-        type=float,
-        default=64,
-        help="work unit: a big jsonl or parquet file is split into pieces of about this "
-        "many MB, read in parallel (default 64)",
-    )
-    engine(a)
+    engine(a, units=True)
     a.set_defaults(func=cmd_add)
 
     ls = dsub.add_parser("list", help="list datasets (latest version of each)")
@@ -220,6 +233,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--separator", default=None, help="as model.document_separator (default: EOS)")
     t.add_argument("--languages", nargs="+", default=None)
     t.add_argument("--exclude-languages", nargs="+", default=None)
+    engine(t, units=True)
     t.set_defaults(func=cmd_tokenize)
 
     c = dsub.add_parser("classifier", help="domain classifiers for mining")

@@ -9,7 +9,7 @@ opened: the rest of steep.data works without touching parquet.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,12 +59,17 @@ def write_docs(path: Path, docs: Iterable[Doc], rows_per_group: int = 2048) -> i
     return n
 
 
-def read_docs(path: Path, batch_size: int = 1024) -> Iterator[Doc]:
-    """Stream the documents of one shard, a batch at a time (memory bounded by the batch)."""
+def read_docs(
+    path: Path, batch_size: int = 1024, row_groups: Sequence[int] | None = None
+) -> Iterator[Doc]:
+    """Stream the documents of one shard (or of some of its row groups), a batch at a time
+    (memory bounded by the batch)."""
     import pyarrow.parquet as pq  # deferred: parquet only where a shard is read
 
     pf = pq.ParquetFile(path)
-    for batch in pf.iter_batches(batch_size=batch_size, columns=["id", "text", "meta"]):
+    groups = list(row_groups) if row_groups is not None else None
+    columns = ["id", "text", "meta"]
+    for batch in pf.iter_batches(batch_size=batch_size, columns=columns, row_groups=groups):
         ids, texts, metas = (batch.column(i).to_pylist() for i in range(3))
         for i, t, m in zip(ids, texts, metas, strict=True):
             yield Doc(i, t, json.loads(m) if m else {})

@@ -16,9 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO
 
+from steep.data.locations import as_input, is_url, open_input, remote_error
 from steep.errors import MissingInputError
 
-TEXT_SUFFIXES = (".jsonl", ".json", ".ndjson", ".txt", ".md", ".parquet")
+TEXT_SUFFIXES = (".jsonl", ".json", ".ndjson", ".txt", ".md", ".parquet", ".arrow")
 COMPRESSIONS = (".gz", ".zst", ".bz2")
 
 
@@ -61,28 +62,72 @@ class SkipLog:
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files named directly, plus every readable text file under named folders (sorted)."""
+    """Files named directly, plus every readable text file under named folders (sorted).
+
+    A path may be an fsspec URL (``steep.data.locations``); a folder saved by HF
+    ``datasets`` (``save_to_disk``) gives the Arrow files its ``state.json`` lists.
+    """
     out: list[Path] = []
     for raw in paths:
-        if "://" in str(raw):  # Path() would fold it into a local name that does not exist
-            raise MissingInputError(
-                f"data path {raw}: URLs (s3://, gs://, hf://, ...) are not read yet; copy the "
-                "files to a local or mounted folder"
-            )
-        p = Path(raw)
-        if not p.exists():
-            raise MissingInputError(f"data path does not exist: {p}")
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and _format_of(f))
-            if not found:
-                raise MissingInputError(
-                    f"folder {p} holds no text files (looked for {', '.join(TEXT_SUFFIXES)}, "
-                    f"optionally compressed {', '.join(COMPRESSIONS)})"
-                )
-            out.extend(found)
-        else:
-            out.append(p)
+        p = as_input(raw)
+        try:
+            out.extend(_expand(p, raw))
+        except MissingInputError:
+            raise
+        except Exception as exc:  # a remote store: no package, credentials or network
+            if not is_url(p):
+                raise
+            raise remote_error(raw, exc) from None
     return out
+
+
+def _expand(p: Path, raw: str | Path) -> list[Path]:
+    if not _exists(p):
+        raise MissingInputError(f"data path does not exist: {raw}")
+    if not p.is_dir():
+        return [p]
+    saved = _saved_dataset(p)
+    if saved is not None:
+        return saved
+    found = sorted((f for f in p.rglob("*") if f.is_file() and _format_of(f)), key=str)
+    if not found:
+        raise MissingInputError(
+            f"folder {raw} holds no text files (looked for {', '.join(TEXT_SUFFIXES)}, "
+            f"optionally compressed {', '.join(COMPRESSIONS)})"
+        )
+    return found
+
+
+def _exists(p: Path) -> bool:
+    """Whether the path is there; for a URL, asked so that a store that cannot be reached
+    raises (its ``exists`` says False for that too, which would blame the path)."""
+    if not is_url(p):
+        return p.exists()
+    try:
+        p.stat()
+    except FileNotFoundError as exc:
+        cause = exc.__cause__  # fsspec's http store reports "cannot connect" as not found
+        if cause is not None and not isinstance(cause, FileNotFoundError):
+            raise remote_error(p, cause) from None
+        return False
+    return True
+
+
+def _saved_dataset(folder: Path) -> list[Path] | None:
+    """The data files of an HF ``datasets`` folder (``Dataset.save_to_disk``), in order."""
+    state, splits = folder / "state.json", folder / "dataset_dict.json"
+    if splits.is_file():
+        names = json.loads(splits.read_text()).get("splits", [])
+        raise MissingInputError(
+            f"{folder} is a saved DatasetDict with splits {names}: name one split's folder, "
+            f"e.g. {folder / (names[0] if names else 'train')}"
+        )
+    if not state.is_file():
+        return None
+    files = [f.get("filename") for f in json.loads(state.read_text()).get("_data_files", [])]
+    if not files or not all(isinstance(f, str) for f in files):
+        raise MissingInputError(f"{state}: a saved dataset that lists no data files")
+    return [folder / f for f in files]
 
 
 def _format_of(path: Path) -> str | None:
@@ -97,13 +142,14 @@ def _format_of(path: Path) -> str | None:
 
 def _open_binary(path: Path) -> IO[bytes]:
     name = path.name.lower()
+    raw = open_input(path)
     if name.endswith(".gz"):
-        return gzip.open(path, "rb")
+        return gzip.open(raw, "rb")
     if name.endswith(".bz2"):
-        return bz2.open(path, "rb")
+        return bz2.open(raw, "rb")
     if name.endswith(".zst"):
-        return io.BufferedReader(_ZstdReader(open(path, "rb")))  # adds line iteration
-    return open(path, "rb")
+        return io.BufferedReader(_ZstdReader(raw))  # adds line iteration
+    return raw
 
 
 class _ZstdReader(io.RawIOBase):
@@ -157,6 +203,8 @@ def read_documents(
                 yield from _read_jsonl(path, text_field, skips)
             elif fmt == ".parquet":
                 yield from _read_parquet(path, text_field, skips)
+            elif fmt == ".arrow":
+                yield from _read_arrow(path, text_field, skips)
             elif fmt in (".txt", ".md"):
                 yield from _read_whole(path, skips)
             else:
@@ -236,7 +284,7 @@ def _read_parquet(
     import pyarrow.parquet as pq  # deferred: parquet only where a .parquet file is read
 
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(open_input(path) if is_url(path) else path)
     except Exception as exc:  # pyarrow raises ArrowInvalid for a non-parquet file
         skips.add(path, None, f"unreadable file: not parquet ({exc})")
         return
@@ -251,3 +299,27 @@ def _read_parquet(
             text = _accept(value, path, row, skips, text_field)
             if text is not None:
                 yield Document(text, str(path), row)
+
+
+def _read_arrow(path: Path, text_field: str, skips: SkipLog) -> Iterator[Document]:
+    """Rows of an Arrow IPC stream (what HF ``datasets`` saves), a record batch at a time."""
+    import pyarrow as pa  # deferred: Arrow only where an .arrow file is read
+
+    with open_input(path) as raw:
+        try:
+            reader = pa.ipc.open_stream(raw)
+        except Exception as exc:  # ArrowInvalid: not an Arrow stream
+            skips.add(path, None, f"unreadable file: not an Arrow stream ({exc})")
+            return
+        if text_field not in reader.schema.names:
+            skips.add(
+                path, None, f"bad field: no column '{text_field}' (has {reader.schema.names})"
+            )
+            return
+        row = 0
+        for batch in reader:
+            for value in batch.column(text_field).to_pylist():
+                row += 1
+                text = _accept(value, path, row, skips, text_field)
+                if text is not None:
+                    yield Document(text, str(path), row)

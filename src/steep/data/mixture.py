@@ -5,7 +5,8 @@ decided by a largest-deficit rule: pick the source whose realised count lags its
 share ``w_i * (k + 1)`` the most. That keeps every source within one sequence of its
 weight at every prefix of training, not just on average (random sampling drifts by
 sqrt(k)). The seed only permutes the windows inside each source, once per epoch, so
-changing it changes the order and never the ratio.
+changing it changes the order and never the ratio. The permutation is a keyed bijection
+(``steep.data.permutation``), not a table, so it costs no memory however big the source.
 
 The state is the count of sequences taken from each source; any sequence can be rebuilt
 from it, so resuming after a crash repeats and skips nothing.
@@ -17,7 +18,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from steep.data.shards import Windows
+from steep.data.permutation import KeyedPermutation
+from steep.data.tokensource import Windows
+
+# how window order is drawn: "keyed" (steep.data.permutation); checkpoints written before it
+# have no "order" and keep the table permutation they started with, so a resume never
+# changes the order inside an epoch
+ORDER = "keyed"
 
 
 @dataclass
@@ -37,7 +44,8 @@ class Mixture:
         self.shares = np.asarray([w / total for w in weights], dtype=np.float64)
         self.seed = seed
         self.counts = np.zeros(len(names), dtype=np.int64)  # sequences drawn per source
-        self._perms: dict[tuple[int, int], np.ndarray] = {}
+        self.order = ORDER
+        self._perms: dict[int, tuple[int, KeyedPermutation | np.ndarray]] = {}
 
     @property
     def position(self) -> int:
@@ -48,20 +56,25 @@ class Mixture:
         deficit = self.shares * (self.position + 1) - self.counts
         return int(np.argmax(deficit))
 
-    def _perm(self, source: int, epoch: int) -> np.ndarray:
-        key = (source, epoch)
-        if key not in self._perms:
-            rng = np.random.default_rng([self.seed, source, epoch])
-            self._perms = {k: v for k, v in self._perms.items() if k[0] != source}
-            self._perms[key] = rng.permutation(len(self.windows[source]))
-        return self._perms[key]
+    def _window(self, source: int, epoch: int, offset: int) -> int:
+        """Window ``offset`` of the source's shuffled order in this epoch."""
+        held = self._perms.get(source)
+        if held is None or held[0] != epoch:
+            n, key = len(self.windows[source]), [self.seed, source, epoch]
+            if self.order == ORDER:
+                perm: KeyedPermutation | np.ndarray = KeyedPermutation(n, key)
+            else:  # a checkpoint from before keyed order: the O(windows) table it used
+                perm = np.random.default_rng(key).permutation(n)
+            held = self._perms[source] = (epoch, perm)
+        perm = held[1]
+        return perm(offset) if isinstance(perm, KeyedPermutation) else int(perm[offset])
 
     def next(self) -> Draw:
         i = self.pick_source()
         n = len(self.windows[i])
         epoch, offset = divmod(int(self.counts[i]), n)
         self.counts[i] += 1
-        return Draw(i, int(self._perm(i, epoch)[offset]), epoch)
+        return Draw(i, self._window(i, epoch, offset), epoch)
 
     def draw(self, k: int) -> list[Draw]:
         """Where the next k sequences come from, without reading them.
@@ -92,7 +105,12 @@ class Mixture:
         }
 
     def state_dict(self) -> dict:
-        return {"counts": self.counts.tolist(), "names": list(self.names), "seed": self.seed}
+        return {
+            "counts": self.counts.tolist(),
+            "names": list(self.names),
+            "seed": self.seed,
+            "order": self.order,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if list(state["names"]) != list(self.names):
@@ -101,4 +119,5 @@ class Mixture:
             )
         self.counts = np.asarray(state["counts"], dtype=np.int64)
         self.seed = int(state["seed"])
+        self.order = state.get("order", "table")
         self._perms.clear()

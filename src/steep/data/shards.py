@@ -132,37 +132,3 @@ class Shard:
 
     def document(self, i: int) -> np.ndarray:
         return np.asarray(self.tokens[self.offsets[i] : self.offsets[i + 1]])
-
-    def check_tokenizer(self, fingerprint: str, model_desc: str) -> None:
-        """Refuse a shard made by another tokenizer: its ids would mean other strings."""
-        made_by = self.meta["tokenizer"]
-        if made_by["sha256"] != fingerprint:
-            raise ShardError(
-                f"{self.path} was tokenized with '{made_by.get('name')}' "
-                f"(vocab {made_by.get('vocab_size')}, sha256 {made_by['sha256'][:12]}), but the "
-                f"model uses {model_desc} (sha256 {fingerprint[:12]}): re-tokenize the data "
-                "with the model's tokenizer"
-            )
-
-
-class Windows:
-    """Fixed-length training windows over a shard's flat token stream.
-
-    Window j covers tokens[j*L : j*L + L + 1] (inputs and next-token targets), so windows
-    tile the stream without overlap and documents run across window edges, as in GPT-style
-    packing; the EOS separators tell the model where one document ends.
-    """
-
-    def __init__(self, shard: Shard, seq_len: int):
-        self.shard = shard
-        self.seq_len = seq_len
-        self.count = max(0, (len(shard.tokens) - 1) // seq_len)
-
-    def __len__(self) -> int:
-        return self.count
-
-    def get(self, j: int) -> np.ndarray:
-        if not 0 <= j < self.count:
-            raise IndexError(f"window {j} outside 0..{self.count - 1} of {self.shard.path}")
-        start = j * self.seq_len
-        return np.asarray(self.shard.tokens[start : start + self.seq_len + 1], dtype=np.int64)

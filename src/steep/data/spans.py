@@ -28,6 +28,7 @@ from steep.data.documents import (
     parse_jsonl_lines,
     read_documents,
 )
+from steep.data.locations import as_input, is_url, open_input
 
 UNIT_BYTES = 64 << 20  # a unit of work: long enough to amortise a task, short for balance
 _CHUNK = 8 << 20
@@ -41,6 +42,7 @@ class Span:
     start: int = 0  # lines: byte offset; rows: first row group
     end: int | None = None  # exclusive; None: to the end of the file
     first: int = 1  # the number of the span's first line (lines) or row (rows)
+    size: int = 0  # bytes of input it covers (uncompressed, for parquet): for progress
 
 
 @dataclass(frozen=True)
@@ -54,16 +56,21 @@ def _compressed(path: Path) -> bool:
     return path.name.lower().endswith(COMPRESSIONS)
 
 
-def plan_file(path: Path, unit_bytes: int = UNIT_BYTES) -> FilePlan:
-    """The file's sha256, size and spans (OSError when it cannot be read)."""
-    path = Path(path)
+def plan_file(path: Path, unit_bytes: int = UNIT_BYTES, digest: bool = True) -> FilePlan:
+    """The file's sha256, size and spans (OSError when it cannot be read).
+
+    ``digest=False`` skips hashing a file whose identity is known otherwise (a Data Hub
+    shard, named by its immutable version): its sha256 is then "". A jsonl file is hashed
+    anyway, in the same pass that finds its line boundaries.
+    """
+    path = as_input(path)
     fmt = _format_of(path)
     if fmt in LINE_FORMATS and not _compressed(path):
         return _plan_lines(path, unit_bytes)
-    sha, size = file_sha256(path), path.stat().st_size
+    sha, size = file_sha256(path) if digest else "", path.stat().st_size
     if fmt == ".parquet" and not _compressed(path):
         return FilePlan(sha, size, _plan_rows(path, unit_bytes))
-    return FilePlan(sha, size, [Span(str(path), "whole")])
+    return FilePlan(sha, size, [Span(str(path), "whole", size=size)])
 
 
 def _plan_lines(path: Path, unit_bytes: int) -> FilePlan:
@@ -74,7 +81,7 @@ def _plan_lines(path: Path, unit_bytes: int) -> FilePlan:
     start, first = 0, 1  # the current span's byte offset and first line
     pos, lines = 0, 0  # bytes and newlines read so far
     target = unit_bytes
-    with open(path, "rb") as f:
+    with open_input(path) as f:
         while block := f.read(_CHUNK):
             h.update(block)
             at = 0  # newlines before this index of the block are counted
@@ -84,15 +91,16 @@ def _plan_lines(path: Path, unit_bytes: int) -> FilePlan:
                     break  # no newline after the target here: the cut moves to a later block
                 lines += block.count(b"\n", at, i + 1)
                 cut = pos + i + 1  # just after the newline
-                spans.append(Span(str(path), "lines", start, cut, first))
+                spans.append(Span(str(path), "lines", start, cut, first, cut - start))
                 start, first, at = cut, lines + 1, i + 1
                 target = cut + unit_bytes
             lines += block.count(b"\n", at)
             pos += len(block)
     if start < pos or not spans:
-        spans.append(Span(str(path), "lines", start, None, first))
+        spans.append(Span(str(path), "lines", start, None, first, pos - start))
     else:  # the file ended exactly at a cut: the last span runs to the end
-        spans[-1] = Span(str(path), "lines", spans[-1].start, None, spans[-1].first)
+        last = spans[-1]
+        spans[-1] = Span(str(path), "lines", last.start, None, last.first, last.size)
     return FilePlan(h.hexdigest(), pos, spans)
 
 
@@ -100,7 +108,7 @@ def _plan_rows(path: Path, unit_bytes: int) -> list[Span]:
     import pyarrow.parquet as pq  # deferred: parquet only where a .parquet file is read
 
     try:
-        meta = pq.ParquetFile(path).metadata
+        meta = pq.ParquetFile(open_input(path) if is_url(path) else path).metadata
     except Exception:  # not parquet: the reader reports it, as for a whole file
         return [Span(str(path), "whole")]
     spans: list[Span] = []
@@ -108,17 +116,17 @@ def _plan_rows(path: Path, unit_bytes: int) -> list[Span]:
     for g in range(meta.num_row_groups):
         group = meta.row_group(g)
         if size and size + group.total_byte_size > unit_bytes:
-            spans.append(Span(str(path), "rows", start, g, first))
+            spans.append(Span(str(path), "rows", start, g, first, size))
             start, first, size = g, row + 1, 0
         size += group.total_byte_size
         row += group.num_rows
-    spans.append(Span(str(path), "rows", start, meta.num_row_groups, first))
+    spans.append(Span(str(path), "rows", start, meta.num_row_groups, first, size))
     return spans
 
 
 def read_span(span: Span, skips: SkipLog, text_field: str = "text") -> Iterator[Document]:
     """The documents of one span, numbered as a read of the whole file would number them."""
-    path = Path(span.path)
+    path = as_input(span.path)
     if span.kind == "whole":
         yield from read_documents([path], skips, text_field)
         return
@@ -127,7 +135,7 @@ def read_span(span: Span, skips: SkipLog, text_field: str = "text") -> Iterator[
             groups = range(span.start, span.end if span.end is not None else span.start + 1)
             yield from _read_parquet(path, text_field, skips, groups, span.first)
             return
-        with open(path, "rb") as f:
+        with open_input(path) as f:
             f.seek(span.start)
             yield from parse_jsonl_lines(_numbered(f, span), path, text_field, skips)
     except OSError as exc:

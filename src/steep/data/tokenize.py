@@ -1,71 +1,63 @@
-"""Documents -> token shards, with a held-out split per source, cached by content.
+"""Documents -> a tokenized source (token shards per split), cached by content.
 
 The cache key covers the input files' bytes, the tokenizer's vocabulary, the separator and
 the split settings, so the same data is tokenized once and any change re-tokenizes it.
+The work is cut into units (``steep.data.spans``: byte ranges of a big jsonl, row-group
+runs of parquet), tokenized in parallel on an executor (a local pool or Ray) into a shard
+each (``steep.data.tokenunits``) and read back as one stream (``steep.data.tokensource``).
+The unit size changes how the work is spread, never the tokens: it is not in the key.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from steep.artifacts.fingerprint import file_sha256, tokenizer_fingerprint
-from steep.data.docshards import read_docs
-from steep.data.documents import SkipLog, expand_paths, read_documents
-from steep.data.shards import VERSION, Shard, ShardWriter
+from steep.artifacts.atomic import write_text
+from steep.artifacts.fingerprint import tokenizer_fingerprint
+from steep.data.documents import expand_paths
+from steep.data.executor import Executor
+from steep.data.locations import as_input
+from steep.data.selection import DatasetSelection
+from steep.data.shards import VERSION
+from steep.data.spans import UNIT_BYTES, FilePlan, plan_file
+from steep.data.tokensource import (
+    SOURCE_FORMAT,
+    SOURCE_VERSION,
+    TokenStream,
+    open_split,
+    read_source_info,
+)
+from steep.data.tokenunits import (
+    SPLITS,
+    TokenizeUnit,
+    UnitResult,
+    clear_unit_leftovers,
+    share_tokenizer,
+    tokenize_unit,
+    unit_name,
+)
 from steep.errors import ConfigError, DataError
-
-BATCH_DOCS = 256
 
 
 @dataclass
 class TokenizedSource:
     name: str
     dir: Path
-    train: Shard
-    heldout: Shard | None
-    info: dict[str, Any]  # files + hashes, counts, skipped records
-
-
-def batch_encoder(tokenizer: PreTrainedTokenizerBase) -> Callable[[list[str]], list[list[int]]]:
-    """Token ids of a batch of texts, no special tokens, as fast as the tokenizer allows.
-
-    A fast tokenizer's ``encode_batch_fast`` skips the character offsets that ``__call__``
-    computes and steep never uses: ~20% less time. Some tokenizer classes preprocess text in
-    Python before the Rust call, so the first batch is encoded both ways and the fast path
-    is kept only if the ids agree.
-    """
-
-    def plain(texts: list[str]) -> list[list[int]]:
-        return tokenizer(texts, add_special_tokens=False)["input_ids"]
-
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None or not hasattr(backend, "encode_batch_fast"):
-        return plain
-
-    def fast(texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
-
-    chosen: list[Callable[[list[str]], list[list[int]]]] = []
-
-    def encode(texts: list[str]) -> list[list[int]]:
-        if not chosen:
-            ids = fast(texts)
-            chosen.append(fast if ids[:16] == plain(texts[:16]) else plain)
-            return ids if chosen[0] is fast else plain(texts)
-        return chosen[0](texts)
-
-    return encode
+    train: TokenStream
+    heldout: TokenStream | None
+    info: dict[str, Any]  # files + hashes, counts per split and shard, skipped records
 
 
 def tokenizer_meta(tokenizer: PreTrainedTokenizerBase, separator: str | None) -> dict[str, Any]:
@@ -89,53 +81,6 @@ Progress = Callable[[str, int, int], None]  # (what, bytes done, bytes in all)
 LARGE_SOURCE_BYTES = 1 << 30  # above this, tokenizing inside a training job earns a hint
 
 
-@dataclass(frozen=True)
-class DatasetSelection:
-    """Which documents of a Data Hub version a source reads (part of the cache key)."""
-
-    ref: str  # NAME@VERSION, resolved: versions never change, so the ref identifies the text
-    created: str
-    languages: tuple[str, ...] | None = None
-    exclude_languages: tuple[str, ...] | None = None
-    text_bytes: int = 0  # for the progress bar (shard files are compressed)
-
-    @classmethod
-    def of(
-        cls,
-        ref: str,
-        manifest: dict[str, Any],
-        languages: Sequence[str] | None = None,
-        exclude_languages: Sequence[str] | None = None,
-    ) -> DatasetSelection:
-        """The selection for a dataset version (its ref and manifest) and language filter."""
-        return cls(
-            ref,
-            manifest["created"],
-            tuple(languages) if languages else None,
-            tuple(exclude_languages) if exclude_languages else None,
-            manifest["bytes"],
-        )
-
-    def keep(self, lang: str) -> bool:
-        if self.languages is not None and lang not in self.languages:
-            return False
-        return not (self.exclude_languages and lang in self.exclude_languages)
-
-    def texts(self, shards: list[Path]) -> Iterator[str]:
-        for shard in shards:
-            for doc in read_docs(shard):
-                if self.keep(doc.meta.get("lang", "und")):
-                    yield doc.text
-
-
-def is_heldout(text: str, fraction: float) -> bool:
-    """Stable split by content hash: the same document lands on the same side every time."""
-    if fraction <= 0:
-        return False
-    h = int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
-    return h / 2**64 < fraction
-
-
 def tokenize_source(
     name: str,
     paths: list[str],
@@ -147,22 +92,27 @@ def tokenize_source(
     separator: str | None = None,
     dataset: DatasetSelection | None = None,
     progress: Progress | None = None,
+    executor: Executor | None = None,
+    unit_bytes: int = UNIT_BYTES,
 ) -> TokenizedSource:
     """Tokenize one source into ``train`` (and ``heldout``) shards, or reuse the cached ones.
 
     With ``dataset``, ``paths`` are a Data Hub version's document shards: the cache key is
     the version (immutable) instead of a hash of every file, and language filters apply.
     ``progress(what, bytes_done, bytes_total)`` hears how tokenizing goes (other ranks
-    print it while they wait).
+    print it while they wait). With no ``executor`` the units run here, one after another
+    (as inside a training job); with one, as its tasks.
     """
     files = expand_paths(paths)
     tok_meta = tokenizer_meta(tokenizer, separator)
+    plans = _plan(files, unit_bytes, digest=dataset is None, executor=executor)
     if dataset is None:
         file_info = [
-            {"path": str(f), "bytes": f.stat().st_size, "sha256": file_sha256(f)} for f in files
+            {"path": str(f), "bytes": p.size, "sha256": p.sha256}
+            for f, p in zip(files, plans, strict=True)
         ]
     else:
-        file_info = [{"path": str(f), "bytes": f.stat().st_size} for f in files]
+        file_info = [{"path": str(f), "bytes": p.size} for f, p in zip(files, plans, strict=True)]
     key_src = json.dumps(
         [
             VERSION,
@@ -183,129 +133,175 @@ def tokenize_source(
         return _open_source(name, out)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        _write_source(
-            name,
-            files,
-            tokenizer,
-            tok_meta,
-            tmp,
-            text_field,
-            heldout_fraction,
-            file_info,
-            dataset,
-            progress,
-        )
+    with _locked(out):  # one writer per cache entry; the others wait, then read its result
+        if (out / "source.json").exists():
+            return _open_source(name, out)
+        partial = out.with_name(f".{out.name}.partial")  # kept on failure: the rerun resumes
+        partial.mkdir(exist_ok=True)
+        share_tokenizer(partial, tokenizer)
+        spans = [span for plan in plans for span in plan.spans]
+        units = [
+            TokenizeUnit(
+                i, span, str(partial), tok_meta, name, text_field, heldout_fraction, dataset,
+                one_thread=executor is not None,
+            )
+            for i, span in enumerate(spans)
+        ]  # fmt: skip
+        results = _run_units(name, units, executor, progress)
+        info = _source_info(name, partial, results, file_info, tok_meta, dataset)
+        info.update(text_field=text_field, heldout_fraction=heldout_fraction)
+        _check_counts(name, files, info, heldout_fraction)
+        _merge_skips(partial, len(units))
+        clear_unit_leftovers(partial)
+        write_text(partial / "source.json", json.dumps(info, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        os.replace(partial, out)
     return _open_source(name, out)
 
 
-def _write_source(
+def _plan_one(task: tuple[str, int, bool]) -> FilePlan:
+    path, unit_bytes, digest = task
+    return plan_file(as_input(path), unit_bytes, digest=digest)
+
+
+def _plan(
+    files: list[Path], unit_bytes: int, *, digest: bool, executor: Executor | None
+) -> list[FilePlan]:
+    """Each file's hash, size and spans: hashing reads every byte, so it runs on the
+    executor too when there is one."""
+    tasks = [(str(f), unit_bytes, digest) for f in files]
+    try:
+        if executor is None or len(files) < 2:
+            return [_plan_one(t) for t in tasks]
+        by_path = {p.spans[0].path: p for p in executor.run(_plan_one, tasks, "plan")}
+        return [by_path[str(f)] for f in files]
+    except OSError as exc:
+        raise DataError(f"cannot read {exc.filename}: {exc.strerror or exc}") from None
+
+
+def _run_units(
     name: str,
-    files: list[Path],
-    tokenizer: PreTrainedTokenizerBase,
-    tok_meta: dict[str, Any],
-    out: Path,
-    text_field: str,
-    heldout_fraction: float,
-    file_info: list[dict],
-    dataset: DatasetSelection | None = None,
-    progress: Progress | None = None,
-) -> None:
-    skips = SkipLog()
-    writers = {
-        "train": ShardWriter(out / "train", tok_meta, {"source": name, "split": "train"}),
-        "heldout": ShardWriter(out / "heldout", tok_meta, {"source": name, "split": "heldout"}),
-    }
-    total_bytes = sum(f["bytes"] for f in file_info)
-    if dataset is not None and dataset.text_bytes:
-        total_bytes = dataset.text_bytes
-    if total_bytes > LARGE_SOURCE_BYTES:
+    units: list[TokenizeUnit],
+    executor: Executor | None,
+    progress: Progress | None,
+) -> list[UnitResult]:
+    total = sum(u.span.size for u in units)  # input bytes (uncompressed, for parquet)
+    if total > LARGE_SOURCE_BYTES and executor is None:
         print(
-            f"tokenizing source '{name}' ({total_bytes / 1e9:.1f} GB) inside this job; on a "
+            f"tokenizing source '{name}' ({total / 1e9:.1f} GB) inside this job; on a "
             "cluster, tokenize first with `steep data tokenize --config RUN.yaml` (the run "
             "then reads the cache) so the GPUs do not wait",
             flush=True,
         )
-    bar = tqdm(
-        total=total_bytes,
-        unit="B",
-        unit_scale=True,
-        desc=f"tokenize {name}",
-        leave=False,
-        dynamic_ncols=True,
-    )
-    batch: list[str] = []
-    encode = batch_encoder(tokenizer)
+    what, results, done = f"tokenizing {name}", [], 0
 
-    def flush() -> None:
-        ids = encode(batch)
-        for text, doc_ids in zip(batch, ids, strict=True):
-            split = "heldout" if is_heldout(text, heldout_fraction) else "train"
-            writers[split].add(doc_ids)
-            bar.update(len(text.encode("utf-8")))
+    def report(n: int) -> None:
         if progress is not None:
-            progress(f"tokenizing {name}", bar.n, total_bytes)
-        batch.clear()
+            progress(what, min(done + n, total), total)
 
-    try:
-        texts = (
-            (d.text for d in read_documents(files, skips, text_field))
-            if dataset is None
-            else dataset.texts(files)
-        )
-        for text in texts:
-            batch.append(text)
-            if len(batch) >= BATCH_DOCS:
-                flush()
-        if batch:
-            flush()
-    finally:
-        bar.close()
-    if writers["train"].documents == 0:
-        for w in writers.values():
-            w.abort()
-        raise DataError(
-            f"source '{name}': no usable documents in {[str(f) for f in files]} ({skips.summary()})"
-        )
-    if heldout_fraction > 0 and writers["heldout"].documents == 0:
-        for w in writers.values():
-            w.abort()
-        raise DataError(
-            f"source '{name}': heldout_fraction={heldout_fraction} picked none of its "
-            f"{writers['train'].documents} documents; raise it or add documents"
-        )
-    counts = {split: {"documents": w.documents, "tokens": w.tokens} for split, w in writers.items()}
-    for w in writers.values():
-        w.close()
-    skips.write(out / "skipped.jsonl")
-    info = {
+    if executor is None:  # here, unit after unit, reporting inside each unit as well
+        for unit in units:
+            results.append(tokenize_unit(unit, report))
+            done += unit.span.size
+        return results
+    for result in executor.run(tokenize_unit, units, f"tokenize {name}", _docs):
+        results.append(result)
+        done += result.bytes
+        if progress is not None:
+            progress(what, min(done, total), total)
+    return sorted(results, key=lambda r: r.index)
+
+
+def _docs(result: UnitResult) -> int:
+    return sum(s["documents"] for s in result.splits.values())
+
+
+def _source_info(
+    name: str,
+    partial: Path,
+    results: list[UnitResult],
+    file_info: list[dict],
+    tok_meta: dict[str, Any],
+    dataset: DatasetSelection | None,
+) -> dict[str, Any]:
+    splits: dict[str, dict[str, Any]] = {}
+    for split in SPLITS:
+        shards = [
+            {"path": f"{split}/{unit_name(r.index)}", **r.splits[split]}
+            for r in results
+            if r.splits[split]["documents"]
+        ]
+        for r in results:  # a unit with nothing on this side leaves no shard to list
+            if not r.splits[split]["documents"]:
+                shutil.rmtree(partial / split / unit_name(r.index), ignore_errors=True)
+        splits[split] = {
+            "documents": sum(s["documents"] for s in shards),
+            "tokens": sum(s["tokens"] for s in shards),
+            "shards": shards,
+        }
+    skipped: Counter[str] = Counter()
+    for r in results:
+        skipped.update(r.skipped)
+    return {
+        "format": SOURCE_FORMAT,
+        "version": SOURCE_VERSION,
         "name": name,
         "dataset": asdict(dataset) if dataset else None,
         "files": file_info,
         "tokenizer": tok_meta,
-        "text_field": text_field,
-        "heldout_fraction": heldout_fraction,
-        "splits": counts,
-        "skipped": len(skips.skips),
-        "skipped_by_reason": dict(skips.counts()),
+        "units": len(results),
+        "splits": splits,
+        "skipped": sum(skipped.values()),
+        "skipped_by_reason": dict(skipped),
     }
-    (out / "source.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _check_counts(name: str, files: list[Path], info: dict, heldout_fraction: float) -> None:
+    train, heldout = info["splits"]["train"], info["splits"]["heldout"]
+    if train["documents"] == 0:
+        reasons = ", ".join(f"{n} {r}" for r, n in info["skipped_by_reason"].items())
+        raise DataError(
+            f"source '{name}': no usable documents in {[str(f) for f in files]} "
+            f"({info['skipped']} records skipped{': ' + reasons if reasons else ''})"
+        )
+    if heldout_fraction > 0 and heldout["documents"] == 0:
+        raise DataError(
+            f"source '{name}': heldout_fraction={heldout_fraction} picked none of its "
+            f"{train['documents']} documents; raise it or add documents"
+        )
+
+
+def _merge_skips(partial: Path, units: int) -> None:
+    """One skipped.jsonl in input order, as a single pass over the files writes it."""
+    with open(partial / "skipped.jsonl", "wb") as out:
+        for i in range(units):
+            part = partial / "skipped" / f"{unit_name(i)}.jsonl"
+            if part.exists():
+                out.write(part.read_bytes())
+    shutil.rmtree(partial / "skipped", ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """An exclusive lock on the cache entry, released by the kernel if this process dies.
+
+    The lock file goes once the entry is whole: whoever waited on it, or locks a new one,
+    finds ``source.json`` and reads the entry instead of writing it.
+    """
+    lock = out.with_name(f".{out.name}.lock")
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+            lock.unlink(missing_ok=True)
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _open_source(name: str, out: Path) -> TokenizedSource:
-    info = json.loads((out / "source.json").read_text())
-    heldout = Shard.open(out / "heldout")
-    return TokenizedSource(
-        name=name,
-        dir=out,
-        train=Shard.open(out / "train"),
-        heldout=heldout if len(heldout) else None,
-        info=info,
-    )
+    info = read_source_info(out)
+    train = open_split(out, info, "train")
+    if train is None:
+        raise DataError(f"{out}: the tokenized source has no training tokens")
+    return TokenizedSource(name, out, train, open_split(out, info, "heldout"), info)

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from steep.data.documents import SkipLog, expand_paths
+from steep.data.executor import Executor, LocalExecutor
+from steep.data.locations import as_input
 from steep.data.spans import UNIT_BYTES, Span, plan_file, read_span
 from steep.datahub.catalog import Catalog, CatalogError, DatasetVersion, check_name
 from steep.datahub.exclusions import Exclusion, write_exclusions
-from steep.datahub.executor import Executor, LocalExecutor
 from steep.datahub.steps.base import Doc, write_docs
 from steep.datahub.steps.langid import detect
 
@@ -89,7 +90,7 @@ def plan_input(task: PlanTask) -> FilePlanResult:
     """Hash one input file and cut it into spans; runs in a worker (a big file is read by
     one worker here, so planning many files is as parallel as reading them)."""
     try:
-        plan = plan_file(Path(task.path), task.unit_bytes)
+        plan = plan_file(as_input(task.path), task.unit_bytes)
         result = FilePlanResult(
             task.index, task.path, plan.sha256, plan.size, [asdict(s) for s in plan.spans]
         )

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from steep.data.executor import Executor
 from steep.datahub.catalog import Catalog, DatasetVersion, check_name
 from steep.datahub.classify import train_classifier
-from steep.datahub.executor import Executor
 from steep.datahub.pipeline import prepare
 from steep.datahub.steps.base import read_docs
 from steep.errors import MissingInputError

@@ -18,15 +18,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 from pydantic import ValidationError
 
 from steep.config import ConfigError
+from steep.data.executor import Executor, LocalExecutor
 from steep.datahub.catalog import Catalog, DatasetRef, DatasetVersion, check_name
 from steep.datahub.exclusions import Exclusion, write_exclusions
-from steep.datahub.executor import Executor, LocalExecutor
 from steep.datahub.steps.base import (
     STEP_TYPES,
     CorpusStep,
@@ -39,6 +37,8 @@ from steep.datahub.steps.base import (
     read_docs,
     write_docs,
 )
+from steep.datahub.steps.drops import DONE as DROPS_DONE
+from steep.datahub.steps.drops import drop_file, load_drops
 
 # modules whose import registers steps: every family in datahub/steps/, and the classifier's
 STEP_MODULES = ("steep.datahub.steps", "steep.datahub.classify")
@@ -131,7 +131,7 @@ class ShardTask:
     exclusions: str
     result: str
     steps: tuple[tuple[str, str], ...]  # (kind, params as JSON): picklable and hashable
-    drops: str | None = None  # parquet of ids a corpus step chose to drop
+    drops: str | None = None  # parquet of this shard's ids a corpus step chose to drop
     drop_step: str = ""
 
 
@@ -153,7 +153,7 @@ class _DropChosen(DocStep):
 def run_shard(task: ShardTask) -> dict[str, Any]:
     """Apply steps to one shard; write its output, exclusions and a result file."""
     if task.drops:
-        steps: list[Step] = [_DropChosen(drops=_load_drops(task.drops))]
+        steps: list[Step] = [_DropChosen(drops=load_drops(Path(task.drops)))]
         names = [task.drop_step]
     else:
         steps = [build_step((k, json.loads(p))) for k, p in task.steps]
@@ -243,26 +243,6 @@ def _stats_dict(s: StepStats) -> dict[str, Any]:
     return d
 
 
-def _load_drops(path: str) -> dict[str, tuple[str, str]]:
-    t = pq.read_table(path)
-    ids, reasons, details = (t.column(c).to_pylist() for c in ("id", "reason", "detail"))
-    return {i: (r, d) for i, r, d in zip(ids, reasons, details, strict=True)}
-
-
-def _save_drops(path: Path, drops: dict[str, Drop]) -> None:
-    table = pa.table(
-        {
-            "id": list(drops),
-            "reason": [d.reason for d in drops.values()],
-            "detail": [d.detail for d in drops.values()],
-        },
-        schema=pa.schema([("id", pa.string()), ("reason", pa.string()), ("detail", pa.string())]),
-    )
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
-
-
 # ---------------------------------------------------------------- the pipeline
 
 
@@ -315,17 +295,15 @@ def prepare(
         out_dir.mkdir(exist_ok=True)
         corpus = _is_corpus(stage)
         label = "+".join(k for k, _ in stage)
-        drops_path = None
-        if corpus:
-            drops_path = out_dir / "drops.parquet"
-            if not drops_path.exists():  # decided once; a resumed run reuses the decision
-                step = build_step(stage[0])
-                assert isinstance(step, CorpusStep)
-                print(f"{label}: scanning {len(shards)} shards")
-                scratch = out_dir / "scratch"
-                scratch.mkdir(exist_ok=True)
-                _save_drops(drops_path, step.select_drops(shards, scratch))
-                shutil.rmtree(scratch, ignore_errors=True)
+        drops_dir = out_dir / "drops"  # one file per shard: a task reads only its own
+        if corpus and not (drops_dir / DROPS_DONE).exists():  # a resumed run reuses it
+            step = build_step(stage[0])
+            assert isinstance(step, CorpusStep)
+            print(f"{label}: scanning {len(shards)} shards")
+            scratch = out_dir / "scratch"
+            scratch.mkdir(exist_ok=True)
+            step.write_drops(shards, scratch, drops_dir, executor)
+            shutil.rmtree(scratch, ignore_errors=True)
         tasks = [
             ShardTask(
                 shard_in=str(shard),
@@ -333,10 +311,10 @@ def prepare(
                 exclusions=str(staging / "exclusions" / f"s{si}-{shard.stem}.parquet"),
                 result=str(out_dir / f"{shard.stem}.json"),
                 steps=() if corpus else tuple((k, json.dumps(p, sort_keys=True)) for k, p in stage),
-                drops=str(drops_path) if drops_path else None,
+                drops=str(drop_file(drops_dir, i)) if corpus else None,
                 drop_step=stage[0][0] if corpus else "",
             )
-            for shard in shards
+            for i, shard in enumerate(shards)
         ]
         results = [json.loads(Path(t.result).read_text()) for t in tasks if _done(t)]
         todo = [t for t in tasks if not _done(t)]

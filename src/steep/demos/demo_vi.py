@@ -28,7 +28,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from steep.artifacts.lineage import read_lineage
 from steep.config import RunConfig, load_config
 from steep.data.documents import SkipLog, read_documents
-from steep.data.tokenize import is_heldout
+from steep.data.tokenunits import is_heldout
 from steep.demos.corpora import CorpusInfo, _cached, build_wikipedia
 from steep.demos.debian import build_vietnamese
 from steep.hub import record_run

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from steep.data.shards import Shard, Windows
+from steep.data.tokensource import TokenStream, Windows
 from steep.errors import DataError
 from steep.train.forward import lm_loss
 
@@ -27,11 +27,11 @@ class EvalSet:
         return int(self.windows.shape[0] * (self.windows.shape[1] - 1))
 
 
-def fixed_windows(name: str, shard: Shard, seq_len: int, max_windows: int) -> EvalSet:
-    w = Windows(shard, seq_len)
+def fixed_windows(name: str, stream: TokenStream, seq_len: int, max_windows: int) -> EvalSet:
+    w = Windows(stream, seq_len)
     if len(w) == 0:
         raise DataError(
-            f"eval set '{name}' ({shard.path}) has {len(shard.tokens)} tokens, fewer than one "
+            f"eval set '{name}' ({stream.path}) has {stream.num_tokens} tokens, fewer than one "
             f"window of seq_len + 1 = {seq_len + 1}: add held-out text or lower data.seq_len"
         )
     idx = np.unique(np.linspace(0, len(w) - 1, min(max_windows, len(w))).round().astype(int))

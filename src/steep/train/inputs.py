@@ -13,15 +13,12 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from steep.config import RunConfig, SourceSection, effective_weights
+from steep.data.executor import Executor
 from steep.data.mixture import Mixture
-from steep.data.shards import Windows
-from steep.data.tokenize import (
-    DatasetSelection,
-    Progress,
-    TokenizedSource,
-    tokenize_source,
-    tokenizer_meta,
-)
+from steep.data.selection import DatasetSelection
+from steep.data.spans import UNIT_BYTES
+from steep.data.tokenize import Progress, TokenizedSource, tokenize_source, tokenizer_meta
+from steep.data.tokensource import Windows
 from steep.datahub.catalog import Catalog
 from steep.errors import DataError
 from steep.train.evaluate import EvalSet, fixed_windows
@@ -57,11 +54,14 @@ def build_inputs(
     home: Path,
     quiet: bool = False,
     progress: Progress | None = None,
+    executor: Executor | None = None,
+    unit_bytes: int = UNIT_BYTES,
 ) -> Inputs:
     """Tokenize (or reuse) every source, build the mixture and the fixed eval windows.
 
     ``quiet`` keeps ranks other than 0 from repeating rank 0's messages; ``progress``
-    hears how tokenizing goes (``steep.train.rendezvous``).
+    hears how tokenizing goes (``steep.train.rendezvous``); ``executor`` (``steep data
+    tokenize``) spreads tokenizing over a pool or a Ray cluster instead of this process.
     """
     cache = Workspace(home).token_cache
     seq_len = config.data.seq_len
@@ -80,10 +80,12 @@ def build_inputs(
             separator=sep,
             dataset=selection,
             progress=progress,
+            executor=executor,
+            unit_bytes=unit_bytes,
         )
-        for shard in (ts.train, ts.heldout):
-            if shard is not None:
-                shard.check_tokenizer(meta["sha256"], f"'{meta['name']}'")
+        for split in (ts.train, ts.heldout):
+            if split is not None:
+                split.check_tokenizer(meta["sha256"], f"'{meta['name']}'")
         if ts.info["skipped"] and not quiet:
             print(
                 f"source '{src.name}': {ts.info['skipped']} records skipped "
@@ -95,7 +97,7 @@ def build_inputs(
     for ts, w in zip(sources, windows, strict=True):
         if len(w) == 0:
             raise DataError(
-                f"source '{ts.name}' has {len(ts.train.tokens)} training tokens, "
+                f"source '{ts.name}' has {ts.train.num_tokens} training tokens, "
                 f"fewer than one sequence of {seq_len + 1}"
             )
     mixture = Mixture(
@@ -112,7 +114,9 @@ def build_inputs(
         if ts.heldout is not None
     ]
     for name, paths in config.data.eval_sets.items():
-        ts = tokenize_source(name, paths, tokenizer, cache, separator=sep, progress=progress)
+        ts = tokenize_source(
+            name, paths, tokenizer, cache, separator=sep, progress=progress, executor=executor
+        )
         ts.train.check_tokenizer(meta["sha256"], f"'{meta['name']}'")
         eval_sets.append(fixed_windows(name, ts.train, seq_len, config.eval.max_windows))
     if not eval_sets and not quiet:

@@ -23,6 +23,8 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from steep.data.docshards import SHARD_SUFFIX, Doc, read_docs, write_docs
+from steep.data.executor import Executor
+from steep.datahub.steps.drops import read_all, write_by_id
 
 __all__ = [
     "SHARD_SUFFIX",
@@ -76,13 +78,33 @@ class DocStep(Step):
 
 
 class CorpusStep(Step):
-    def select_drops(self, shards: list[Path], workdir: Path) -> dict[str, Drop]:
-        """Read every shard (in order: earlier documents win ties) and return id -> Drop.
+    """A step that sees every document before deciding. Define ``write_drops`` (bounded
+    memory, as the dedup steps do) or, for a small corpus, just ``select_drops``."""
+
+    def write_drops(
+        self, shards: list[Path], workdir: Path, out: Path, executor: Executor | None = None
+    ) -> None:
+        """Read every shard (in order: earlier documents win ties) and write the documents
+        to drop into ``out``, one file per shard (``steep.datahub.steps.drops``).
 
         ``workdir`` is a private scratch folder for disk-backed state (keep memory bounded
-        by the shard size, not the corpus size).
+        by the shard size, not the corpus size), shared by the ``executor``'s workers, which
+        do the per-shard part (hashing every document) when one is given.
         """
-        raise NotImplementedError  # pragma: no cover - abstract
+        if type(self).select_drops is CorpusStep.select_drops:
+            raise NotImplementedError(f"{self.kind}: define write_drops or select_drops")
+        drops = self.select_drops(shards, workdir)  # a step of the dict kind
+        write_by_id({i: (d.reason, d.detail) for i, d in drops.items()}, shards, out)
+
+    def select_drops(
+        self, shards: list[Path], workdir: Path, executor: Executor | None = None
+    ) -> dict[str, Drop]:
+        """id -> Drop for the whole corpus, in one dict: for small corpora and tests."""
+        if type(self).write_drops is CorpusStep.write_drops:
+            raise NotImplementedError(f"{self.kind}: define write_drops or select_drops")
+        out = Path(workdir) / "drops"
+        self.write_drops(shards, workdir, out, executor)
+        return {i: Drop(r, d) for i, (r, d) in read_all(out, len(shards)).items()}
 
 
 STEP_TYPES: dict[str, type[Step]] = {}

@@ -7,18 +7,18 @@ hashes spill to partitioned files on disk. The design is in ``steep.datahub.step
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
-from steep.datahub.steps.base import Drop, read_docs
+from steep.data.executor import Executor
+from steep.datahub.steps.base import read_docs
+from steep.datahub.steps.drops import ROW_BITS, ROW_MASK, U64
 
-_ROW_BITS = 32
-_ROW_MASK = (1 << _ROW_BITS) - 1
-_U64 = np.dtype("<u8")
+_ROW_BITS, _ROW_MASK, _U64 = ROW_BITS, ROW_MASK, U64
 
 
 def _key_base(shard: int) -> int:
@@ -42,20 +42,6 @@ class _IdLog:
 
     def open(self, shard: int):
         return open(self.path(shard), "w", encoding="utf-8")
-
-    def lookup(self, keys: np.ndarray) -> dict[int, str]:
-        """key -> id for every key in ``keys`` (reads each needed shard's list once)."""
-        out: dict[int, str] = {}
-        wanted = np.unique(np.asarray(keys, dtype=_U64))
-        shards = wanted >> np.uint64(_ROW_BITS)
-        for shard in np.unique(shards):
-            rows = set((wanted[shards == shard] & np.uint64(_ROW_MASK)).tolist())
-            base = _key_base(int(shard))
-            with open(self.path(int(shard)), encoding="utf-8") as f:
-                for row, line in enumerate(f):
-                    if row in rows:
-                        out[base + row] = json.loads(line)
-        return out
 
 
 class _Spill:
@@ -115,21 +101,28 @@ def _shard_rows(path: Path) -> Iterator[tuple[int, str, str]]:
         yield row, doc.id, doc.text
 
 
-def _drops(
-    ids: _IdLog,
-    later_parts: list[np.ndarray],
-    first_parts: list[np.ndarray],
-    reason: str,
-    detail: str,
-) -> dict[str, Drop]:
-    if not later_parts:
-        return {}
-    later = np.concatenate(later_parts)
-    first = np.concatenate(first_parts)
-    order = np.argsort(later, kind="stable")
-    later, first = later[order], first[order]
-    names = ids.lookup(np.concatenate([later, first]))
-    return {
-        names[k]: Drop(reason, detail.format(names[f]))
-        for k, f in zip(later.tolist(), first.tolist(), strict=True)
-    }
+@dataclass(frozen=True)
+class SpillTask:
+    """Stage 1 for one shard: hash its documents into the step's spill files."""
+
+    step: Any  # the dedup step, pickled with its parameters; has ``spill_shard``
+    shard: int
+    path: str
+    root: str
+
+
+def run_spill(task: SpillTask) -> int:
+    """Runs in a worker; a retried task rewrites the same per-shard files."""
+    return task.step.spill_shard(task.shard, Path(task.path), Path(task.root))
+
+
+def spill_all(step: Any, shards: list[Path], root: Path, executor: Executor | None) -> None:
+    """Stage 1 over every shard: here one after another, or as the executor's tasks (the
+    expensive part: a MinHash signature per document)."""
+    tasks = [SpillTask(step, s, str(p), str(root)) for s, p in enumerate(shards)]
+    if executor is None or len(tasks) < 2:
+        for task in tasks:
+            run_spill(task)
+        return
+    for _ in executor.run(run_spill, tasks, f"{step.kind}: hash shards", lambda n: n):
+        pass

@@ -6,23 +6,26 @@ import hashlib
 import json
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 from pydantic import Field
 
-from steep.datahub.steps.base import CorpusStep, Drop, register
+from steep.data.executor import Executor
+from steep.datahub.steps.base import CorpusStep, register
 from steep.datahub.steps.dedup_common import (
     _U64,
     _check_rows,
-    _drops,
     _firsts_of_runs,
     _IdLog,
     _key_base,
     _shard_rows,
     _Spill,
+    spill_all,
 )
+from steep.datahub.steps.drops import write_drops
 
 _WS = re.compile(r"\s+")
 
@@ -47,36 +50,37 @@ class ExactDedup(CorpusStep):
     normalize: bool = True
     partitions: int = Field(default=16, ge=1, le=256)
 
-    def select_drops(self, shards: list[Path], workdir: Path) -> dict[str, Drop]:
+    def write_drops(
+        self, shards: list[Path], workdir: Path, out: Path, executor: Executor | None = None
+    ) -> None:
         root = Path(workdir) / "exact_dedup"
         shutil.rmtree(root, ignore_errors=True)
-        ids = _IdLog(root / "ids")
-        spill = _Spill(root / "parts", self.partitions, width=3)
-        for s, path in enumerate(shards):
-            self._spill_shard(s, Path(path), ids, spill)
+        ids, spill = self._state(root)
+        spill_all(self, shards, root, executor)
 
-        later_parts, first_parts = [], []
-        for p in range(self.partitions):
-            rows = spill.load(p, len(shards))
-            if len(rows) < 2:
-                continue
-            hi, lo, keys = rows[:, 0], rows[:, 1], rows[:, 2]
-            order = np.lexsort((lo, hi))  # stable: keys stay ascending within a hash
-            hi, lo, keys = hi[order], lo[order], keys[order]
-            new_run = np.ones(len(keys), dtype=bool)
-            new_run[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])
-            later, first = _firsts_of_runs(new_run, keys)
-            later_parts.append(later)
-            first_parts.append(first)
-        return _drops(
-            ids,
-            later_parts,
-            first_parts,
-            "exact_dedup.duplicate",
-            "same text as {}",
-        )
+        def pairs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            """(dropped, kept) keys, one partition at a time: memory is one partition."""
+            for p in range(self.partitions):
+                rows = spill.load(p, len(shards))
+                if len(rows) < 2:
+                    continue
+                hi, lo, keys = rows[:, 0], rows[:, 1], rows[:, 2]
+                order = np.lexsort((lo, hi))  # stable: keys stay ascending within a hash
+                hi, lo, keys = hi[order], lo[order], keys[order]
+                new_run = np.ones(len(keys), dtype=bool)
+                new_run[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])
+                yield _firsts_of_runs(new_run, keys)
 
-    def _spill_shard(self, shard: int, path: Path, ids: _IdLog, spill: _Spill) -> None:
+        write_drops(pairs(), ids.path, len(shards), "exact_dedup.duplicate", "same text as {}", out)
+
+    def _state(self, root: Path) -> tuple[_IdLog, _Spill]:
+        return _IdLog(root / "ids"), _Spill(root / "parts", self.partitions, width=3)
+
+    def spill_shard(self, shard: int, path: Path, root: Path) -> int:
+        """Stage 1 for one shard (``dedup_common.run_spill``); returns its rows."""
+        return self._spill_shard(shard, path, *self._state(root))
+
+    def _spill_shard(self, shard: int, path: Path, ids: _IdLog, spill: _Spill) -> int:
         base = _key_base(shard)
         files = spill.open_shard(shard)
         try:
@@ -114,3 +118,4 @@ class ExactDedup(CorpusStep):
         finally:
             for f in files:
                 f.close()
+        return n_rows

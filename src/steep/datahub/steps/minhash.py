@@ -14,18 +14,20 @@ from typing import ClassVar
 import numpy as np
 from pydantic import Field
 
-from steep.datahub.steps.base import CorpusStep, Drop, register
+from steep.data.executor import Executor
+from steep.datahub.steps.base import CorpusStep, register
 from steep.datahub.steps.dedup_common import (
     _U64,
     _check_rows,
     _components,
-    _drops,
     _firsts_of_runs,
     _IdLog,
     _key_base,
     _shard_rows,
     _Spill,
+    spill_all,
 )
+from steep.datahub.steps.drops import write_drops
 
 _P61 = (1 << 61) - 1
 _P = np.uint64(_P61)
@@ -276,13 +278,13 @@ class MinhashDedup(CorpusStep):
     def detection_probability(self, jaccard: float) -> float:
         return 1 - (1 - jaccard**self.hashes_per_bucket) ** self.num_buckets
 
-    def select_drops(self, shards: list[Path], workdir: Path) -> dict[str, Drop]:
+    def write_drops(
+        self, shards: list[Path], workdir: Path, out: Path, executor: Executor | None = None
+    ) -> None:
         root = Path(workdir) / "minhash_dedup"
         shutil.rmtree(root, ignore_errors=True)
-        ids = _IdLog(root / "ids")
-        spill = _Spill(root / "bands", self.num_buckets, width=2)
-        for s, path in enumerate(shards):
-            self._spill_shard(s, Path(path), ids, spill)
+        ids, spill = self._state(root)
+        spill_all(self, shards, root, executor)
 
         # state: one edge (document -> smallest document of its cluster) per clustered doc
         nodes = np.empty(0, dtype=_U64)
@@ -304,11 +306,17 @@ class MinhashDedup(CorpusStep):
             )
             moved = all_nodes != labels
             nodes, roots = all_nodes[moved], labels[moved]
-        if len(nodes) == 0:
-            return {}
-        return _drops(ids, [nodes], [roots], "minhash_dedup.near_duplicate", "similar to {}")
+        reason = "minhash_dedup.near_duplicate"
+        write_drops([(nodes, roots)], ids.path, len(shards), reason, "similar to {}", out)
 
-    def _spill_shard(self, shard: int, path: Path, ids: _IdLog, spill: _Spill) -> None:
+    def _state(self, root: Path) -> tuple[_IdLog, _Spill]:
+        return _IdLog(root / "ids"), _Spill(root / "bands", self.num_buckets, width=2)
+
+    def spill_shard(self, shard: int, path: Path, root: Path) -> int:
+        """Stage 1 for one shard (``dedup_common.run_spill``): signatures, band hashes."""
+        return self._spill_shard(shard, path, *self._state(root))
+
+    def _spill_shard(self, shard: int, path: Path, ids: _IdLog, spill: _Spill) -> int:
         permute = _Permuter(_permutations(self.seed, self.num_perm), _CHUNK)
         base = _key_base(shard)
         files = spill.open_shard(shard)
@@ -351,3 +359,4 @@ class MinhashDedup(CorpusStep):
         finally:
             for f in files:
                 f.close()
+        return n_rows

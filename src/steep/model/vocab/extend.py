@@ -17,7 +17,7 @@ from steep.artifacts.fingerprint import file_sha256
 from steep.artifacts.lineage import Lineage
 from steep.config import ModelSection
 from steep.data.documents import SkipLog, expand_paths, read_documents
-from steep.data.tokenize import is_heldout
+from steep.data.tokenunits import is_heldout
 from steep.datahub.catalog import Catalog, CatalogError
 from steep.errors import MissingInputError
 from steep.model.base_lr import UnknownBaseLR, published_peak

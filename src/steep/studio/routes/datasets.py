@@ -8,8 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from steep.data.executor import LocalExecutor
 from steep.datahub.catalog import Catalog, CatalogError
-from steep.datahub.executor import LocalExecutor
 from steep.datahub.ingest import add_dataset
 from steep.studio import uploads
 from steep.studio.state import Studio
