@@ -241,9 +241,15 @@ def test_minhash_deterministic_and_stage_files(tmp_path):
     for band in range(step.num_buckets):
         for s, n_docs in enumerate((12, 8, 10)):
             rows = np.fromfile(root / "bands" / f"b{band:02d}" / f"s{s:05d}.u64", np.uint64)
-            rows = rows.reshape(-1, 2)  # (band hash, shard << 32 | row)
+            rows = rows.reshape(-1, 2)  # (band hash, shard << 32 | row), sorted by hash
             assert len(rows) == n_docs
-            assert rows[:, 1].tolist() == [(s << 32) + r for r in range(n_docs)]
+            assert sorted(rows[:, 1].tolist()) == [(s << 32) + r for r in range(n_docs)]
+            assert np.all(np.diff(rows[:, 0].astype(object)) >= 0)
+            idx = np.load(root / "bands" / f"b{band:02d}" / f"s{s:05d}.idx.npy")
+            assert len(idx) == step.ranges + 1 and idx[0] == 0 and idx[-1] == n_docs
+            for r in range(step.ranges):  # each range holds just the hashes of its slice
+                lo, hi = (r << 64) // step.ranges, ((r + 1) << 64) // step.ranges
+                assert all(lo <= int(h) < hi for h in rows[idx[r] : idx[r + 1], 0])
     assert not (root / "bands" / f"b{step.num_buckets:02d}").exists()
     assert (root / "ids" / "s00002.txt").read_text().splitlines()[0] == '"d20"'
     # the same stage-1 band files in both runs
@@ -275,6 +281,9 @@ def test_hashing_runs_on_the_pool_and_decides_the_same(tmp_path):
         inline = step.select_drops(shards, tmp_path / f"{step.kind}-1")
         pooled = step.select_drops(shards, tmp_path / f"{step.kind}-2", LocalExecutor(2))
         assert pooled == inline and inline
+    # loading a band one hash range at a time (the memory bound) decides the same
+    one_range = MinhashDedup(ranges=1).select_drops(shards, tmp_path / "r1")
+    assert MinhashDedup(ranges=7).select_drops(shards, tmp_path / "r7") == one_range
 
 
 def test_drops_are_written_per_shard_for_the_shard_s_task(tmp_path):

@@ -177,3 +177,38 @@ def test_a_pool_forked_after_the_tokenizer_s_threads_ran_does_not_hang(tmp_path:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert int(proc.stdout.split()[-1]) > 10
+
+
+def test_a_run_on_many_shards_trains_as_on_one(tmp_path: Path, corpora, tiny_model, monkeypatch):
+    """Pre-tokenized in tiny units (several shards per source) or tokenized inside the job
+    in one unit: the same run, loss for loss."""
+    import yaml
+
+    from steep.cli import main
+    from steep.config import parse_config
+    from steep.train.loop import train
+    from tests.conftest import tiny_config
+
+    def run(home: Path, ahead: bool) -> list[tuple[str, int, float]]:
+        monkeypatch.setenv("STEEP_HOME", str(home))
+        cfg = tiny_config(tmp_path, corpora, tiny_model, steps=6)
+        cfg["run"]["out_dir"] = str(home / "run")
+        if ahead:
+            path = home / "run.yaml"
+            home.mkdir(parents=True)
+            path.write_text(yaml.safe_dump(cfg))
+            assert main(["data", "tokenize", "--config", str(path), "--unit-mb", "0.004"]) == 0
+            for source in (home / "cache" / "tokens").iterdir():
+                info = json.loads((source / "source.json").read_text())
+                assert len(info["splits"]["train"]["shards"]) > 2, source
+        train(parse_config(cfg))
+        out = []
+        for line in (home / "run" / "metrics.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            if r["kind"] == "train":
+                out.append(("train", r["step"], r["loss"]))
+            elif r["kind"] == "eval":
+                out += [(name, r["step"], s["loss"]) for name, s in sorted(r["sets"].items())]
+        return out
+
+    assert run(tmp_path / "many", ahead=True) == run(tmp_path / "one", ahead=False)

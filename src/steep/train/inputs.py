@@ -132,7 +132,11 @@ def build_inputs(
             "share": float(share),
             "dataset": ts.info.get("dataset"),
             "files": ts.info["files"],
-            "splits": ts.info["splits"],
+            # counts only: the shard list (tens of thousands at scale) stays in source.json
+            "splits": {
+                k: {"documents": v["documents"], "tokens": v["tokens"]}
+                for k, v in ts.info["splits"].items()
+            },
             "skipped": ts.info["skipped"],
             "shards": str(ts.dir),
         }

@@ -45,7 +45,13 @@ class _IdLog:
 
 
 class _Spill:
-    """Append-only raw ``uint64`` files, one per (bucket, shard): ``b##/s#####.u64``."""
+    """Append-only raw ``uint64`` files, one per (bucket, shard): ``b##/s#####.u64``.
+
+    ``finish_shard`` sorts each of a shard's files by its first column and records where
+    each of ``ranges`` equal slices of the 64-bit hash space starts (``.idx.npy``), so
+    stage 2 can load one range of one bucket from every shard: memory is 1/``ranges`` of
+    the bucket, and a run of equal hashes is never split across ranges.
+    """
 
     def __init__(self, folder: Path, n_buckets: int, width: int) -> None:
         self.folder, self.n_buckets, self.width = folder, n_buckets, width
@@ -58,10 +64,33 @@ class _Spill:
     def open_shard(self, shard: int) -> list[BinaryIO]:
         return [open(self.path(b, shard), "wb") for b in range(self.n_buckets)]
 
-    def load(self, bucket: int, n_shards: int) -> np.ndarray:
-        """All rows of one bucket, shard order kept (so keys are ascending)."""
-        parts = [np.fromfile(self.path(bucket, s), dtype=_U64) for s in range(n_shards)]
-        flat = np.concatenate(parts) if parts else np.empty(0, dtype=_U64)
+    def finish_shard(self, shard: int, ranges: int) -> None:
+        """Sort the shard's files by hash (stable: keys stay ascending) and index ranges."""
+        cuts = np.array([(r << 64) // ranges for r in range(1, ranges)], dtype=U64)
+        for b in range(self.n_buckets):
+            path = self.path(b, shard)
+            rows = np.fromfile(path, dtype=U64).reshape(-1, self.width)
+            rows = rows[np.argsort(rows[:, 0], kind="stable")]
+            tmp = path.with_name(f".{path.name}.tmp")
+            rows.tofile(tmp)
+            tmp.replace(path)
+            starts = np.searchsorted(rows[:, 0], cuts, side="left")
+            np.save(path.with_suffix(".idx.npy"), np.concatenate([[0], starts, [len(rows)]]))
+
+    def load(self, bucket: int, n_shards: int, part: int | None = None) -> np.ndarray:
+        """Rows of one bucket (or of one hash range of it), shard order kept (so keys are
+        ascending within equal hashes)."""
+        parts = []
+        for s in range(n_shards):
+            path = self.path(bucket, s)
+            if part is None:
+                parts.append(np.fromfile(path, dtype=U64))
+                continue
+            idx = np.load(path.with_suffix(".idx.npy"))
+            lo, hi = int(idx[part]), int(idx[part + 1])
+            count, offset = (hi - lo) * self.width, lo * self.width * U64.itemsize
+            parts.append(np.fromfile(path, dtype=U64, count=count, offset=offset))
+        flat = np.concatenate(parts) if parts else np.empty(0, dtype=U64)
         return flat.reshape(-1, self.width)
 
 

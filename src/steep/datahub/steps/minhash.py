@@ -252,11 +252,13 @@ class MinhashDedup(CorpusStep):
 
     Stages, all state in ``workdir/minhash_dedup``:
 
-    1. per shard: signatures in batches; per band, append (band hash, key) uint64 pairs to
-       ``bands/b##/s#####.u64``; ids to ``ids/s#####.txt``.
-    2. per band: load that band from every shard (16 bytes per document: the memory bound;
-       about 40 bytes per document at the peak of the sort), stable-sort by band hash, link each document of a run of equal hashes to the run's
-       first (smallest key).
+    1. per shard (one executor task each): signatures in batches; per band, (band hash,
+       key) uint64 pairs to ``bands/b##/s#####.u64``, sorted by hash, with the start of
+       each of ``ranges`` slices of the hash space; ids to ``ids/s#####.txt``.
+    2. per band and hash range: load that range from every shard (16 bytes per document
+       / ``ranges``: the memory bound; about 40 at the peak of the sort), stable-sort by
+       band hash, link each document of a run of equal hashes to the run's first
+       (smallest key).
     3. union-find: fold each band's links into the clusters so far; every cluster keeps its
        smallest key (first by shard, then row) and drops the rest.
     """
@@ -266,6 +268,7 @@ class MinhashDedup(CorpusStep):
     num_buckets: int = Field(default=14, ge=1)
     hashes_per_bucket: int = Field(default=8, ge=1)
     seed: int = 1
+    ranges: int = Field(default=16, ge=1, le=4096)  # of each band, loaded one at a time
 
     @property
     def num_perm(self) -> int:
@@ -290,15 +293,9 @@ class MinhashDedup(CorpusStep):
         nodes = np.empty(0, dtype=_U64)
         roots = np.empty(0, dtype=_U64)
         for band in range(self.num_buckets):
-            rows = spill.load(band, len(shards))
-            if len(rows) < 2:
-                continue
-            order = np.argsort(rows[:, 0], kind="stable")  # keys stay ascending in a run
-            hashes, keys = rows[order, 0], rows[order, 1]
-            del rows, order
-            new_run = np.ones(len(keys), dtype=bool)
-            new_run[1:] = hashes[1:] != hashes[:-1]
-            later, first = _firsts_of_runs(new_run, keys)
+            links = [self._band_links(spill, band, r, len(shards)) for r in range(self.ranges)]
+            later = np.concatenate([x for x, _ in links])
+            first = np.concatenate([y for _, y in links])
             if len(later) == 0:
                 continue
             all_nodes, labels = _components(
@@ -308,6 +305,20 @@ class MinhashDedup(CorpusStep):
             nodes, roots = all_nodes[moved], labels[moved]
         reason = "minhash_dedup.near_duplicate"
         write_drops([(nodes, roots)], ids.path, len(shards), reason, "similar to {}", out)
+
+    def _band_links(
+        self, spill: _Spill, band: int, part: int, n_shards: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(document, first document of its run) for the runs of equal hashes in one hash
+        range of one band."""
+        rows = spill.load(band, n_shards, part)
+        if len(rows) < 2:
+            return np.empty(0, dtype=_U64), np.empty(0, dtype=_U64)
+        order = np.argsort(rows[:, 0], kind="stable")  # keys stay ascending in a run
+        hashes, keys = rows[order, 0], rows[order, 1]
+        new_run = np.ones(len(keys), dtype=bool)
+        new_run[1:] = hashes[1:] != hashes[:-1]
+        return _firsts_of_runs(new_run, keys)
 
     def _state(self, root: Path) -> tuple[_IdLog, _Spill]:
         return _IdLog(root / "ids"), _Spill(root / "bands", self.num_buckets, width=2)
@@ -359,4 +370,5 @@ class MinhashDedup(CorpusStep):
         finally:
             for f in files:
                 f.close()
+        spill.finish_shard(shard, self.ranges)
         return n_rows
