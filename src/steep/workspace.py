@@ -41,6 +41,7 @@ CHECKPOINTS_DIR = "checkpoints"
 EVAL_DIR = "eval"  # a model's `steep eval` report
 EVAL_JSON = "eval.json"
 STATUS_FILE = "status.json"  # a run's state: running, done or failed (artifacts.runstatus)
+LOCK_FILE = ".lock"  # held by the one process writing a run folder (train.runlock)
 
 
 def steep_home() -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 
@@ -37,3 +38,35 @@ def replace_dir(tmp: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, dest)
+
+
+def umask() -> int:
+    """This process's umask, read without changing it (Linux), else by setting it back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temp_dir(parent: Path, prefix: str) -> Path:
+    """A new hidden folder in ``parent`` for a folder written whole, with the umask's
+    permissions (``tempfile.mkdtemp`` makes it 0700: a saved model would be hidden from
+    the studio's user and from a serving process)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(tmp, 0o777 & ~umask())
+    return tmp
+
+
+def umask_permissions(tree: Path) -> None:
+    """Give every file under ``tree`` the umask's permissions: libraries that write through
+    their own temp files (safetensors does) leave 0600 behind."""
+    file_mode, dir_mode = 0o666 & ~umask(), 0o777 & ~umask()
+    for path in Path(tree).rglob("*"):
+        if path.is_symlink():
+            continue
+        os.chmod(path, dir_mode if path.is_dir() else file_mode)

@@ -12,15 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from steep.artifacts.atomic import replace_dir
+from steep.artifacts.atomic import replace_dir, temp_dir
 from steep.artifacts.fmt import change_pct, markdown_table, multiline_cell, num, signed
 from steep.artifacts.lineage import record_eval
 from steep.eval.lineage import local_dir, model_lineage
@@ -92,9 +90,8 @@ def write_report_dir(dest: Path, result: dict[str, Any]) -> Path:
     """Build eval.json, eval.md and plots/ in a hidden sibling folder, then swap it in."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    tmp = temp_dir(dest.parent, f".{dest.name}.")
     try:
-        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide the report from the studio's user
         plots = write_plots(tmp / PLOTS_DIR, result)
         doc = {**result, "files": {"markdown": MARKDOWN_FILE, "plots": plots}}
         (tmp / JSON_FILE).write_text(json.dumps(doc, indent=2, default=str) + "\n")

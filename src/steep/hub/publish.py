@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from steep.artifacts.atomic import temp_dir
 from steep.hub.card import try_write_card
 from steep.hub.schema import HubError
 
@@ -26,10 +26,9 @@ def export_model(hub: Hub, name: str, dest: Path) -> Path:
         raise HubError(f"export destination {dest} already exists: choose a new folder")
     try_write_card(src, name, hub.home)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    tmp = temp_dir(dest.parent, f".{dest.name}.")
     try:
         shutil.copytree(src, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*"))
-        os.chmod(tmp, 0o755)
         if dest.exists():  # appeared while copying
             raise HubError(f"export destination {dest} appeared while copying: not replaced")
         os.rename(tmp, dest)

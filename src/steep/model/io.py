@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from steep.artifacts.atomic import replace_dir
+from steep.artifacts.atomic import replace_dir, temp_dir, umask_permissions
 from steep.artifacts.fingerprint import file_sha256, tokenizer_fingerprint
 from steep.artifacts.lineage import Lineage, LineageError, lineage_text, read_lineage
 from steep.config import ModelSection
@@ -291,11 +290,12 @@ def save_hf(
     if state_dict is not None:
         model = _plain_model(model.config, state_dict)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = temp_dir(out_dir.parent, f".{out_dir.name}.")
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / LINEAGE_FILE).write_text(lineage_text(lineage), encoding="utf-8")
+        umask_permissions(tmp)  # readable by the studio and a server, as the umask says
         replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -30,6 +30,7 @@ from steep.train.flops import device_peak_flops, flops_per_token
 from steep.train.forward import lm_loss
 from steep.train.inputs import build_inputs
 from steep.train.kernels import apply_liger
+from steep.train.leftovers import clear_leftovers
 from steep.train.parallel import (
     Dist,
     apply_activation_checkpointing,
@@ -42,6 +43,7 @@ from steep.train.parallel import (
 )
 from steep.train.rendezvous import Prepare
 from steep.train.report import eval_table, format_table, read_metrics, write_report
+from steep.train.runlock import RunLock, RunLockedError
 from steep.train.runtime import Runtime, peak_memory_gib, seed_everything
 from steep.train.schedule import schedule_for
 from steep.train.stages import EmbeddingWarmup
@@ -62,6 +64,7 @@ class _Status:
 
     def __init__(self, enabled: bool) -> None:
         self.enabled, self.run_dir = enabled, None
+        self.lock: RunLock | None = None  # held from the start to the end of the run
 
     def set(self, state: State, error: str | None = None) -> None:
         if self.enabled and self.run_dir is not None:
@@ -85,6 +88,8 @@ def train(config: RunConfig, run_dir: Path | None = None, resume: bool = False) 
         status.set("failed", failure_text(exc))
         raise
     finally:
+        if status.lock is not None:
+            status.lock.release()
         destroy()
 
 
@@ -94,8 +99,21 @@ def _train(
     home = steep_home()
     run_dir = Path(d.broadcast(str(run_dir or new_run_dir(config, home)) if d.is_main else None))
     max_lr, lr_source = resolve_max_lr(config)  # before any slow work: refuse to guess early
+    refused = None
     if d.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            status.lock = RunLock(run_dir)
+            status.lock.acquire()  # one writer per run folder; the kernel frees it on death
+        except RunLockedError as exc:
+            refused = str(exc)
+    refused = d.broadcast(refused)
+    if refused:  # every rank stops, with rank 0's reason, before touching the folder
+        raise RunLockedError(refused)
+    if d.is_main:
+        gone = clear_leftovers(run_dir)
+        if gone:
+            print(f"removed what a killed run left: {', '.join(sorted(gone))}")
         if not resume:
             (run_dir / CONFIG_FILE).write_text(dump_config(config))
         status.run_dir = run_dir
@@ -133,10 +151,10 @@ def _train(
 
     # --- resume: model, optimizer, RNG, mixture position, baseline ---
     step, baseline = 0, {}
-    if resume:
-        ckpt = latest_checkpoint(ckpt_root)
-        if ckpt is None:
-            raise MissingInputError(f"{run_dir} has no complete checkpoint to resume from")
+    ckpt = latest_checkpoint(ckpt_root) if resume else None
+    if resume and ckpt is None and d.is_main:  # killed before its first checkpoint
+        print(f"{run_dir} has no checkpoint yet: starting it again from step 0, with its config")
+    if ckpt is not None:
         warm.set_step(int(ckpt.name.removeprefix("step_")))  # the state to load matches it
         state = load_checkpoint(ckpt, model, optimizer, d)
         step, baseline = state["step"], state["baseline"]
@@ -147,7 +165,9 @@ def _train(
                 f"resumed from {ckpt.name}"
                 + (f" (written by {was} ranks)" if was != d.world else "")
             )
-    tracker = Tracker(run_dir, resume_step=step if resume else None) if d.is_main else None
+    # a resume keeps the records up to the checkpoint; a restart from step 0, none
+    kept = (step if ckpt is not None else -1) if resume else None
+    tracker = Tracker(run_dir, resume_step=kept) if d.is_main else None
 
     def log(record: dict[str, Any]) -> None:
         if tracker is not None:

@@ -1,0 +1,81 @@
+"""A run folder that does not lie or hide (#16): what a saved model, a leftover or a
+resume leaves behind."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from steep.config import parse_config
+from steep.train.loop import train
+from tests.conftest import tiny_config
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_a_saved_model_has_the_umask_s_permissions(tmp_path, corpora, tiny_model, mask):
+    """Before: model/ was 0700 and model.safetensors 0600 whatever the umask (mkdtemp and
+    safetensors' temp file), so the studio's user or a serving process could not read it."""
+    old = os.umask(mask)
+    try:
+        result = train(parse_config(tiny_config(tmp_path, corpora, tiny_model, steps=1)))
+    finally:
+        os.umask(old)
+    model = result.model_dir
+    assert stat.S_IMODE(model.stat().st_mode) == 0o777 & ~mask
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in model.iterdir() if p.is_file()}
+    assert modes and set(modes.values()) == {0o666 & ~mask}, modes
+
+
+def _records(run, kind):
+    import json
+
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def test_a_killed_run_s_leftovers_go_at_its_next_start(tmp_path, corpora, tiny_model, capsys):
+    import shutil
+
+    from steep.train.loop import resume_run
+
+    run = train(parse_config(tiny_config(tmp_path, corpora, tiny_model, steps=4))).run_dir
+    weights = (run / "model" / "model.safetensors").read_bytes()
+    (run / ".model.k1ll3d").mkdir()  # a save killed half way: model-sized for a real model
+    (run / ".model.k1ll3d" / "model.safetensors").write_bytes(b"\0" * 4096)
+    (run / "metrics.jsonl.tmp").write_text("{}\n")  # a resume's truncation, killed
+    (run / "checkpoints" / ".step_0000008.tmp").mkdir()
+    shutil.move(run / "model", run / ".model.old")  # a save killed between its renames
+    capsys.readouterr()
+    resume_run(run)
+    out = capsys.readouterr().out
+    assert (
+        "removed what a killed run left: .model.k1ll3d, .step_0000008.tmp, metrics.jsonl.tmp" in out
+    )
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == [".lock"]
+    assert not list((run / "checkpoints").glob(".*"))
+    # .model.old was the last good model: put back, then replaced by the resumed run's save
+    assert (run / "model" / "model.safetensors").read_bytes() == weights
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(
+    tmp_path, corpora, tiny_model, capsys
+):
+    """Before: --resume said there was no checkpoint, a fresh start that the folder
+    already held a run: a dead end."""
+    import shutil
+
+    from steep.train.loop import resume_run
+
+    cfg = tiny_config(tmp_path, corpora, tiny_model, steps=4)
+    run = train(parse_config(cfg)).run_dir
+    full = [(r["step"], r["loss"]) for r in _records(run, "train")]
+    shutil.rmtree(run / "checkpoints")  # as if killed at step 3, before the first one
+    shutil.rmtree(run / "model")
+    capsys.readouterr()
+    resume_run(run)
+    assert "has no checkpoint yet: starting it again from step 0" in capsys.readouterr().out
+    assert [(r["step"], r["loss"]) for r in _records(run, "train")] == full
+    assert [e["step"] for e in _records(run, "eval")] == [0, 4]  # one step-0 baseline
+    assert (run / "model" / "model.safetensors").exists()
