@@ -20,6 +20,11 @@ from steep.data.locations import as_input, is_url, open_input, remote_error
 from steep.errors import MissingInputError
 
 TEXT_SUFFIXES = (".jsonl", ".json", ".ndjson", ".txt", ".md", ".parquet", ".arrow")
+# one rule for every reader (ingest, tokenizing for training): a document above this is
+# skipped as giant (a dump of a table or a log, not text to learn from); ingest's own
+# max_doc_bytes can only be stricter
+MAX_DOC_BYTES = 10 * 1024 * 1024
+BOM = "\ufeff"
 COMPRESSIONS = (".gz", ".zst", ".bz2")
 
 
@@ -89,13 +94,19 @@ def _expand(p: Path, raw: str | Path) -> list[Path]:
     saved = _saved_dataset(p)
     if saved is not None:
         return saved
-    found = sorted((f for f in p.rglob("*") if f.is_file() and _format_of(f)), key=str)
-    if not found:
+    # every visible file: one of an unknown type is then skipped with that reason, on the
+    # record, not passed over in silence (hidden files and folders are not data)
+    found = sorted((f for f in p.rglob("*") if f.is_file() and not _hidden(f, p)), key=str)
+    if not any(_format_of(f) for f in found):
         raise MissingInputError(
             f"folder {raw} holds no text files (looked for {', '.join(TEXT_SUFFIXES)}, "
             f"optionally compressed {', '.join(COMPRESSIONS)})"
         )
     return found
+
+
+def _hidden(f: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in f.relative_to(root).parts)
 
 
 def _exists(p: Path) -> bool:
@@ -223,6 +234,9 @@ def _accept(text: object, path: Path, line: int, skips: SkipLog, field_name: str
     if not text.strip():
         skips.add(path, line, "empty document")
         return None
+    if len(text) > MAX_DOC_BYTES // 4 and (n := len(text.encode("utf-8"))) > MAX_DOC_BYTES:
+        skips.add(path, line, f"giant document: {n:,} bytes > {MAX_DOC_BYTES:,}")
+        return None
     return text
 
 
@@ -238,6 +252,8 @@ def parse_jsonl_lines(
     for lineno, line in numbered:
         if not line.strip():
             continue
+        if lineno == 1 and line.startswith(BOM.encode()):  # a BOM is not part of the record
+            line = line[len(BOM.encode()) :]
         try:
             record = json.loads(line.decode("utf-8"))
         except UnicodeDecodeError as exc:
@@ -260,7 +276,7 @@ def _read_whole(path: Path, skips: SkipLog) -> Iterator[Document]:
     with _open_binary(path) as raw:
         data = raw.read()
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8").removeprefix(BOM)
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         skips.add(path, line, f"invalid UTF-8: byte {exc.start}")

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steep.data.documents import SkipLog, expand_paths
+from steep.data.documents import MAX_DOC_BYTES, SkipLog, expand_paths
 from steep.data.executor import Executor, LocalExecutor
 from steep.data.locations import as_input
 from steep.data.spans import UNIT_BYTES, Span, plan_file, read_span
@@ -26,8 +26,6 @@ from steep.datahub.catalog import Catalog, CatalogError, DatasetVersion, check_n
 from steep.datahub.exclusions import Exclusion, write_exclusions
 from steep.datahub.steps.base import Doc, write_docs
 from steep.datahub.steps.langid import detect
-
-MAX_DOC_BYTES = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True)

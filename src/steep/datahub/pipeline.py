@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import yaml
 from pydantic import ValidationError
 
+from steep.artifacts.yamlload import load_yaml
 from steep.config import ConfigError
 from steep.data.executor import Executor, LocalExecutor
 from steep.datahub.catalog import Catalog, DatasetRef, DatasetVersion, check_name
@@ -85,13 +85,7 @@ def parse_recipe(data: Any, where: str = "recipe") -> list[StepSpec]:
 
 def load_recipe(path: str | Path) -> list[StepSpec]:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    return parse_recipe(data, str(path))
+    return parse_recipe(load_yaml(path.read_text(), str(path)), str(path))
 
 
 def build_step(spec: StepSpec, where: str = "recipe") -> Step:

@@ -21,7 +21,7 @@ from steep.artifacts.lineage import Lineage, TrainMetrics
 from steep.artifacts.metrics import eval_record
 from steep.artifacts.runstatus import State, failure_text, write_status
 from steep.config import RunConfig, dump_config, parse_config
-from steep.errors import AlreadyExistsError, MissingInputError
+from steep.errors import AlreadyExistsError, ConfigError, MissingInputError
 from steep.model.base_lr import resolve_max_lr
 from steep.model.io import base_names, load_base, save_hf
 from steep.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -41,6 +41,7 @@ from steep.train.parallel import (
     set_gradient_sync,
     shard_model,
 )
+from steep.train.preflight import context_problem
 from steep.train.rendezvous import Prepare
 from steep.train.report import eval_table, format_table, read_metrics, write_report
 from steep.train.runlock import RunLock, RunLockedError
@@ -132,6 +133,10 @@ def _train(
     # a file (train.data_wait_s), not in a collective that would time out
     with Prepare(d, run_dir, "base", wait_s):
         base = load_base(config.model, home, seed=config.run.seed)
+    known = getattr(base.model.config, "max_position_embeddings", None)
+    problem = context_problem(config.data.seq_len, known, f"model {config.model.base}")
+    if problem:  # past its trained context the base's loss jumps: refuse before any work
+        raise ConfigError(problem)
     model = base.model.to(device=runtime.device, dtype=runtime.weight_dtype)
     model.train()
     flops_token = flops_per_token(model, config.data.seq_len)

@@ -21,6 +21,7 @@ stays importable without torch.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from steep.data.documents import expand_paths
 from steep.datahub.catalog import Catalog, CatalogError
 from steep.errors import ConfigError, MissingInputError, SteepError
 from steep.model.base_lr import resolve_max_lr
+from steep.model.io import resolve_base
 from steep.train.parallel import check_batch_divides
 from steep.train.schedule import schedule_for, warmup_steps_for
 from steep.workspace import Workspace, steep_home
@@ -86,6 +88,7 @@ def preflight(
         problems.append(str(exc))
         accum = 0
     datasets = _data(config, home, problems) if check_data else {}
+    _context_of_base(config, problems)
     if problems:
         raise PreflightError(problems)
     return Preflight(
@@ -108,6 +111,36 @@ def _max_lr(config: RunConfig, problems: list[str]) -> tuple[float, str]:
     except OSError as exc:  # the base's config.json / steep.json / GGUF cannot be read
         problems.append(f"{where}: cannot read {exc.filename or config.model.base}: {exc.strerror}")
     return 0.0, ""
+
+
+def context_problem(seq_len: int, max_positions: int | None, where: str) -> str | None:
+    """Why ``seq_len`` cannot train on a base with ``max_positions``, or None when it can.
+
+    Past its trained context a RoPE model sees positions it never learnt and its loss
+    jumps; the run would train, but on garbage, with no word.
+    """
+    if not max_positions or seq_len <= max_positions:
+        return None
+    factor = seq_len / max_positions
+    return (
+        f"data.seq_len={seq_len} is above the base's max_position_embeddings={max_positions} "
+        f"({where}): lower data.seq_len, or extend the base's context first (RoPE scaling "
+        f"by a factor of at least {factor:.2g}, then continued pretraining on long text)"
+    )
+
+
+def _context_of_base(config: RunConfig, problems: list[str]) -> None:
+    """For a base that is a local HF folder, its config.json says the context it knows."""
+    if config.model.base is None or config.model.random_init is not None:
+        return
+    try:
+        cfg_file = Path(resolve_base(config.model.base)) / "config.json"
+        known = json.loads(cfg_file.read_text()).get("max_position_embeddings")
+    except (OSError, ValueError, SteepError):  # a hub id, a GGUF: checked once it is loaded
+        return
+    problem = context_problem(config.data.seq_len, known, str(cfg_file))
+    if problem:
+        problems.append(problem)
 
 
 def _schedule(config: RunConfig, problems: list[str]) -> int:
