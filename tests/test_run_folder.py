@@ -79,3 +79,28 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(
     assert [(r["step"], r["loss"]) for r in _records(run, "train")] == full
     assert [e["step"] for e in _records(run, "eval")] == [0, 4]  # one step-0 baseline
     assert (run / "model" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated shard", "unreadable rng"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(
+    tmp_path, corpora, tiny_model, capsys, damage
+):
+    """Before: a truncated shard of the newest checkpoint stopped the resume with a
+    zip-reader error, though the checkpoint before it was whole."""
+    from steep.train.loop import resume_run
+
+    cfg = tiny_config(tmp_path, corpora, tiny_model, steps=8)
+    run = train(parse_config(cfg)).run_dir
+    full = [(r["step"], r["loss"]) for r in _records(run, "train")]
+    newest = run / "checkpoints" / "step_0000008"
+    if damage == "truncated shard":
+        (shard,) = newest.glob("*.distcp")
+        shard.write_bytes(shard.read_bytes()[:1000])
+    else:  # same size, unreadable: only loading it finds out
+        rng = newest / "rng_rank0.pt"
+        rng.write_bytes(b"\0" * rng.stat().st_size)
+    capsys.readouterr()
+    resume_run(run)
+    err = capsys.readouterr().err
+    assert f"checkpoint {newest}" in err and ("damaged" in err or "cannot be loaded" in err)
+    assert [(r["step"], r["loss"]) for r in _records(run, "train")] == full  # from step 4

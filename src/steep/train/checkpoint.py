@@ -54,8 +54,14 @@ def checkpoint_dirs(root: Path) -> list[Path]:
 
 
 def is_complete(path: Path) -> bool:
-    """state.json, the DCP metadata and every shard file the metadata names are present."""
+    """state.json, the DCP metadata and every shard file the metadata names are present,
+    each of the size it was written with (state.json's ``files``: a shard cut short by a
+    full disk or a bad copy is caught here, and the previous checkpoint is used)."""
     if not (path / "state.json").exists() or not (path / ".metadata").exists():
+        return False
+    damaged = _damaged(path)
+    if damaged:
+        print(f"warning: checkpoint {path} is damaged ({damaged}); not used", file=sys.stderr)
         return False
     try:
         meta = dcp.FileSystemReader(str(path)).read_metadata()
@@ -69,6 +75,21 @@ def is_complete(path: Path) -> bool:
             file=sys.stderr,
         )
     return not missing
+
+
+def _damaged(path: Path) -> str | None:
+    """What differs from the sizes written with the checkpoint (None: all as written)."""
+    try:
+        sizes = json.loads((path / "state.json").read_text()).get("files")
+    except (OSError, ValueError):
+        return "state.json cannot be read"
+    for name, size in (sizes or {}).items():  # checkpoints before steep 0.3 have none
+        f = path / name
+        if not f.exists():
+            return f"{name} is missing"
+        if f.stat().st_size != size:
+            return f"{name} has {f.stat().st_size:,} bytes, written with {size:,}"
+    return None
 
 
 def latest_checkpoint(root: Path) -> Path | None:
@@ -132,7 +153,8 @@ def save_checkpoint(
         torch.save(rng_state(), tmp / f"rng_rank{d.rank}.pt")
         d.barrier()
         if d.is_main:
-            record = {**state, "step": step, "world_size": d.world}
+            files = {f.name: f.stat().st_size for f in sorted(tmp.iterdir()) if f.is_file()}
+            record = {**state, "step": step, "world_size": d.world, "files": files}
             (tmp / "state.json").write_text(json.dumps(record, indent=2) + "\n")
             _fsync_tree(tmp)
             if final.exists():

@@ -6,6 +6,7 @@ Read ``train`` first: everything it calls lives in a module named for its job.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,7 +25,12 @@ from steep.config import RunConfig, dump_config, parse_config
 from steep.errors import AlreadyExistsError, ConfigError, MissingInputError
 from steep.model.base_lr import resolve_max_lr
 from steep.model.io import base_names, load_base, save_hf
-from steep.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from steep.train.checkpoint import (
+    CheckpointError,
+    checkpoint_dirs,
+    load_checkpoint,
+    save_checkpoint,
+)
 from steep.train.evaluate import evaluate
 from steep.train.flops import device_peak_flops, flops_per_token
 from steep.train.forward import lm_loss
@@ -156,12 +162,10 @@ def _train(
 
     # --- resume: model, optimizer, RNG, mixture position, baseline ---
     step, baseline = 0, {}
-    ckpt = latest_checkpoint(ckpt_root) if resume else None
+    ckpt, state = _load_newest(ckpt_root, model, optimizer, warm, d) if resume else (None, {})
     if resume and ckpt is None and d.is_main:  # killed before its first checkpoint
         print(f"{run_dir} has no checkpoint yet: starting it again from step 0, with its config")
     if ckpt is not None:
-        warm.set_step(int(ckpt.name.removeprefix("step_")))  # the state to load matches it
-        state = load_checkpoint(ckpt, model, optimizer, d)
         step, baseline = state["step"], state["baseline"]
         inputs.mixture.load_state_dict(state["mixture"])
         if d.is_main:
@@ -308,6 +312,25 @@ def _train(
     print(format_table(eval_table(evals)))
     print(f"model: {model_dir}\nreport: {run_dir / REPORT_FILE}")
     return RunResult(run_dir, model_dir, baseline, final)
+
+
+def _load_newest(
+    root: Path, model: torch.nn.Module, optimizer: Any, warm: EmbeddingWarmup, d: Dist
+) -> tuple[Path | None, dict[str, Any]]:
+    """The newest checkpoint that loads, newest first: one that fails to load (damaged in a
+    way its sizes do not show) is named and the one before it is tried."""
+    for ckpt in reversed(checkpoint_dirs(root)):
+        warm.set_step(int(ckpt.name.removeprefix("step_")))  # the state to load matches it
+        try:
+            return ckpt, load_checkpoint(ckpt, model, optimizer, d)
+        except CheckpointError as exc:
+            print(f"warning: {exc}; trying the one before it", file=sys.stderr)
+    if root.is_dir() and any(p.name.startswith("step_") for p in root.iterdir()):
+        raise CheckpointError(
+            f"no checkpoint in {root} is whole (see the warnings above): move them aside to "
+            "start the run again from step 0"
+        )
+    return None, {}
 
 
 def resume_run(run_dir: Path) -> RunResult:
