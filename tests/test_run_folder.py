@@ -104,3 +104,43 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(
     err = capsys.readouterr().err
     assert f"checkpoint {newest}" in err and ("damaged" in err or "cannot be loaded" in err)
     assert [(r["step"], r["loss"]) for r in _records(run, "train")] == full  # from step 4
+
+
+def test_a_resume_on_changed_data_is_refused_unless_asked_and_then_recorded(
+    tmp_path, corpora, tiny_model, capsys
+):
+    """Before: steep re-tokenized silently and went on, the held-out sets moved under the
+    step-0 baseline and steep.json named only the new file."""
+    import json
+    import shutil
+
+    from steep.cli import main
+    from steep.train.datadrift import DataChangedError
+    from steep.train.loop import resume_run
+
+    cfg = tiny_config(tmp_path, corpora, tiny_model, steps=8)
+    run = train(parse_config(cfg)).run_dir
+    shutil.rmtree(run / "checkpoints" / "step_0000008")  # as if killed after step 4
+    metrics = (run / "metrics.jsonl").read_bytes()
+    with open(corpora["domain"], "a", encoding="utf-8") as f:  # the data changes meanwhile
+        f.write(json.dumps({"text": "a new document about something else " * 20}) + "\n")
+
+    with pytest.raises(
+        DataChangedError,
+        match=r"the data changed since checkpoint step_0000004: 'domain': .*domain.jsonl sha256 \w+ -> \w+",
+    ):
+        resume_run(run)
+    assert (run / "metrics.jsonl").read_bytes() == metrics  # nothing written
+    assert main(["train", "--resume", str(run)]) == 2  # one line for the CLI user
+    assert "--allow-data-change" in capsys.readouterr().err
+
+    resume_run(run, allow_data_change=True)
+    lineage = json.loads((run / "model" / "steep.json").read_text())
+    (change,) = lineage["data_changes"]
+    assert change["step"] == 4 and change["changed"][0].startswith("'domain': ")
+    assert change["before"]["domain"]["cache"] != change["after"]["domain"]["cache"]
+    assert lineage["metrics"]["baseline"] == change["baseline"]  # measured again, on new sets
+    assert (
+        lineage["data"][0]["files"][0]["sha256"]
+        == change["after"]["domain"]["files"][str(corpora["domain"])]
+    )

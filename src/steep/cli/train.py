@@ -23,8 +23,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError(
                 "--resume continues a run with its own config.yaml: give no CONFIG or --set"
             )
-        record_run(resume_run(Path(args.resume)).run_dir)
+        record_run(resume_run(Path(args.resume), args.allow_data_change).run_dir)
         return 0
+    if args.allow_data_change:
+        raise ConfigError("--allow-data-change goes with --resume RUN_DIR")
     if not args.config:
         raise ConfigError("steep train needs CONFIG.yaml (or --resume RUN_DIR)")
     config = load_config(args.config, args.set)
@@ -71,6 +73,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="override a config value, e.g. --set train.steps=100 (repeatable)",
     )
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    t.add_argument(
+        "--allow-data-change",
+        action="store_true",
+        help="with --resume: go on although the data changed since the checkpoint (recorded "
+        "in the lineage, baseline measured again); without it such a resume is refused",
+    )
     t.add_argument("--out", metavar="RUN_DIR", help="run directory (default under STEEP_HOME/runs)")
     t.set_defaults(func=cmd_train)
 

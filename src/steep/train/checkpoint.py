@@ -22,6 +22,7 @@ import re
 import shutil
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -208,3 +209,26 @@ def load_checkpoint(
     except (OSError, ValueError, RuntimeError, KeyError, CheckpointException) as exc:
         raise CheckpointError(f"checkpoint {path} cannot be loaded: {_root_cause(exc)}") from exc
     return state
+
+
+def load_newest(
+    root: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    at_step: Callable[[int], None],
+    d: Dist,
+) -> tuple[Path | None, dict[str, Any]]:
+    """The newest checkpoint that loads, newest first: one that fails to load (damaged in a
+    way its sizes do not show) is named and the one before it is tried."""
+    for ckpt in reversed(checkpoint_dirs(root)):
+        at_step(int(ckpt.name.removeprefix("step_")))  # e.g. the optimizer groups it needs
+        try:
+            return ckpt, load_checkpoint(ckpt, model, optimizer, d)
+        except CheckpointError as exc:
+            print(f"warning: {exc}; trying the one before it", file=sys.stderr)
+    if root.is_dir() and any(p.name.startswith("step_") for p in root.iterdir()):
+        raise CheckpointError(
+            f"no checkpoint in {root} is whole (see the warnings above): move them aside to "
+            "start the run again from step 0"
+        )
+    return None, {}

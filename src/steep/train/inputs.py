@@ -21,6 +21,7 @@ from steep.data.tokenize import Progress, TokenizedSource, tokenize_source, toke
 from steep.data.tokensource import Windows
 from steep.datahub.catalog import Catalog
 from steep.errors import DataError
+from steep.train.datadrift import identity
 from steep.train.evaluate import EvalSet, fixed_windows
 from steep.workspace import Workspace
 
@@ -32,6 +33,7 @@ class Inputs:
     sources: list[TokenizedSource]
     separator_id: int
     lineage: list[dict[str, Any]] = field(default_factory=list)
+    identity: dict[str, dict[str, Any]] = field(default_factory=dict)  # train.datadrift
 
 
 def _source_files(
@@ -108,6 +110,7 @@ def build_inputs(
     )
     _check_enough_data(config, mixture)
 
+    ident = {ts.name: identity(ts.name, ts.info, ts.dir.name) for ts in sources}
     eval_sets = [
         fixed_windows(ts.name, ts.heldout, seq_len, config.eval.max_windows)
         for ts in sources
@@ -119,6 +122,7 @@ def build_inputs(
         )
         ts.train.check_tokenizer(meta["sha256"], f"'{meta['name']}'")
         eval_sets.append(fixed_windows(name, ts.train, seq_len, config.eval.max_windows))
+        ident[f"eval:{name}"] = identity(name, ts.info, ts.dir.name)
     if not eval_sets and not quiet:
         print(
             "warning: no held-out data (every heldout_fraction is 0 and no data.eval_sets): "
@@ -142,7 +146,7 @@ def build_inputs(
         }
         for ts, cfg, share in zip(sources, config.data.sources, mixture.shares, strict=True)
     ]
-    return Inputs(mixture, eval_sets, sources, meta["separator_id"], lineage)
+    return Inputs(mixture, eval_sets, sources, meta["separator_id"], lineage, ident)
 
 
 def _check_enough_data(config: RunConfig, mixture: Mixture) -> None:

@@ -6,7 +6,6 @@ Read ``train`` first: everything it calls lives in a module named for its job.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -25,12 +24,8 @@ from steep.config import RunConfig, dump_config, parse_config
 from steep.errors import AlreadyExistsError, ConfigError, MissingInputError
 from steep.model.base_lr import resolve_max_lr
 from steep.model.io import base_names, load_base, save_hf
-from steep.train.checkpoint import (
-    CheckpointError,
-    checkpoint_dirs,
-    load_checkpoint,
-    save_checkpoint,
-)
+from steep.train.checkpoint import load_newest, save_checkpoint
+from steep.train.datadrift import check_drift
 from steep.train.evaluate import evaluate
 from steep.train.flops import device_peak_flops, flops_per_token
 from steep.train.forward import lm_loss
@@ -86,11 +81,16 @@ class RunResult:
     final: dict[str, float]
 
 
-def train(config: RunConfig, run_dir: Path | None = None, resume: bool = False) -> RunResult:
+def train(
+    config: RunConfig,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    allow_data_change: bool = False,
+) -> RunResult:
     d = init_distributed(config)  # one process, or one of torchrun's; checks the batch split
     status = _Status(enabled=d.is_main)  # status.json: running, done, failed (the hub reads it)
     try:
-        return _train(config, d, run_dir, resume, status)
+        return _train(config, d, run_dir, resume, status, allow_data_change)
     except BaseException as exc:
         status.set("failed", failure_text(exc))
         raise
@@ -101,7 +101,12 @@ def train(config: RunConfig, run_dir: Path | None = None, resume: bool = False) 
 
 
 def _train(
-    config: RunConfig, d: Dist, run_dir: Path | None, resume: bool, status: _Status
+    config: RunConfig,
+    d: Dist,
+    run_dir: Path | None,
+    resume: bool,
+    status: _Status,
+    allow_data_change: bool = False,
 ) -> RunResult:
     home = steep_home()
     run_dir = Path(d.broadcast(str(run_dir or new_run_dir(config, home)) if d.is_main else None))
@@ -162,11 +167,23 @@ def _train(
 
     # --- resume: model, optimizer, RNG, mixture position, baseline ---
     step, baseline = 0, {}
-    ckpt, state = _load_newest(ckpt_root, model, optimizer, warm, d) if resume else (None, {})
+    drift = check_drift(ckpt_root, inputs.identity, allow_data_change) if resume else None
+    if drift is not None:  # going on with new data: the base (still loaded) sets a new baseline
+        drift["baseline"] = evaluate(
+            model, inputs.eval_sets, config.eval.batch_size, runtime.device,
+            runtime.autocast(), separator,
+        )  # fmt: skip
+    ckpt, state = (
+        load_newest(ckpt_root, model, optimizer, warm.set_step, d) if resume else (None, {})
+    )
     if resume and ckpt is None and d.is_main:  # killed before its first checkpoint
         print(f"{run_dir} has no checkpoint yet: starting it again from step 0, with its config")
+    data_changes: list[dict[str, Any]] = list(state.get("data_changes", []))
     if ckpt is not None:
         step, baseline = state["step"], state["baseline"]
+        if drift is not None:
+            data_changes.append({**drift, "step": step})
+            baseline = drift["baseline"]
         inputs.mixture.load_state_dict(state["mixture"])
         if d.is_main:
             was = state.get("world_size", 1)
@@ -261,7 +278,12 @@ def _train(
                 step,
                 model,
                 optimizer,
-                {"baseline": baseline, "mixture": inputs.mixture.state_dict()},
+                {
+                    "baseline": baseline,
+                    "mixture": inputs.mixture.state_dict(),
+                    "data": inputs.identity,  # what a resume must find (train.datadrift)
+                    "data_changes": data_changes,
+                },
                 keep_last=config.checkpoint.keep_last,
                 d=d,
             )
@@ -289,6 +311,7 @@ def _train(
         world_size=d.world,
         config=config.model_dump(mode="json"),
         metrics=TrainMetrics(step=step, baseline=baseline, final=final),
+        data_changes=data_changes,  # empty unless resumed with --allow-data-change
     )
     model_dir = save_hf(base.model, base.tokenizer, run_dir / MODEL_DIR, lineage, weights)
     write_report(
@@ -314,32 +337,13 @@ def _train(
     return RunResult(run_dir, model_dir, baseline, final)
 
 
-def _load_newest(
-    root: Path, model: torch.nn.Module, optimizer: Any, warm: EmbeddingWarmup, d: Dist
-) -> tuple[Path | None, dict[str, Any]]:
-    """The newest checkpoint that loads, newest first: one that fails to load (damaged in a
-    way its sizes do not show) is named and the one before it is tried."""
-    for ckpt in reversed(checkpoint_dirs(root)):
-        warm.set_step(int(ckpt.name.removeprefix("step_")))  # the state to load matches it
-        try:
-            return ckpt, load_checkpoint(ckpt, model, optimizer, d)
-        except CheckpointError as exc:
-            print(f"warning: {exc}; trying the one before it", file=sys.stderr)
-    if root.is_dir() and any(p.name.startswith("step_") for p in root.iterdir()):
-        raise CheckpointError(
-            f"no checkpoint in {root} is whole (see the warnings above): move them aside to "
-            "start the run again from step 0"
-        )
-    return None, {}
-
-
-def resume_run(run_dir: Path) -> RunResult:
+def resume_run(run_dir: Path, allow_data_change: bool = False) -> RunResult:
     """Continue a run from its own resolved config.yaml and newest complete checkpoint."""
     config_path = run_dir / CONFIG_FILE
     if not config_path.exists():
         raise MissingInputError(f"{run_dir} is not a steep run directory (no config.yaml)")
     config = parse_config(yaml.safe_load(config_path.read_text()), where=str(config_path))
-    return train(config, run_dir=run_dir, resume=True)
+    return train(config, run_dir=run_dir, resume=True, allow_data_change=allow_data_change)
 
 
 def build_optimizer(model: torch.nn.Module, config: RunConfig, max_lr: float) -> torch.optim.AdamW:
