@@ -95,7 +95,16 @@ def run(cmd: list[str], home: Path) -> dict:
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
-    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": int(rss.group(1)) / 1024 if rss else None}
+    own = sum(
+        float(m.group(1))
+        for m in re.finditer(r"(?:User|System) time \(seconds\): ([\d.]+)", proc.stderr)
+    )  # the command and its (local pool) children: immune to other work on the machine
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "cpu_own_s": own,
+        "peak_rss_mb": int(rss.group(1)) / 1024 if rss else None,
+    }
 
 
 def main() -> None:
@@ -149,17 +158,20 @@ def main() -> None:
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
         f"command: {' '.join(sys.argv)}",
         "",
-        "| input MB | files | step | executor | workers | wall s | machine CPU s | CPU s/GB | MB/s | speedup 1->2 | peak RSS MB (local) |",
-        "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| input MB | files | step | executor | workers | wall s | machine CPU s | own CPU s | CPU s/GB | MB/s | speedup 1->2 | peak RSS MB (local) |",
+        "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     by = {(r["mb"], r["step"], r["executor"], r["workers"]): r for r in rows}
     for r in rows:
         one = by.get((r["mb"], r["step"], r["executor"], 1))
         speed = f"{one['wall_s'] / r['wall_s']:.2f}x" if one and r["workers"] == 2 else ""
         rss = f"{r['peak_rss_mb']:.0f}" if r["executor"] == "local" and r["peak_rss_mb"] else "–"
+        # CPU per GB: the command's own for the local pool, the machine's for Ray (its
+        # workers are not the command's children)
+        cpu = r["cpu_own_s"] if r["executor"] == "local" else r["cpu_s"]
         lines.append(
             f"| {r['mb']:.0f} | {r['files']} | {r['step']} | {r['executor']} | {r['workers']} | {r['wall_s']:.1f} "
-            f"| {r['cpu_s']:.1f} | {r['cpu_s'] / (r['mb'] / 1024):.0f} | {r['mb'] / r['wall_s']:.2f} "
+            f"| {r['cpu_s']:.1f} | {r['cpu_own_s']:.1f} | {cpu / (r['mb'] / 1024):.0f} | {r['mb'] / r['wall_s']:.2f} "
             f"| {speed} | {rss} |"
         )
     text = "\n".join(lines) + "\n"

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 import yaml
+from safetensors import SafetensorError
 from tqdm import tqdm
 
 from steep import __version__
@@ -21,13 +22,14 @@ from steep.artifacts.lineage import Lineage, TrainMetrics
 from steep.artifacts.metrics import eval_record
 from steep.artifacts.runstatus import State, failure_text, write_status
 from steep.config import RunConfig, dump_config, parse_config
-from steep.errors import AlreadyExistsError, ConfigError, MissingInputError
+from steep.errors import AlreadyExistsError, ConfigError, MissingInputError, SteepError
 from steep.model.base_lr import resolve_max_lr
 from steep.model.io import base_names, load_base, save_hf
 from steep.train.checkpoint import load_newest, save_checkpoint
 from steep.train.datadrift import check_drift
 from steep.train.evaluate import evaluate
 from steep.train.flops import device_peak_flops, flops_per_token
+from steep.train.folder_errors import folder_error
 from steep.train.forward import lm_loss
 from steep.train.inputs import build_inputs
 from steep.train.kernels import apply_liger
@@ -117,11 +119,11 @@ def _train(
         try:
             status.lock = RunLock(run_dir)
             status.lock.acquire()  # one writer per run folder; the kernel frees it on death
-        except RunLockedError as exc:
-            refused = str(exc)
-    refused = d.broadcast(refused)
-    if refused:  # every rank stops, with rank 0's reason, before touching the folder
-        raise RunLockedError(refused)
+        except SteepError as exc:  # held by another process, or the folder is read-only
+            status.lock, refused = None, exc
+    why = d.broadcast(str(refused) if refused else None)
+    if why:  # every rank stops, with rank 0's reason, before touching the folder
+        raise refused if refused is not None else RunLockedError(why)
     if d.is_main:
         gone = clear_leftovers(run_dir)
         if gone:
@@ -313,7 +315,13 @@ def _train(
         metrics=TrainMetrics(step=step, baseline=baseline, final=final),
         data_changes=data_changes,  # empty unless resumed with --allow-data-change
     )
-    model_dir = save_hf(base.model, base.tokenizer, run_dir / MODEL_DIR, lineage, weights)
+    try:
+        model_dir = save_hf(base.model, base.tokenizer, run_dir / MODEL_DIR, lineage, weights)
+    except (OSError, SafetensorError) as exc:  # a full disk, in Python's I/O or in Rust's
+        raise folder_error(
+            "save the model to", run_dir / MODEL_DIR, exc, run_dir,
+            f"checkpoint step_{step:07d} is intact and a resume saves the model again",
+        ) from exc  # fmt: skip
     write_report(
         run_dir,
         title=f"steep run: {config.run.name}",

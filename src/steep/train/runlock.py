@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from steep.errors import SteepError
+from steep.train.folder_errors import folder_error
 from steep.workspace import LOCK_FILE
 
 
@@ -57,7 +58,13 @@ class RunLock:
         self._file: IO[str] | None = None
 
     def acquire(self) -> None:
-        f = open(self.path, "a+")
+        try:
+            f = open(self.path, "a+")
+        except OSError as exc:  # a read-only folder, a full disk: nothing was written
+            run = self.path.parent
+            raise folder_error(
+                "write the run folder", run, exc, run, "nothing in it changed"
+            ) from exc
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

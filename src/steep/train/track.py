@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from steep.train.folder_errors import folder_error
 from steep.workspace import METRICS_FILE
 
 
@@ -31,8 +32,14 @@ def _truncate_after(path: Path, step: int) -> None:
         if rec.get("step", 0) <= step:
             kept.append(line)
     tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise folder_error(
+            "rewrite", path, exc, path.parent, "it and the checkpoints are unchanged"
+        ) from exc
 
 
 class Tracker:
@@ -51,8 +58,13 @@ class Tracker:
 
     def log(self, record: dict[str, Any]) -> None:
         record = {**record, "time": time.time()}
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as exc:  # a line cut short is dropped by the resume's truncation
+            raise folder_error(
+                "append to", self.path, exc, self.path.parent, "the checkpoints are intact"
+            ) from exc
         if self._tb is not None:
             self._to_tensorboard(record)
 
