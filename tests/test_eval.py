@@ -325,6 +325,30 @@ def test_adapted_model_gains_on_its_domain_via_the_cli(
         assert json.loads((folder / "eval.json").read_text())["sets"]["code"] == code
 
 
+def test_out_and_no_lineage_write_nothing_else(
+    tmp_path: Path, models: dict[str, Path], sets: dict[str, Path]
+) -> None:
+    """Before (#17 finding 9): `--out X --no-lineage` still overwrote RUN_DIR/eval/, so the
+    run's report and the model's disagreed."""
+    adapted, run_dir = models["adapted"], models["run_dir"]
+
+    def snapshot() -> dict[str, bytes]:
+        return {
+            str(p): p.read_bytes()
+            for root in (adapted, run_dir)
+            for p in sorted(root.rglob("*"))
+            if p.is_file()
+        }
+
+    before = snapshot()
+    argv = ["eval", str(adapted), "--sets", f"code={sets['domain']}", "--seq-len", "64"]
+    argv += ["--device", "cpu", "--no-lineage"]
+    assert main([*argv, "--out", str(tmp_path / "mine")]) == 0
+    assert (tmp_path / "mine" / "eval.json").exists()
+    assert main(argv) == 0  # --no-lineage alone: a report in STEEP_HOME/evals/
+    assert snapshot() == before  # neither the model's nor the run's folder changed
+
+
 def test_extended_vocabulary_is_compared_on_the_same_bytes(
     tmp_path: Path, models: dict[str, Path], sets: dict[str, Path]
 ) -> None:

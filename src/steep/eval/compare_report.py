@@ -43,15 +43,18 @@ _SERIES = (("base", "0.55"), ("adapted", "C2"))
 # --------------------------------------------------------------------------- where
 
 
-def destinations(result: dict[str, Any], model_spec: str, out_dir: str | None) -> list[Path]:
-    """Report folders: the output folder, then the run directory named in the lineage."""
-    model_dir = local_dir(model_spec)
+def destinations(
+    result: dict[str, Any], model_spec: str, out_dir: str | None, update_lineage: bool = True
+) -> list[Path]:
+    """Report folders. ``--out`` is the one place written; ``--no-lineage`` leaves the
+    model's and the run's folders alone (the report goes to STEEP_HOME/evals/); otherwise
+    the model's ``eval/`` and the run directory named in its lineage."""
     if out_dir:
-        first = Path(out_dir)
-    elif model_dir is not None:
-        first = model_dir / EVAL_DIR
-    else:
-        first = steep_home() / "evals" / f"eval-{datetime.now():%Y%m%d-%H%M%S}"
+        return [Path(out_dir)]
+    model_dir = local_dir(model_spec)
+    if model_dir is None or not update_lineage:
+        return [steep_home() / "evals" / f"eval-{datetime.now():%Y%m%d-%H%M%S}"]
+    first = model_dir / EVAL_DIR
     dests = [first]
     run_dir = model_lineage(model_spec).run_dir
     if isinstance(run_dir, str) and Path(run_dir).is_dir():
@@ -65,7 +68,7 @@ def publish(
     result: dict[str, Any], model_spec: str, out_dir: str | None, update_lineage: bool = True
 ) -> list[Path]:
     """Write the report everywhere it belongs and record it in the model's steep.json."""
-    dests = destinations(result, model_spec, out_dir)
+    dests = destinations(result, model_spec, out_dir, update_lineage)
     result["reports"] = [str(d.resolve()) for d in dests]
     for dest in dests:
         write_report_dir(dest, result)
