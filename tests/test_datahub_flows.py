@@ -16,6 +16,7 @@ from steep.datahub.catalog import Catalog
 from steep.datahub.ingest import add_dataset
 from steep.datahub.pipeline import parse_recipe, prepare
 from steep.datahub.steps.base import read_docs
+from steep.errors import DataError
 from steep.train.loop import train
 
 from .conftest import make_tiny_model
@@ -189,3 +190,31 @@ def test_data_tokenize_is_reused_by_training(tmp_path: Path, capsys: pytest.Capt
     train(parse_config(cfg))
     assert [p.name for p in cache.iterdir()] == [made.name]
     assert (made / "source.json").stat().st_mtime_ns == stamp
+
+
+def test_a_language_filter_no_document_has_is_refused_naming_the_tags(tmp_path: Path) -> None:
+    """Before (#17 finding 10): `languages: [eng]` passed validate and training then said
+    'no usable documents ... (no records skipped)', naming neither the filter nor the tags."""
+    from steep.train.preflight import PreflightError, preflight
+
+    write_jsonl(tmp_path / "g.jsonl", paragraphs(SMOKE / "general.jsonl")[:20])
+    add_dataset("g", [str(tmp_path / "g.jsonl")], executor=INLINE)
+    base = make_tiny_model(tmp_path / "base")
+    cfg = parse_config(
+        {
+            "run": {"name": "eng", "out_dir": str(tmp_path / "run")},
+            "model": {"base": str(base), "base_max_lr": 1e-2},
+            "data": {
+                "seq_len": 64,
+                "sources": [{"name": "g", "dataset": "g", "languages": ["eng"]}],
+            },
+            "train": {"steps": 1, "global_batch_tokens": 128, "micro_batch_size": 2},
+        }
+    )
+    expected = r"eng: no document has these tags; the dataset's tags are en \(20 docs\)"
+    with pytest.raises(
+        PreflightError, match=r"data.sources.0.languages \(source 'g'\): " + expected
+    ):
+        preflight(cfg)
+    with pytest.raises(DataError, match=r"source 'g': languages " + expected):
+        train(cfg)

@@ -23,6 +23,7 @@ from steep.datahub.catalog import Catalog
 from steep.errors import DataError
 from steep.train.datadrift import identity
 from steep.train.evaluate import EvalSet, fixed_windows
+from steep.train.preflight import language_problem
 from steep.workspace import Workspace
 
 
@@ -44,6 +45,9 @@ def _source_files(
         return src.paths, None
 
     ds = Catalog().get(src.dataset or "")
+    problem = language_problem(src.languages, ds.manifest.get("languages") or {})
+    if problem:  # before tokenizing: the filter, not the data, is what is wrong
+        raise DataError(f"source '{src.name}': languages {problem}")
     selection = DatasetSelection.of(ds.ref, ds.manifest, src.languages, src.exclude_languages)
     if not quiet:
         print(f"source '{src.name}': dataset {ds.ref} ({ds.manifest['documents']:,} documents)")

@@ -166,12 +166,31 @@ def _data(config: RunConfig, home: Path | None, problems: list[str]) -> dict[str
             problems += _missing(src.paths, f"data.sources.{i}.paths (source {src.name!r})")
         elif src.dataset:
             try:
-                datasets[src.name] = catalog.get(src.dataset).ref
+                version = catalog.get(src.dataset)
             except CatalogError as exc:
                 problems.append(f"data.sources.{i}.dataset (source {src.name!r}): {exc}")
+                continue
+            datasets[src.name] = version.ref
+            problem = language_problem(src.languages, version.manifest.get("languages") or {})
+            if problem:
+                problems.append(f"data.sources.{i}.languages (source {src.name!r}): {problem}")
     for name, files in config.data.eval_sets.items():
         problems += _missing(files, f"data.eval_sets.{name}")
     return datasets
+
+
+def language_problem(wanted: Iterable[str] | None, tags: dict[str, int]) -> str | None:
+    """Why a ``languages`` filter would keep nothing of a dataset (tags it does not have)."""
+    if not wanted:
+        return None
+    unknown = [lang for lang in wanted if lang not in tags]
+    if len(unknown) < len(list(wanted)):
+        return None  # some tag exists: the slice keeps those documents
+    have = ", ".join(f"{t} ({n:,} docs)" for t, n in sorted(tags.items(), key=lambda x: -x[1]))
+    return (
+        f"{', '.join(unknown)}: no document has these tags; the dataset's tags are "
+        f"{have or 'none (ingested without language ID)'}"
+    )
 
 
 def _missing(paths: Iterable[str], where: str) -> list[str]:
