@@ -256,7 +256,8 @@ def test_recommend_and_pareto_front():
     assert pareto_front(pts) == ["a", "b", "d"]
     rec = recommend(pts, 0.01)
     assert rec.id == "b" and rec.within == ["b", "c", "a"] and rec.over == ["d", "e"]
-    assert rec.reason.startswith("b: domain -12.0%, general +0.60%")
+    # the same signs as the table's columns (before: "domain -12.0%" beside "+12.0%")
+    assert rec.reason.startswith("b: domain gain +12.0%, general regression +0.60%")
     assert "2 exceeded the budget: d (+3.0%), e (+4.0%)" in rec.reason
     assert recommend(pts, 0.05).id == "d"
 

@@ -102,15 +102,16 @@ def recommend(points: Sequence[Scored], max_regression: float) -> Recommendation
         least = min(points, key=lambda p: (p.general_regression, -p.domain_gain, order[p.id]))
         reason = (
             f"no point keeps {budget}: all {len(points)} exceed it. Least regression: "
-            f"{least.id} (domain {pct(-least.domain_gain)}, general "
+            f"{least.id} (domain gain {pct(least.domain_gain)}, general regression "
             f"{pct(least.general_regression)}). Try a lower train.lr_fraction or a larger "
             "general share, or raise --max-regression"
         )
         return Recommendation(None, reason, [], [p.id for p in over], front)
     best = within[0]
     reason = (
-        f"{best.id}: domain {pct(-best.domain_gain)}, general {pct(best.general_regression)} "
-        f"(loss change vs base) - the largest domain gain of the {len(within)} point"
+        f"{best.id}: domain gain {pct(best.domain_gain)}, general regression "
+        f"{pct(best.general_regression)} (as in the table: gain above 0 is better, regression "
+        f"above 0 is worse) - the largest domain gain of the {len(within)} point"
         f"{'s' if len(within) != 1 else ''} with {budget}"
     )
     if over:
