@@ -132,7 +132,19 @@ def test_normalize_control_chars_and_whitespace() -> None:
     text = "\ufeffa\x00b\x07c\tkept\r\nline two  \t with   gaps   \r\n    indented\rlast\n\n\n\n\n\nend\n"
     result = Normalize().apply(doc(text))
     assert isinstance(result, Edit)
-    assert result.doc.text == "abc\tkept\nline two with gaps\n    indented\nlast\n\n\nend"
+    assert result.doc.text == "abc\tkept\nline two  \t with   gaps\n    indented\nlast\n\n\nend"
+    collapsed = Normalize(collapse_spaces=True).apply(doc(text))
+    assert collapsed.doc.text == "abc\tkept\nline two with gaps\n    indented\nlast\n\n\nend"
+
+
+def test_normalize_keeps_tables_and_code_by_default() -> None:
+    """Before (#17 finding 1): padded tables and aligned code lost their spacing (up to 33%
+    of a Debian Reference document's characters)."""
+    table = "|       package        |popcon|\n|----------------------|------|\n| apt                  |  99  |"
+    code = "x = 1        # set x\nlonger = 22  # aligned comment"
+    for text in (table, code):
+        d = doc(text)
+        assert Normalize().apply(d) is d
 
 
 def test_normalize_clean_text_is_untouched() -> None:

@@ -1,4 +1,5 @@
-"""``normalize``: canonical text (NFC, no control characters, \\n line ends, tidy whitespace)."""
+"""``normalize``: canonical text (NFC, no control characters, \\n line ends, no trailing
+whitespace), keeping the spacing inside lines unless asked."""
 
 from __future__ import annotations
 
@@ -20,16 +21,20 @@ _MANY_BLANK_LINES = re.compile(r"\n{4,}")
 
 @register
 class Normalize(DocStep):
-    """Canonical text: NFC, no control characters, \\n line ends, tidy whitespace.
+    """Canonical text: NFC, no control characters, \\n line ends, no trailing spaces.
 
     Later steps (dedup hashes, stop-word lists, n-gram counts) compare strings; without
-    this, the same text in NFD or with \\r\\n would count as different. Leading
-    indentation is kept (code and verse need it); runs of spaces/tabs inside a line become
-    one space (a lone tab, as in a table row, stays), trailing spaces go, 3+ blank lines
-    become 2, and blank lines at the start and end go.
+    this, the same text in NFD or with \\r\\n would count as different. By default only
+    what is safe for any text changes: NFC, control characters, line ends, trailing
+    spaces, 3+ blank lines become 2, blank lines at the start and end go. Whitespace
+    inside a line is content (padded tables, aligned code, verse) and is kept unless
+    ``collapse_spaces`` asks for runs of spaces/tabs after a line's first visible
+    character to become one space (indentation stays either way). The edit's detail gives
+    the characters before and after.
     """
 
     kind: ClassVar[str] = "normalize"
+    collapse_spaces: bool = False
 
     def apply(self, doc: Doc) -> StepResult:
         text = _NEWLINES.sub("\n", doc.text)
@@ -37,7 +42,8 @@ class Normalize(DocStep):
         if not unicodedata.is_normalized("NFC", text):
             text = unicodedata.normalize("NFC", text)
         text = _TRAILING_WS.sub("", text)
-        text = _INNER_WS.sub(" ", text)
+        if self.collapse_spaces:
+            text = _INNER_WS.sub(" ", text)
         text = _MANY_BLANK_LINES.sub("\n\n\n", text).strip("\n")
         if not text.strip():
             return Drop("normalize.empty", f"{len(doc.text)} chars, none visible")
