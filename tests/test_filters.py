@@ -418,7 +418,7 @@ def test_fineweb_empty() -> None:
 
 
 def test_pii_emails() -> None:
-    result = Pii().apply(doc("Write to jane.doe+news@example.co.uk or ops@mail-1.example.org."))
+    result = Pii().apply(doc("Write to jane.doe+news@example.co.uk or ops@mail-1.shop-mail.org."))
     assert isinstance(result, Edit)
     assert result.reason == "pii.email"
     assert result.detail == "2 emails, 0 ips"
@@ -444,7 +444,7 @@ def test_pii_ips() -> None:
 
 
 def test_pii_both_and_toggles() -> None:
-    text = "Mail admin@example.com from 203.0.113.7 or 81.2.69.160 please."
+    text = "Mail admin@shop-mail.com from 203.0.113.7 or 81.2.69.160 please."
     result = Pii().apply(doc(text))
     assert isinstance(result, Edit)
     assert result.reason == "pii.email+ip"
@@ -452,9 +452,25 @@ def test_pii_both_and_toggles() -> None:
     result = Pii(emails=False, ip_placeholder="[ip]").apply(doc(text))
     assert isinstance(result, Edit)
     assert result.reason == "pii.ip"
-    assert result.doc.text == "Mail admin@example.com from 203.0.113.7 or [ip] please."
+    assert result.doc.text == "Mail admin@shop-mail.com from 203.0.113.7 or [ip] please."
     d = doc(text)
     assert Pii(emails=False, ips=False).apply(d) is d
+
+
+def test_pii_leaves_numbering_multicast_and_example_addresses_alone() -> None:
+    """Before (#17 finding 2): the Debian Reference's section numbers became <IP>, and so
+    did mDNS's multicast group and yourname@example.com."""
+    text = (
+        "6.2.4.1. Configuring the resolver\n"
+        "See Section 6.2.4.3 and § 1.2.3.4 for details.\n"
+        "mDNS answers on 224.0.0.251; write to yourname@example.com or root@host.test.\n"
+    )
+    d = doc(text)
+    assert Pii().apply(d) is d
+    # real addresses beside them are still found, at the start of a log line too
+    log = "81.2.69.160 - - [01/Dec/2026] GET /\nFrom ops@shop-mail.com, host 8.8.8.8."
+    result = Pii().apply(doc(log))
+    assert result.doc.text == "<IP> - - [01/Dec/2026] GET /\nFrom <EMAIL>, host <IP>."
 
 
 def test_pii_leaves_clean_text_alone() -> None:
