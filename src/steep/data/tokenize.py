@@ -208,8 +208,7 @@ def _run_units(
     for result in executor.run(tokenize_unit, units, f"tokenize {name}", _docs):
         results.append(result)
         done += result.bytes
-        if progress is not None:
-            progress(what, min(done, total), total)
+        report(0)
     return sorted(results, key=lambda r: r.index)
 
 

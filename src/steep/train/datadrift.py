@@ -25,7 +25,7 @@ class DataChangedError(DataError):
     """A resume found other data than its checkpoint trained on."""
 
 
-def identity(name: str, info: dict[str, Any], cache_name: str) -> dict[str, Any]:
+def identity(info: dict[str, Any], cache_name: str) -> dict[str, Any]:
     """What names a tokenized source's content: its cache folder, files and tokenizer."""
     return {
         "cache": cache_name,

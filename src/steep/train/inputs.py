@@ -114,7 +114,7 @@ def build_inputs(
     )
     _check_enough_data(config, mixture)
 
-    ident = {ts.name: identity(ts.name, ts.info, ts.dir.name) for ts in sources}
+    ident = {ts.name: identity(ts.info, ts.dir.name) for ts in sources}
     eval_sets = [
         fixed_windows(ts.name, ts.heldout, seq_len, config.eval.max_windows)
         for ts in sources
@@ -126,7 +126,7 @@ def build_inputs(
         )
         ts.train.check_tokenizer(meta["sha256"], f"'{meta['name']}'")
         eval_sets.append(fixed_windows(name, ts.train, seq_len, config.eval.max_windows))
-        ident[f"eval:{name}"] = identity(name, ts.info, ts.dir.name)
+        ident[f"eval:{name}"] = identity(ts.info, ts.dir.name)
     if not eval_sets and not quiet:
         print(
             "warning: no held-out data (every heldout_fraction is 0 and no data.eval_sets): "

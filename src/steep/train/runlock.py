@@ -40,10 +40,7 @@ def holder(run_dir: Path) -> dict[str, Any] | None:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 f.seek(0)
-                try:
-                    return json.loads(f.read() or "{}")
-                except ValueError:
-                    return {}
+                return _who(f.read())
             fcntl.flock(f, fcntl.LOCK_UN)
     except FileNotFoundError:
         return None
@@ -91,13 +88,17 @@ class RunLock:
             self._file = None
 
 
-def _refusal(run_dir: Path, text: str) -> str:
+def _who(text: str) -> dict[str, Any]:
+    """The holder's record as it wrote it ({} when unreadable: written by something else)."""
     try:
-        who = json.loads(text)
+        who = json.loads(text or "{}")
     except ValueError:
-        who = {}
-    if not isinstance(who, dict):
-        who = {}
+        return {}
+    return who if isinstance(who, dict) else {}
+
+
+def _refusal(run_dir: Path, text: str) -> str:
+    who = _who(text)
     by = f"pid {who.get('pid', '?')} on {who.get('host', '?')}"
     since = f" since {who['since']}" if who.get("since") else ""
     command = f" ({who['command']})" if who.get("command") else ""

@@ -18,15 +18,13 @@ from steep.data.executor import Executor
 from steep.datahub.steps.base import read_docs
 from steep.datahub.steps.drops import ROW_BITS, ROW_MASK, U64
 
-_ROW_BITS, _ROW_MASK, _U64 = ROW_BITS, ROW_MASK, U64
-
 
 def _key_base(shard: int) -> int:
-    return shard << _ROW_BITS
+    return shard << ROW_BITS
 
 
 def _check_rows(n_rows: int, path: Path) -> None:
-    if n_rows > _ROW_MASK:
+    if n_rows > ROW_MASK:
         raise ValueError(f"{path}: more than 2**32 rows in one shard")
 
 

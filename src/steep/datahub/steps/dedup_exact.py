@@ -16,7 +16,6 @@ from pydantic import Field
 from steep.data.executor import Executor
 from steep.datahub.steps.base import CorpusStep, register
 from steep.datahub.steps.dedup_common import (
-    _U64,
     _check_rows,
     _firsts_of_runs,
     _IdLog,
@@ -25,7 +24,7 @@ from steep.datahub.steps.dedup_common import (
     _Spill,
     spill_all,
 )
-from steep.datahub.steps.drops import write_drops
+from steep.datahub.steps.drops import U64, write_drops
 
 _WS = re.compile(r"\s+")
 
@@ -91,10 +90,10 @@ class ExactDedup(CorpusStep):
                 def flush(start: int) -> None:
                     if not digests:
                         return
-                    hashes = np.frombuffer(b"".join(digests), dtype=_U64).reshape(-1, 2)
-                    rows = np.empty((len(hashes), 3), dtype=_U64)
+                    hashes = np.frombuffer(b"".join(digests), dtype=U64).reshape(-1, 2)
+                    rows = np.empty((len(hashes), 3), dtype=U64)
                     rows[:, :2] = hashes
-                    rows[:, 2] = np.arange(base + start, base + start + len(hashes), dtype=_U64)
+                    rows[:, 2] = np.arange(base + start, base + start + len(hashes), dtype=U64)
                     part = hashes[:, 0] % np.uint64(self.partitions)
                     for p in np.unique(part):
                         rows[part == p].tofile(files[int(p)])

@@ -17,7 +17,6 @@ from pydantic import Field
 from steep.data.executor import Executor
 from steep.datahub.steps.base import CorpusStep, register
 from steep.datahub.steps.dedup_common import (
-    _U64,
     _check_rows,
     _components,
     _firsts_of_runs,
@@ -27,7 +26,7 @@ from steep.datahub.steps.dedup_common import (
     _Spill,
     spill_all,
 )
-from steep.datahub.steps.drops import write_drops
+from steep.datahub.steps.drops import U64, write_drops
 
 _P61 = (1 << 61) - 1
 _P = np.uint64(_P61)
@@ -95,14 +94,14 @@ def _batch_shingles(docs_words: list[list[str]], n_grams: int) -> tuple[np.ndarr
     counts = np.fromiter(map(len, docs_words), dtype=np.int64, count=len(docs_words))
     total = int(counts.sum())
     w = np.fromiter(
-        map(_word_hashes.__getitem__, chain.from_iterable(docs_words)), dtype=_U64, count=total
+        map(_word_hashes.__getitem__, chain.from_iterable(docs_words)), dtype=U64, count=total
     )
     word_starts = np.zeros(len(counts), dtype=np.int64)
     np.cumsum(counts[:-1], out=word_starts[1:])
     n_shingles = np.maximum(counts - n_grams + 1, 1)
     starts = np.zeros(len(counts), dtype=np.int64)
     np.cumsum(n_shingles[:-1], out=starts[1:])
-    padded = np.zeros(total + n_grams - 1, dtype=_U64)  # windows past the end are unused
+    padded = np.zeros(total + n_grams - 1, dtype=U64)  # windows past the end are unused
     padded[:total] = w
     windows = _chain(padded, n_grams)
     offsets = np.arange(int(n_shingles.sum()), dtype=np.int64)
@@ -120,7 +119,7 @@ def shingle_hashes(words: list[str], n_grams: int) -> np.ndarray:
     all its words; no words gives an empty array.
     """
     if not words:
-        return np.empty(0, dtype=_U64)
+        return np.empty(0, dtype=U64)
     return _batch_shingles([words], n_grams)[0]
 
 
@@ -136,8 +135,8 @@ def _permutations(seed: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
         d = hashlib.blake2b(f"steep.minhash:{seed}:{i}".encode(), digest_size=16).digest()
         a.append(int.from_bytes(d[:8], "little") % (_P61 - 1) + 1)
         b.append(int.from_bytes(d[8:], "little") % _P61)
-    a_arr = np.array(a, dtype=_U64).reshape(k, 1)
-    return a_arr & _M32, a_arr >> np.uint64(32), np.array(b, dtype=_U64).reshape(k, 1)
+    a_arr = np.array(a, dtype=U64).reshape(k, 1)
+    return a_arr & _M32, a_arr >> np.uint64(32), np.array(b, dtype=U64).reshape(k, 1)
 
 
 class _Permuter:
@@ -154,8 +153,8 @@ class _Permuter:
     def __init__(self, params: tuple[np.ndarray, np.ndarray, np.ndarray], chunk: int) -> None:
         self.a_lo, self.a_hi, self.b = params
         k = self.a_lo.shape[0]
-        self.x, self.t, self.u = (np.empty((k, chunk), dtype=_U64) for _ in range(3))
-        self.h_lo, self.h_hi = np.empty(chunk, dtype=_U64), np.empty(chunk, dtype=_U64)
+        self.x, self.t, self.u = (np.empty((k, chunk), dtype=U64) for _ in range(3))
+        self.h_lo, self.h_hi = np.empty(chunk, dtype=U64), np.empty(chunk, dtype=U64)
 
     def __call__(self, h: np.ndarray) -> np.ndarray:
         n = len(h)
@@ -200,7 +199,7 @@ def _signatures(shingles: np.ndarray, starts: np.ndarray, permute: _Permuter) ->
     """
     k = permute.a_lo.shape[0]
     n_docs = len(starts)
-    out = np.full((k, n_docs), np.iinfo(np.uint64).max, dtype=_U64)
+    out = np.full((k, n_docs), np.iinfo(np.uint64).max, dtype=U64)
     for c0 in range(0, len(shingles), _CHUNK):
         c1 = min(c0 + _CHUNK, len(shingles))
         first_doc = int(np.searchsorted(starts, c0, side="right")) - 1
@@ -215,7 +214,7 @@ def _signatures(shingles: np.ndarray, starts: np.ndarray, permute: _Permuter) ->
 def _band_hashes(sig: np.ndarray, num_buckets: int, rows: int) -> np.ndarray:
     """(n_docs, num_buckets) uint64: each band's ``rows`` values mixed into one hash."""
     bands = sig[:, : num_buckets * rows].reshape(len(sig), num_buckets, rows)
-    h = np.full((len(sig), num_buckets), 0x9E3779B97F4A7C15, dtype=_U64)
+    h = np.full((len(sig), num_buckets), 0x9E3779B97F4A7C15, dtype=U64)
     for r in range(rows):
         h ^= bands[:, :, r]
         _mix64(h)
@@ -230,7 +229,7 @@ def minhash_signature(text: str, cfg: MinhashDedup) -> np.ndarray:
     """
     h = shingle_hashes(minhash_words(text), cfg.n_grams)
     if len(h) == 0:
-        return np.full(cfg.num_perm, np.iinfo(np.uint64).max, dtype=_U64)
+        return np.full(cfg.num_perm, np.iinfo(np.uint64).max, dtype=U64)
     permute = _Permuter(_permutations(cfg.seed, cfg.num_perm), min(len(h), _CHUNK))
     return _signatures(h, np.zeros(1, dtype=np.int64), permute)[0].copy()
 
@@ -290,8 +289,8 @@ class MinhashDedup(CorpusStep):
         spill_all(self, shards, root, executor)
 
         # state: one edge (document -> smallest document of its cluster) per clustered doc
-        nodes = np.empty(0, dtype=_U64)
-        roots = np.empty(0, dtype=_U64)
+        nodes = np.empty(0, dtype=U64)
+        roots = np.empty(0, dtype=U64)
         for band in range(self.num_buckets):
             links = [self._band_links(spill, band, r, len(shards)) for r in range(self.ranges)]
             later = np.concatenate([x for x, _ in links])
@@ -313,7 +312,7 @@ class MinhashDedup(CorpusStep):
         range of one band."""
         rows = spill.load(band, n_shards, part)
         if len(rows) < 2:
-            return np.empty(0, dtype=_U64), np.empty(0, dtype=_U64)
+            return np.empty(0, dtype=U64), np.empty(0, dtype=U64)
         order = np.argsort(rows[:, 0], kind="stable")  # keys stay ascending in a run
         hashes, keys = rows[order, 0], rows[order, 1]
         new_run = np.ones(len(keys), dtype=bool)
@@ -342,8 +341,8 @@ class MinhashDedup(CorpusStep):
             shingles, starts = _batch_shingles(batch, self.n_grams)
             sig = _signatures(shingles, starts, permute)
             bands = _band_hashes(sig, self.num_buckets, self.hashes_per_bucket)
-            pairs = np.empty((len(batch), 2), dtype=_U64)
-            pairs[:, 1] = np.array(batch_keys, dtype=_U64)
+            pairs = np.empty((len(batch), 2), dtype=U64)
+            pairs[:, 1] = np.array(batch_keys, dtype=U64)
             for b in range(self.num_buckets):
                 pairs[:, 0] = bands[:, b]
                 pairs.tofile(files[b])
