@@ -16,6 +16,7 @@ from steep.datahub.catalog import Catalog
 from steep.datahub.ingest import add_dataset
 from steep.datahub.pipeline import parse_recipe, prepare
 from steep.datahub.steps.base import read_docs
+from steep.datahub.steps.langid import identify
 from steep.errors import DataError
 from steep.train.loop import train
 
@@ -99,15 +100,20 @@ def test_decontaminate_drops_training_text_that_contains_eval_text(tmp_path: Pat
     assert funnel["dropped"] == {"decontaminate.eval_overlap": 1}
 
 
-def test_training_takes_a_non_english_slice_from_language_tags(tmp_path: Path) -> None:
-    english = paragraphs(SMOKE / "general.jsonl")[:40]
+def test_training_takes_a_non_english_slice_from_language_tags(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # (lists of names sit at the threshold: the test wants 40 documents clearly in English)
+    english = [p for p in paragraphs(SMOKE / "general.jsonl") if identify(p)[0] == "en"][:40]
     other = [f"{GERMAN} Seite {i}." for i in range(10)] + [
         f"{VIETNAMESE} Trang {i}." for i in range(10)
     ]
-    write_jsonl(tmp_path / "general.jsonl", english + other)
+    # tables of numbers: no language to call, and no place in a "not English" slice
+    undetermined = [" | ".join(str(i * j) for j in range(40)) for i in range(5)]
+    write_jsonl(tmp_path / "general.jsonl", english + other + undetermined)
     ds = add_dataset("general", [str(tmp_path / "general.jsonl")], executor=INLINE)
     langs = ds.manifest["languages"]
-    assert langs["en"] == 40 and langs["de"] == 10 and langs["vi"] == 10
+    assert langs["en"] == 40 and langs["de"] == 10 and langs["vi"] == 10 and langs["und"] == 5
 
     base = make_tiny_model(tmp_path / "base")
     cfg = {
@@ -142,6 +148,17 @@ def test_training_takes_a_non_english_slice_from_language_tags(tmp_path: Path) -
     non_en_docs = sum(v["documents"] for v in sources["non_en"]["splits"].values())
     en_docs = sum(v["documents"] for v in sources["en"]["splits"].values())
     assert (en_docs, non_en_docs) == (40, 20)
+    # each slice says what it kept and dropped, the undetermined documents included
+    assert sources["non_en"]["languages"] == {
+        "kept": {"de": 10, "vi": 10},
+        "dropped": {"en": 40, "und": 5},
+    }
+    out = capsys.readouterr().out
+    assert (
+        "source 'non_en': exclude_languages [en] (and und) kept 20 of 65 documents "
+        "(de 10, vi 10); dropped en 40, und 5; 5 (8%) were undetermined (und)"
+    ) in out
+    assert "source 'en': languages [en] kept 40 of 65 documents (en 40); dropped" in out
     last = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     by_source = [r for r in last if r["kind"] == "train"][-1]["tokens_by_source"]
     assert by_source["non_en"] / (by_source["en"] + by_source["non_en"]) == pytest.approx(
@@ -211,7 +228,9 @@ def test_a_language_filter_no_document_has_is_refused_naming_the_tags(tmp_path: 
             "train": {"steps": 1, "global_batch_tokens": 128, "micro_batch_size": 2},
         }
     )
-    expected = r"eng: no document has these tags; the dataset's tags are en \(20 docs\)"
+    expected = (
+        r"eng: no document has these tags; the dataset's tags are en \(18 docs\), und \(2 docs\)"
+    )
     with pytest.raises(
         PreflightError, match=r"data.sources.0.languages \(source 'g'\): " + expected
     ):

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from steep.datahub.steps.base import STEP_TYPES, Doc, Drop
-from steep.datahub.steps.langid import LangID, detect
+from steep.datahub.steps.langid import THRESHOLD, LangID, detect, identify, prose_lines
 
 SNIPPETS = {
     "vi": (
@@ -85,3 +85,61 @@ def test_parameters_are_validated() -> None:
         LangID(below_threshold="ignore")
     with pytest.raises(ValidationError, match="thresh"):
         LangID(thresh=0.5)
+
+
+# Documentation as CPT users bring it: a table and code before the first sentence.
+MANUAL_PAGE = """+------------------+--------+----------+
+|     package      | popcon |   size   |
++------------------+--------+----------+
+| apt              |  99.9% |  4,102kB |
+| aptitude         |  12.3% |  5,337kB |
+| synaptic         |   8.1% |  7,911kB |
++------------------+--------+----------+
+
+    $ sudo apt-get update
+    $ sudo apt-get install -y --no-install-recommends aptitude
+    $ apt-cache policy aptitude | head -n 3
+
+apt-get(8)  apt-cache(8)  aptitude(8)  /etc/apt/sources.list.d/
+
+""" + (
+    "The package management system keeps a list of every package that can be installed and "
+    "of where it comes from. When you ask for a program, it works out which other packages "
+    "that program needs and installs them too, so the system stays consistent."
+)
+
+
+def test_language_is_read_from_the_prose_of_a_documentation_page() -> None:
+    lang, score = detect(MANUAL_PAGE)
+    assert lang == "en" and score >= THRESHOLD
+    assert prose_lines(MANUAL_PAGE) == [MANUAL_PAGE.splitlines()[-1]]
+
+
+def test_a_long_document_is_sampled_beyond_its_start() -> None:
+    # a German page whose first 2,000 characters are an English licence header
+    header = (SNIPPETS["en"] + "\n") * 8
+    body = "\n".join([SNIPPETS["de"]] * 30)
+    lang, score = detect(header + body)
+    assert lang == "de" and score >= THRESHOLD
+
+
+def test_one_threshold_rule_for_ingest_and_the_step(tmp_path) -> None:
+    unsure = "foo bar"  # too little text for a confident call
+    lang, score = detect(unsure)
+    assert score < THRESHOLD
+    assert identify(unsure) == ("und", score)
+    assert LangID().apply(Doc("a:8", unsure)).meta["lang"] == "und"
+
+    import json
+
+    from steep.data.executor import LocalExecutor
+    from steep.datahub.ingest import add_dataset
+    from steep.datahub.steps.base import read_docs
+
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text("".join(json.dumps({"text": t}) + "\n" for t in (unsure, SNIPPETS["de"])))
+    version = add_dataset("mixed", [str(raw)], executor=LocalExecutor(1))
+    tags = [(d.meta["lang"], d.meta["lang_score"]) for s in version.shards for d in read_docs(s)]
+    assert tags[0] == ("und", pytest.approx(score))
+    assert tags[1][0] == "de"
+    assert version.manifest["languages"] == {"und": 1, "de": 1}

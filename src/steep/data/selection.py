@@ -1,10 +1,19 @@
-"""Which documents of a Data Hub version a tokenized source reads (part of its cache key)."""
+"""Which documents of a Data Hub version a tokenized source reads (part of its cache key).
+
+The language rule, stated once: a filter keeps only documents whose tag it accepts for
+certain. ``languages`` keeps the tags it lists (list ``und`` to keep undetermined ones);
+``exclude_languages`` keeps every identified language it does not list, and never ``und``,
+since an undetermined document may well be in the language being excluded.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
+
+UNKNOWN = "und"  # the tag of a document language ID could not call (steps/langid)
+EXCLUDE_RULE = 2  # 2: exclude_languages drops "und" too (1 kept it); in the cache key
 
 
 @dataclass(frozen=True)
@@ -34,7 +43,49 @@ class DatasetSelection:
             manifest["bytes"],
         )
 
+    @property
+    def filtered(self) -> bool:
+        return self.languages is not None or self.exclude_languages is not None
+
+    def cache_fields(self) -> dict[str, Any]:
+        """What names the selected text. The rule version enters only where it changed
+        what a filter keeps, so caches (and resumes) of every other filter stay valid."""
+        fields = asdict(self)
+        if self.exclude_languages:
+            fields["exclude_rule"] = EXCLUDE_RULE
+        return fields
+
     def keep(self, lang: str) -> bool:
-        if self.languages is not None and lang not in self.languages:
-            return False
-        return not (self.exclude_languages and lang in self.exclude_languages)
+        if self.languages is not None:
+            return lang in self.languages
+        if self.exclude_languages is not None:
+            return lang != UNKNOWN and lang not in self.exclude_languages
+        return True
+
+
+def _rule(dataset: dict[str, Any]) -> str:
+    if dataset.get("languages"):
+        return f"languages [{', '.join(dataset['languages'])}]"
+    return f"exclude_languages [{', '.join(dataset.get('exclude_languages') or ())}] (and und)"
+
+
+def slice_report(info: dict[str, Any]) -> str | None:
+    """One line on what a tokenized source's language filter kept and dropped (None when
+    it has no filter): the counts by tag, and how much was undetermined."""
+    langs = info.get("languages")
+    if langs is None:
+        return None
+    kept, dropped = langs["kept"], langs["dropped"]
+
+    def listed(counts: dict[str, int]) -> str:
+        return ", ".join(f"{k} {v:,}" for k, v in counts.items()) or "none"
+
+    total = sum(kept.values()) + sum(dropped.values())
+    line = (
+        f"{_rule(info.get('dataset') or {})} kept {sum(kept.values()):,} of {total:,} "
+        f"documents ({listed(kept)}); dropped {listed(dropped)}"
+    )
+    und = kept.get(UNKNOWN, 0) + dropped.get(UNKNOWN, 0)
+    if und:
+        line += f"; {und:,} ({und / max(total, 1):.0%}) were undetermined (und)"
+    return line

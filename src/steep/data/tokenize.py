@@ -29,7 +29,7 @@ from steep.artifacts.fingerprint import tokenizer_fingerprint
 from steep.data.documents import expand_paths
 from steep.data.executor import Executor
 from steep.data.locations import as_input
-from steep.data.selection import DatasetSelection
+from steep.data.selection import DatasetSelection, slice_report
 from steep.data.shards import VERSION
 from steep.data.spans import UNIT_BYTES, FilePlan, plan_file
 from steep.data.tokensource import (
@@ -116,7 +116,7 @@ def tokenize_source(
     key_src = json.dumps(
         [
             VERSION,
-            file_info if dataset is None else asdict(dataset),
+            file_info if dataset is None else dataset.cache_fields(),
             tok_meta["sha256"],
             tok_meta["separator_id"],
             text_field,
@@ -240,8 +240,11 @@ def _source_info(
             "shards": shards,
         }
     skipped: Counter[str] = Counter()
+    langs: dict[str, Counter[str]] = {"kept": Counter(), "dropped": Counter()}
     for r in results:
         skipped.update(r.skipped)
+        for side, counts in r.languages.items():
+            langs[side].update(counts)
     return {
         "format": SOURCE_FORMAT,
         "version": SOURCE_VERSION,
@@ -253,16 +256,25 @@ def _source_info(
         "splits": splits,
         "skipped": sum(skipped.values()),
         "skipped_by_reason": dict(skipped),
+        **({"languages": language_counts(langs)} if dataset and dataset.filtered else {}),
     }
+
+
+def language_counts(langs: dict[str, Counter[str]]) -> dict[str, dict[str, int]]:
+    """Kept and dropped documents by tag, most first (what a language slice reports)."""
+    return {side: dict(counts.most_common()) for side, counts in langs.items()}
 
 
 def _check_counts(name: str, files: list[Path], info: dict, heldout_fraction: float) -> None:
     train, heldout = info["splits"]["train"], info["splits"]["heldout"]
     if train["documents"] == 0:
         reasons = ", ".join(f"{n} {r}" for r, n in info["skipped_by_reason"].items())
+        where = (info.get("dataset") or {}).get("ref") or [str(f) for f in files]
+        sliced = slice_report(info)
         raise DataError(
-            f"source '{name}': no usable documents in {[str(f) for f in files]} "
+            f"source '{name}': no usable documents in {where} "
             f"({info['skipped']} records skipped{': ' + reasons if reasons else ''})"
+            + (f"; its {sliced}" if sliced else "")
         )
     if heldout_fraction > 0 and heldout["documents"] == 0:
         raise DataError(

@@ -15,8 +15,9 @@ import json
 import os
 import pickle
 import shutil
+from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from steep.artifacts.atomic import write_text
 from steep.data.docshards import read_docs
 from steep.data.documents import SkipLog
 from steep.data.locations import as_input
-from steep.data.selection import DatasetSelection
+from steep.data.selection import UNKNOWN, DatasetSelection
 from steep.data.shards import ShardWriter
 from steep.data.spans import Span, read_span
 
@@ -80,6 +81,8 @@ class UnitResult:
     splits: dict[str, dict[str, int]]  # split -> documents, tokens
     skipped: dict[str, int]  # by reason
     bytes: int  # of input covered (for progress)
+    # with a language filter: {"kept": {lang: documents}, "dropped": {lang: documents}}
+    languages: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def batch_encoder(tokenizer: PreTrainedTokenizerBase) -> Callable[[list[str]], list[list[int]]]:
@@ -121,15 +124,21 @@ def is_heldout(text: str, fraction: float) -> bool:
     return h / 2**64 < fraction
 
 
-def _texts(unit: TokenizeUnit, skips: SkipLog) -> Iterator[str]:
+def _texts(unit: TokenizeUnit, skips: SkipLog, langs: dict[str, Counter[str]]) -> Iterator[str]:
+    """The unit's texts; with a language filter, ``langs`` counts what it kept and dropped."""
     span = unit.span
     if unit.dataset is None:
         for doc in read_span(span, skips, unit.text_field):
             yield doc.text
         return
     groups = range(span.start, span.end) if span.kind == "rows" and span.end is not None else None
+    selection = unit.dataset
     for doc in read_docs(as_input(span.path), row_groups=groups):
-        if unit.dataset.keep(doc.meta.get("lang", "und")):
+        lang = doc.meta.get("lang", UNKNOWN)
+        kept = selection.keep(lang)
+        if selection.filtered:
+            langs["kept" if kept else "dropped"][lang] += 1
+        if kept:
             yield doc.text
 
 
@@ -142,7 +151,9 @@ def tokenize_unit(unit: TokenizeUnit, on_bytes: Callable[[int], None] | None = N
     marker = out / "units" / f"{name}.json"
     if marker.exists():
         done = json.loads(marker.read_text())
-        return UnitResult(unit.index, done["splits"], done["skipped"], done["bytes"])
+        return UnitResult(
+            unit.index, done["splits"], done["skipped"], done["bytes"], done.get("languages", {})
+        )
     if unit.one_thread:
         # read by tokenizers at each batch call. A forked pool worker must not touch the
         # Rust thread pool it inherited without its threads (it hangs, and a parent that
@@ -161,6 +172,7 @@ def tokenize_unit(unit: TokenizeUnit, on_bytes: Callable[[int], None] | None = N
     encode = batch_encoder(_tokenizer(unit))
     batch: list[str] = []
     seen = 0
+    langs: dict[str, Counter[str]] = {"kept": Counter(), "dropped": Counter()}
 
     def flush() -> None:
         nonlocal seen
@@ -172,7 +184,7 @@ def tokenize_unit(unit: TokenizeUnit, on_bytes: Callable[[int], None] | None = N
             on_bytes(seen)
 
     try:
-        for text in _texts(unit, skips):
+        for text in _texts(unit, skips, langs):
             batch.append(text)
             if len(batch) >= BATCH_DOCS:
                 flush()
@@ -187,7 +199,10 @@ def tokenize_unit(unit: TokenizeUnit, on_bytes: Callable[[int], None] | None = N
         w.close()
     (out / "skipped").mkdir(exist_ok=True)
     skips.write(out / "skipped" / f"{name}.jsonl")
-    result = UnitResult(unit.index, splits, dict(skips.counts()), unit.span.size)
+    counted = (
+        {k: dict(v) for k, v in langs.items()} if unit.dataset and unit.dataset.filtered else {}
+    )
+    result = UnitResult(unit.index, splits, dict(skips.counts()), unit.span.size, counted)
     (out / "units").mkdir(exist_ok=True)
     write_text(marker, json.dumps(asdict(result)) + "\n")
     return result

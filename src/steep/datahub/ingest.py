@@ -25,7 +25,7 @@ from steep.data.spans import UNIT_BYTES, Span, plan_file, read_span
 from steep.datahub.catalog import Catalog, CatalogError, DatasetVersion, check_name
 from steep.datahub.exclusions import Exclusion, write_exclusions
 from steep.datahub.steps.base import Doc, write_docs
-from steep.datahub.steps.langid import detect
+from steep.datahub.steps.langid import identify
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def ingest_unit(task: IngestTask) -> UnitResult:
         return result
     skips = SkipLog()
     giant: list[Exclusion] = []
-    tag = detect if task.langid else None
+    tag = identify if task.langid else None
     langs: Counter[str] = Counter()
     sha = task.sha256
 

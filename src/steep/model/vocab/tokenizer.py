@@ -31,7 +31,7 @@ from typing import Any
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from steep.datahub.steps.langid import detect
+from steep.datahub.steps.langid import identify
 from steep.errors import SteepError
 
 EXTENDABLE = (
@@ -96,7 +96,7 @@ def check_language(texts: Sequence[str], lang: str, where: str) -> dict[str, flo
 
     step = max(1, len(texts) // LANG_SAMPLE)
     sample = texts[::step][:LANG_SAMPLE]
-    counts = Counter(detect(t)[0] for t in sample)
+    counts = Counter(identify(t)[0] for t in sample)
     shares = {k: v / len(sample) for k, v in counts.most_common()}
     if shares.get(lang, 0.0) < 0.5:
         top, share = next(iter(shares.items()))
