@@ -237,3 +237,71 @@ def test_a_language_filter_no_document_has_is_refused_naming_the_tags(tmp_path: 
         preflight(cfg)
     with pytest.raises(DataError, match=r"source 'g': languages " + expected):
         train(cfg)
+
+
+def _german(i: int) -> str:
+    topics = ["Bahnhof", "Rathaus", "Marktplatz", "Museum", "Hafen", "Schule", "Brücke"]
+    return f"{GERMAN} Am {topics[i % len(topics)]} steht seit dem Jahr {1700 + i} ein Denkmal."
+
+
+def test_mining_a_multilingual_pool_warns_and_filters_by_language(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Before (#17 finding 4): an English-vs-English classifier mined every German document
+    of a mixed pool (it learned "not the general text"), and the result said `prepare`."""
+    docs = [p for p in paragraphs(SMOKE / "domain.jsonl") if identify(p)[0] == "en"]
+    wiki = [p for p in paragraphs(SMOKE / "general.jsonl") if identify(p)[0] == "en"]
+    cut_d, cut_w = 2 * len(docs) // 3, 2 * len(wiki) // 3
+    german = [_german(i) for i in range(20)]
+    write_jsonl(tmp_path / "seed_domain.jsonl", docs[:cut_d])
+    write_jsonl(tmp_path / "seed_general.jsonl", wiki[:cut_w])
+    write_jsonl(tmp_path / "pool.jsonl", docs[cut_d:] + wiki[cut_w:] + german)
+    for name in ("seed_domain", "seed_general", "pool"):
+        assert main(["data", "add", name, str(tmp_path / f"{name}.jsonl"), "--workers", "1"]) == 0
+    train = ["data", "classifier", "train", "--positive", "seed_domain", "--negative"]
+    assert main([*train, "seed_general", "--name", "docs"]) == 0
+    assert "warning" not in capsys.readouterr().out  # both sets are English
+
+    mine = ["data", "mine", "pool", "--classifier", "docs", "--workers", "1"]
+    assert main([*mine, "--into", "loose"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: the pool holds languages the classifier never saw (de 1" in out
+    assert "pass --languages en" in out
+    loose = Catalog().get("loose")
+    assert loose.manifest["created_by"]["command"] == "mine"
+    assert "by `steep data mine`" in out and "mined with classifier" in out
+
+    labelled = tmp_path / "labelled.jsonl"
+    rows = [{"text": t, "label": 1} for t in docs[cut_d:]]
+    rows += [{"text": t, "label": 0} for t in wiki[cut_w:] + german]
+    labelled.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    assert main([*mine, "--into", "strict", "--languages", "en", "--labelled", str(labelled)]) == 0
+    out = capsys.readouterr().out
+    assert "never saw" not in out
+    strict = Catalog().get("strict")
+    kept = {d.text for s in strict.shards for d in read_docs(s)}
+    assert not kept & set(german)
+    assert strict.manifest["funnel"][0]["dropped"] == {"languages.not_kept": 20}
+    sample = strict.manifest["created_by"]["labelled"]
+    assert sample["documents"] == len(rows) and sample["precision"] > 0.8
+    assert f"on the labelled sample {labelled} ({len(rows)} documents): precision" in out
+
+
+def test_a_classifier_trained_across_languages_is_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    english = [p for p in paragraphs(SMOKE / "general.jsonl") if identify(p)[0] == "en"]
+    write_jsonl(tmp_path / "pos.jsonl", [_german(i) for i in range(20)])
+    write_jsonl(tmp_path / "neg.jsonl", english[:20])
+    for name in ("pos", "neg"):
+        assert main(["data", "add", name, str(tmp_path / f"{name}.jsonl"), "--workers", "1"]) == 0
+    assert main(["data", "classifier", "train", "--positive", "pos", "--negative", "neg",
+                 "--name", "c"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "warning: the positive set is de 100% and the negative set en 100%" in out
+    with pytest.raises(DataError, match=r"labelled.jsonl:2: field 'label' must be 1"):
+        bad = tmp_path / "labelled.jsonl"
+        bad.write_text('{"text": "a", "label": 1}\n{"text": "b", "label": "yes"}\n')
+        from steep.datahub.mine import read_labelled
+
+        read_labelled(bad)

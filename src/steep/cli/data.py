@@ -66,12 +66,15 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_classifier_train(args: argparse.Namespace) -> int:
     # deferred: keeps `steep --help` light (no torch until a command runs)
-    from steep.datahub.mine import train_domain_classifier
+    from steep.datahub.mine import language_mismatch, train_domain_classifier
 
     path, m = train_domain_classifier(
         args.positive, args.negative, args.name, args.heldout_fraction, args.seed
     )
     print(f"classifier {args.name}: {path}")
+    warning = language_mismatch(m["languages"]["positive"], m["languages"]["negative"])
+    if warning:
+        print(f"warning: {warning}")
     print(
         f"held out ({m['n_heldout']['positive']} domain / {m['n_heldout']['negative']} general): "
         + "  ".join(
@@ -89,14 +92,25 @@ def cmd_mine(args: argparse.Namespace) -> int:
     from steep.datahub.mine import mine
 
     into = args.into or f"{args.ref.partition('@')[0]}-mined"
-    ds = mine(
+    languages = [c for c in (args.languages or "").split(",") if c.strip()] or None
+    ds, warnings = mine(
         args.ref,
         args.classifier,
         args.threshold,
         into,
         make_executor(args.executor, args.workers, args.ray_address),
+        languages=languages,
+        labelled=args.labelled,
     )
     print(show_dataset(ds, examples=1))
+    sample = ds.manifest["created_by"].get("labelled")
+    if sample:
+        print(
+            f"on the labelled sample {sample['sample']} ({sample['documents']} documents): "
+            + "  ".join(f"{k} {num(sample[k], '.3f', 'n/a')}" for k in ("precision", "recall"))
+        )
+    for warning in warnings:
+        print(f"warning: {warning}")
     return 0
 
 
@@ -251,5 +265,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--classifier", required=True, help="classifier name or folder")
     m.add_argument("--threshold", type=float, default=0.5, help="keep docs scoring >= this")
     m.add_argument("--into", metavar="NAME", help="new dataset (default: GENERAL-mined)")
+    m.add_argument(
+        "--languages",
+        metavar="CODES",
+        help="mine only documents tagged with these languages (comma-separated, e.g. en)",
+    )
+    m.add_argument(
+        "--labelled",
+        type=Path,
+        metavar="FILE.jsonl",
+        help='held-out rows {"text": ..., "label": 1|0}: report the mined precision and recall',
+    )
     engine(m)
     m.set_defaults(func=cmd_mine)

@@ -153,7 +153,8 @@ def _is_heldout(text: str, fraction: float, seed: int) -> bool:
     return int.from_bytes(h, "big") / 2**64 < fraction
 
 
-def _metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float | None]:
+def metrics_at(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float | None]:
+    """Precision, recall, f1, accuracy and AUC of scores ``p`` against labels ``y``."""
     from sklearn.metrics import (  # deferred: scikit-learn only for the domain classifier
         accuracy_score,
         precision_recall_fscore_support,
@@ -225,7 +226,7 @@ def train_classifier(
         else np.zeros(0)
     )
     metrics: dict[str, Any] = {
-        **_metrics(y[held], p_held, threshold),
+        **metrics_at(y[held], p_held, threshold),
         **counts,
         "threshold": threshold,
         "heldout_fraction": heldout_fraction,

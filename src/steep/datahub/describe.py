@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from steep.artifacts.fmt import text_table
+from steep.artifacts.fmt import num, text_table
 from steep.datahub.catalog import Catalog, DatasetVersion
 from steep.datahub.exclusions import read_exclusions
 
@@ -50,6 +50,16 @@ def show_dataset(ds: DatasetVersion, examples: int = 2, example_chars: int = 160
     ]
     if m.get("parent"):
         out.append(f"parent: {m['parent']}")
+    made = m["created_by"]
+    if made["command"] == "mine":
+        langs = f", languages {', '.join(made['languages'])}" if made.get("languages") else ""
+        out.append(f"mined with classifier {made['classifier']} at >= {made['threshold']}{langs}")
+        sample = made.get("labelled")
+        if sample:
+            out.append(
+                f"labelled sample ({sample['documents']} documents): precision "
+                f"{num(sample['precision'], '.3f', 'n/a')}, recall {num(sample['recall'], '.3f', 'n/a')}"
+            )
     out.append(
         f"documents: {m['documents']:,}   text: {_size(m['bytes'])}   shards: {len(ds.shards)}"
     )

@@ -264,11 +264,13 @@ def prepare(
     recipe_path: str | None = None,
     catalog: Catalog | None = None,
     executor: Executor | None = None,
+    created_by: dict[str, Any] | None = None,
 ) -> DatasetVersion:
     """Run ``specs`` over dataset ``ref`` and publish the result as the next version.
 
     ``into`` names a different dataset to publish into (e.g. mining a general corpus into a
     domain dataset); by default the result is the next version of the same dataset.
+    ``created_by`` replaces the manifest's record of the command (``steep data mine``'s).
     """
     catalog = catalog or Catalog()
     executor = executor or LocalExecutor()
@@ -333,7 +335,7 @@ def prepare(
     for shard in shards:
         shutil.move(str(shard), staging / "shards" / shard.name)
     manifest = {
-        "created_by": {"command": "prepare", "recipe": recipe_path, "steps": specs},
+        "created_by": created_by or {"command": "prepare", "recipe": recipe_path, "steps": specs},
         "parent": parent.ref,
         "inputs": parent.manifest.get("inputs", []),
         "documents": funnel[-1]["docs_out"] if funnel else parent.manifest["documents"],

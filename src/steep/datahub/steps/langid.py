@@ -181,3 +181,33 @@ class LangID(DocStep):
                 "langid.language_not_kept", f"{lang} {score:.2f} not in [{', '.join(self.keep)}]"
             )
         return doc
+
+
+@register
+class LanguageFilter(DocStep):
+    """Keep documents whose language tag is listed (``und`` only if listed), dropping the rest.
+
+    Reads the tag ``data add`` or a ``langid`` step wrote; a document without one is
+    identified here by the same rule. Mining puts it first (``steep data mine --languages``)
+    so a classifier is never asked about a language it was not trained on.
+    """
+
+    kind: ClassVar[str] = "languages"
+    keep: list[str]
+
+    @field_validator("keep")
+    @classmethod
+    def _normalise_codes(cls, v: list[str]) -> list[str]:
+        codes = [c.strip().lower() for c in v]
+        if not codes or any(not c for c in codes):
+            raise ValueError("keep must list language codes, e.g. [en]")
+        return codes
+
+    def apply(self, doc: Doc) -> StepResult:
+        lang = doc.meta.get("lang")
+        if lang is None:
+            lang, doc.meta["lang_score"] = identify(doc.text)
+            doc.meta["lang"] = lang
+        if lang not in self.keep:
+            return Drop("languages.not_kept", f"{lang} not in [{', '.join(self.keep)}]")
+        return doc
