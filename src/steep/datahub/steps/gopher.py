@@ -170,6 +170,7 @@ class GopherQuality(DocStep):
 
 _PARAGRAPH_SPLIT = re.compile(r"\n{2,}")
 _LINE_SPLIT = re.compile(r"\n+")
+_LETTER = re.compile(r"[^\W\d_]")
 
 
 def _top_ngram_chars(words: list[str], n: int) -> int:
@@ -215,7 +216,9 @@ class GopherRepetition(DocStep):
     Repeated paragraphs and lines (menus, footers, spam) and heavy n-gram repetition
     (keyword stuffing, generated filler) teach a model to loop. Fractions are of the
     document's characters (``len(text)``), as in datatrove. A rule is skipped when its
-    threshold is None; n-gram rules are keyed by n.
+    threshold is None; n-gram rules are keyed by n. ``ignore_symbol_lines`` leaves lines
+    and paragraphs without a letter out of the line and paragraph rules: the borders of an
+    ASCII table (``+------+``) repeat by design in documentation and are not boilerplate.
     """
 
     kind: ClassVar[str] = "gopher_repetition"
@@ -224,6 +227,7 @@ class GopherRepetition(DocStep):
     dup_para_char_frac: float | None = 0.2
     dup_line_frac: float | None = 0.3
     dup_line_char_frac: float | None = 0.2
+    ignore_symbol_lines: bool = False  # datatrove counts them; the docs recipe does not
     top_n_grams: dict[int, float] = Field(default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16})
     dup_n_grams: dict[int, float] = Field(
         default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
@@ -240,7 +244,9 @@ class GopherRepetition(DocStep):
             ("line", _LINE_SPLIT, self.dup_line_frac, self.dup_line_char_frac),
         ):
             parts = [p.strip() for p in splitter.split(text.strip())]
-            parts = [p for p in parts if p]
+            parts = [p for p in parts if p and (not self.ignore_symbol_lines or _LETTER.search(p))]
+            if not parts:
+                continue
             n_dup, dup_chars = _dup_stats(parts)
             ratio = n_dup / len(parts)
             if frac is not None and ratio > frac:
