@@ -171,7 +171,8 @@ def test_acc_norm_divides_by_choice_length(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setattr(tasks, "score_requests", lambda *a, **k: fake)
     no_model: torch.nn.Module = None  # type: ignore[assignment]  # the scores are faked
     got = evaluate_task(no_model, read_task(path), byte_tokenizer(), 64, 4, CPU)
-    assert got == {"acc": 0.0, "acc_norm": 1.0, "items": 1}
+    prefix = "none (lm-eval 0.4.13 default, add_bos_token unset: this tokenizer adds no BOS)"
+    assert got == {"acc": 0.0, "acc_norm": 1.0, "items": 1, "prefix": prefix}
 
 
 def test_task_requests_score_only_the_choice(tmp_path: Path) -> None:
@@ -184,9 +185,10 @@ def test_task_requests_score_only_the_choice(tmp_path: Path) -> None:
     (yes, no), (a, b) = task_requests(task, tok, seq_len=64)
     # as lm-eval: the question's trailing space moves to the choice (after the " " delimiter)
     assert tok.decode(yes.ids[-yes.n_scored :]) == "  yes"
-    assert tok.decode(yes.ids[1 : -yes.n_scored]) == "Pick one"
+    # no prefix: lm-eval's hf model adds only what the tokenizer adds, and this one adds none
+    assert tok.decode(yes.ids[: -yes.n_scored]) == "Pick one"
     assert tok.decode(b.ids[-b.n_scored :]) == " B"
-    assert tok.decode(a.ids[1:-2]) == "Which?\nA. red\nB. blue\nAnswer:"
+    assert tok.decode(a.ids[:-2]) == "Which?\nA. red\nB. blue\nAnswer:"
     short = task_requests(task, tok, seq_len=6)[0][0]  # context cut from the left
     assert tok.decode(short.ids) == "ne  yes" and short.n_scored == 5
     with pytest.raises(TaskFileError, match="a choice has 5 tokens, more than seq_len = 4"):

@@ -11,6 +11,15 @@ One row per question::
 - ``mc``: the choices are listed under the question as ``A. ...``, ``B. ...`` followed
   by ``Answer:``, and the letters are scored (MMLU style).
 
+The tokens are the ones lm-evaluation-harness 0.4.13's ``hf`` model builds by default
+(``add_bos_token`` unset): the context and ``context + continuation`` are each encoded
+with the tokenizer's own special tokens, the continuation is what the whole adds to the
+context, and trailing spaces of the context move to the continuation first. So the
+prefix is whatever the tokenizer adds by itself: nothing for SmolLM2 (it has a BOS,
+``<|im_start|>``, but does not add it), ``<s>`` for Llama 2. A context that already
+starts with the BOS text gets no second one. :func:`prefix_rule` says which applied, and
+each task's result carries it as ``prefix``.
+
 ``acc`` picks the choice with the highest log-likelihood; ``acc_norm`` divides it by the
 choice's length in characters first, lm-eval's normalisation, so long answers are not
 penalised for having more tokens. Any malformed row stops the run before scoring and
@@ -115,41 +124,77 @@ def read_task(path: str | Path, name: str | None = None) -> Task:
     return Task(name or path.stem, str(path), items)
 
 
-def _encode_pair(
-    tokenizer: PreTrainedTokenizerBase, context: str, continuation: str
-) -> tuple[list[int], list[int]]:
-    """Token ids of context and continuation, split where the joint encoding splits.
+def _prefix_text(tokenizer: PreTrainedTokenizerBase) -> str | None:
+    """The text of lm-eval's prefix token (BOS, else EOS), or None without either."""
+    try:
+        return tokenizer.decode(prefix_token_id(tokenizer))
+    except ValueError:
+        return None
 
-    Encoding the two together keeps the tokenizer's own merges at the boundary; trailing
-    spaces move from the context to the continuation first, as lm-eval does, so
-    "Answer: " + "A" and "Answer:" + " A" score the same tokens.
+
+def _encode(tokenizer: PreTrainedTokenizerBase, text: str, prefix_text: str | None) -> list[int]:
+    """lm-eval's ``HFLM.tok_encode`` with ``add_bos_token`` unset.
+
+    The tokenizer adds its own special tokens, except to a text that already starts with
+    the prefix token's text.
+    """
+    starts = prefix_text is not None and text.startswith(prefix_text)
+    return list(tokenizer.encode(text, add_special_tokens=not starts))
+
+
+def prefix_rule(tokenizer: PreTrainedTokenizerBase) -> str:
+    """What the tokenizer puts around each text, in words (written with each result)."""
+    bare = tokenizer.encode("a", add_special_tokens=False)
+    full = tokenizer.encode("a")
+    at = next((i for i in range(len(full)) if full[i : i + len(bare)] == bare), len(full))
+    head, tail = full[:at], full[at + len(bare) :]
+    why = "lm-eval 0.4.13 default, add_bos_token unset"
+    if not head:
+        rule = f"none ({why}: this tokenizer adds no BOS)"
+    else:
+        rule = f"{''.join(tokenizer.convert_ids_to_tokens(head))} ({why}: added by the tokenizer)"
+    if tail:
+        rule += f"; after each text: {''.join(tokenizer.convert_ids_to_tokens(tail))}"
+    return rule
+
+
+def _encode_pair(
+    tokenizer: PreTrainedTokenizerBase, context: str, continuation: str, prefix_text: str | None
+) -> tuple[list[int], list[int]]:
+    """Token ids of context and continuation, split as lm-eval's ``_encode_pair`` splits.
+
+    Trailing spaces move from the context to the continuation, so "Answer: " + "A" and
+    "Answer:" + " A" score the same tokens; the continuation is the joint encoding past
+    the context's own length, even where a merge crosses the boundary.
     """
     stripped = context.rstrip()
     continuation = context[len(stripped) :] + continuation
-    ctx = tokenizer(stripped, add_special_tokens=False)["input_ids"] if stripped else []
-    whole = tokenizer(stripped + continuation, add_special_tokens=False)["input_ids"]
-    cont = whole[len(ctx) :]
-    if whole[: len(ctx)] != ctx or not cont:  # the merge crossed the boundary: encode apart
-        cont = tokenizer(continuation, add_special_tokens=False)["input_ids"]
-    return ctx, cont
+    whole = _encode(tokenizer, stripped + continuation, prefix_text)
+    ctx = _encode(tokenizer, stripped, prefix_text)
+    return ctx, whole[len(ctx) :]
 
 
 def task_requests(
     task: Task, tokenizer: PreTrainedTokenizerBase, seq_len: int
 ) -> list[list[Request]]:
     """Per item, one request per choice; long contexts lose their start, never the choice."""
-    prefix = prefix_token_id(tokenizer)
+    prefix_text = _prefix_text(tokenizer)
+    where = f"task {task.name} ({task.path})"
     out = []
     for item in task.items:
         reqs = []
         for cont_text in item.continuations:
-            ctx, cont = _encode_pair(tokenizer, item.context, cont_text)
+            ctx, cont = _encode_pair(tokenizer, item.context, cont_text, prefix_text)
+            if not ctx or not cont:  # lm-eval stops on an assertion here
+                raise TaskFileError(
+                    f"{where}: {item.context!r} + {cont_text!r} leaves no tokens to "
+                    f"{'read' if cont else 'score'}"
+                )
             if len(cont) > seq_len:
                 raise TaskFileError(
-                    f"task {task.name} ({task.path}): a choice has {len(cont)} tokens, more than "
-                    f"seq_len = {seq_len}"
+                    f"{where}: a choice has {len(cont)} tokens, more than seq_len = {seq_len}"
                 )
-            seq = [prefix, *ctx, *cont][-(seq_len + 1) :]
+            seq = [*ctx, *cont][-(seq_len + 1) :]
             reqs.append(Request(seq, len(cont)))
         out.append(reqs)
     return out
@@ -162,9 +207,11 @@ def evaluate_task(
     seq_len: int,
     batch_size: int,
     device: torch.device,
-) -> dict[str, float]:
-    """acc and acc_norm over the task's items (fractions in [0, 1])."""
+) -> dict[str, float | str]:
+    """acc and acc_norm over the task's items (fractions in [0, 1]), and the prefix rule."""
     per_item = task_requests(task, tokenizer, seq_len)
+    rule = prefix_rule(tokenizer)
+    print(f"task {task.name}: scored as lm-eval's hf model does; prefix: {rule}", flush=True)
     flat = [r for reqs in per_item for r in reqs]
     scores = iter(score_requests(model, flat, batch_size, device, desc=f"task {task.name}"))
     correct = correct_norm = 0
@@ -174,4 +221,4 @@ def evaluate_task(
         correct += int(max(range(len(lls)), key=lls.__getitem__) == item.answer)
         correct_norm += int(max(range(len(normed)), key=normed.__getitem__) == item.answer)
     n = len(task.items)
-    return {"acc": correct / n, "acc_norm": correct_norm / n, "items": n}
+    return {"acc": correct / n, "acc_norm": correct_norm / n, "items": n, "prefix": rule}
