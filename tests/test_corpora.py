@@ -56,6 +56,8 @@ def fake_wheel(cache: Path) -> Path:
     wheel = cache / "gensim-4.4.0-cp311-cp311-manylinux_2_28_x86_64.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
         zf.writestr(corpora.WIKI_MEMBER, bz2.compress(WIKI.format(long=LONG).encode()))
+        news = "Bushfires near Sydney forced hundreds from their homes.\n\nThe \xa3 fell.\n"
+        zf.writestr(corpora.NEWS_MEMBER, news.encode("latin-1"))
     return wheel
 
 
@@ -87,7 +89,9 @@ def test_build_demo_corpora_writes_once_then_reuses(
     fake_wheel(tmp_path / "cache")
     out = tmp_path / "corpora"
     built = build_demo_corpora(out, tmp_path / "cache")
-    assert set(built) == {"python_docs", "wikipedia"}
+    assert set(built) == {"python_docs", "wikipedia", "news"}
+    news = [json.loads(x)["text"] for x in built["news"].path.read_text().splitlines()]
+    assert news == ["Bushfires near Sydney forced hundreds from their homes.", "The \xa3 fell."]
     wiki = built["wikipedia"]
     lines = wiki.path.read_text().splitlines()
     assert wiki.documents == len(lines) == 1

@@ -50,4 +50,15 @@ def test_smoke_example_runs_via_cli(tmp_path: Path) -> None:
     ]
     assert (run / "model" / "model.safetensors").is_file()
     assert (run / "model" / "steep.json").is_file()
-    assert (run / "report.md").is_file()
+    # smoke.yaml measures general loss on held-out replay only: said at the start and kept
+    assert "warning: no general eval set is independent" in done.stdout
+    assert "**warning**: no general eval set is independent" in (run / "report.md").read_text()
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "demo-vi.yaml", "ellama-8b.yaml"])
+def test_shipped_runs_measure_forgetting_off_the_replay(name: str) -> None:
+    from steep.train.preflight import forgetting_warning
+
+    config = load_config(EXAMPLES / name)
+    assert forgetting_warning(config) is None
+    assert "general" in config.data.eval_roles.values()

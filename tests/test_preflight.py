@@ -46,11 +46,40 @@ def test_validate_checks_data_and_names_the_source(tmp_path, capsys):
 
 def test_validate_prints_the_resolved_facts(capsys):
     assert main(["validate", str(SMOKE)]) == 0
-    last = capsys.readouterr().out.splitlines()[-1]
-    assert last == (
+    ok, warning = capsys.readouterr().out.splitlines()[-2:]
+    assert ok == (
         "# ok: max LR 0.003 = 0.3 x model.base_max_lr 0.01; 40 steps x 1,024 tokens = "
         "40,960 tokens; warmup 4 steps; 2 micro-batches per step on each of 1 rank"
     )
+    assert warning.startswith("# warning: no general eval set is independent")
+
+
+def test_forgetting_is_warned_about_until_a_general_set_is_independent(tmp_path, capsys):
+    """Before (#17 finding 7): general regression was measured on held-out replay with no
+    word, and a sweep's 1% regression budget could never bite."""
+    config = load_config(SMOKE)
+    general = config.data.sources[1].paths[0]
+    replay_only = preflight(config).warnings
+    assert replay_only == [
+        "no general eval set is independent of the training data: general regression is "
+        "measured on general: text from the replay the run trains on, which understates "
+        "forgetting. Add text the run never trains on: data.eval_sets: {NAME: [FILES]} with "
+        "data.eval_roles: {NAME: general}"
+    ]
+    # an eval set of the replay's own file is not independent either
+    same = load_config(
+        SMOKE, [f"data.eval_sets={{again: [{general}]}}", "data.eval_roles={again: general}"]
+    )
+    assert preflight(same).warnings == [replay_only[0].replace("on general:", "on general, again:")]
+    news = tmp_path / "news.jsonl"
+    news.write_text('{"text": "Bushfires near Sydney forced hundreds from their homes."}\n')
+    fixed = load_config(
+        SMOKE, [f"data.eval_sets={{news: [{news}]}}", "data.eval_roles={news: general}"]
+    )
+    assert preflight(fixed).warnings == []
+    # a set without the general role is reported, not scored: it does not count
+    unscored = load_config(SMOKE, [f"data.eval_sets={{news: [{news}]}}"])
+    assert preflight(unscored).warnings == replay_only
 
 
 def test_every_problem_is_listed_one_line_each(tmp_path):

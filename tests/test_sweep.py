@@ -86,9 +86,12 @@ def test_sweep_grid_pick_and_resume(tmp_path, corpora, tiny_model, capsys):
     assert set(rec["pareto_front"]) <= set(ids) and rec["pareto_front"]
     md = (out / "results.md").read_text()
     assert "| # | lr_fraction | domain_share |" in md and "pareto.png" in md
+    # its general set is held-out replay: the table's regression is said to mislead
+    assert "- **warning**: no general eval set is independent of the training data" in md
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     printed = capsys.readouterr().out
     assert "[4/4] lr_fraction=1.0,domain_share=0.75: finished" in printed
+    assert "warning: no general eval set is independent" in printed
 
     # resume: one point lost its model (resumes from its checkpoint), one crashed before
     # its first checkpoint (starts again); the two finished ones are not touched

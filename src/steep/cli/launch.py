@@ -51,7 +51,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         + f"; per step and rank: {_count(accum, 'micro-batch')} of "
         f"{config.train.micro_batch_size} x {config.data.seq_len} tokens; "
         f"{config.train.global_batch_tokens} tokens per step in all"
-        f"\n# {facts.summary(config)}"
+        f"\n# {facts.summary(config)}" + "".join(f"\n# warning: {w}" for w in facts.warnings)
     )
     if args.slurm:
         out = Path(args.slurm)

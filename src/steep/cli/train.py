@@ -50,6 +50,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"# ok: {facts.summary(config)}; {accum} micro-batch{'es' if accum != 1 else ''} "
         f"per step on each of {world} rank{'s' if world != 1 else ''}"
     )
+    for warning in facts.warnings:
+        print(f"# warning: {warning}")
     return 0
 
 

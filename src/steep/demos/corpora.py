@@ -3,6 +3,8 @@
 Domain: the Python standard library's own documentation (module, class and function
 docstrings, read with ``ast`` so nothing is imported, plus ``pydoc_data.topics``).
 General replay: the English Wikipedia articles shipped as test data in the gensim wheel.
+Independent general eval set: the 300 ABC news articles of the Lee corpus from the same
+wheel, text the run never trains on, so forgetting is measured off the replay distribution.
 Both are written once as jsonl with a sidecar saying what they hold; later calls reuse them.
 """
 
@@ -26,6 +28,7 @@ from pathlib import Path
 from steep.errors import SteepError
 
 GENSIM_SPEC = "gensim==4.4.0"
+NEWS_MEMBER = "gensim/test/test_data/lee_background.cor"  # one article per line, Latin-1
 WIKI_MEMBER = (
     "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 )
@@ -186,6 +189,17 @@ def wikipedia_from_wheel(wheel: Path) -> Iterator[str]:
     yield from wikipedia_articles(dump)
 
 
+def news_from_wheel(wheel: Path) -> Iterator[str]:
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            raw = zf.read(NEWS_MEMBER)
+    except (zipfile.BadZipFile, KeyError, OSError) as err:
+        raise CorpusError(f"{wheel}: no usable {NEWS_MEMBER} ({err})") from err
+    for line in raw.decode("latin-1").splitlines():
+        if line.strip():
+            yield line.strip()
+
+
 # ---------------------------------------------------------------- writing
 
 
@@ -238,12 +252,18 @@ def build_wikipedia(out: Path, cache_dir: Path) -> CorpusInfo:
     return write_corpus(wikipedia_from_wheel(wheel), out, f"{wheel.name}:{WIKI_MEMBER}")
 
 
+def build_news(out: Path, cache_dir: Path) -> CorpusInfo:
+    wheel = _download_gensim(cache_dir)
+    return write_corpus(news_from_wheel(wheel), out, f"{wheel.name}:{NEWS_MEMBER}")
+
+
 def build_demo_corpora(out_dir: Path, cache_dir: Path) -> dict[str, CorpusInfo]:
-    """Both demo corpora, built on first use and reused afterwards."""
+    """The demo corpora (domain, replay, independent news), built once and reused."""
     out = {}
     for name, build in (
         ("python_docs", lambda p: build_python_docs(p)),
         ("wikipedia", lambda p: build_wikipedia(p, cache_dir)),
+        ("news", lambda p: build_news(p, cache_dir)),
     ):
         path = out_dir / f"{name}.jsonl"
         out[name] = _cached(path) or build(path)

@@ -29,7 +29,7 @@ from steep.artifacts.lineage import read_lineage
 from steep.config import RunConfig, load_config
 from steep.data.documents import SkipLog, read_documents
 from steep.data.tokenunits import is_heldout
-from steep.demos.corpora import CorpusInfo, _cached, build_wikipedia
+from steep.demos.corpora import CorpusInfo, _cached, build_news, build_wikipedia
 from steep.demos.debian import build_vietnamese
 from steep.hub import record_run
 from steep.model.heldout import TextSet, evaluate_set, tokenize_set
@@ -66,7 +66,9 @@ def run_vietnamese_demo(
     vi = build_vietnamese(corpora / "vietnamese.jsonl", Workspace(home).downloads / "debian")
     wiki_path = corpora / "wikipedia.jsonl"
     en = _cached(wiki_path) or build_wikipedia(wiki_path, Workspace(home).downloads)
-    for name, info in (("vietnamese", vi), ("wikipedia", en)):
+    news_path = corpora / "news.jsonl"  # the independent general eval set
+    news = _cached(news_path) or build_news(news_path, Workspace(home).downloads)
+    for name, info in (("vietnamese", vi), ("wikipedia", en), ("news", news)):
         print(f"corpus {name}: {info.documents:,} documents, {info.characters / 1e6:.2f}M chars")
     config = load_config(config_path, overrides)
     fractions = {s.name: s.heldout_fraction for s in config.data.sources}

@@ -232,6 +232,7 @@ def resolve_form(
     }
     if not errors:
         errors += _deep_checks(config, nproc, summary, home)
+        warnings += summary.pop("warnings", [])
     return Resolved(
         config.model_dump(mode="json"),
         dump_config(config),
@@ -279,4 +280,5 @@ def _deep_checks(config: Any, nproc: int, summary: dict[str, Any], home: Path) -
     summary["warmup_steps"] = facts.warmup_steps
     if facts.datasets:
         summary["datasets"] = facts.datasets
+    summary["warnings"] = facts.warnings  # shown with the form's own warnings
     return []

@@ -16,9 +16,12 @@ from steep.artifacts.atomic import write_text
 from steep.artifacts.fmt import MISSING, cell, text_table
 from steep.artifacts.metrics import read_metrics
 from steep.artifacts.scores import loss_headline
+from steep.config import load_config
+from steep.errors import SteepError
 from steep.sweep.pareto import Recommendation, Scored, pct, plot_pareto
 from steep.sweep.pareto import recommend as pick
 from steep.sweep.state import State
+from steep.train.preflight import forgetting_warning
 from steep.train.report import eval_table
 from steep.workspace import METRICS_FILE
 
@@ -111,6 +114,7 @@ def _markdown(state: State, rec: Recommendation, plot: Path | None) -> str:
         f"- points: {len(state.points)}"
         + (f", {spec['budget_tokens']:,} tokens each" if spec["budget_tokens"] else ""),
         f"- general regression budget: {budget}",
+        *(f"- **warning**: {w}" for w in _caveats(spec)),
         "",
         "Domain gain is the fall of the domain-role eval losses against the base model (step 0), "
         "general regression the rise of the general-role ones (mean relative change over the "
@@ -131,6 +135,15 @@ def _markdown(state: State, rec: Recommendation, plot: Path | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _caveats(spec: dict[str, Any]) -> list[str]:
+    """What makes the table's general regression mislead (read from the sweep's config)."""
+    try:
+        warning = forgetting_warning(load_config(Path(spec["config"]), spec["set"]))
+    except SteepError:  # the config moved or broke since: the table stands on its own
+        return []
+    return [warning] if warning else []
+
+
 def finish(state: State) -> SweepResult:
     """Recommendation, results.md and pareto.png from the points' scores."""
     max_reg = float(state.data["max_regression"])
@@ -145,6 +158,8 @@ def finish(state: State) -> SweepResult:
     failed = [p["id"] for p in state.points if p["status"] != "finished"]
     print(text_table(results_table(state, rec), rule=True))
     print(("recommended: " if rec.id else "") + rec.reason)
+    for warning in _caveats(state.data["spec"]):
+        print(f"warning: {warning}")
     if failed:
         print(
             f"{len(failed)} point(s) did not finish: {', '.join(failed)}; rerun with "

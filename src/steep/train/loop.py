@@ -44,7 +44,7 @@ from steep.train.parallel import (
     set_gradient_sync,
     shard_model,
 )
-from steep.train.preflight import context_problem
+from steep.train.preflight import context_problem, forgetting_warning
 from steep.train.rendezvous import Prepare
 from steep.train.report import eval_table, format_table, read_metrics, write_report
 from steep.train.runlock import RunLock, RunLockedError
@@ -113,6 +113,7 @@ def _train(
     home = steep_home()
     run_dir = Path(d.broadcast(str(run_dir or new_run_dir(config, home)) if d.is_main else None))
     max_lr, lr_source = resolve_max_lr(config)  # before any slow work: refuse to guess early
+    caveat = forgetting_warning(config)  # in the log now and in report.md at the end
     refused = None
     if d.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -133,6 +134,8 @@ def _train(
         status.run_dir = run_dir
         status.set("running")
         print(f"run {run_dir}\nmax LR {max_lr:.3g} = {config.train.lr_fraction:g} x {lr_source}")
+        if caveat:
+            print(f"warning: {caveat}")
         if d.enabled:
             print(f"{d.world} ranks, FSDP2 over {config.train.precision}")
 
@@ -337,6 +340,7 @@ def _train(
                 for name, share in zip(inputs.mixture.names, inputs.mixture.shares, strict=True)
             ),
             "model": str(model_dir),
+            **({"warning": caveat} if caveat else {}),
         },
     )
     status.set("done")  # last: the model and its report are on disk

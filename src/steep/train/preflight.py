@@ -22,12 +22,14 @@ stays importable without torch.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from steep.config.schema import RunConfig
+from steep.config.schema import RunConfig, eval_set_roles
 from steep.data.documents import expand_paths
+from steep.data.locations import is_url
 from steep.datahub.catalog import Catalog, CatalogError
 from steep.errors import ConfigError, MissingInputError, SteepError
 from steep.model.base_lr import resolve_max_lr
@@ -56,6 +58,7 @@ class Preflight:
     warmup_steps: int
     world_size: int = 1
     datasets: dict[str, str] = field(default_factory=dict)  # source name -> NAME@VERSION
+    warnings: list[str] = field(default_factory=list)  # runs, but the numbers may mislead
 
     def summary(self, config: RunConfig) -> str:
         t = config.train
@@ -99,7 +102,48 @@ def preflight(
         warmup_steps=warmup,
         world_size=world_size,
         datasets=datasets,
+        warnings=[w for w in (forgetting_warning(config),) if w],
     )
+
+
+def forgetting_warning(config: RunConfig) -> str | None:
+    """A warning when no general-role eval set is independent of the training sources.
+
+    A held-out split of a replay source is the distribution the run trains on: its loss
+    falls with training, so "general regression" measured there understates forgetting
+    and a regression budget never bites. Independent means an extra eval set
+    (``data.eval_sets``) with role general that shares no file with a training source.
+    """
+    roles = eval_set_roles(config)
+    trained: set[str] = set()
+    for src in config.data.sources:
+        trained |= _files(src.paths or [])
+    independent = [
+        name
+        for name, files in config.data.eval_sets.items()
+        if roles.get(name) == "general" and not _files(files) & trained
+    ]
+    if independent:
+        return None
+    replay = [name for name, role in roles.items() if role == "general"]
+    measured = (
+        f"general regression is measured on {', '.join(replay)}: text from the replay the "
+        "run trains on, which understates forgetting"
+        if replay
+        else "no eval set measures general regression"
+    )
+    return (
+        f"no general eval set is independent of the training data: {measured}. Add text the "
+        "run never trains on: data.eval_sets: {NAME: [FILES]} with data.eval_roles: "
+        "{NAME: general}"
+    )
+
+
+def _files(paths: Iterable[str]) -> set[str]:
+    try:
+        return {str(f) if is_url(str(f)) else os.path.realpath(f) for f in expand_paths(paths)}
+    except (SteepError, OSError):  # missing paths are the data check's to report
+        return set()
 
 
 def _max_lr(config: RunConfig, problems: list[str]) -> tuple[float, str]:
