@@ -159,6 +159,19 @@ def test_training_takes_a_non_english_slice_from_language_tags(
         "(de 10, vi 10); dropped en 40, und 5; 5 (8%) were undetermined (und)"
     ) in out
     assert "source 'en': languages [en] kept 40 of 65 documents (en 40); dropped" in out
+
+    # the Model Hub tells the two slices of general@1 apart, in `models show` and the card
+    from steep.hub import record_run
+
+    record_run(result.run_dir)
+    card = (result.model_dir / "README.md").read_text()
+    assert "| en | 9 |" in card and "general@1 [en]" in card
+    assert "general@1 [not en, und]" in card
+    capsys.readouterr()
+    assert main(["models", "show", result.run_dir.name]) == 0  # (out_dir names the run)
+    shown = capsys.readouterr().out
+    assert "data   en: general@1 [en] (weight 9)" in shown
+    assert "data   non_en: general@1 [not en, und] (weight 1)" in shown
     last = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     by_source = [r for r in last if r["kind"] == "train"][-1]["tokens_by_source"]
     assert by_source["non_en"] / (by_source["en"] + by_source["non_en"]) == pytest.approx(

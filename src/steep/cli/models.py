@@ -9,6 +9,7 @@ from typing import Any
 
 from steep.artifacts.fmt import num, pct, text_table
 from steep.artifacts.lineage import parse_lineage
+from steep.data.selection import slice_label
 
 
 def _pct(x: Any) -> str:
@@ -72,8 +73,18 @@ def cmd_show(args: argparse.Namespace) -> int:
         if run["base_model"]:
             print(f"         (registered model {run['base_model']})")
         print(f"run      {run['name']} [{run['status']}] {run['path']}")
+        # the run's config says each source's language filter: two slices of one version
+        configured = {
+            src.get("name"): src
+            for src in ((lineage.config or {}).get("data") or {}).get("sources") or []
+            if isinstance(src, dict)
+        }
         for s in run["sources"]:
-            what = s["ref"] or ", ".join(s["paths"] or [])
+            what = (
+                slice_label(s["ref"], configured.get(s["source"]))
+                if s["ref"]
+                else ", ".join(s["paths"] or [])
+            )
             print(f"  data   {s['source']}: {what} (weight {s['weight']:g})")
     if train:
         print(

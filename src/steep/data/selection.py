@@ -63,6 +63,17 @@ class DatasetSelection:
         return True
 
 
+def slice_label(ref: str, dataset: dict[str, Any] | None) -> str:
+    """``general@2 [en]`` or ``general@2 [not en, und]``: a ref with its language filter,
+    so two slices of one version read apart (models show, the model card)."""
+    ds = dataset or {}
+    if ds.get("languages"):
+        return f"{ref} [{', '.join(ds['languages'])}]"
+    if ds.get("exclude_languages"):
+        return f"{ref} [not {', '.join(ds['exclude_languages'])}, {UNKNOWN}]"
+    return ref
+
+
 def _rule(dataset: dict[str, Any]) -> str:
     if dataset.get("languages"):
         return f"languages [{', '.join(dataset['languages'])}]"

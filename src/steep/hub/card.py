@@ -16,6 +16,7 @@ from steep.artifacts.fingerprint import file_sha256
 from steep.artifacts.fmt import MISSING, cell, num, pct
 from steep.artifacts.lineage import Lineage, parse_lineage, try_read_lineage
 from steep.artifacts.scores import rel_change
+from steep.data.selection import slice_label
 from steep.hub.scan import eval_report_path, norm_ref, read_json
 from steep.workspace import CARD_FILE, EVAL_DIR, EVAL_JSON, LINEAGE_FILE, MANIFEST_FILE, Workspace
 
@@ -184,7 +185,7 @@ def _data_section(lin: Lineage, home: Path | None) -> list[str]:
         tokens = (d.splits.get("train") or {}).get("tokens")
         lines.append(
             f"| {cell(d.name)} | {num(d.weight, 'g')} | "
-            f"{num(d.share, '.1%')} | {cell(norm_ref(ref) or MISSING)} | "
+            f"{num(d.share, '.1%')} | {cell(slice_label(norm_ref(ref) or ref, ds) if ref else MISSING)} | "
             f"{hashes} | {num(tokens, ',')} | {num(seen.get(d.name) if d.name else None, ',')} |"
         )
     return lines
