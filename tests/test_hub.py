@@ -296,14 +296,15 @@ def test_run_status_running_failed_and_dead_process(
     with pytest.raises(HubError, match="run status 'weird'"):
         hub.register_run(run, "weird")
 
-    # a training that fails after its run folder exists is recorded as failed
+    # a start that fails (too little data for the steps) leaves no run folder, so no row
     base = make_tiny_model(tmp_path / "base")
     data = write_jsonl(tmp_path / "d.jsonl", synthetic_docs(WORDS_A, 20, 5))
     sources = [{"name": "d", "paths": [str(data)], "heldout_fraction": 0.1}]
     with pytest.raises(Exception, match="training tokens"):
         train(parse_config(_config(_steep_home, "toolong", base, sources, steps=5000)))
-    row = hub.run("toolong")
-    assert row["status"] == "failed" and "training tokens" in row["error"]
+    assert not (_steep_home / "runs" / "toolong").exists()
+    with pytest.raises(HubError, match="toolong"):
+        hub.run("toolong")
 
 
 def test_push_offline_fails_with_a_clear_message(

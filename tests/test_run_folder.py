@@ -144,3 +144,35 @@ def test_a_resume_on_changed_data_is_refused_unless_asked_and_then_recorded(
         lineage["data"][0]["files"][0]["sha256"]
         == change["after"]["domain"]["files"][str(corpora["domain"])]
     )
+
+
+def test_a_failed_start_leaves_no_run_folder_and_a_failed_run_keeps_its_own(
+    tmp_path, corpora, tiny_model, monkeypatch
+):
+    """Before (#17 finding 10): a config training refused at once (here: a source too small
+    for the steps asked) still left a run folder holding only config.yaml and status.json."""
+    from steep.artifacts.runstatus import read_status
+    from steep.errors import DataError
+
+    raw = tiny_config(tmp_path, corpora, tiny_model, steps=100_000)
+    run = tmp_path / "run"
+    with pytest.raises(DataError, match="training tokens"):
+        train(parse_config(raw), run_dir=run)
+    assert not run.exists()
+
+    # a folder the user made is theirs: it stays, empty of steep's files but status.json
+    run.mkdir()
+    with pytest.raises(DataError):
+        train(parse_config(raw), run_dir=run)
+    assert read_status(run).state == "failed"
+
+    # once records are written the run is a run: it fails, and keeps its folder and status
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("steep.train.loop.save_hf", full_disk)
+    later = tmp_path / "later"
+    with pytest.raises(Exception, match="No space left"):
+        train(parse_config(tiny_config(tmp_path, corpora, tiny_model, steps=1)), run_dir=later)
+    assert (later / "metrics.jsonl").is_file()
+    assert read_status(later).state == "failed"

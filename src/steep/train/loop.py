@@ -6,6 +6,7 @@ Read ``train`` first: everything it calls lives in a module named for its job.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -69,6 +70,8 @@ class _Status:
     def __init__(self, enabled: bool) -> None:
         self.enabled, self.run_dir = enabled, None
         self.lock: RunLock | None = None  # held from the start to the end of the run
+        self.created = False  # this call made the run folder
+        self.started = False  # the first record is about to be written: a run, not a start
 
     def set(self, state: State, error: str | None = None) -> None:
         if self.enabled and self.run_dir is not None:
@@ -91,14 +94,22 @@ def train(
 ) -> RunResult:
     d = init_distributed(config)  # one process, or one of torchrun's; checks the batch split
     status = _Status(enabled=d.is_main)  # status.json: running, done, failed (the hub reads it)
+    discard = False
     try:
         return _train(config, d, run_dir, resume, status, allow_data_change)
     except BaseException as exc:
-        status.set("failed", failure_text(exc))
+        # a start that failed (bad data, a config training refuses) leaves no run folder to
+        # mistake for a run; under torchrun the folder stays (other ranks read rank 0's
+        # failure from it), as does every run that got as far as its first record
+        discard = status.created and not status.started and not d.enabled
+        if not discard:
+            status.set("failed", failure_text(exc))
         raise
     finally:
         if status.lock is not None:
             status.lock.release()
+        if discard and status.run_dir is not None:
+            shutil.rmtree(status.run_dir, ignore_errors=True)
         destroy()
 
 
@@ -116,6 +127,7 @@ def _train(
     caveat = forgetting_warning(config)  # in the log now and in report.md at the end
     refused = None
     if d.is_main:
+        status.created = not resume and not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
         try:
             status.lock = RunLock(run_dir)
@@ -198,6 +210,7 @@ def _train(
             )
     # a resume keeps the records up to the checkpoint; a restart from step 0, none
     kept = (step if ckpt is not None else -1) if resume else None
+    status.started = True
     tracker = Tracker(run_dir, resume_step=kept) if d.is_main else None
 
     def log(record: dict[str, Any]) -> None:
