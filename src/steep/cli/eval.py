@@ -75,6 +75,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         text_field=args.text_field,
         out_dir=args.out,
         update_lineage=not args.no_lineage,
+        run_windows=args.run_windows,
     )
     result = run_eval(spec)
     model_dir = local_dir(args.model)
@@ -121,6 +122,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     e.add_argument("--text-field", default="text", help="jsonl/parquet field with the text")
     e.add_argument("--out", metavar="DIR", help="report folder (default: MODEL/eval)")
+    e.add_argument(
+        "--run-windows",
+        action="store_true",
+        help="also score the run's own eval sets as its training did (its windows, length, "
+        "precision): reproduces the losses in metrics.jsonl",
+    )
     e.add_argument(
         "--no-lineage", action="store_true", help="do not record the result in MODEL/steep.json"
     )

@@ -35,8 +35,16 @@ from steep.eval.compare_report import publish
 from steep.eval.generate import complete, read_prompts
 from steep.eval.harness import HarnessPlan, plan_harness, run_harness
 from steep.eval.lineage import lineage_roles, local_dir
+from steep.eval.run_windows import format_rows, score_run_windows
 from steep.eval.tasks import Task, evaluate_task, read_task
-from steep.model.heldout import TextSet, TokenizedSet, evaluate_set, read_set, tokenize_set
+from steep.model.heldout import (
+    TextSet,
+    TokenizedSet,
+    document_rule,
+    evaluate_set,
+    read_set,
+    tokenize_set,
+)
 from steep.model.io import ModelLoadError, load_base, load_tokenizer
 from steep.model.scoring import resolve_device
 from steep.workspace import steep_home
@@ -74,6 +82,7 @@ class EvalSpec:
     text_field: str = "text"
     out_dir: str | None = None
     update_lineage: bool = True
+    run_windows: bool = False  # also the run's own eval sets under training's rule
 
 
 @dataclass
@@ -130,8 +139,10 @@ def _load_model(spec: str, device: torch.device, dtype: str) -> tuple[Any, Any, 
 
 def _check_inputs(spec: EvalSpec) -> _Inputs:
     """Step 1: read everything the user named; any error names the file (and line)."""
-    if not (spec.sets or spec.tasks or spec.harness_tasks or spec.prompts):
-        raise ValueError("nothing to evaluate: give --sets, --tasks, --harness-tasks or --prompts")
+    if not (spec.sets or spec.tasks or spec.harness_tasks or spec.prompts or spec.run_windows):
+        raise ValueError(
+            "nothing to evaluate: give --sets, --tasks, --harness-tasks, --prompts or --run-windows"
+        )
     if spec.dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {spec.dtype!r}")
     if spec.batch_size < 1:
@@ -224,10 +235,16 @@ def run_eval(spec: EvalSpec) -> dict[str, Any]:
             None if tok is None else [tokenize_set(s, tok, seq_len) for s in inputs.sets]
         )
 
-    scored = {
-        label: _score_model(label, m, inputs, seq_len, spec, device, tokenized[label])
-        for label, m in models.items()
-    }
+    if inputs.sets or inputs.tasks or inputs.prompts:
+        scored = {
+            label: _score_model(label, m, inputs, seq_len, spec, device, tokenized[label])
+            for label, m in models.items()
+        }
+    else:  # lm_eval and the run windows load the models themselves
+        scored = {
+            label: {"path": str(local_dir(m) or m), "sets": {}, "tasks": {}, "samples": []}
+            for label, m in models.items()
+        }
     if inputs.harness is not None:
         for label, res in scored.items():
             print(f"[{label}] lm_eval: {', '.join(inputs.harness.tasks)}", flush=True)
@@ -243,6 +260,10 @@ def run_eval(spec: EvalSpec) -> dict[str, Any]:
 
     roles = {**lineage_roles(spec.model), **_roles_by_name(spec), **spec.roles}
     result = build_result(spec, inputs, scored, roles, seq_len, str(device))
+    if spec.run_windows:
+        result["run_windows"] = score_run_windows(spec.model, with_base=spec.baseline is not None)
+        for line in format_rows(result["run_windows"]):
+            print(f"[run windows] {line}")
 
     publish(result, spec.model, out_dir=spec.out_dir, update_lineage=spec.update_lineage)
     return result
@@ -348,6 +369,7 @@ def build_result(
             "max_new_tokens": spec.max_new_tokens,
             "harness_limit": spec.harness_limit,
             "harness_fewshot": spec.harness_fewshot,
+            "set_rule": document_rule(seq_len, spec.dtype),
         },
         "headline": headline(sets, tasks) if base else None,
         "sets": sets,

@@ -144,6 +144,35 @@ def _headline_lines(head: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def _run_windows_lines(block: dict[str, Any]) -> list[str]:
+    """The run's own eval sets under training's rule, beside the numbers the run logged."""
+    header = ["set", "windows", "base loss", "run step 0", "model loss", "run final", "change %"]
+    rows = [
+        [
+            multiline_cell(name),
+            str(r["windows"]),
+            num(r["base"], ".4f", NA),
+            num(r["in_run_step0"], ".4f", NA),
+            num(r["adapted"], ".4f", NA),
+            num(r["in_run_final"], ".4f", NA),
+            change_pct(r["rel_change"]),
+        ]
+        for name, r in block["sets"].items()
+    ]
+    diff = block.get("max_abs_diff")
+    return [
+        "",
+        f"## The run's eval sets, as training read them ({block['run']})",
+        "",
+        f"Read as: {block['rule']}; on {block['device']}.",
+        "",
+        *markdown_table(header, rows, right_from=1),
+        "",
+        "Largest difference from the run's own metrics.jsonl: "
+        + (f"{diff:.2e}" if diff is not None else "n/a (no logged eval to compare)"),
+    ]
+
+
 def render_markdown(result: dict[str, Any], plots: Sequence[str]) -> str:
     has_base = result["baseline"] is not None
     model = result["model"]["spec"]
@@ -168,6 +197,10 @@ def render_markdown(result: dict[str, Any], plots: Sequence[str]) -> str:
             "Bits per byte (bpb) is the total loss over the UTF-8 bytes of the documents: "
             "it compares models with different tokenizers. Loss (nats per token) and "
             "perplexity are per each model's own tokens. Lower is better.",
+            "",
+            f"Read as: {s.get('set_rule') or 'each document alone'}. Training's own eval "
+            "reads fixed windows across documents instead (see `--run-windows`), so its "
+            "losses on the same text differ.",
             "",
         ]
         if has_base:
@@ -230,6 +263,8 @@ def render_markdown(result: dict[str, Any], plots: Sequence[str]) -> str:
             "jsonl tasks: acc picks the most likely choice, acc_norm the most likely per "
             "character (lm-eval's normalisation).",
         ]
+    if result.get("run_windows"):
+        lines += _run_windows_lines(result["run_windows"])
     if plots:
         lines += ["", "## Plots", ""]
         for p in plots:

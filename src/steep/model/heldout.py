@@ -52,6 +52,14 @@ class TokenizedSet:
     documents: int
 
 
+def document_rule(seq_len: int, dtype: str) -> str:
+    """How ``steep eval`` reads a held-out set, in words (eval.json, eval.md)."""
+    return (
+        f"each document alone, after a BOS (else EOS); every token predicted, in rolling "
+        f"windows of up to {seq_len} tokens; loss per token and bits per UTF-8 byte; {dtype}"
+    )
+
+
 def read_set(name: str, paths: Sequence[str], text_field: str = "text") -> TextSet:
     """Read an eval set with steep's document readers; refuse one with no usable document."""
     skips = SkipLog()

@@ -27,6 +27,19 @@ class EvalSet:
         return int(self.windows.shape[0] * (self.windows.shape[1] - 1))
 
 
+def window_rule(seq_len: int, max_windows: int, precision: str, masked: bool) -> str:
+    """How training reads a held-out set, in words (report.md, ``steep eval --run-windows``).
+
+    It differs from ``steep eval``'s per-document rule (``steep.model.heldout``): windows
+    cross document edges and no BOS is added, so the two losses on one text differ."""
+    edges = "attention masked at" if masked else "attention across"
+    return (
+        f"up to {max_windows} fixed windows of {seq_len} predicted tokens per set, spread "
+        f"evenly over its token stream (documents joined by the separator, {edges} their "
+        f"edges, no BOS); mean loss in nats per token; {precision}"
+    )
+
+
 def fixed_windows(name: str, stream: TokenStream, seq_len: int, max_windows: int) -> EvalSet:
     w = Windows(stream, seq_len)
     if len(w) == 0:

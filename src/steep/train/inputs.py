@@ -123,13 +123,9 @@ def build_inputs(
         for ts in sources
         if ts.heldout is not None
     ]
-    for name, paths in config.data.eval_sets.items():
-        ts = tokenize_source(
-            name, paths, tokenizer, cache, separator=sep, progress=progress, executor=executor
-        )
-        ts.train.check_tokenizer(meta["sha256"], f"'{meta['name']}'")
-        eval_sets.append(fixed_windows(name, ts.train, seq_len, config.eval.max_windows))
-        ident[f"eval:{name}"] = identity(ts.info, ts.dir.name)
+    extra, extra_ident = _extra_eval_sets(config, tokenizer, cache, progress, executor)
+    eval_sets += extra
+    ident.update(extra_ident)
     if not eval_sets and not quiet:
         print(
             "warning: no held-out data (every heldout_fraction is 0 and no data.eval_sets): "
@@ -155,6 +151,63 @@ def build_inputs(
         for ts, cfg, share in zip(sources, config.data.sources, mixture.shares, strict=True)
     ]
     return Inputs(mixture, eval_sets, sources, meta["separator_id"], lineage, ident)
+
+
+def _extra_eval_sets(
+    config: RunConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    cache: Path,
+    progress: Progress | None = None,
+    executor: Executor | None = None,
+) -> tuple[list[EvalSet], dict[str, dict[str, Any]]]:
+    """The fixed windows of ``data.eval_sets`` (every token is held out), and their identity."""
+    meta = tokenizer_meta(tokenizer, config.model.document_separator)
+    sets, ident = [], {}
+    for name, paths in config.data.eval_sets.items():
+        ts = tokenize_source(
+            name,
+            paths,
+            tokenizer,
+            cache,
+            separator=config.model.document_separator,
+            progress=progress,
+            executor=executor,
+        )
+        ts.train.check_tokenizer(meta["sha256"], f"'{meta['name']}'")
+        sets.append(fixed_windows(name, ts.train, config.data.seq_len, config.eval.max_windows))
+        ident[f"eval:{name}"] = identity(ts.info, ts.dir.name)
+    return sets, ident
+
+
+def run_eval_sets(
+    config: RunConfig, tokenizer: PreTrainedTokenizerBase, home: Path
+) -> tuple[list[EvalSet], int]:
+    """A run's eval sets exactly as its training evaluated them (the same cached shards,
+    windows and order), and the separator id: for ``steep eval --run-windows``."""
+    cache = Workspace(home).token_cache
+    meta = tokenizer_meta(tokenizer, config.model.document_separator)
+    sets = []
+    for src in config.data.sources:
+        if src.heldout_fraction <= 0:
+            continue
+        paths, selection = _source_files(src, quiet=True)
+        ts = tokenize_source(
+            src.name,
+            paths,
+            tokenizer,
+            cache,
+            text_field=src.text_field,
+            heldout_fraction=src.heldout_fraction,
+            separator=config.model.document_separator,
+            dataset=selection,
+        )
+        if ts.heldout is not None:
+            ts.heldout.check_tokenizer(meta["sha256"], f"'{meta['name']}'")
+            sets.append(
+                fixed_windows(src.name, ts.heldout, config.data.seq_len, config.eval.max_windows)
+            )
+    sets += _extra_eval_sets(config, tokenizer, cache)[0]
+    return sets, meta["separator_id"]
 
 
 def _check_enough_data(config: RunConfig, mixture: Mixture) -> None:

@@ -28,7 +28,7 @@ from steep.model.base_lr import resolve_max_lr
 from steep.model.io import base_names, load_base, save_hf
 from steep.train.checkpoint import load_newest, save_checkpoint
 from steep.train.datadrift import check_drift
-from steep.train.evaluate import evaluate
+from steep.train.evaluate import evaluate, window_rule
 from steep.train.flops import device_peak_flops, flops_per_token
 from steep.train.folder_errors import folder_error
 from steep.train.forward import lm_loss
@@ -353,6 +353,9 @@ def _train(
                 for name, share in zip(inputs.mixture.names, inputs.mixture.shares, strict=True)
             ),
             "model": str(model_dir),
+            "eval rule": window_rule(
+                seq_len, config.eval.max_windows, config.train.precision, separator is not None
+            ),
             **({"warning": caveat} if caveat else {}),
         },
     )
