@@ -269,6 +269,7 @@ def test_every_recipe_step_is_found_in_a_fresh_process() -> None:
         "gopher_quality",
         "gopher_repetition",
         "langid",
+        "languages",
         "minhash_dedup",
         "normalize",
         "pii",

@@ -28,7 +28,7 @@ from steep.studio.auth import check_bind  # noqa: E402
 from steep.studio.forms import force_no_remote_code  # noqa: E402
 from steep.studio.jobs import JobQueue  # noqa: E402
 from steep.studio.runner import Runner, alive  # noqa: E402
-from tests.conftest import WORDS_A, synthetic_docs  # noqa: E402
+from tests.conftest import WORDS_A, make_tiny_model, synthetic_docs  # noqa: E402
 
 TOKEN = "t0ken-for-tests-0123456789"
 CHANGE = {"X-Steep-Request": "1"}
@@ -165,7 +165,7 @@ def test_config_errors_are_returned_and_block_launch(_steep_home, tmp_path):
     c = client(_steep_home)
     form = {
         "name": "bad",
-        "base": str(tmp_path / "nowhere"),
+        "base": str(_steep_home / "models" / "nowhere"),
         "sources": [{"dataset": "missing", "weight": 1}],
         "steps": 0,
         "global_batch_tokens": 1000,
@@ -193,7 +193,8 @@ def test_config_errors_are_returned_and_block_launch(_steep_home, tmp_path):
     assert any("CUDA_VISIBLE_DEVICES lists 3" in e for e in res["errors"])
 
 
-def test_valid_form_resolves_with_studio_policy(_steep_home, tiny_model):
+def test_valid_form_resolves_with_studio_policy(_steep_home):
+    tiny_model = make_tiny_model(_steep_home / "models" / "tiny")  # studio jobs read the workspace
     c = client(_steep_home)
     up = c.post("/api/uploads", headers=CHANGE).json()["id"]
     body = "".join(json.dumps({"text": t}) + "\n" for t in synthetic_docs(WORDS_A, 20, 1))

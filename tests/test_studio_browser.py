@@ -120,10 +120,10 @@ def text_of(driver, css: str) -> str:
     return driver.find_element(By.CSS_SELECTOR, css).text
 
 
-def test_upload_launch_watch_and_find_the_model(studio, browser, tmp_path):
+def test_upload_launch_watch_and_find_the_model(studio, browser, tmp_path, _steep_home):
     started = time.time()
     wait = WebDriverWait(browser, 60, poll_frequency=0.1)
-    base = make_tiny_model(tmp_path / "tiny-base")
+    base = make_tiny_model(_steep_home / "models" / "tiny-base")  # studio jobs read the workspace
     files = {
         "domain": write_jsonl(tmp_path / "up" / "code.jsonl", synthetic_docs(WORDS_A, 120, 1)),
         "general": write_jsonl(tmp_path / "up" / "wiki.jsonl", synthetic_docs(WORDS_B, 120, 2)),

@@ -20,6 +20,7 @@ Layout (docs/formats.md has the files inside each)::
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +43,33 @@ EVAL_DIR = "eval"  # a model's `steep eval` report
 EVAL_JSON = "eval.json"
 STATUS_FILE = "status.json"  # a run's state: running, done or failed (artifacts.runstatus)
 LOCK_FILE = ".lock"  # held by the one process writing a run folder (train.runlock)
+
+
+# A name that becomes a file or folder name (a source, an eval set, a dataset): letters,
+# digits, '_', '.', '-', starting with a letter or digit, so never '..', a hidden file or a
+# path. A run name only has to stay one path component (it is a prefix of the folder name).
+PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_RUN_NAME_BAD = re.compile(r"[/\\\x00-\x1f\x7f]")
+
+
+def plain_name_problem(name: str, what: str) -> str | None:
+    """Why ``name`` cannot name a file or folder, or None when it can."""
+    if PLAIN_NAME.match(name):
+        return None
+    return (
+        f"{what} {name!r}: use letters, digits, '_', '.', '-', starting with a letter or "
+        "digit (at most 128 characters): the name becomes a file or folder name"
+    )
+
+
+def run_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot begin a run folder's name (a path separator, a leading dot)."""
+    if name and len(name) <= 128 and not name.startswith(".") and not _RUN_NAME_BAD.search(name):
+        return None
+    return (
+        f"run.name {name!r}: it begins the run folder's name, so it may not be empty, start "
+        "with '.', or hold '/', '\\' or control characters (at most 128 characters)"
+    )
 
 
 def steep_home() -> Path:

