@@ -222,10 +222,10 @@ def test_add_resumes_after_a_crash(raw: Path, monkeypatch: pytest.MonkeyPatch) -
 
     real = ingest.read_span
 
-    def crash_on_b(span, skips, text_field):
+    def crash_on_b(span, skips, text_field, max_bytes=None):
         if span.path.endswith("b.jsonl"):
             raise RuntimeError("simulated crash")
-        return real(span, skips, text_field)
+        return real(span, skips, text_field, max_bytes)
 
     monkeypatch.setattr(ingest, "read_span", crash_on_b)
     files = [str(raw / "a.jsonl"), str(raw / "b.jsonl")]
@@ -235,9 +235,9 @@ def test_add_resumes_after_a_crash(raw: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(ingest, "read_span", real)
     calls = []
 
-    def counting(span, skips, text_field):
+    def counting(span, skips, text_field, max_bytes=None):
         calls.append(span.path)
-        return real(span, skips, text_field)
+        return real(span, skips, text_field, max_bytes)
 
     monkeypatch.setattr(ingest, "read_span", counting)
     planned = []

@@ -23,6 +23,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         langid=not args.no_langid,
         unit_bytes=int(args.unit_mb * (1 << 20)),
         executor=make_executor(args.executor, args.workers, args.ray_address),
+        max_input_bytes=int(args.max_input_mb * (1 << 20)) if args.max_input_mb else None,
     )
     print(show_dataset(ds, examples=1))
     return 0
@@ -214,6 +215,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     a.add_argument("paths", nargs="+", metavar="PATH")
     a.add_argument("--text-field", default="text", help="jsonl/parquet field with the text")
     a.add_argument("--no-langid", action="store_true", help="skip language identification")
+    a.add_argument(
+        "--max-input-mb",
+        type=float,
+        metavar="MB",
+        help="skip a file that decompresses past this (a .gz of a few KB can hold GBs)",
+    )
     engine(a, units=True)
     a.set_defaults(func=cmd_add)
 

@@ -24,8 +24,15 @@ TEXT_SUFFIXES = (".jsonl", ".json", ".ndjson", ".txt", ".md", ".parquet", ".arro
 # skipped as giant (a dump of a table or a log, not text to learn from); ingest's own
 # max_doc_bytes can only be stricter
 MAX_DOC_BYTES = 10 * 1024 * 1024
+# a jsonl record longer than this holds a text above MAX_DOC_BYTES whatever its escapes
+# (\uXXXX is 6 bytes for at most 3 of UTF-8): it is measured and skipped, never held
+MAX_LINE_BYTES = 3 * MAX_DOC_BYTES
 BOM = "\ufeff"
 COMPRESSIONS = (".gz", ".zst", ".bz2")
+
+
+class InputLimitError(OSError):
+    """A file that decompresses past the limit it was read under (a decompression bomb)."""
 
 
 @dataclass
@@ -151,16 +158,62 @@ def _format_of(path: Path) -> str | None:
     return None
 
 
-def _open_binary(path: Path) -> IO[bytes]:
+def _open_binary(path: Path, max_bytes: int | None = None) -> IO[bytes]:
+    """The file's bytes, decompressed; past ``max_bytes`` of them reading raises
+    ``InputLimitError`` (the caller skips the file) instead of filling memory or disk."""
     name = path.name.lower()
     raw = open_input(path)
+    stream: IO[bytes]
     if name.endswith(".gz"):
-        return gzip.open(raw, "rb")
-    if name.endswith(".bz2"):
-        return bz2.open(raw, "rb")
-    if name.endswith(".zst"):
-        return io.BufferedReader(_ZstdReader(raw))  # adds line iteration
-    return raw
+        stream = gzip.open(raw, "rb")  # type: ignore[assignment]
+    elif name.endswith(".bz2"):
+        stream = bz2.open(raw, "rb")  # type: ignore[assignment]
+    elif name.endswith(".zst"):
+        stream = io.BufferedReader(_ZstdReader(raw))  # adds line iteration
+    else:
+        stream = raw
+    if max_bytes is None:
+        return stream
+    return io.BufferedReader(_Limited(stream, max_bytes))
+
+
+class _Limited(io.RawIOBase):
+    """Counts the bytes read through it and stops at a limit."""
+
+    def __init__(self, raw: IO[bytes], limit: int) -> None:
+        self._raw, self._limit, self._seen = raw, limit, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, out: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self._raw.read(len(out))
+        self._seen += len(data)
+        if self._seen > self._limit:
+            raise InputLimitError(f"more than {self._limit:,} bytes once decompressed")
+        out[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def bounded_lines(raw: IO[bytes], first: int = 1) -> Iterator[tuple[int, bytes | int]]:
+    """(line number, line) of a byte stream, holding at most ``MAX_LINE_BYTES`` at once: a
+    longer line is read through and given as its length (an int) instead of its bytes."""
+    lineno = first
+    while line := raw.readline(MAX_LINE_BYTES + 1):
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            n = len(line)
+            while rest := raw.readline(1 << 20):
+                n += len(rest)
+                if rest.endswith(b"\n"):
+                    break
+            yield lineno, n
+        else:
+            yield lineno, line
+        lineno += 1
 
 
 class _ZstdReader(io.RawIOBase):
@@ -204,22 +257,30 @@ class _ZstdReader(io.RawIOBase):
 
 
 def read_documents(
-    paths: Iterable[str | Path], skips: SkipLog, text_field: str = "text"
+    paths: Iterable[str | Path],
+    skips: SkipLog,
+    text_field: str = "text",
+    max_bytes: int | None = None,
 ) -> Iterator[Document]:
-    """Yield non-empty documents from every file; anything unusable goes to ``skips``."""
+    """Yield non-empty documents from every file; anything unusable goes to ``skips``.
+
+    ``max_bytes`` caps what one jsonl or text file may decompress to (the studio's uploads).
+    """
     for path in expand_paths(paths):
         fmt = _format_of(path)
         try:
             if fmt in (".jsonl", ".ndjson", ".json"):
-                yield from _read_jsonl(path, text_field, skips)
+                yield from _read_jsonl(path, text_field, skips, max_bytes)
             elif fmt == ".parquet":
                 yield from _read_parquet(path, text_field, skips)
             elif fmt == ".arrow":
                 yield from _read_arrow(path, text_field, skips)
             elif fmt in (".txt", ".md"):
-                yield from _read_whole(path, skips)
+                yield from _read_whole(path, skips, max_bytes)
             else:
                 skips.add(path, None, f"unsupported file type: expected one of {TEXT_SUFFIXES}")
+        except InputLimitError as exc:
+            skips.add(path, None, f"too large: {exc}")
         except OSError as exc:
             skips.add(path, None, f"unreadable file: {exc}")
         except EOFError as exc:
@@ -240,16 +301,22 @@ def _accept(text: object, path: Path, line: int, skips: SkipLog, field_name: str
     return text
 
 
-def _read_jsonl(path: Path, text_field: str, skips: SkipLog) -> Iterator[Document]:
-    with _open_binary(path) as raw:
-        yield from parse_jsonl_lines(enumerate(raw, 1), path, text_field, skips)
+def _read_jsonl(
+    path: Path, text_field: str, skips: SkipLog, max_bytes: int | None = None
+) -> Iterator[Document]:
+    with _open_binary(path, max_bytes) as raw:
+        yield from parse_jsonl_lines(bounded_lines(raw), path, text_field, skips)
 
 
 def parse_jsonl_lines(
-    numbered: Iterable[tuple[int, bytes]], path: Path, text_field: str, skips: SkipLog
+    numbered: Iterable[tuple[int, bytes | int]], path: Path, text_field: str, skips: SkipLog
 ) -> Iterator[Document]:
-    """Documents of (line number, raw line) pairs: a whole file, or one span of it."""
+    """Documents of (line number, raw line) pairs: a whole file, or one span of it. A line
+    given as an int was too long to hold (``bounded_lines``): a giant record."""
     for lineno, line in numbered:
+        if isinstance(line, int):
+            skips.add(path, lineno, f"giant document: a {line:,}-byte record > {MAX_LINE_BYTES:,}")
+            continue
         if not line.strip():
             continue
         if lineno == 1 and line.startswith(BOM.encode()):  # a BOM is not part of the record
@@ -272,9 +339,12 @@ def parse_jsonl_lines(
             yield Document(text, str(path), lineno)
 
 
-def _read_whole(path: Path, skips: SkipLog) -> Iterator[Document]:
-    with _open_binary(path) as raw:
-        data = raw.read()
+def _read_whole(path: Path, skips: SkipLog, max_bytes: int | None = None) -> Iterator[Document]:
+    with _open_binary(path, max_bytes) as raw:
+        data = raw.read(MAX_DOC_BYTES + len(BOM.encode()) + 1)  # never more than one document
+    if len(data) > MAX_DOC_BYTES + len(BOM.encode()):
+        skips.add(path, 1, f"giant document: more than {MAX_DOC_BYTES:,} bytes")
+        return
     try:
         text = data.decode("utf-8").removeprefix(BOM)
     except UnicodeDecodeError as exc:

@@ -25,6 +25,7 @@ from steep.data.documents import (
     SkipLog,
     _format_of,
     _read_parquet,
+    bounded_lines,
     parse_jsonl_lines,
     read_documents,
 )
@@ -124,11 +125,14 @@ def _plan_rows(path: Path, unit_bytes: int) -> list[Span]:
     return spans
 
 
-def read_span(span: Span, skips: SkipLog, text_field: str = "text") -> Iterator[Document]:
-    """The documents of one span, numbered as a read of the whole file would number them."""
+def read_span(
+    span: Span, skips: SkipLog, text_field: str = "text", max_bytes: int | None = None
+) -> Iterator[Document]:
+    """The documents of one span, numbered as a read of the whole file would number them;
+    ``max_bytes`` caps a whole (compressed) file's decompressed size (``read_documents``)."""
     path = as_input(span.path)
     if span.kind == "whole":
-        yield from read_documents([path], skips, text_field)
+        yield from read_documents([path], skips, text_field, max_bytes)
         return
     try:
         if span.kind == "rows":
@@ -142,11 +146,10 @@ def read_span(span: Span, skips: SkipLog, text_field: str = "text") -> Iterator[
         skips.add(path, None, f"unreadable file: {exc}")
 
 
-def _numbered(f, span: Span) -> Iterator[tuple[int, bytes]]:
-    pos, lineno = span.start, span.first
-    for line in f:
+def _numbered(f, span: Span) -> Iterator[tuple[int, bytes | int]]:
+    pos = span.start
+    for lineno, line in bounded_lines(f, span.first):
         if span.end is not None and pos >= span.end:
             return
         yield lineno, line
-        pos += len(line)
-        lineno += 1
+        pos += line if isinstance(line, int) else len(line)

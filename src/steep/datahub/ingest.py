@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from steep.datahub.catalog import Catalog, CatalogError, DatasetVersion, check_n
 from steep.datahub.exclusions import Exclusion, write_exclusions
 from steep.datahub.steps.base import Doc, write_docs
 from steep.datahub.steps.langid import identify
+from steep.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class IngestTask:
     max_doc_bytes: int
     langid: bool
     result: str  # a finished unit's UnitResult as JSON: a rerun after a crash skips it
+    max_input_bytes: int | None = None  # what a (compressed) file may decompress to
 
 
 @dataclass
@@ -117,7 +120,7 @@ def ingest_unit(task: IngestTask) -> UnitResult:
     sha = task.sha256
 
     def docs() -> Iterator[Doc]:
-        for d in read_span(Span(**task.span), skips, task.text_field):
+        for d in read_span(Span(**task.span), skips, task.text_field, task.max_input_bytes):
             doc_id = f"{sha[:12]}:{d.line}"
             n_bytes = len(d.text.encode("utf-8"))
             if n_bytes > task.max_doc_bytes:
@@ -155,11 +158,14 @@ def add_dataset(
     unit_bytes: int = UNIT_BYTES,
     catalog: Catalog | None = None,
     executor: Executor | None = None,
+    max_input_bytes: int | None = None,
 ) -> DatasetVersion:
-    """Ingest files and folders as ``name@1``; a name already taken is refused.
+    """Ingest files and folders as ``name@1``; a name already taken is refused, and so is
+    input that yields no document (nothing is published; the reasons are in the error).
 
     Work runs in units of about ``unit_bytes`` of input (spans of a big file, or a whole
     small one), each into its own shard, so one huge file keeps every worker busy.
+    ``max_input_bytes`` skips a file that decompresses past it (uploads to the studio).
     """
     catalog = catalog or Catalog()
     executor = executor or LocalExecutor()
@@ -194,7 +200,10 @@ def add_dataset(
 
     dupes = _duplicate_files(plans)  # known from the plans: such a file is never read again
     tasks = [
-        _unit_task(staging, plan, j, text_field, max_doc_bytes, langid)
+        replace(
+            _unit_task(staging, plan, j, text_field, max_doc_bytes, langid),
+            max_input_bytes=max_input_bytes,
+        )
         for plan in plans
         if plan.index not in dupes
         for j in range(len(plan.spans))
@@ -213,6 +222,13 @@ def add_dataset(
     for r in results:
         skipped.update(r.skipped)
         languages.update(r.languages)
+    if not sum(r.documents for r in results):
+        shutil.rmtree(staging, ignore_errors=True)
+        why = ", ".join(f"{n} {reason}" for reason, n in skipped.most_common()) or "no records"
+        raise DataError(
+            f"dataset {name!r}: no usable document in {', '.join(paths)} ({why}); nothing "
+            "was published"
+        )
     manifest = {
         "created_by": {
             "command": "add",

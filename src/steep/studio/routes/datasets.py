@@ -8,17 +8,16 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from steep.data.executor import LocalExecutor
-from steep.datahub.catalog import Catalog, CatalogError
-from steep.datahub.ingest import add_dataset
+from steep.datahub.catalog import CatalogError, check_name
 from steep.studio import uploads
+from steep.studio.ingest_job import IngestJobError, ingest_upload
 from steep.studio.state import Studio
 
 
 def router(studio: Studio) -> APIRouter:
     routes = APIRouter()
     settings, home, hub = studio.settings, studio.home, studio.hub
-    dataset_lock = threading.Lock()  # one ingest at a time: it already uses every core
+    dataset_lock = threading.Lock()
 
     @routes.get("/datasets", response_class=HTMLResponse)
     def datasets_page(request: Request) -> HTMLResponse:
@@ -64,19 +63,20 @@ def router(studio: Studio) -> APIRouter:
         files = uploads.uploaded_files(folder)
         if not files:
             return JSONResponse({"error": "the upload holds no files"}, status_code=400)
+        name = str(body.get("name", ""))
         try:
-            with dataset_lock:
-                ds = add_dataset(
-                    str(body.get("name", "")),
-                    [str(f) for f in files],
+            check_name(name)  # before a process is started for it
+            with dataset_lock:  # one ingest at a time
+                ref = ingest_upload(
+                    home,
+                    name,
+                    files,
                     text_field=str(body.get("text_field") or "text"),
                     langid=bool(body.get("langid", True)),
-                    catalog=Catalog(home / "datasets"),
-                    executor=LocalExecutor(1),  # inline: no fork() inside a threaded server
                 )
-        except (CatalogError, FileNotFoundError, ValueError) as exc:
+        except (CatalogError, IngestJobError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         uploads.remove_upload(folder)  # the dataset holds the documents and the files' hashes
-        return JSONResponse(studio.hub_call(hub.dataset, ds.ref))
+        return JSONResponse(studio.hub_call(hub.dataset, ref))
 
     return routes

@@ -1,0 +1,75 @@
+"""A studio upload becomes a dataset in a process of its own, under limits.
+
+Ingest reads whatever was uploaded: a 300 KB ``.gz`` can hold 300 MB, and a server that
+decompresses it in its own process grows by as much (and dies with every job it watches).
+So the studio runs ``steep data add`` as a child process, as it runs training, with an
+address-space limit, and with ``--max-input-mb`` set from the upload's size, so a file
+that decompresses far past what text compresses to is skipped with its reason.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from steep.datahub.catalog import Catalog
+from steep.errors import SteepError
+
+MEMORY_BYTES = 2 << 30  # ingest streams; this is room for the interpreter, pyarrow, fastText
+RATIO = 20  # text compresses 3-10x; a bomb 1000x
+MIN_INPUT_BYTES = 64 << 20
+TIMEOUT_S = 4 * 3600
+
+# the child limits itself before importing steep: preexec_fn is not safe in a threaded server
+_LAUNCH = (
+    "import resource, runpy, sys; "
+    "limit = int(sys.argv.pop(1)); "
+    "resource.setrlimit(resource.RLIMIT_AS, (limit, limit)); "
+    "sys.argv[0] = 'steep'; "
+    "runpy.run_module('steep', run_name='__main__')"
+)
+
+
+class IngestJobError(SteepError):
+    """The upload could not become a dataset; the message is ``steep data add``'s own."""
+
+
+def max_input_bytes(files: list[Path]) -> int:
+    """What one uploaded file may decompress to: RATIO x the largest upload, at least 64 MB."""
+    largest = max((f.stat().st_size for f in files), default=0)
+    return max(MIN_INPUT_BYTES, RATIO * largest)
+
+
+def ingest_upload(
+    home: Path,
+    name: str,
+    files: list[Path],
+    *,
+    text_field: str = "text",
+    langid: bool = True,
+    memory_bytes: int = MEMORY_BYTES,
+    timeout_s: float = TIMEOUT_S,
+) -> str:
+    """``steep data add NAME FILES`` in a child process; returns the new version's ref."""
+    limit_mb = max_input_bytes(files) / (1 << 20)
+    cmd = [sys.executable, "-c", _LAUNCH, str(memory_bytes), "data", "add", name]
+    cmd += [str(f) for f in files]
+    cmd += ["--text-field", text_field, "--workers", "1", "--max-input-mb", f"{limit_mb:.3f}"]
+    if not langid:
+        cmd.append("--no-langid")
+    env = {**os.environ, "STEEP_HOME": str(home), "TQDM_DISABLE": "1"}
+    try:
+        done = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise IngestJobError(f"ingest of {name!r} took over {timeout_s:g} s; stopped") from None
+    if done.returncode != 0:
+        lines = [x for x in done.stderr.strip().splitlines() if x.strip()]
+        last = lines[-1] if lines else f"exited with code {done.returncode}"
+        if "MemoryError" in done.stderr or done.returncode < 0:
+            last = f"ingest of {name!r} needed more than {memory_bytes / 2**30:g} GiB of memory"
+        raise IngestJobError(last.removeprefix("steep data: error: "))
+    return Catalog(home / "datasets").get(name).ref
