@@ -128,6 +128,7 @@ def _old_workspace(home: Path) -> Path:
     con.execute(
         "INSERT INTO jobs (name, config, run_dir, job_dir, created) VALUES ('j', 'x', 'r', 'j', 1)"
     )
+    con.execute("INSERT INTO models (name, path, run, kind) VALUES ('m', '/m', 'r1', 'cpt')")
     con.commit()
     con.close()
     return db
@@ -155,6 +156,17 @@ def test_a_version_1_file_migrates_refs_and_keeps_the_old_jobs_table(tmp_path: P
         ("w", "web@12"),
     ]
     assert _rows(db, "SELECT id, name, status FROM jobs") == [(1, "j", "queued")]
+    # migration 4 rebuilt runs (a run may be cancelled) and kept what refers to it
+    assert _rows(db, "SELECT name, run, kind FROM models") == [("m", "r1", "cpt")]
+    with sqlite3.connect(db) as con:
+        con.execute("PRAGMA foreign_keys=ON")
+        con.execute("UPDATE runs SET status = 'cancelled' WHERE name = 'r1'")
+        con.execute("UPDATE runs SET name = 'r2' WHERE name = 'r1'")  # cascades as before
+    assert _rows(db, "SELECT DISTINCT run FROM run_sources") == [("r2",)]
+    assert _rows(db, "SELECT run FROM models") == [("r2",)]
+    with sqlite3.connect(db) as con:
+        con.execute("PRAGMA foreign_keys=ON")
+        con.execute("UPDATE runs SET name = 'r1', status = 'done' WHERE name = 'r2'")
 
     # what the registry then lists comes from the migrated rows
     assert hub.run("r1")["datasets"] == ["dom@1", "web@12"]

@@ -19,8 +19,8 @@ from typing import Literal
 from steep.artifacts.atomic import write_text
 from steep.workspace import STATUS_FILE
 
-State = Literal["running", "done", "failed"]
-STATES: tuple[State, ...] = ("running", "done", "failed")
+State = Literal["running", "done", "failed", "cancelled"]
+STATES: tuple[State, ...] = ("running", "done", "failed", "cancelled")
 
 
 @dataclass(frozen=True)

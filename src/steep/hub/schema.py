@@ -19,7 +19,7 @@ from typing import Any
 from steep.errors import SteepError
 from steep.hub.scan import loads, within
 
-STATUSES = ("running", "done", "failed", "unknown")
+STATUSES = ("running", "done", "failed", "cancelled", "unknown")
 
 
 class HubError(SteepError):
@@ -118,6 +118,66 @@ MIGRATIONS: list[str] = [
         finished REAL
     );
     CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
+    """,
+    # 4: a run can be 'cancelled' (stopped on request: SIGTERM from the studio or a user).
+    # SQLite cannot change a CHECK, so runs is rebuilt; its dependants are copied aside
+    # first, because dropping runs with foreign keys on would cascade into them.
+    """
+    CREATE TEMP TABLE run_sources_v3 AS SELECT * FROM run_sources;
+    CREATE TEMP TABLE models_v3 AS SELECT * FROM models;
+    CREATE TEMP TABLE runs_v3 AS SELECT * FROM runs;
+    DROP TABLE run_sources;
+    DROP TABLE models;
+    DROP TABLE runs;
+    CREATE TABLE runs (
+        name TEXT PRIMARY KEY,
+        path TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL
+            CHECK (status IN ('running', 'done', 'failed', 'cancelled', 'unknown')),
+        created TEXT,
+        updated TEXT,
+        base TEXT,
+        base_path TEXT,
+        lr_fraction REAL,
+        steps INTEGER,
+        config TEXT,
+        config_mtime REAL,
+        metrics TEXT,
+        metrics_offset INTEGER NOT NULL DEFAULT 0,
+        metrics_inode INTEGER,
+        pid INTEGER,
+        host TEXT,
+        error TEXT
+    );
+    CREATE TABLE run_sources (
+        run TEXT NOT NULL REFERENCES runs(name) ON DELETE CASCADE ON UPDATE CASCADE,
+        source TEXT NOT NULL,
+        ref TEXT,
+        weight REAL,
+        paths TEXT,
+        PRIMARY KEY (run, source)
+    );
+    CREATE TABLE models (
+        name TEXT PRIMARY KEY,
+        path TEXT NOT NULL UNIQUE,
+        run TEXT REFERENCES runs(name) ON DELETE SET NULL ON UPDATE CASCADE,
+        kind TEXT,
+        base TEXT,
+        base_path TEXT,
+        created TEXT,
+        metrics TEXT,
+        eval TEXT,
+        lineage_mtime REAL,
+        error TEXT
+    );
+    INSERT INTO runs SELECT * FROM runs_v3;
+    INSERT INTO run_sources SELECT * FROM run_sources_v3;
+    INSERT INTO models SELECT * FROM models_v3;
+    DROP TABLE runs_v3;
+    DROP TABLE run_sources_v3;
+    DROP TABLE models_v3;
+    CREATE INDEX runs_base_path ON runs(base_path);
+    CREATE INDEX run_sources_ref ON run_sources(ref);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

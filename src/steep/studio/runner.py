@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from steep.artifacts.runstatus import read_status, write_status
 from steep.launch import command as launch_command
 from steep.studio.jobs import Job, JobQueue, read_exit
 
@@ -188,6 +189,8 @@ class Runner:
             finished=time.time(),
         ):
             self._log(job, f"[steep studio] job {status}" + (f": {error}" if error else ""))
+            if status == "cancelled":
+                _record_cancel(job.run_dir)
             if self.on_finish is not None:
                 try:
                     self.on_finish(self.queue.get(job.id))
@@ -229,6 +232,14 @@ class Runner:
             pid=proc.pid,
             pid_start=process_start_time(proc.pid),
         )
+
+
+def _record_cancel(run_dir: Path) -> None:
+    """A run killed past its grace period never wrote its own end: say it was cancelled,
+    so the hub and ``steep`` listings agree with the job (a finished run is left alone)."""
+    status = read_status(run_dir)
+    if status is not None and status.state in ("running", "failed"):
+        write_status(run_dir, "cancelled", "cancelled from the studio")
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

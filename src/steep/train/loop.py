@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -95,6 +97,7 @@ def train(
     d = init_distributed(config)  # one process, or one of torchrun's; checks the batch split
     status = _Status(enabled=d.is_main)  # status.json: running, done, failed (the hub reads it)
     discard = False
+    previous = _stop_on_sigterm()
     try:
         return _train(config, d, run_dir, resume, status, allow_data_change)
     except BaseException as exc:
@@ -102,15 +105,35 @@ def train(
         # mistake for a run; under torchrun the folder stays (other ranks read rank 0's
         # failure from it), as does every run that got as far as its first record
         discard = status.created and not status.started and not d.enabled
-        if not discard:
+        if isinstance(exc, RunCancelled):
+            status.set("cancelled", str(exc))
+        elif not discard:
             status.set("failed", failure_text(exc))
         raise
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if status.lock is not None:
             status.lock.release()
         if discard and status.run_dir is not None:
             shutil.rmtree(status.run_dir, ignore_errors=True)
         destroy()
+
+
+class RunCancelled(KeyboardInterrupt):
+    """SIGTERM (the studio's cancel, Slurm's scancel, a plain kill): the run stops through
+    its normal exits, so the lock is released and status.json says cancelled."""
+
+
+def _stop_on_sigterm() -> Any:
+    """Turn SIGTERM into RunCancelled in the main thread; returns the handler it replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum: int, frame: Any) -> None:
+        raise RunCancelled("cancelled (SIGTERM)")
+
+    return signal.signal(signal.SIGTERM, stop)
 
 
 def _train(

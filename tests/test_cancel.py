@@ -1,0 +1,71 @@
+"""A cancelled run says so everywhere (#18 usability 4): SIGTERM (the studio's cancel,
+scancel, kill) stops `steep train` through its normal exits, status.json says cancelled,
+the hub agrees, and the run folder is free for a resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from steep.artifacts.runstatus import read_status
+from steep.hub import Hub
+from steep.train.runlock import RunLock
+from tests.conftest import tiny_config
+
+
+def test_sigterm_cancels_a_run_and_every_listing_says_cancelled(
+    tmp_path: Path, corpora, tiny_model, _steep_home: Path
+) -> None:
+    raw = tiny_config(tmp_path, corpora, tiny_model, steps=100_000)
+    raw["data"]["max_epochs"] = 1e6
+    run = _steep_home / "runs" / "long"
+    raw["run"]["out_dir"] = str(run)
+    cfg = tmp_path / "long.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "STEEP_HOME": str(_steep_home)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "steep", "train", str(cfg)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        metrics = run / "metrics.jsonl"
+        if metrics.is_file() and '"kind": "train"' in metrics.read_text():
+            break
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert read_status(run).state == "cancelled"
+    lock = RunLock(run)
+    lock.acquire()  # released on the way out: a resume can take it
+    lock.release()
+    assert Hub(_steep_home).run("long")["status"] == "cancelled"
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert records and records[0]["kind"] in ("eval", "train")
+
+
+def test_a_run_killed_after_its_grace_is_recorded_cancelled(tmp_path: Path) -> None:
+    """The studio SIGKILLs a job that outlives its grace: the run never wrote its end."""
+    from steep.artifacts.runstatus import write_status
+    from steep.studio.runner import _record_cancel
+
+    run = tmp_path / "run"
+    run.mkdir()
+    write_status(run, "running")
+    _record_cancel(run)
+    assert read_status(run).state == "cancelled"
+    write_status(run, "done")
+    _record_cancel(run)  # a run that finished before the signal landed stays done
+    assert read_status(run).state == "done"
