@@ -105,8 +105,10 @@ def train(
         # mistake for a run; under torchrun the folder stays (other ranks read rank 0's
         # failure from it), as does every run that got as far as its first record
         discard = status.created and not status.started and not d.enabled
-        if isinstance(exc, RunCancelled):
+        if isinstance(exc, RunCancelled) and not d.enabled:
             status.set("cancelled", str(exc))
+        elif isinstance(exc, RunCancelled):  # torchrun also stops every rank when one fails
+            status.set("failed", "stopped by SIGTERM (a rank failed, or the job was cancelled)")
         elif not discard:
             status.set("failed", failure_text(exc))
         raise
