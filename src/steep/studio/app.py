@@ -16,12 +16,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from steep.hub import Hub
-from steep.studio.auth import add_guard, error_response
+from steep.studio import uploads
+from steep.studio.auth import add_guard, check_token, error_response
 from steep.studio.jobs import JobQueue
 from steep.studio.routes import routers
 from steep.studio.runner import Runner, train_command
@@ -34,12 +36,15 @@ HERE = Path(__file__).parent
 
 def create_app(settings: Settings, runner: Runner | None = None) -> FastAPI:
     """Build the studio for one workspace; ``runner`` may be given by tests."""
+    if settings.token:
+        check_token(settings.token)  # the CLI checked it; an app built in code is checked too
     home = settings.home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     os.environ["STEEP_HOME"] = str(home)  # the Data Hub code and the jobs read the same place
 
     hub = Hub(home)
     queue = JobQueue(home)
+    uploads.set_workspace_limit(home, settings.max_workspace_upload_bytes)
     if runner is None:
         env = {**os.environ, "STEEP_HOME": str(home)}
         runner = Runner(
@@ -74,6 +79,11 @@ def create_app(settings: Settings, runner: Runner | None = None) -> FastAPI:
     async def http_error(request: Request, exc: HTTPException) -> Response:
         return error_response(exc.status_code, str(exc.detail), request)
 
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameter(request: Request, exc: RequestValidationError) -> Response:
+        """A parameter out of range (offset=-1, an id past 2**63) in one line, not a 500."""
+        return error_response(422, validation_message(exc), request)
+
     @app.get("/", include_in_schema=False)
     def index() -> RedirectResponse:
         return RedirectResponse("/datasets")
@@ -85,3 +95,13 @@ def create_app(settings: Settings, runner: Runner | None = None) -> FastAPI:
     for router in routers(studio):
         app.include_router(router)
     return app
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    """FastAPI's list of errors as one line: ``offset (query): Input should be ...``."""
+    parts = []
+    for err in exc.errors():
+        where, *names = [str(p) for p in err.get("loc", ())] or ["request"]
+        field = f"{'.'.join(names)} ({where})" if names else where
+        parts.append(f"{field}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)

@@ -14,6 +14,9 @@ from fastapi.templating import Jinja2Templates
 from steep.hub import Hub, HubError
 from steep.studio.jobs import Job, JobError, JobQueue
 from steep.studio.runner import Runner
+from steep.studio.uploads import DEFAULT_WORKSPACE_UPLOAD_BYTES
+
+MAX_ID = 2**63 - 1  # SQLite's largest integer: a bigger id or offset is no job's
 
 
 @dataclass
@@ -23,7 +26,9 @@ class Settings:
     home: Path
     token: str | None = None
     trust_remote_code: bool = False
-    max_upload_bytes: int = 512 << 20
+    max_upload_bytes: int = 512 << 20  # one upload (a PUT of each of its files)
+    max_workspace_upload_bytes: int = DEFAULT_WORKSPACE_UPLOAD_BYTES  # all of uploads/
+    max_body_bytes: int = 1 << 20  # any other request body (JSON): a form is a few KB
     max_jobs: int = 1
     poll_s: float = 1.0
     run_jobs: bool = True  # tests drive Runner.tick() themselves
@@ -44,11 +49,14 @@ class Studio:
 
     def page(self, request: Request, name: str, **context: Any) -> HTMLResponse:
         context.setdefault("title", name.removesuffix(".html"))
+        context.setdefault("page", name.removesuffix(".html"))  # studio.js starts it (CSP)
         return self.templates.TemplateResponse(
             request, name, {"settings": self.settings, **context}
         )
 
     def job_or_404(self, job_id: int) -> Job:
+        if not 0 <= job_id <= MAX_ID:  # SQLite would overflow: a 500, not a 404
+            raise HTTPException(404, f"no job {job_id}")
         try:
             return self.queue.get(job_id)
         except JobError as exc:

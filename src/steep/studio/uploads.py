@@ -6,6 +6,13 @@ enforced while it streams). A file name is one plain path component with a text-
 suffix; it is created with ``O_EXCL | O_NOFOLLOW`` under a temporary name and renamed,
 so a name that already exists -- a planted symlink included -- is refused, and nothing is
 ever written through a link.
+
+Two limits hold at once: bytes per upload and bytes under ``uploads/`` in all. Measuring
+the folder when a PUT starts lets six concurrent PUTs each see an empty folder, so bytes
+are *reserved* under one lock before they are written (the Content-Length up front, else
+a megabyte at a time) and a reservation is freed when its PUT ends, whichever way. The
+ledger is this process's: two studios on one workspace see each other's finished files
+and partial files on disk, not each other's reservations.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import re
 import secrets
 import shutil
 import stat
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,6 +32,8 @@ from steep.workspace import Workspace
 
 _ID = re.compile(r"^[0-9a-f]{16}$")
 _FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+DEFAULT_WORKSPACE_UPLOAD_BYTES = 4 << 30  # all uploads not yet made into datasets
+RESERVE_STEP = 1 << 20  # a body of unknown length reserves this much at a time
 
 
 class UploadError(SteepError):
@@ -87,45 +97,112 @@ def used_bytes(folder: Path) -> int:
     return sum(p.lstat().st_size for p in folder.iterdir())
 
 
+class _Ledger:
+    """Bytes reserved by PUTs in flight, per upload folder, and their partial files."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # held for a scan and a sum, never across an await
+        self.reserved: dict[Path, int] = {}
+        self.parts: set[Path] = set()  # counted by their reservation, not their size
+
+    def on_disk(self, folder: Path) -> int:
+        return sum(p.lstat().st_size for p in folder.iterdir() if p not in self.parts)
+
+    def reserve(
+        self, folder: Path, name: str, need: int, want: int, limit: int, ws_limit: int
+    ) -> int:
+        """Reserve between ``need`` and ``want`` bytes for ``folder``; 413 if ``need`` won't fit."""
+        root = folder.parent
+        with self.lock:
+            here = self.on_disk(folder) + self.reserved.get(folder, 0)
+            folders = [p for p in root.iterdir() if stat.S_ISDIR(p.lstat().st_mode)]
+            total = sum(map(self.on_disk, folders)) + sum(
+                n for f, n in self.reserved.items() if f.parent == root
+            )
+            if need > limit - here:
+                raise UploadError(
+                    f"{name}: over the upload limit ({limit:,} bytes per upload, "
+                    f"{max(limit - here, 0):,} left)",
+                    413,
+                )
+            if need > ws_limit - total:
+                raise UploadError(
+                    f"{name}: the workspace's uploads would pass {ws_limit:,} bytes "
+                    f"({max(ws_limit - total, 0):,} left): make datasets of the uploads in "
+                    f"{root} or remove old ones",
+                    413,
+                )
+            grant = min(max(need, want), limit - here, ws_limit - total)
+            self.reserved[folder] = self.reserved.get(folder, 0) + grant
+            return grant
+
+    def release(self, folder: Path, tmp: Path, amount: int) -> None:
+        """Drop a PUT's reservation and partial file; the caller holds ``lock``."""
+        self.parts.discard(tmp)
+        left = self.reserved.get(folder, 0) - amount
+        if left > 0:
+            self.reserved[folder] = left
+        else:
+            self.reserved.pop(folder, None)
+
+
+_LEDGER = _Ledger()
+_WORKSPACE_LIMITS: dict[Path, int] = {}  # uploads root -> its limit (set by the studio)
+
+
+def set_workspace_limit(home: Path, limit: int) -> None:
+    """The most bytes all uploads of ``home`` may hold (``Settings.max_workspace_upload_bytes``)."""
+    _WORKSPACE_LIMITS[uploads_root(home).resolve()] = limit
+
+
 async def save_stream(
     folder: Path,
     name: str,
     chunks: AsyncIterator[bytes],
     limit: int,
     declared: int | None = None,
+    workspace_limit: int | None = None,
 ) -> int:
-    """Write ``chunks`` to ``folder/name``; refuse (413) past ``limit`` bytes for the upload.
+    """Write ``chunks`` to ``folder/name``; refuse (413) past ``limit`` bytes for the upload
+    or the workspace's limit for all uploads (``workspace_limit``, else the one set for it).
 
-    ``declared`` (Content-Length) lets an oversized upload fail before a byte is read.
+    ``declared`` (Content-Length) is reserved first, so an oversized upload fails before
+    a byte is read and concurrent PUTs cannot all fit in the same free space.
     """
     check_filename(name)
-    budget = limit - used_bytes(folder)
-    if declared is not None and declared > budget:
-        raise UploadError(
-            f"{name}: {declared:,} bytes is over the upload limit ({limit:,} bytes per upload, "
-            f"{max(budget, 0):,} left)",
-            413,
-        )
+    if workspace_limit is None:
+        workspace_limit = _WORKSPACE_LIMITS.get(folder.parent, DEFAULT_WORKSPACE_UPLOAD_BYTES)
     final = folder / name
     if os.path.lexists(final):
         raise UploadError(f"{name}: a file of that name is already in this upload", 409)
     tmp = folder / f".{name}.{secrets.token_hex(4)}.part"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-    fd = os.open(tmp, flags, 0o600)
-    written = 0
+    reserved = written = 0
+    done = False
+    with _LEDGER.lock:
+        _LEDGER.parts.add(tmp)
     try:
-        with os.fdopen(fd, "wb") as f:
+        if declared is not None:
+            reserved = _LEDGER.reserve(folder, name, declared, declared, limit, workspace_limit)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        with os.fdopen(os.open(tmp, flags, 0o600), "wb") as f:
             async for chunk in chunks:
                 written += len(chunk)
-                if written > budget:
-                    raise UploadError(
-                        f"{name}: over the upload limit ({limit:,} bytes per upload)", 413
+                if written > reserved:
+                    need = written - reserved
+                    reserved += _LEDGER.reserve(
+                        folder, name, need, RESERVE_STEP, limit, workspace_limit
                     )
                 f.write(chunk)
-        if os.path.lexists(final):  # appeared while we streamed
-            raise UploadError(f"{name}: a file of that name is already in this upload", 409)
-        os.rename(tmp, final)
+        with _LEDGER.lock:  # the file on disk replaces its reservation in one step
+            if os.path.lexists(final):  # appeared while we streamed
+                raise UploadError(f"{name}: a file of that name is already in this upload", 409)
+            os.rename(tmp, final)
+            _LEDGER.release(folder, tmp, reserved)
+            done = True
     except BaseException:
+        if not done:
+            with _LEDGER.lock:
+                _LEDGER.release(folder, tmp, reserved)
         tmp.unlink(missing_ok=True)
         raise
     return written

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 
 from steep.studio.files import read_jsonl_from, read_text_from
 from steep.studio.jobs import FINISHED, JobError
-from steep.studio.state import Studio, job_view
+from steep.studio.state import MAX_ID, Studio, job_view
 from steep.workspace import METRICS_FILE
+
+# Checked before a handler runs: SQLite and seek() overflow or fail past these (a 500)
+JobId = Annotated[int, Path(ge=0, le=MAX_ID, description="a job's id")]
+Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="a byte offset the last poll gave")]
+Inode = Annotated[int | None, Query(ge=0, le=2**64 - 1, description="the file the offset is in")]
 
 
 def router(studio: Studio) -> APIRouter:
@@ -23,11 +28,11 @@ def router(studio: Studio) -> APIRouter:
         return [job_view(j, runs) for j in reversed(queue.jobs())]
 
     @routes.get("/api/jobs/{job_id}")
-    def api_job(job_id: int) -> dict[str, Any]:
+    def api_job(job_id: JobId) -> dict[str, Any]:
         return job_view(studio.job_or_404(job_id), studio.runs_by_path())
 
     @routes.post("/api/jobs/{job_id}/cancel")
-    def api_cancel(job_id: int) -> JSONResponse:
+    def api_cancel(job_id: JobId) -> JSONResponse:
         try:
             job = queue.request_cancel(job_id)
         except JobError as exc:
@@ -38,12 +43,12 @@ def router(studio: Studio) -> APIRouter:
         return JSONResponse(studio.job_or_404(job.id).to_dict())
 
     @routes.get("/api/jobs/{job_id}/log")
-    def api_log(job_id: int, offset: int = 0) -> dict[str, Any]:
+    def api_log(job_id: JobId, offset: Offset = 0) -> dict[str, Any]:
         job = studio.job_or_404(job_id)
         return {**read_text_from(job.log_path, offset), "status": job.status}
 
     @routes.get("/api/jobs/{job_id}/metrics")
-    def api_job_metrics(job_id: int, offset: int = 0, inode: int | None = None) -> dict[str, Any]:
+    def api_job_metrics(job_id: JobId, offset: Offset = 0, inode: Inode = None) -> dict[str, Any]:
         job = studio.job_or_404(job_id)
         out = read_jsonl_from(job.run_dir / METRICS_FILE, offset, inode)
         return {**out, "status": job.status, "finished": job.status in FINISHED}

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from steep.studio.files import read_jsonl_from
+from steep.studio.routes.jobs import Inode, Offset
 from steep.studio.state import Studio, job_view
 from steep.workspace import METRICS_FILE
 
@@ -60,7 +61,7 @@ def router(studio: Studio) -> APIRouter:
         return {"jobs": jobs, "runs": other}
 
     @routes.get("/api/runs/{name}/metrics")
-    def api_run_metrics(name: str, offset: int = 0, inode: int | None = None) -> dict[str, Any]:
+    def api_run_metrics(name: str, offset: Offset = 0, inode: Inode = None) -> dict[str, Any]:
         run = studio.hub_call(hub.run, name)
         out = read_jsonl_from(Path(run["path"]) / METRICS_FILE, offset, inode)
         return {**out, "status": run["status"], "finished": run["status"] != "running"}

@@ -354,5 +354,31 @@ const studio = (() => {
     pollMetrics();
   }
 
-  return { api, datasetsPage, newRunPage, runsPage, runPage };
+  // Each page starts once: from the dispatcher below (the CSP allows no inline script)
+  const started = new Set();
+  const once = (name, fn) => (...args) => {
+    if (started.has(name)) return undefined;
+    started.add(name);
+    return fn(...args);
+  };
+
+  return {
+    api,
+    datasetsPage: once("datasets", datasetsPage),
+    newRunPage: once("new_run", newRunPage),
+    runsPage: once("runs", runsPage),
+    runPage: once("run", runPage),
+  };
 })();
+
+// The page's script, named by <body data-page> (base.html); the run page's arguments too.
+document.addEventListener("DOMContentLoaded", () => {
+  const d = document.body.dataset;
+  const pages = {
+    datasets: () => studio.datasetsPage(),
+    new_run: () => studio.newRunPage(),
+    runs: () => studio.runsPage(),
+    run: () => studio.runPage({ metricsUrl: d.metricsUrl, jobId: d.jobId ? Number(d.jobId) : null }),
+  };
+  if (pages[d.page]) pages[d.page]();
+});
