@@ -176,3 +176,25 @@ def test_a_failed_start_leaves_no_run_folder_and_a_failed_run_keeps_its_own(
         train(parse_config(tiny_config(tmp_path, corpora, tiny_model, steps=1)), run_dir=later)
     assert (later / "metrics.jsonl").is_file()
     assert read_status(later).state == "failed"
+
+
+def test_status_json_says_what_the_run_does_before_its_first_step(
+    tmp_path, corpora, tiny_model, monkeypatch
+):
+    """The studio's run page reads this phase line (#18 usability 3)."""
+    import steep.train.runstate as runstate
+
+    seen = []
+    real = runstate.write_status
+
+    def record(run_dir, state, error=None, phase=None):
+        seen.append((state, phase["what"] if phase else None, bool(phase and phase["total"])))
+        real(run_dir, state, error, phase)
+
+    monkeypatch.setattr(runstate, "write_status", record)
+    train(parse_config(tiny_config(tmp_path, corpora, tiny_model, steps=3)))
+    phases = [what for state, what, _ in seen if state == "running"]
+    assert phases[:3] == [None, "loading the base model", "reading the data"]
+    assert any(what.startswith("tokenizing") and sized for _, what, sized in seen if what)
+    assert phases[-3:] == ["evaluating the base (step 0)", "the first step", None]
+    assert seen[-1][0] == "done"

@@ -14,7 +14,7 @@ import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from steep.artifacts.atomic import write_text
 from steep.workspace import STATUS_FILE
@@ -30,11 +30,15 @@ class RunStatus:
     host: str | None = None
     error: str | None = None
     time: float | None = None
+    # before the first step: what the run is doing ({what, done, total, time}; bytes)
+    phase: dict[str, Any] | None = None
 
 
-def write_status(run_dir: Path, state: State, error: str | None = None) -> None:
+def write_status(
+    run_dir: Path, state: State, error: str | None = None, phase: dict[str, Any] | None = None
+) -> None:
     """Record ``state`` for this process; never raises (a status must not stop training)."""
-    status = RunStatus(state, os.getpid(), socket.gethostname(), error, time.time())
+    status = RunStatus(state, os.getpid(), socket.gethostname(), error, time.time(), phase)
     try:
         write_text(Path(run_dir) / STATUS_FILE, json.dumps(asdict(status)) + "\n")
     except OSError as exc:
@@ -49,8 +53,9 @@ def read_status(run_dir: Path) -> RunStatus | None:
         return None
     if not isinstance(data, dict) or data.get("state") not in STATES:
         return None
+    phase = data.get("phase") if isinstance(data.get("phase"), dict) else None
     return RunStatus(
-        data["state"], data.get("pid"), data.get("host"), data.get("error"), data.get("time")
+        data["state"], data.get("pid"), data.get("host"), data.get("error"), data.get("time"), phase
     )
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 import shutil
 import signal
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,7 +22,7 @@ from tqdm import tqdm
 from steep import __version__
 from steep.artifacts.lineage import Lineage, TrainMetrics
 from steep.artifacts.metrics import eval_record
-from steep.artifacts.runstatus import State, failure_text, write_status
+from steep.artifacts.runstatus import failure_text
 from steep.config import RunConfig, dump_config, parse_config
 from steep.errors import AlreadyExistsError, ConfigError, MissingInputError, SteepError
 from steep.model.base_lr import resolve_max_lr
@@ -51,6 +50,7 @@ from steep.train.preflight import context_problem, forgetting_warning
 from steep.train.rendezvous import Prepare
 from steep.train.report import eval_table, format_table, read_metrics, write_report
 from steep.train.runlock import RunLock, RunLockedError
+from steep.train.runstate import RunCancelled, RunState, stop_on_sigterm
 from steep.train.runtime import Runtime, peak_memory_gib, seed_everything
 from steep.train.schedule import schedule_for
 from steep.train.stages import EmbeddingWarmup
@@ -64,20 +64,6 @@ from steep.workspace import (
     Workspace,
     steep_home,
 )
-
-
-class _Status:
-    """The run's status.json, written by rank 0 once the run folder exists."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled, self.run_dir = enabled, None
-        self.lock: RunLock | None = None  # held from the start to the end of the run
-        self.created = False  # this call made the run folder
-        self.started = False  # the first record is about to be written: a run, not a start
-
-    def set(self, state: State, error: str | None = None) -> None:
-        if self.enabled and self.run_dir is not None:
-            write_status(self.run_dir, state, error)
 
 
 @dataclass
@@ -95,9 +81,9 @@ def train(
     allow_data_change: bool = False,
 ) -> RunResult:
     d = init_distributed(config)  # one process, or one of torchrun's; checks the batch split
-    status = _Status(enabled=d.is_main)  # status.json: running, done, failed (the hub reads it)
+    status = RunState(enabled=d.is_main)  # status.json: running, done, failed (the hub reads it)
     discard = False
-    previous = _stop_on_sigterm()
+    previous = stop_on_sigterm()
     try:
         return _train(config, d, run_dir, resume, status, allow_data_change)
     except BaseException as exc:
@@ -122,28 +108,12 @@ def train(
         destroy()
 
 
-class RunCancelled(KeyboardInterrupt):
-    """SIGTERM (the studio's cancel, Slurm's scancel, a plain kill): the run stops through
-    its normal exits, so the lock is released and status.json says cancelled."""
-
-
-def _stop_on_sigterm() -> Any:
-    """Turn SIGTERM into RunCancelled in the main thread; returns the handler it replaced."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def stop(signum: int, frame: Any) -> None:
-        raise RunCancelled("cancelled (SIGTERM)")
-
-    return signal.signal(signal.SIGTERM, stop)
-
-
 def _train(
     config: RunConfig,
     d: Dist,
     run_dir: Path | None,
     resume: bool,
-    status: _Status,
+    status: RunState,
     allow_data_change: bool = False,
 ) -> RunResult:
     home = steep_home()
@@ -184,6 +154,7 @@ def _train(
     wait_s = config.train.data_wait_s
     # rank 0 converts / downloads / tokenizes once, the others read its cache; they wait on
     # a file (train.data_wait_s), not in a collective that would time out
+    status.phase("loading the base model")
     with Prepare(d, run_dir, "base", wait_s):
         base = load_base(config.model, home, seed=config.run.seed)
     known = getattr(base.model.config, "max_position_embeddings", None)
@@ -194,8 +165,14 @@ def _train(
     model.train()
     flops_token = flops_per_token(model, config.data.seq_len)
     parallelize(model, config, d, runtime)
+    status.phase("reading the data")
     with Prepare(d, run_dir, "inputs", wait_s) as prep:
-        inputs = build_inputs(config, base.tokenizer, home, not d.is_main, prep.progress)
+
+        def progress(what: str, done: int, total: int) -> None:
+            prep.progress(what, done, total)  # for the other ranks
+            status.phase(what, done, total)  # for the studio
+
+        inputs = build_inputs(config, base.tokenizer, home, not d.is_main, progress)
     optimizer = build_optimizer(model, config, max_lr)
     warm = EmbeddingWarmup.from_config(model, optimizer, config, base.info)  # 0 steps: off
     schedule = schedule_for(config.train, max_lr)
@@ -255,7 +232,9 @@ def _train(
         return losses
 
     if step == 0:  # the base model is the baseline every later eval is compared with
+        status.phase("evaluating the base (step 0)")
         baseline = run_eval()
+    status.phase(("compiling, then " if config.train.compile else "") + "the first step")
 
     # --- the loop ---
     bar = tqdm(
@@ -306,6 +285,8 @@ def _train(
                 "tokens_by_source": inputs.mixture.tokens_by_source(seq_len),
             }
         )
+        if status.shown:
+            status.phase(None)  # training: the metrics say the rest
         bar.update(1)
         bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:.0f}")
         if not math.isfinite(train_loss):

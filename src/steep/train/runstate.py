@@ -1,0 +1,55 @@
+"""What a run tells the outside while it goes: status.json (running, a phase before the
+first step, done, failed, cancelled) and SIGTERM turned into a clean stop."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import Any
+
+from steep.artifacts.runstatus import State, write_status
+from steep.train.runlock import RunLock
+
+
+class RunState:
+    """The run's status.json, written by rank 0 once the run folder exists."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled, self.run_dir = enabled, None
+        self.lock: RunLock | None = None  # held from the start to the end of the run
+        self.created = False  # this call made the run folder
+        self.shown = False  # a phase is in status.json
+        self.started = False  # the first record is about to be written: a run, not a start
+
+    def set(self, state: State, error: str | None = None) -> None:
+        if self.enabled and self.run_dir is not None:
+            write_status(self.run_dir, state, error)
+
+    def phase(self, what: str | None, done: int = 0, total: int = 0) -> None:
+        """What a running run does before its first step (None: training), for the studio;
+        progress within a phase is written at most every 2 s."""
+        now, self.shown = time.time(), what is not None
+        same = what == getattr(self, "_what", None)
+        if same and 0 < done < total and now - getattr(self, "_at", 0.0) < 2:
+            return
+        self._at, self._what = now, what
+        if self.enabled and self.run_dir is not None:
+            phase = {"what": what, "done": done, "total": total, "time": now} if what else None
+            write_status(self.run_dir, "running", phase=phase)
+
+
+class RunCancelled(KeyboardInterrupt):
+    """SIGTERM (the studio's cancel, Slurm's scancel, a plain kill): the run stops through
+    its normal exits, so the lock is released and status.json says cancelled."""
+
+
+def stop_on_sigterm() -> Any:
+    """Turn SIGTERM into RunCancelled in the main thread; returns the handler it replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum: int, frame: Any) -> None:
+        raise RunCancelled("cancelled (SIGTERM)")
+
+    return signal.signal(signal.SIGTERM, stop)
