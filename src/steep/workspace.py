@@ -134,6 +134,11 @@ class Workspace:
         return self.home / "studio" / "jobs"
 
     @property
+    def archive(self) -> Path:
+        """Archived runs (``archive/runs/NAME``): kept on disk, out of every listing."""
+        return self.home / "archive"
+
+    @property
     def uploads(self) -> Path:
         return self.home / "uploads"
 

@@ -120,14 +120,33 @@ def funnel_table(funnel: list[dict]) -> str:
 
 
 def exclusion_examples(
-    ds: DatasetVersion, per_reason: int
+    ds: DatasetVersion, per_reason: int, max_rows: int | None = None
 ) -> dict[tuple[str, str, str], list[dict]]:
+    """Up to ``per_reason`` rows per (step, action, reason), reading at most ``max_rows``
+    (a page must not read a million exclusions to show three)."""
     found: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
-    for row in read_exclusions(ds.exclusions):
+    for n, row in enumerate(read_exclusions(ds.exclusions)):
+        if max_rows is not None and n >= max_rows:
+            break
         key = (row["step"], row["action"], row["reason"])
         if len(found[key]) < per_reason:
             found[key].append(row)
     return dict(found)
+
+
+def skipped_at_ingest(ds: DatasetVersion, per_reason: int = 3) -> list[dict]:
+    """What ``data add`` could not read, by reason: count, and examples as file:line."""
+    counts = ds.manifest.get("skipped") or {}
+    if not counts:
+        return []
+    examples = exclusion_examples(ds, per_reason, max_rows=20_000)
+    out = []
+    for reason, n in counts.items():
+        rows = [r for (step, _, why), rs in examples.items() if step == "ingest" and why == reason
+                for r in rs]  # fmt: skip
+        out.append({"reason": reason, "count": n, "where": [_where(r) for r in rows],
+                    "detail": [r["detail"] for r in rows]})  # fmt: skip
+    return out
 
 
 def _where(row: dict) -> str:

@@ -350,6 +350,40 @@ class Hub:
             con.execute("DELETE FROM models WHERE name = ?", (name,))
         shutil.rmtree(trash, ignore_errors=True)
 
+    def remove_run(self, name: str, archive: bool = False) -> Path | None:
+        """Delete a run folder (or move it to ``archive/runs``) and its rows; refused while
+        it runs or while another run starts from its model. Returns the archived path."""
+        run = self.run(name)
+        if run["status"] == "running":
+            raise HubError(f"run {name!r} is running: cancel it first")
+        model = run.get("model")
+        deps = [d for d in (self.dependents(model) if model else []) if d != name]
+        if deps:
+            raise HubError(
+                f"run {name!r}'s model is the base of run(s) {', '.join(deps)}: they could not "
+                "be resumed or reproduced without it"
+            )
+        path = Path(run["path"])
+        if archive:
+            dest = self.ws.archive / "runs" / path.name
+            if dest.exists():
+                raise HubError(f"{dest} exists: an archived run of the same name")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            target = dest
+        else:
+            target = path.with_name(f".{path.name}.deleting-{os.getpid()}")
+        try:
+            os.replace(path, target)  # first: a crash leaves a whole folder somewhere
+        except OSError as exc:
+            raise HubError(f"cannot move run {name!r} at {path}: {exc}") from exc
+        with self._tx() as con:
+            con.execute("DELETE FROM models WHERE run = ?", (name,))
+            con.execute("DELETE FROM runs WHERE name = ?", (name,))
+        if archive:
+            return target
+        shutil.rmtree(target, ignore_errors=True)
+        return None
+
     def export_model(self, name: str, dest: Path) -> Path:
         """Copy the model folder to ``dest`` (built aside, then renamed: all or nothing)."""
         return publish.export_model(self, name, dest)

@@ -179,6 +179,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX runs_base_path ON runs(base_path);
     CREATE INDEX run_sources_ref ON run_sources(ref);
     """,
+    # 5: a studio job may resume its run folder (steep train --resume) instead of starting one
+    """
+    ALTER TABLE jobs ADD COLUMN resume INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -15,11 +15,12 @@ import os
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from steep.hub import Hub
 from steep.studio import uploads
@@ -75,9 +76,18 @@ def create_app(settings: Settings, runner: Runner | None = None) -> FastAPI:
     add_guard(app, settings)
     studio = Studio(settings, home, hub, queue, runner, templates)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> Response:
-        return error_response(exc.status_code, str(exc.detail), request)
+    @app.exception_handler(StarletteHTTPException)  # a route's 404 and an unknown path
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if request.url.path.startswith("/api/"):
+            return error_response(exc.status_code, str(exc.detail), request)
+        # a page keeps the navigation, so a wrong link is not a dead end
+        return studio.page(
+            request,
+            "error.html",
+            title=f"Error {exc.status_code}",
+            message=str(exc.detail),
+            status_code=exc.status_code,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def bad_parameter(request: Request, exc: RequestValidationError) -> Response:

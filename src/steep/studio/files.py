@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from steep.artifacts.metrics import read_from
+from steep.artifacts.runstatus import read_status
+from steep.workspace import REPORT_FILE
 
 MAX_METRICS_CHUNK = 4 << 20  # bytes of metrics.jsonl per poll; the client asks again
 
@@ -103,3 +105,34 @@ def zip_folder(folder: Path, root_name: str, chunk: int = 1 << 20) -> Iterator[b
                     dst.write(data)
                     yield pipe.take()
     yield pipe.take()
+
+
+def run_facts(run_dir: Path) -> dict[str, Any]:
+    """What the run page shows beside its charts: the phase before the first step (from
+    status.json) and which of the run's own files exist to link (report, plots, TensorBoard)."""
+    status = read_status(run_dir)
+    plots = Path(run_dir) / "plots"
+    tb = Path(run_dir) / "tensorboard"
+    return {
+        "phase": status.phase if status and status.state == "running" else None,
+        "files": {
+            "report": (Path(run_dir) / REPORT_FILE).is_file(),
+            "plots": sorted(p.name for p in plots.glob("*.png")) if plots.is_dir() else [],
+            "tensorboard": str(tb) if tb.is_dir() else None,
+        },
+    }
+
+
+def run_file(run_dir: Path, name: str) -> Path | None:
+    """``report.md`` or ``plots/NAME.png`` of a run, and nothing else (no path from the URL
+    reaches further than those names)."""
+    if name == REPORT_FILE:
+        path = Path(run_dir) / REPORT_FILE
+    elif name.startswith("plots/") and name.endswith(".png") and "/" not in name[6:]:
+        path = Path(run_dir) / "plots" / name[6:]
+    else:
+        return None
+    if path.name.startswith(".") or not path.is_file():
+        return None
+    return path
+

@@ -203,6 +203,13 @@ def resolve_form(
             errors.append("extra YAML: must be a mapping of sections, e.g. train: {schedule: wsd}")
         elif extra:
             raw = _merge(raw, extra)
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    no_sources = not data.get("sources")
+    if no_sources:  # say what to do, not what pydantic calls the empty list
+        errors.append(
+            "data: no dataset chosen: add one on the Data Hub page first (or give "
+            "data.sources in the extra YAML)"
+        )
     warnings += force_no_remote_code(raw, allow_remote_code)
     run = raw.get("run") if isinstance(raw.get("run"), dict) else None
     if run is not None:
@@ -217,7 +224,8 @@ def resolve_form(
     try:
         config = parse_config(raw, where="config")
     except ConfigError as exc:
-        errors += [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+        lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+        errors += [x for x in lines if not (no_sources and "data.sources" in x)]
         return Resolved(raw, yaml.safe_dump(raw, sort_keys=False), errors, warnings)
     summary: dict[str, Any] = {
         "tokens": config.train.steps * config.train.global_batch_tokens,

@@ -53,6 +53,7 @@ class Job:
     created: float
     started: float | None
     finished: float | None
+    resume: int = 0  # 1: `steep train --resume run_dir` (its own config.yaml)
 
     @property
     def log_path(self) -> Path:
@@ -121,14 +122,15 @@ class JobQueue:
         run_dir: Path,
         nproc: int = 1,
         cuda_visible_devices: str | None = None,
+        resume: bool = False,
     ) -> Job:
         """Queue a job; its folder and config file are written before the row is visible."""
         now = time.time()
         with self._tx() as db:  # the row appears with its folder ready, or not at all
             cur = db.execute(
                 "INSERT INTO jobs (name, status, config, run_dir, job_dir, nproc, "
-                "cuda_visible_devices, created) VALUES (?, 'queued', ?, ?, '', ?, ?, ?)",
-                (name, config_yaml, str(run_dir), nproc, cuda_visible_devices, now),
+                "cuda_visible_devices, created, resume) VALUES (?, 'queued', ?, ?, '', ?, ?, ?, ?)",
+                (name, config_yaml, str(run_dir), nproc, cuda_visible_devices, now, int(resume)),
             )
             job_id = int(cur.lastrowid or 0)
             job_dir = self.jobs_root / str(job_id)
@@ -144,16 +146,47 @@ class JobQueue:
             raise JobError(f"no job {job_id}")
         return Job.from_row(row)
 
-    def jobs(self, statuses: tuple[str, ...] | None = None) -> list[Job]:
+    def jobs(
+        self,
+        statuses: tuple[str, ...] | None = None,
+        *,
+        name: str | None = None,
+        newest_first: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Jobs by id (``newest_first``: a page of the Runs list), filtered in SQL so a page
+        costs the same whatever the history holds."""
+        where, args = self._filter(statuses, name)
+        order = "DESC" if newest_first else "ASC"
+        page = " LIMIT ? OFFSET ?" if limit is not None else ""
+        args += [limit, offset] if limit is not None else []
         with self._read() as db:
-            if statuses:
-                marks = ",".join("?" * len(statuses))
-                rows = db.execute(
-                    f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY id", statuses
-                ).fetchall()
-            else:
-                rows = db.execute("SELECT * FROM jobs ORDER BY id").fetchall()
-        return [Job.from_row(r) for r in rows]
+            rows = db.execute(f"SELECT * FROM jobs{where} ORDER BY id {order}{page}", args)
+            return [Job.from_row(r) for r in rows.fetchall()]
+
+    def run_dirs(self, statuses: tuple[str, ...] | None = None) -> set[str]:
+        """The resolved run folders of the jobs (in ``statuses``): one column, no configs."""
+        where, args = self._filter(statuses, None)
+        with self._read() as db:
+            rows = db.execute(f"SELECT run_dir FROM jobs{where}", args).fetchall()
+        return {str(Path(r[0]).resolve()) for r in rows}
+
+    def count(self, statuses: tuple[str, ...] | None = None, name: str | None = None) -> int:
+        where, args = self._filter(statuses, name)
+        with self._read() as db:
+            return int(db.execute(f"SELECT COUNT(*) FROM jobs{where}", args).fetchone()[0])
+
+    @staticmethod
+    def _filter(statuses: tuple[str, ...] | None, name: str | None) -> tuple[str, list[Any]]:
+        clauses, args = [], []
+        if statuses:
+            clauses.append(f"status IN ({','.join('?' * len(statuses))})")
+            args += list(statuses)
+        if name:
+            clauses.append("instr(lower(name), lower(?)) > 0")
+            args.append(name)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
     def claim_next(self, owner: str) -> Job | None:
         """Take the oldest queued job, or None. Compare-and-set: at most one caller wins it."""

@@ -38,6 +38,8 @@ CommandFor = Callable[[Job], list[str]]
 def train_command(job: Job) -> list[str]:
     """``steep train`` on one device, torchrun for several; both argv from
     ``steep.launch.command.train_command``, as ``steep launch`` and ``steep sweep`` build it."""
+    if job.resume:  # its own config.yaml and newest checkpoint, on one process
+        return launch_command.train_command(None, resume=job.run_dir)
     if job.nproc > 1:
         # deferred: torchrun.py imports torch (for the batch-split check), the studio need not
         from steep.launch.torchrun import default_torchrun, torchrun_command

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from steep.hub import Hub, HubError
 from steep.studio.jobs import Job, JobError, JobQueue
 from steep.studio.runner import Runner
 from steep.studio.uploads import DEFAULT_WORKSPACE_UPLOAD_BYTES
+from steep.workspace import CHECKPOINTS_DIR
 
 MAX_ID = 2**63 - 1  # SQLite's largest integer: a bigger id or offset is no job's
 
@@ -46,12 +49,15 @@ class Studio:
     queue: JobQueue
     runner: Runner
     templates: Jinja2Templates
+    _runs: tuple[float, dict[str, dict[str, Any]]] | None = field(default=None, init=False)
+    _runs_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def page(self, request: Request, name: str, **context: Any) -> HTMLResponse:
         context.setdefault("title", name.removesuffix(".html"))
         context.setdefault("page", name.removesuffix(".html"))  # studio.js starts it (CSP)
+        status = context.pop("status_code", 200)
         return self.templates.TemplateResponse(
-            request, name, {"settings": self.settings, **context}
+            request, name, {"settings": self.settings, **context}, status_code=status
         )
 
     def job_or_404(self, job_id: int) -> Job:
@@ -69,7 +75,27 @@ class Studio:
             raise HTTPException(404, str(exc)) from None
 
     def runs_by_path(self) -> dict[str, dict[str, Any]]:
-        return {str(Path(r["path"]).resolve()): r for r in self.hub.runs()}
+        """The hub's runs by resolved folder, synced at most once a second: every open Runs
+        page polls, and a sync stats every run folder, so clients share one (finding 10)."""
+        with self._runs_lock:
+            now = time.monotonic()
+            if self._runs is None or now - self._runs[0] > RUNS_CACHE_S:
+                self._runs = (now, {str(Path(r["path"]).resolve()): r for r in self.hub.runs()})
+            return {k: dict(v) for k, v in self._runs[1].items()}
+
+    def forget_runs(self) -> None:
+        """After a change the next list must show (a resume, an archive)."""
+        with self._runs_lock:
+            self._runs = None
+
+
+RUNS_CACHE_S = 1.0
+
+
+def resumable(run_dir: Path) -> bool:
+    """A finished checkpoint exists (``checkpoints/step_*``; one being written is hidden)."""
+    folder = Path(run_dir) / CHECKPOINTS_DIR
+    return folder.is_dir() and any(p.name.startswith("step_") for p in folder.iterdir())
 
 
 def job_view(job: Job, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -81,8 +107,20 @@ def job_view(job: Job, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     out["model"] = run["model"] if run else None
     metrics = (run or {}).get("metrics") or {}
     out["step"], out["loss"] = metrics.get("step"), metrics.get("loss")
-    try:
-        out["steps"] = yaml.safe_load(job.config)["train"]["steps"]
-    except Exception:
-        out["steps"] = None
+    out["steps"] = _steps(job)
     return out
+
+
+_STEPS: dict[tuple[int, float], int | None] = {}  # a job's config never changes
+
+
+def _steps(job: Job) -> int | None:
+    """train.steps of a job's config, parsed once per job: the list is polled every few
+    seconds, and parsing every job's YAML each time made it cost O(history) (#18 finding 10)."""
+    key = (job.id, job.created)
+    if key not in _STEPS:
+        try:
+            _STEPS[key] = int(yaml.safe_load(job.config)["train"]["steps"])
+        except Exception:  # a hand-edited row: the list shows no total
+            _STEPS[key] = None
+    return _STEPS[key]

@@ -33,9 +33,15 @@ class RunState:
         same = what == getattr(self, "_what", None)
         if same and 0 < done < total and now - getattr(self, "_at", 0.0) < 2:
             return
+        if not same:
+            self._since = now
         self._at, self._what = now, what
         if self.enabled and self.run_dir is not None:
-            phase = {"what": what, "done": done, "total": total, "time": now} if what else None
+            phase = (
+                {"what": what, "done": done, "total": total, "started": self._since, "time": now}
+                if what
+                else None
+            )
             write_status(self.run_dir, "running", phase=phase)
 
 

@@ -8,7 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from steep.datahub.catalog import CatalogError, check_name
+from steep.datahub.catalog import Catalog, CatalogError, check_name
+from steep.datahub.describe import skipped_at_ingest
 from steep.studio import uploads
 from steep.studio.ingest_job import IngestJobError, ingest_upload
 from steep.studio.state import Studio
@@ -21,11 +22,20 @@ def router(studio: Studio) -> APIRouter:
 
     @routes.get("/datasets", response_class=HTMLResponse)
     def datasets_page(request: Request) -> HTMLResponse:
+        datasets = hub.datasets()
+        catalog = Catalog(home / "datasets")
+        skipped = {}
+        for d in datasets:
+            try:
+                skipped[d["ref"]] = skipped_at_ingest(catalog.get(d["ref"]))
+            except (CatalogError, OSError):  # a damaged version: its row shows the error
+                skipped[d["ref"]] = []
         return studio.page(
             request,
             "datasets.html",
             title="Data Hub",
-            datasets=hub.datasets(),
+            datasets=datasets,
+            skipped=skipped,
             limit=settings.max_upload_bytes,
         )
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pathlib
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi.responses import FileResponse, JSONResponse
 
-from steep.studio.files import read_jsonl_from, read_text_from
+from steep.studio.files import read_jsonl_from, read_text_from, run_facts, run_file
 from steep.studio.jobs import FINISHED, JobError
 from steep.studio.state import MAX_ID, Studio, job_view
 from steep.workspace import METRICS_FILE
@@ -51,6 +52,24 @@ def router(studio: Studio) -> APIRouter:
     def api_job_metrics(job_id: JobId, offset: Offset = 0, inode: Inode = None) -> dict[str, Any]:
         job = studio.job_or_404(job_id)
         out = read_jsonl_from(job.run_dir / METRICS_FILE, offset, inode)
-        return {**out, "status": job.status, "finished": job.status in FINISHED}
+        return {
+            **out,
+            **run_facts(job.run_dir),
+            "steps": job_view(job, {})["steps"],
+            "status": job.status,
+            "finished": job.status in FINISHED,
+        }
+
+    @routes.get("/api/jobs/{job_id}/files/{name:path}")
+    def api_job_file(job_id: JobId, name: str) -> FileResponse:
+        return send_run_file(run_file(studio.job_or_404(job_id).run_dir, name), name)
 
     return routes
+
+
+def send_run_file(path: pathlib.Path | None, name: str) -> FileResponse:
+    """A run's report or plot; anything else is a 404 (the name is never a path)."""
+    if path is None:
+        raise HTTPException(404, f"no run file {name!r} (report.md and plots/*.png are served)")
+    media = "text/markdown; charset=utf-8" if path.suffix == ".md" else "image/png"
+    return FileResponse(path, media_type=media)

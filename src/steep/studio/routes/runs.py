@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
-from steep.studio.files import read_jsonl_from
-from steep.studio.routes.jobs import Inode, Offset
-from steep.studio.state import Studio, job_view
-from steep.workspace import METRICS_FILE
+from steep.hub import HubError
+from steep.studio.files import read_jsonl_from, run_facts, run_file
+from steep.studio.jobs import ACTIVE
+from steep.studio.routes.jobs import Inode, Offset, send_run_file
+from steep.studio.state import MAX_ID, Studio, job_view, resumable
+from steep.workspace import CONFIG_FILE, METRICS_FILE
 
 
 def router(studio: Studio) -> APIRouter:
@@ -50,20 +52,101 @@ def router(studio: Studio) -> APIRouter:
         )
 
     @routes.get("/api/runs")
-    def api_runs() -> dict[str, Any]:
-        """Studio jobs, plus runs started elsewhere (the CLI) that the hub knows."""
+    def api_runs(
+        state: Annotated[str | None, Query(max_length=20)] = None,
+        q: Annotated[str | None, Query(max_length=100)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = PAGE,
+        offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    ) -> dict[str, Any]:
+        """A page of studio jobs (newest first), plus the runs started elsewhere (the CLI)
+        that the hub knows, filtered by state and a name fragment. A page costs the same
+        whatever the history holds: jobs come from SQL a page at a time, the hub's runs
+        from a sync shared by every client for a second."""
+        states = (state,) if state else None
         runs = studio.runs_by_path()
-        jobs = [job_view(j, runs) for j in reversed(queue.jobs())]
-        mine = {str(j.run_dir.resolve()) for j in queue.jobs()}
-        other = [r for p, r in runs.items() if p not in mine]
-        for r in other:
-            r.pop("config", None)
-        return {"jobs": jobs, "runs": other}
+        jobs = queue.jobs(states, name=q, newest_first=True, limit=limit, offset=offset)
+        mine = queue.run_dirs()
+        other = [
+            {k: v for k, v in r.items() if k != "config"} | {"resumable": resumable(Path(p))}
+            for p, r in runs.items()
+            if p not in mine
+            and (not state or r["status"] == state)
+            and (not q or q.lower() in r["name"].lower())
+        ]
+        views = [job_view(j, runs) | {"resumable": resumable(j.run_dir)} for j in jobs]
+        return {
+            "jobs": views,
+            "total_jobs": queue.count(states, q),
+            "runs": other[offset : offset + limit],
+            "total_runs": len(other),
+            "limit": limit,
+            "offset": offset,
+        }
+
+    @routes.post("/api/runs/{name}/resume")
+    def api_resume(name: str) -> JSONResponse:
+        """Go on from a cancelled or failed run's newest checkpoint, as a new studio job."""
+        run = studio.hub_call(hub.run, name)
+        path = Path(run["path"]).resolve()
+        if run["status"] not in ("cancelled", "failed"):
+            return _refuse(
+                409, f"run {name!r} is {run['status']}: only a cancelled or failed run resumes"
+            )
+        if not resumable(path):
+            return _refuse(409, f"run {name!r} has no checkpoint to resume from; start it again")
+        if not _inside(path, studio.home):
+            return _refuse(403, f"run {name!r} lies outside the workspace")
+        if str(path) in queue.run_dirs(ACTIVE):
+            return _refuse(409, f"run {name!r} already has a job queued or running")
+        config = (path / CONFIG_FILE).read_text(encoding="utf-8")
+        job = queue.submit(name, config, path, resume=True)
+        studio.forget_runs()
+        return JSONResponse({"job": job.to_dict()})
+
+    @routes.post("/api/runs/{name}/archive")
+    def api_archive(name: str) -> JSONResponse:
+        return _remove(name, archive=True)
+
+    @routes.delete("/api/runs/{name}")
+    def api_delete(name: str) -> JSONResponse:
+        return _remove(name, archive=False)
+
+    def _remove(name: str, archive: bool) -> JSONResponse:
+        run = studio.hub_call(hub.run, name)
+        if str(Path(run["path"]).resolve()) in queue.run_dirs(ACTIVE):
+            return _refuse(409, f"run {name!r} has a job queued or running: cancel it first")
+        try:
+            moved = hub.remove_run(name, archive=archive)
+        except HubError as exc:
+            return _refuse(409, str(exc))
+        studio.forget_runs()
+        return JSONResponse({"removed": name, "archived_to": str(moved) if moved else None})
 
     @routes.get("/api/runs/{name}/metrics")
     def api_run_metrics(name: str, offset: Offset = 0, inode: Inode = None) -> dict[str, Any]:
         run = studio.hub_call(hub.run, name)
         out = read_jsonl_from(Path(run["path"]) / METRICS_FILE, offset, inode)
-        return {**out, "status": run["status"], "finished": run["status"] != "running"}
+        return {
+            **out,
+            **run_facts(Path(run["path"])),
+            "steps": run.get("steps"),
+            "status": run["status"],
+            "finished": run["status"] != "running",
+        }
+
+    @routes.get("/api/runs/{name}/files/{file:path}")
+    def api_run_file(name: str, file: str) -> FileResponse:
+        return send_run_file(run_file(Path(studio.hub_call(hub.run, name)["path"]), file), file)
 
     return routes
+
+
+PAGE = 50  # rows per page of the Runs list
+
+
+def _refuse(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents

@@ -164,34 +164,92 @@ const studio = (() => {
   function runsPage() {
     const jobsBody = document.querySelector("#jobs tbody");
     const otherBody = document.querySelector("#other-runs tbody");
+    const filter = { state: document.getElementById("f-state"), q: document.getElementById("f-name") };
+    const pageInfo = document.getElementById("page-info");
+    const picked = new Set();
+    let offset = 0, total = 0;
+    const LIMIT = 50;
+
+    function compareLink() {
+      const a = document.getElementById("compare-link");
+      a.hidden = picked.size < 2;
+      a.href = "/compare?runs=" + [...picked].map(encodeURIComponent).join(",");
+      a.textContent = `Compare ${picked.size} runs`;
+    }
+    const pick = (name) => name ? el("input", { type: "checkbox", class: "pick", "data-run": name, checked: picked.has(name) }) : "";
+
+    async function act(method, url, what) {
+      if (!confirm(what)) return;
+      const res = await api(method, url);
+      if (!res.ok) alert(res.data.error);
+      refresh();
+    }
+    function actions(name, status, resumable) {
+      if (!name || status === "running" || status === "queued" || status === "starting") return "";
+      return el("span", { class: "actions" },
+        resumable && ["cancelled", "failed"].includes(status)
+          ? el("button", { class: "resume", "data-run": name }, "Resume") : "",
+        el("button", { class: "archive", "data-run": name }, "Archive"),
+        el("button", { class: "delete", "data-run": name }, "Delete"));
+    }
+
     async function refresh() {
-      const res = await api("GET", "/api/runs");
+      const q = new URLSearchParams({ limit: LIMIT, offset });
+      if (filter.state.value) q.set("state", filter.state.value);
+      if (filter.q.value.trim()) q.set("q", filter.q.value.trim());
+      const res = await api("GET", "/api/runs?" + q);
       if (!res.ok) return;
       const { jobs, runs } = res.data;
+      total = Math.max(res.data.total_jobs, res.data.total_runs);
+      pageInfo.textContent = total > LIMIT ? `${offset + 1}-${Math.min(offset + LIMIT, total)} of ${total}` : "";
+      document.getElementById("prev").hidden = offset === 0;
+      document.getElementById("next").hidden = offset + LIMIT >= total;
       document.getElementById("no-jobs").hidden = jobs.length > 0;
       jobsBody.replaceChildren(...jobs.map((j) => el("tr", { "data-job": j.id, "data-status": j.status },
+        el("td", {}, pick(j.run)),
         el("td", {}, el("a", { href: `/runs/${j.id}` }, `#${j.id}`)),
-        el("td", {}, el("a", { href: `/runs/${j.id}` }, j.name)),
+        el("td", {}, el("a", { href: `/runs/${j.id}` }, j.name), j.resume ? " (resumed)" : ""),
         el("td", {}, el("span", { class: `badge ${j.status}` }, j.status)),
         el("td", { class: "num" }, j.step != null && j.steps ? `${j.step} / ${j.steps}` : ""),
         el("td", { class: "num" }, num(j.loss)),
         el("td", {}, j.cuda_visible_devices === "" ? "CPU" : (j.cuda_visible_devices || `${j.nproc}`)),
         el("td", {}, when(j.created)),
         el("td", {}, j.model ? el("a", { href: `/models/${j.model}` }, j.model) : ""),
+        el("td", {}, actions(j.run, j.status, j.resumable)),
         el("td", { class: "bad" }, j.error || ""),
       )));
       document.getElementById("other-runs").hidden = runs.length === 0;
       document.getElementById("no-other-runs").hidden = runs.length > 0;
-      otherBody.replaceChildren(...runs.map((r) => el("tr", {},
-        el("td", {}, el("a", { href: `/runs/r/${r.name}` }, r.name)),
+      otherBody.replaceChildren(...runs.map((r) => el("tr", { "data-run": r.name, "data-status": r.status },
+        el("td", {}, pick(r.name)),
+        el("td", {}, el("a", { href: `/runs/r/${encodeURIComponent(r.name)}` }, r.name)),
         el("td", {}, el("span", { class: `badge ${r.status}` }, r.status)),
         el("td", { class: "num" }, (r.metrics || {}).step ?? ""),
         el("td", { class: "num" }, num((r.metrics || {}).loss)),
         el("td", { class: "path" }, r.base || ""),
         el("td", {}, (r.created || "").slice(0, 19)),
         el("td", {}, r.model ? el("a", { href: `/models/${r.model}` }, r.model) : ""),
+        el("td", {}, actions(r.name, r.status, r.resumable)),
       )));
     }
+
+    document.addEventListener("change", (ev) => {
+      const box = ev.target.closest("input.pick");
+      if (!box) return;
+      if (box.checked) picked.add(box.dataset.run); else picked.delete(box.dataset.run);
+      compareLink();
+    });
+    document.addEventListener("click", (ev) => {
+      const b = ev.target.closest("button[data-run]");
+      if (!b) return;
+      const name = b.dataset.run, url = `/api/runs/${encodeURIComponent(name)}`;
+      if (b.classList.contains("resume")) act("POST", url + "/resume", `Resume ${name} from its newest checkpoint?`);
+      if (b.classList.contains("archive")) act("POST", url + "/archive", `Archive ${name} (moved to archive/runs, out of the lists)?`);
+      if (b.classList.contains("delete")) act("DELETE", url, `Delete ${name} and its model for good?`);
+    });
+    for (const f of Object.values(filter)) f.addEventListener("input", () => { offset = 0; refresh(); });
+    document.getElementById("prev").addEventListener("click", () => { offset = Math.max(0, offset - LIMIT); refresh(); });
+    document.getElementById("next").addEventListener("click", () => { offset += LIMIT; refresh(); });
     refresh();
     setInterval(refresh, 2000);
   }
@@ -202,8 +260,10 @@ const studio = (() => {
     const div = document.getElementById(divId);
     let plot = null;
     let names = [];
+    let current = [];
     return {
       update(x, series, labels, valueFmt) {
+        current = series;
         div.dataset.points = String(x.length);
         if (!x.length) return;
         const key = labels.join("\u0000");
@@ -220,7 +280,12 @@ const studio = (() => {
             series: [{ label: "step" }, ...labels.map((l, i) => ({
               label: l, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: true,
               points: { show: x.length < 60 },
-              value: valueFmt ? (u, v, si, idx) => valueFmt(v, i, idx) : undefined,
+              // off the plot (a reloaded, finished run) uPlot passes no index: show the last
+              value: (u, v, si, idx) => {
+                const k = idx ?? x.length - 1;
+                const val = v ?? (current[i] || [])[k];
+                return valueFmt ? valueFmt(val, i, k) : (val == null ? "–" : Number(val).toPrecision(4));
+              },
             }))],
           }, [x, ...series], div);
         } else {
@@ -232,7 +297,7 @@ const studio = (() => {
   }
 
   function runPage({ metricsUrl, jobId }) {
-    const train = { step: [], loss: [], lr: [], tps: [] };
+    const train = { step: [], loss: [], lr: [], tps: [], time: [], tokens: [] };
     const ev = { step: [], sets: {}, rel: {} };
     const charts = {
       loss: chart("chart-loss"),
@@ -251,6 +316,7 @@ const studio = (() => {
       if (rec.kind === "train") {
         train.step.push(rec.step); train.loss.push(rec.loss);
         train.lr.push(rec.lr); train.tps.push(rec.tokens_per_s ?? null);
+        train.time.push(rec.time ?? null); train.tokens.push(rec.tokens ?? null);
       } else if (rec.kind === "eval") {
         const i = ev.step.length;
         ev.step.push(rec.step);
@@ -275,6 +341,7 @@ const studio = (() => {
         const rel = ev.rel[names[i]][idx ?? ev.step.length - 1];
         return `${v.toFixed(3)} (${pct(rel)} vs step 0)`;
       });
+      showProgress();
       const body = document.querySelector("#eval-table tbody");
       body.replaceChildren(...names.map((n) => {
         const losses = ev.sets[n], rels = ev.rel[n];
@@ -284,6 +351,46 @@ const studio = (() => {
           el("td", { class: "num" }, num(losses[last], 4)),
           el("td", { class: "num " + (rel < 0 ? "good" : rel > 0 ? "bad" : "") }, pct(rel)));
       }));
+    }
+
+    let steps = null;
+    const ago = (sec) => sec < 90 ? `${Math.round(sec)}s` : sec < 5400 ? `${Math.round(sec / 60)}m` : `${(sec / 3600).toFixed(1)}h`;
+    const size = (b) => b >= 1e9 ? `${(b / 1e9).toFixed(1)} GB` : b >= 1e6 ? `${(b / 1e6).toFixed(1)} MB` : `${(b / 1e3).toFixed(0)} kB`;
+
+    function showPhase(ph) {
+      const line = document.getElementById("phase");
+      if (!ph) { line.hidden = true; return; }
+      let text = ph.what;
+      if (ph.total) {
+        text += `: ${(100 * ph.done / ph.total).toFixed(0)}% of ${size(ph.total)}`;
+        const spent = ph.time - ph.started;
+        if (ph.done > 0 && spent > 0) text += `, ETA ${ago((ph.total - ph.done) * spent / ph.done)}`;
+      }
+      line.textContent = text; line.hidden = false;
+    }
+
+    function showProgress() {
+      const n = train.step.length;
+      if (!n) return;
+      const step = train.step[n - 1];
+      let text = `step ${step}` + (steps ? ` of ${steps}` : "");
+      const t = train.time, k = Math.min(n - 1, 20);
+      if (steps && k > 0 && t[n - 1] != null && t[n - 1 - k] != null && step < steps) {
+        const per = (t[n - 1] - t[n - 1 - k]) / (train.step[n - 1] - train.step[n - 1 - k]);
+        if (per > 0) text += `, ETA ${ago((steps - step) * per)}`;
+      }
+      if (train.tokens[n - 1] != null) text += ` · ${Number(train.tokens[n - 1]).toLocaleString()} tokens`;
+      document.getElementById("progress").textContent = text;
+    }
+
+    function showFiles(files) {
+      if (!files) return;
+      const base = metricsUrl.replace(/\/metrics$/, "/files/");
+      const links = [];
+      if (files.report) links.push(el("a", { href: base + "report.md" }, "report.md"));
+      for (const p of files.plots || []) links.push(el("a", { href: base + "plots/" + encodeURIComponent(p) }, p));
+      if (files.tensorboard) links.push(el("code", { title: "tensorboard --logdir <this folder>" }, `TensorBoard: ${files.tensorboard}`));
+      document.getElementById("files").replaceChildren(...links.flatMap((a, i) => (i ? [" · ", a] : [a])));
     }
 
     function setStatus(status) {
@@ -301,8 +408,11 @@ const studio = (() => {
         if (d.reset) reset();
         d.records.forEach(add);
         offset = d.offset; inode = d.inode;
+        if (d.steps) steps = d.steps;
         if (d.records.length || d.reset) draw();
         setStatus(d.status);
+        showPhase(d.phase);
+        showFiles(d.files);
         if (d.finished && !finished) {
           finished = true;
           if (jobId !== null) {
