@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from steep.studio.routes import datasets, jobs, models, new_run, runs
+from steep.studio.routes import compare, datasets, jobs, models, new_run, runs
 from steep.studio.state import Studio
 
 
 def routers(studio: Studio) -> list[APIRouter]:
     """Every route of the studio; paths with several methods keep their order."""
-    return [m.router(studio) for m in (datasets, new_run, runs, jobs, models)]
+    return [m.router(studio) for m in (datasets, new_run, runs, jobs, models, compare)]
