@@ -173,3 +173,14 @@ def test_a_base_from_the_extra_yaml_can_launch(_steep_home: Path) -> None:
             "global_batch_tokens": 128, "seq_len": 32, "extra_yaml": extra}  # fmt: skip
     res = c.post("/api/config/resolve", json=form, headers=CHANGE).json()
     assert res["ok"], res["errors"]
+
+
+def test_unused_uploads_are_listed_and_deleted(_steep_home: Path) -> None:
+    c = client(_steep_home)
+    up = c.post("/api/uploads", headers=CHANGE).json()["id"]
+    c.put(f"/api/uploads/{up}/a.jsonl", content=b'{"text": "x"}\n', headers=CHANGE)
+    assert c.get("/api/uploads").json() == [{"id": up, "files": ["a.jsonl"], "bytes": 14}]
+    assert c.delete(f"/api/uploads/{up}", headers=CHANGE).status_code == 200
+    assert c.get("/api/uploads").json() == []
+    assert c.delete(f"/api/uploads/{up}", headers=CHANGE).status_code == 404
+    assert c.delete("/api/uploads/..%2F..%2Fdatasets", headers=CHANGE).status_code == 404

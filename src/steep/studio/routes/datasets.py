@@ -63,6 +63,26 @@ def router(studio: Studio) -> APIRouter:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
         return JSONResponse({"name": filename, "bytes": size})
 
+    @routes.get("/api/uploads")
+    def api_uploads() -> list[dict[str, Any]]:
+        """Uploads not (yet) turned into a dataset: an ingested upload is removed."""
+        root = uploads.uploads_root(home)
+        folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        return [
+            {"id": f.name, "files": [x.name for x in uploads.uploaded_files(f)],
+             "bytes": uploads.used_bytes(f)}
+            for f in folders
+        ]  # fmt: skip
+
+    @routes.delete("/api/uploads/{upload_id}")
+    def api_delete_upload(upload_id: str) -> JSONResponse:
+        try:
+            folder = uploads.upload_dir(home, upload_id)
+        except uploads.UploadError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        uploads.remove_upload(folder)
+        return JSONResponse({"removed": upload_id})
+
     @routes.post("/api/datasets")
     def api_add_dataset(body: dict[str, Any]) -> JSONResponse:
         """Upload folder -> dataset version 1, through the same code as ``steep data add``."""
