@@ -13,6 +13,7 @@ docs/img/studio-*.png are made this way).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -43,6 +44,18 @@ pytestmark = pytest.mark.skipif(
     "(apt-get install chromium chromium-driver)",
 )
 SHOTS = os.environ.get("STEEP_SCREENSHOTS")
+
+
+@pytest.fixture(autouse=True)
+def _steep_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The workspace. For the docs' screenshots, STEEP_SCREENSHOT_HOME puts it at a path
+    that reads like a user's (/home/ana/steep-home) instead of pytest's temporary one."""
+    chosen = os.environ.get("STEEP_SCREENSHOT_HOME")
+    home = Path(chosen) if chosen else tmp_path / "steep-home"
+    if chosen and home.exists():
+        shutil.rmtree(home)
+    monkeypatch.setenv("STEEP_HOME", str(home))
+    return home
 
 
 def free_port() -> int:
@@ -118,6 +131,18 @@ def fill(driver, name: str, value: str) -> None:
 
 def text_of(driver, css: str) -> str:
     return driver.find_element(By.CSS_SELECTOR, css).text
+
+
+def api(studio: str, method: str, path: str, body: dict) -> dict:
+    """A change as the pages make it (the X-Steep-Request header)."""
+    req = urllib.request.Request(
+        studio + path,
+        data=json.dumps(body).encode(),
+        method=method,
+        headers={"Content-Type": "application/json", "X-Steep-Request": "1"},
+    )
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return json.loads(resp.read())
 
 
 def test_upload_launch_watch_and_find_the_model(studio, browser, tmp_path, _steep_home):
@@ -211,4 +236,62 @@ def test_upload_launch_watch_and_find_the_model(studio, browser, tmp_path, _stee
         assert resp.headers["Content-Type"] == "application/zip"
         assert resp.read(2) == b"PK"
     shot(browser, "model")
-    assert time.time() - started < 300  # generous: CI shares 2 cores
+
+    # 5. Cancel a longer run once it has a checkpoint, then resume it from the Runs list
+    form = {
+        "name": "long", "base": str(base), "base_max_lr": 0.01, "domain_share": 0.5,
+        "seq_len": 64, "lr_fraction": 0.3, "global_batch_tokens": 256, "micro_batch_size": 2,
+        "eval_every": 20, "steps": 600, "extra_yaml": "checkpoint: {every_steps: 20}\n",
+        "sources": [{"dataset": "domain@1", "role": "domain"},
+                    {"dataset": "general@1", "role": "general"}],
+    }  # fmt: skip
+    job = api(studio, "POST", "/api/jobs", form)["job"]["id"]
+    browser.get(f"{studio}/runs/{job}")
+    run_wait.until(lambda d: points() > 25)  # past its first checkpoint
+    assert "step " in text_of(browser, "#progress") and "of 600" in text_of(browser, "#progress")
+    browser.find_element(By.ID, "cancel").click()
+    browser.switch_to.alert.accept()
+    run_wait.until(lambda d: text_of(d, "#status") == "cancelled")
+    browser.get(studio + "/runs")
+    resume = f'tr[data-job="{job}"] button.resume'
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, resume))
+    shot(browser, "runs-cancelled")
+    browser.find_element(By.CSS_SELECTOR, resume).click()
+    browser.switch_to.alert.accept()
+    again = job + 1
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f'tr[data-job="{again}"]'))
+    assert "(resumed)" in text_of(browser, f'tr[data-job="{again}"]')
+    browser.get(f"{studio}/runs/{again}")
+    run_wait.until(lambda d: "resumed from step_" in text_of(d, "#log"))
+    browser.find_element(By.ID, "cancel").click()  # no need to train it to the end here
+    browser.switch_to.alert.accept()
+    run_wait.until(lambda d: text_of(d, "#status") == "cancelled")
+
+    # 6. Compare the two runs: pick them on the Runs list, overlay them
+    browser.get(studio + "/runs")
+    for j in (1, job):
+        box = f'tr[data-job="{j}"] input.pick'
+        wait.until(lambda d, b=box: d.find_elements(By.CSS_SELECTOR, b))
+        browser.find_element(By.CSS_SELECTOR, box).click()
+    link = browser.find_element(By.ID, "compare-link")
+    assert link.text == "Compare 2 runs"
+    link.click()
+    wait.until(lambda d: int(d.find_element(By.ID, "chart-train").get_attribute("data-points")) > 0)
+    table = text_of(browser, "#compare-table")
+    assert "tiny-" in table and "long-" in table and "cancelled" in table
+    shot(browser, "compare")
+
+    # 7. The phase line of a run that has not reached its first step
+    waiting = _steep_home / "runs" / "tokenizing-run"
+    waiting.mkdir(parents=True)
+    (waiting / "config.yaml").write_text("run: {name: tokenizing-run}\n")
+    now = time.time()
+    phase = {"what": "tokenizing domain", "done": 41, "total": 100_000_000, "started": now - 41,
+             "time": now}  # fmt: skip
+    (waiting / "status.json").write_text(json.dumps({
+        "state": "running", "pid": os.getpid(), "host": socket.gethostname(), "error": None,
+        "time": now, "phase": phase}))  # fmt: skip
+    browser.get(studio + "/runs/r/tokenizing-run")
+    wait.until(lambda d: text_of(d, "#phase").startswith("tokenizing domain: 0% of 100.0 MB"))
+    assert "ETA" in text_of(browser, "#phase")
+    assert time.time() - started < 400  # generous: CI shares 2 cores

@@ -91,6 +91,7 @@ class JobQueue:
         self.home = home
         self.hub = Hub(home)  # owns the SQLite file: WAL mode, busy timeout, the jobs table
         self.jobs_root = Workspace(home).studio_jobs
+        self._resolved: dict[int, str] = {}  # job id -> its run folder, resolved
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -169,8 +170,13 @@ class JobQueue:
         """The resolved run folders of the jobs (in ``statuses``): one column, no configs."""
         where, args = self._filter(statuses, None)
         with self._read() as db:
-            rows = db.execute(f"SELECT run_dir FROM jobs{where}", args).fetchall()
-        return {str(Path(r[0]).resolve()) for r in rows}
+            rows = db.execute(f"SELECT id, run_dir FROM jobs{where}", args).fetchall()
+        out = set()
+        for job_id, run_dir in rows:
+            if job_id not in self._resolved:  # a job's folder never moves: resolve it once
+                self._resolved[job_id] = str(Path(run_dir).resolve())
+            out.add(self._resolved[job_id])
+        return out
 
     def count(self, statuses: tuple[str, ...] | None = None, name: str | None = None) -> int:
         where, args = self._filter(statuses, name)

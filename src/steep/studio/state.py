@@ -81,7 +81,7 @@ class Studio:
             now = time.monotonic()
             if self._runs is None or now - self._runs[0] > RUNS_CACHE_S:
                 self._runs = (now, {str(Path(r["path"]).resolve()): r for r in self.hub.runs()})
-            return {k: dict(v) for k, v in self._runs[1].items()}
+            return self._runs[1]  # shared: callers read it, never change it
 
     def forget_runs(self) -> None:
         """After a change the next list must show (a resume, an archive)."""

@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from steep.hub import HubError
 from steep.studio.files import read_jsonl_from, run_facts, run_file
 from steep.studio.jobs import ACTIVE
 from steep.studio.routes.jobs import Inode, Offset, send_run_file
-from steep.studio.state import MAX_ID, Studio, job_view, resumable
+from steep.studio.state import MAX_ID, RUNS_CACHE_S, Studio, job_view, resumable
 from steep.workspace import CONFIG_FILE, METRICS_FILE
 
 
 def router(studio: Studio) -> APIRouter:
     routes = APIRouter()
     hub, queue = studio.hub, studio.queue
+    listed: dict[tuple[Any, ...], tuple[float, bytes]] = {}
+    listed_lock = threading.Lock()
+
+    def forget() -> None:
+        with listed_lock:
+            listed.clear()
+        studio.forget_runs()
 
     @routes.get("/runs", response_class=HTMLResponse)
     def runs_page(request: Request) -> HTMLResponse:
@@ -57,11 +67,22 @@ def router(studio: Studio) -> APIRouter:
         q: Annotated[str | None, Query(max_length=100)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = PAGE,
         offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
-    ) -> dict[str, Any]:
+    ) -> Response:
         """A page of studio jobs (newest first), plus the runs started elsewhere (the CLI)
         that the hub knows, filtered by state and a name fragment. A page costs the same
         whatever the history holds: jobs come from SQL a page at a time, the hub's runs
         from a sync shared by every client for a second."""
+        key = (state, q, limit, offset)
+        with listed_lock:  # every open Runs tab polls: within a second they share one answer,
+            hit = listed.get(key)  # encoded once (FastAPI's encoder walks every value)
+            if hit is None or time.monotonic() - hit[0] >= RUNS_CACHE_S:
+                body = json.dumps(_list(state, q, limit, offset), default=str).encode()
+                if len(listed) > 64:
+                    listed.clear()
+                hit = listed[key] = (time.monotonic(), body)
+        return Response(hit[1], media_type="application/json")
+
+    def _list(state: str | None, q: str | None, limit: int, offset: int) -> dict[str, Any]:
         states = (state,) if state else None
         runs = studio.runs_by_path()
         jobs = queue.jobs(states, name=q, newest_first=True, limit=limit, offset=offset)
@@ -100,7 +121,7 @@ def router(studio: Studio) -> APIRouter:
             return _refuse(409, f"run {name!r} already has a job queued or running")
         config = (path / CONFIG_FILE).read_text(encoding="utf-8")
         job = queue.submit(name, config, path, resume=True)
-        studio.forget_runs()
+        forget()
         return JSONResponse({"job": job.to_dict()})
 
     @routes.post("/api/runs/{name}/archive")
@@ -119,7 +140,7 @@ def router(studio: Studio) -> APIRouter:
             moved = hub.remove_run(name, archive=archive)
         except HubError as exc:
             return _refuse(409, str(exc))
-        studio.forget_runs()
+        forget()
         return JSONResponse({"removed": name, "archived_to": str(moved) if moved else None})
 
     @routes.get("/api/runs/{name}/metrics")
