@@ -12,6 +12,7 @@ list and the run's metrics every 2 s (what open browser tabs do), and reports st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -76,6 +77,10 @@ def _poll(urls: list[str], seconds: float, clients: int, every: float) -> list[f
     lock = threading.Lock()
 
     def client() -> None:
+        # the clients stand in for browsers (elsewhere, or idle between polls): they run
+        # at the lowest priority so the figures are the studio's cost, not the poller's
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, 19)
         while time.time() < stop:
             began = time.time()
             for url in urls:
@@ -126,7 +131,8 @@ def training(steps: int, clients: int) -> str:
             run = home / "runs" / "bench"
             cmd = [sys.executable, "-m", "steep", "train", str(ROOT / "examples" / "smoke.yaml")]
             cmd += ["--set", f"train.steps={steps}", "--set", "eval.every_steps=1000"]
-            cmd += ["--set", "checkpoint.every_steps=1000", "--out", str(run)]
+            cmd += ["--set", "checkpoint.every_steps=1000", "--set", "data.max_epochs=1000"]
+            cmd += ["--out", str(run)]
             env = {**os.environ, "STEEP_HOME": str(home)}
             job = subprocess.Popen(cmd, env=env, cwd=ROOT / "examples", stdout=subprocess.DEVNULL)
             if polled:
@@ -145,12 +151,13 @@ def training(steps: int, clients: int) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--history", type=int, nargs="+", default=[7, 68, 300])
+    ap.add_argument("--history", type=int, nargs="*", default=[7, 68, 300], help="none: skip")
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--train-steps", type=int, default=60)
     args = ap.parse_args()
-    print("| jobs in history | clients | req/s | p50 ms | p99 ms |\n|---:|---:|---:|---:|---:|")
+    if args.history:
+        print("| jobs in history | clients | req/s | p50 ms | p99 ms |\n|---:|---:|---:|---:|---:|")
     for n in args.history:
         print(listing(n, args.clients, args.seconds), flush=True)
     print("\n| studio polling | training steps/s |\n|---|---:|")

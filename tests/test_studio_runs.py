@@ -184,3 +184,32 @@ def test_unused_uploads_are_listed_and_deleted(_steep_home: Path) -> None:
     assert c.get("/api/uploads").json() == []
     assert c.delete(f"/api/uploads/{up}", headers=CHANGE).status_code == 404
     assert c.delete("/api/uploads/..%2F..%2Fdatasets", headers=CHANGE).status_code == 404
+
+
+def _nice(tid: int) -> int:
+    stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[16])
+
+
+def test_the_studio_serves_below_its_jobs_priority(_steep_home: Path) -> None:
+    """Before (#18 finding 10): 20 polling tabs cut a CPU job's steps/s 4x; request threads
+    now run at nice 10, while the runner's thread and the jobs it forks keep theirs."""
+    import sys
+    import threading
+
+    from steep.studio.runner import Runner
+
+    show = "import os; print('job nice', os.getpriority(os.PRIO_PROCESS, 0))"
+    runner = Runner(JobQueue(_steep_home), command_for=lambda job: [sys.executable, "-c", show],
+                    poll_s=0.1)  # fmt: skip
+    app = create_app(Settings(home=_steep_home, poll_s=0.1), runner=runner)
+    with TestClient(app) as c:  # the lifespan starts the runner, then lowers the studio
+        assert c.get("/healthz").status_code == 200
+        job = JobQueue(_steep_home).submit("n", "train: {steps: 1}\n", _steep_home / "runs" / "n")
+        deadline = time.time() + 30
+        while JobQueue(_steep_home).get(job.id).status != "done" and time.time() < deadline:
+            time.sleep(0.1)
+        threads = {t.name: _nice(t.native_id) for t in threading.enumerate()}
+    assert "job nice 0" in job.log_path.read_text()
+    assert threads["steep-studio-runner"] == 0
+    assert 10 in threads.values()  # the event loop's thread and the request threads

@@ -11,6 +11,7 @@ because uvicorn serves it; templates are Jinja2 with autoescaping on.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -60,7 +61,8 @@ def create_app(settings: Settings, runner: Runner | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202 - FastAPI's own protocol
         if settings.run_jobs:
-            runner.start()
+            runner.start()  # first: its thread, and the jobs it starts, keep normal priority
+            yield_to_jobs()
         yield
         runner.stop()  # running jobs go on; the next studio adopts them
 
@@ -105,6 +107,17 @@ def create_app(settings: Settings, runner: Runner | None = None) -> FastAPI:
     for router in routers(studio):
         app.include_router(router)
     return app
+
+
+def yield_to_jobs(niceness: int = 10) -> None:
+    """Serve pages at a lower CPU priority than training. On a small machine a job's torch
+    threads use every core, and a burst of polls that takes one away stalls each of the
+    job's parallel ops, not just a share of them. Linux keeps a nice value per thread and
+    new threads inherit it: this lowers the event loop's thread and so every request
+    thread created after it, while the runner's thread, started before, and the jobs it
+    forks keep theirs."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux, or not allowed
+        os.setpriority(os.PRIO_PROCESS, 0, niceness)
 
 
 def validation_message(exc: RequestValidationError) -> str:

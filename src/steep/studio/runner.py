@@ -116,10 +116,15 @@ class Runner:
 
     # --- one pass ---------------------------------------------------------------------------
 
-    def tick(self) -> None:
+    def tick(self, launch: bool = True) -> None:
+        """Reconcile the running jobs and start queued ones. A request thread passes
+        ``launch=False``: a job inherits the priority of the thread that forks it, and
+        request threads run lowered (``app.yield_to_jobs``)."""
         with self._lock:
             for job in self.queue.jobs(("starting", "running")):
                 self._reconcile(job)
+            if not launch:
+                return
             running = len(self.queue.jobs(("starting", "running")))
             while running < self.max_jobs:
                 job = self.queue.claim_next(self.owner)

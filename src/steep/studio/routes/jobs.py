@@ -40,7 +40,7 @@ def router(studio: Studio) -> APIRouter:
             status = 404 if "no job" in str(exc) else 409
             return JSONResponse({"error": str(exc)}, status_code=status)
         if settings.run_jobs:
-            runner.tick()  # signal it now, not at the next poll
+            runner.tick(launch=False)  # signal it now; starting jobs is the runner's
         return JSONResponse(studio.job_or_404(job.id).to_dict())
 
     @routes.get("/api/jobs/{job_id}/log")
