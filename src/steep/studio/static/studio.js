@@ -390,7 +390,7 @@ const studio = (() => {
       if (files.report) links.push(el("a", { href: base + "report.md" }, "report.md"));
       for (const p of files.plots || []) links.push(el("a", { href: base + "plots/" + encodeURIComponent(p) }, p));
       if (files.tensorboard) links.push(el("code", { title: "tensorboard --logdir <this folder>" }, `TensorBoard: ${files.tensorboard}`));
-      document.getElementById("files").replaceChildren(...links.flatMap((a, i) => (i ? [" · ", a] : [a])));
+      document.getElementById("files").replaceChildren(...links.flatMap((a) => [" · ", a]));
     }
 
     function setStatus(status) {
