@@ -135,4 +135,3 @@ def run_file(run_dir: Path, name: str) -> Path | None:
     if path.name.startswith(".") or not path.is_file():
         return None
     return path
-
