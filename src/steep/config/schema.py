@@ -216,6 +216,20 @@ class TrainSection(_Strict):
         description="stop packed documents attending to each other; auto = on where a fast "
         "kernel exists (model.attention flash_attention_2/3 or flex_attention)",
     )
+    loss_chunk: int | Literal["auto"] | None = Field(
+        "auto",
+        description="positions whose logits are made at once for the loss (their memory is "
+        "chunk x vocabulary, not seq x vocabulary); auto: 256 MiB of fp32 logits a chunk; "
+        "null: the whole logits. One process only for now: under FSDP2 the whole logits",
+    )
+
+    @field_validator("loss_chunk")
+    @classmethod
+    def _positive_chunk(cls, v: int | str | None) -> int | str | None:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("loss_chunk must be at least 1 position (or auto, or null)")
+        return v
+
     fused_kernels: Literal["none", "liger"] = Field(
         "none", description="liger: Liger's Triton RMSNorm, SwiGLU and RoPE (CUDA, liger-kernel)"
     )

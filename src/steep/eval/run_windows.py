@@ -61,8 +61,9 @@ def _score(
     loaded = load_base(spec, steep_home(), seed=config.run.seed)
     model = loaded.model.to(device=runtime.device, dtype=runtime.weight_dtype)
     separator = sep if use_document_mask(config, runtime) else None
+    chunk = config.train.loss_chunk  # one process, as training's single-process path
     losses = evaluate(
-        model, sets, config.eval.batch_size, runtime.device, runtime.autocast(), separator
+        model, sets, config.eval.batch_size, runtime.device, runtime.autocast(), separator, chunk
     )
     del model, loaded
     gc.collect()

@@ -59,6 +59,7 @@ def evaluate(
     device: torch.device,
     autocast: AbstractContextManager,
     separator_id: int | None = None,
+    chunk: int | None = None,
 ) -> dict[str, float]:
     """Mean next-token loss per set (nats/token); ``separator_id`` masks across documents.
 
@@ -73,7 +74,7 @@ def evaluate(
         for i in range(0, len(s.windows), batch_size):
             batch = torch.from_numpy(s.windows[i : i + batch_size]).to(device)
             with autocast:
-                loss = lm_loss(model, batch, separator_id, reduction="sum")
+                loss = lm_loss(model, batch, separator_id, reduction="sum", chunk=chunk)
             total += float(loss)
             count += batch[:, 1:].numel()
         out[s.name] = total / count

@@ -5,12 +5,20 @@ last ``seq_len``. Documents are packed back to back with a separator; with docum
 masking on, positions restart after every separator, and transformers turns restarting
 ``position_ids`` into a block-diagonal causal mask (flash-attention's varlen path, flex or a
 masked SDPA), so a document never attends to the one before it.
+
+The loss can be taken from the decoder's last hidden states a chunk of positions at a time
+(``chunk``): each chunk's logits are made, scored and dropped, and remade in backward
+(activation checkpointing of the head alone), so memory never holds seq x vocabulary
+logits: 4 GB of fp32 per sequence for Llama 3's 128k vocabulary at 8192, and as much
+again for their gradient. The result equals the whole-logits path up to float summation
+order.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 def document_positions(input_ids: torch.Tensor, separator_id: int) -> torch.Tensor:
@@ -24,21 +32,69 @@ def document_positions(input_ids: torch.Tensor, separator_id: int) -> torch.Tens
     return idx - last_start
 
 
+def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Linear] | None:
+    """The decoder stack and the output head of an HF causal LM, when its logits are just
+    ``head(hidden)``; None for a model that post-processes them (soft-capping, scaling)."""
+    decoder = getattr(model, "model", None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    cfg = getattr(model, "config", None)
+    altered = any(getattr(cfg, k, None) for k in ("final_logit_softcapping", "logit_scale"))
+    if decoder is None or not isinstance(head, torch.nn.Linear) or altered:
+        return None
+    return decoder, head
+
+
+AUTO_CHUNK_LOGITS = 1 << 26  # fp32 logits per chunk under loss_chunk: auto (256 MiB)
+
+
+def chunk_positions(chunk: int | str | None, vocab: int) -> int | None:
+    """Positions per chunk: ``auto`` holds 256 MiB of fp32 logits (512 positions at Llama
+    3's 128k vocabulary, 1,365 at SmolLM2's 49k), at least 256."""
+    if chunk == "auto":
+        return max(256, AUTO_CHUNK_LOGITS // max(vocab, 1))
+    return chunk if isinstance(chunk, int) else None
+
+
+def _chunk_loss(
+    hidden: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    logits = F.linear(hidden, weight, bias)  # under the caller's autocast, as the model's head
+    with torch.autocast(logits.device.type, enabled=False):
+        return F.cross_entropy(logits.float(), targets, reduction="sum")
+
+
 def lm_loss(
     model: torch.nn.Module,
     windows: torch.Tensor,
     separator_id: int | None = None,
     reduction: str = "mean",
+    chunk: int | str | None = None,
 ) -> torch.Tensor:
     """Cross-entropy of ``windows[:, 1:]`` given ``windows[:, :-1]``, in fp32.
 
     ``separator_id`` switches document masking on. The logits are upcast before the loss
     because bf16 log-softmax over a 50k vocabulary loses the small differences CPT makes.
+    ``chunk`` (positions) computes the loss from the hidden states chunk by chunk, never
+    holding every logit; a model whose head is not a plain linear layer uses the whole
+    logits anyway.
     """
     inputs, targets = windows[:, :-1], windows[:, 1:]
     kwargs = {"use_cache": False}  # a KV cache is for generation; it also disables packing
     if separator_id is not None:
         kwargs["position_ids"] = document_positions(inputs, separator_id)
-    logits = model(input_ids=inputs, **kwargs).logits
-    with torch.autocast(logits.device.type, enabled=False):
-        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction=reduction)
+    parts = decoder_and_head(model) if chunk else None
+    if parts is None:
+        logits = model(input_ids=inputs, **kwargs).logits
+        with torch.autocast(logits.device.type, enabled=False):
+            flat = logits.float().flatten(0, 1)
+            return F.cross_entropy(flat, targets.flatten(), reduction=reduction)
+    decoder, head = parts
+    size = chunk_positions(chunk, head.out_features) or 1
+    hidden = decoder(input_ids=inputs, **kwargs).last_hidden_state.flatten(0, 1)
+    flat_targets = targets.flatten()
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for i in range(0, hidden.shape[0], size):
+        end = i + size
+        part = (hidden[i:end], flat_targets[i:end], head.weight, head.bias)
+        total = total + checkpoint(_chunk_loss, *part, use_reentrant=False)
+    return total / flat_targets.numel() if reduction == "mean" else total

@@ -181,6 +181,7 @@ def _train(
     per_rank = per_step // d.world
     accum = per_rank // micro  # micro-batches this rank runs per step
     separator = inputs.separator_id if use_document_mask(config, runtime) else None
+    chunk = None if d.enabled else config.train.loss_chunk  # FSDP2 shards the head: whole logits
     peak = device_peak_flops(runtime.device, config.train.peak_tflops)
     ckpt_root = run_dir / CHECKPOINTS_DIR
 
@@ -190,7 +191,7 @@ def _train(
     if drift is not None:  # going on with new data: the base (still loaded) sets a new baseline
         drift["baseline"] = evaluate(
             model, inputs.eval_sets, config.eval.batch_size, runtime.device,
-            runtime.autocast(), separator,
+            runtime.autocast(), separator, chunk,
         )  # fmt: skip
     ckpt, state = (
         load_newest(ckpt_root, model, optimizer, warm.set_step, d) if resume else (None, {})
@@ -227,6 +228,7 @@ def _train(
             runtime.device,
             runtime.autocast(),
             separator,
+            chunk,
         )
         log(eval_record(step, step * config.train.global_batch_tokens, losses, baseline or losses))
         return losses
@@ -258,7 +260,7 @@ def _train(
             batch = torch.from_numpy(inputs.mixture.load(mine[i * micro : (i + 1) * micro]))
             set_gradient_sync(model, i == accum - 1)
             with runtime.autocast():
-                loss = lm_loss(model, batch.to(runtime.device), separator)
+                loss = lm_loss(model, batch.to(runtime.device), separator, chunk=chunk)
             (loss / accum).backward()  # FSDP averages over ranks: the global mean
             loss_sum += loss.item()
         warm.mask_grads()  # in the warm stage, old embedding rows stay as they are
