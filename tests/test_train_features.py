@@ -142,3 +142,23 @@ def test_liger_refused_on_cpu_before_training(tmp_path, corpora, tiny_model):
     with pytest.raises(KernelError, match="needs a CUDA device"):
         train(parse_config(raw))
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_a_step_syncs_with_the_host_once_not_per_micro_batch(
+    tmp_path, corpora, tiny_model, monkeypatch
+) -> None:
+    """#19 item 5: the loss is summed on the device; before, each micro-batch's .item()
+    waited for the GPU to finish it."""
+    calls = []
+    real = torch.Tensor.item
+
+    def counted(self):
+        calls.append(1)
+        return real(self)
+
+    cfg = tiny_config(tmp_path, corpora, tiny_model, steps=3, global_batch_tokens=1024)
+    cfg["eval"] = {"every_steps": 100, "max_windows": 1}
+    monkeypatch.setattr(torch.Tensor, "item", counted)
+    result = train(parse_config(cfg))  # 1024 / (2 x 64): 8 micro-batches a step
+    assert len(calls) <= 3 * 2, len(calls)  # one for the loss, at most one more, per step
+    assert result.final

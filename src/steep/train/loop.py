@@ -255,21 +255,23 @@ def _train(
         warm.set_step(step)  # embeddings-only for the first train.embedding_warmup_steps
         draws = inputs.mixture.draw(per_step)  # the global batch; this rank reads its slice
         mine = draws[d.rank * per_rank : (d.rank + 1) * per_rank]
-        loss_sum = 0.0
+        # summed on the device in float64: no host sync per micro-batch, and the same sum
+        # a Python float gave (one .item() per step, below)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=runtime.device)
         for i in range(accum):
-            batch = torch.from_numpy(inputs.mixture.load(mine[i * micro : (i + 1) * micro]))
+            batch = to_device(inputs.mixture.load(mine[i * micro : (i + 1) * micro]), runtime)
             set_gradient_sync(model, i == accum - 1)
             with runtime.autocast():
-                loss = lm_loss(model, batch.to(runtime.device), separator, chunk=chunk)
+                loss = lm_loss(model, batch, separator, chunk=chunk)
             (loss / accum).backward()  # FSDP averages over ranks: the global mean
-            loss_sum += loss.item()
+            loss_sum += loss.detach().double()
         warm.mask_grads()  # in the warm stage, old embedding rows stay as they are
         grad_norm = clip_grad_norm(model, config.train.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
 
-        train_loss = d.sum([loss_sum])[0] / (accum * d.world)
+        train_loss = d.sum([loss_sum.item()])[0] / (accum * d.world)
         elapsed = time.perf_counter() - started
         tok_s = config.train.global_batch_tokens / elapsed
         log(
@@ -416,6 +418,15 @@ def parallelize(model: torch.nn.Module, config: RunConfig, d: Dist, runtime: Run
         compile_layers(model)
     if d.enabled:
         shard_model(model, config.train.precision, runtime.device)
+
+
+def to_device(windows: Any, runtime: Runtime) -> torch.Tensor:
+    """A micro-batch on the device; on CUDA copied from pinned memory without blocking, so
+    the copy overlaps the work already queued."""
+    batch = torch.from_numpy(windows)
+    if runtime.device.type != "cuda":
+        return batch
+    return batch.pin_memory().to(runtime.device, non_blocking=True)
 
 
 def use_document_mask(config: RunConfig, runtime: Runtime) -> bool:
