@@ -241,14 +241,14 @@ def test_upload_launch_watch_and_find_the_model(studio, browser, tmp_path, _stee
     form = {
         "name": "long", "base": str(base), "base_max_lr": 0.01, "domain_share": 0.5,
         "seq_len": 64, "lr_fraction": 0.3, "global_batch_tokens": 256, "micro_batch_size": 2,
-        "eval_every": 20, "steps": 280, "extra_yaml": "checkpoint: {every_steps: 20}\n",
+        "eval_every": 20, "steps": 160, "extra_yaml": "checkpoint: {every_steps: 20}\n",
         "sources": [{"dataset": "domain@1", "role": "domain"},
                     {"dataset": "general@1", "role": "general"}],
     }  # fmt: skip
     job = api(studio, "POST", "/api/jobs", form)["job"]["id"]
     browser.get(f"{studio}/runs/{job}")
     run_wait.until(lambda d: points() > 25)  # past its first checkpoint
-    assert "step " in text_of(browser, "#progress") and "of 280" in text_of(browser, "#progress")
+    assert "step " in text_of(browser, "#progress") and "of 160" in text_of(browser, "#progress")
     browser.find_element(By.ID, "cancel").click()
     browser.switch_to.alert.accept()
     run_wait.until(lambda d: text_of(d, "#status") == "cancelled")
