@@ -20,14 +20,15 @@ from steep.data.locations import is_url
 MAX_FILES_CHECKED = 100_000  # a folder larger than this is refused rather than walked for ever
 
 
-def _inside(path: Path, root: Path) -> bool:
+def inside(path: Path, root: Path) -> bool:
+    """``path`` is ``root`` or under it, after symlinks are resolved."""
     real = path.resolve()  # follows symlinks: a link out of the workspace does not pass
     return real == root or root in real.parents
 
 
 def _escapes(path: Path, root: Path) -> Path | None:
     """The first file under ``path`` (itself, or inside it) that resolves out of ``root``."""
-    if not _inside(path, root):
+    if not inside(path, root):
         return path
     if not path.is_dir():
         return None
@@ -36,7 +37,7 @@ def _escapes(path: Path, root: Path) -> Path | None:
             return Path(folder)
         for name in [*files, *dirs]:
             entry = Path(folder) / name
-            if not _inside(entry, root):
+            if not inside(entry, root):
                 return entry
     return None
 

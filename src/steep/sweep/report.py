@@ -101,7 +101,7 @@ def results_table(state: State, rec: Recommendation) -> list[list[str]]:
     return rows
 
 
-def _markdown(state: State, rec: Recommendation, plot: Path | None) -> str:
+def _markdown(state: State, rec: Recommendation, plot: Path | None, caveats: list[str]) -> str:
     spec = state.data["spec"]
     rows = [[cell(c) for c in r] for r in results_table(state, rec)]
     budget = pct(state.data["max_regression"], signed=False)
@@ -114,7 +114,7 @@ def _markdown(state: State, rec: Recommendation, plot: Path | None) -> str:
         f"- points: {len(state.points)}"
         + (f", {spec['budget_tokens']:,} tokens each" if spec["budget_tokens"] else ""),
         f"- general regression budget: {budget}",
-        *(f"- **warning**: {w}" for w in _caveats(spec)),
+        *(f"- **warning**: {w}" for w in caveats),
         "",
         "Domain gain is the fall of the domain-role eval losses against the base model (step 0), "
         "general regression the rise of the general-role ones (mean relative change over the "
@@ -154,11 +154,12 @@ def finish(state: State) -> SweepResult:
     if scored:
         plot = plot_pareto(scored, rec, max_reg, state.root / PLOT_FILE, numbers)
     state.update(recommendation=rec.to_json())
-    write_text(state.root / RESULTS_FILE, _markdown(state, rec, plot))
+    caveats = _caveats(state.data["spec"])
+    write_text(state.root / RESULTS_FILE, _markdown(state, rec, plot, caveats))
     failed = [p["id"] for p in state.points if p["status"] != "finished"]
     print(text_table(results_table(state, rec), rule=True))
     print(("recommended: " if rec.id else "") + rec.reason)
-    for warning in _caveats(state.data["spec"]):
+    for warning in caveats:
         print(f"warning: {warning}")
     if failed:
         print(

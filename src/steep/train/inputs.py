@@ -75,23 +75,7 @@ def build_inputs(
     meta = tokenizer_meta(tokenizer, sep)
     sources: list[TokenizedSource] = []
     for src in config.data.sources:
-        paths, selection = _source_files(src, quiet)
-        ts = tokenize_source(
-            src.name,
-            paths,
-            tokenizer,
-            cache,
-            text_field=src.text_field,
-            heldout_fraction=src.heldout_fraction,
-            separator=sep,
-            dataset=selection,
-            progress=progress,
-            executor=executor,
-            unit_bytes=unit_bytes,
-        )
-        for split in (ts.train, ts.heldout):
-            if split is not None:
-                split.check_tokenizer(meta["sha256"], f"'{meta['name']}'")
+        ts = _tokenize(src, config, tokenizer, cache, meta, quiet, progress, executor, unit_bytes)
         sliced = slice_report(ts.info)
         if sliced and not quiet:
             print(f"source '{src.name}': {sliced}")
@@ -123,7 +107,7 @@ def build_inputs(
         for ts in sources
         if ts.heldout is not None
     ]
-    extra, extra_ident = _extra_eval_sets(config, tokenizer, cache, progress, executor)
+    extra, extra_ident = _extra_eval_sets(config, tokenizer, cache, meta, progress, executor)
     eval_sets += extra
     ident.update(extra_ident)
     if not eval_sets and not quiet:
@@ -153,15 +137,47 @@ def build_inputs(
     return Inputs(mixture, eval_sets, sources, meta["separator_id"], lineage, ident)
 
 
+def _tokenize(
+    src: SourceSection,
+    config: RunConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    cache: Path,
+    meta: dict[str, Any],
+    quiet: bool = False,
+    progress: Progress | None = None,
+    executor: Executor | None = None,
+    unit_bytes: int = UNIT_BYTES,
+) -> TokenizedSource:
+    """One source tokenized (or its cache reused), its splits checked against the tokenizer."""
+    paths, selection = _source_files(src, quiet)
+    ts = tokenize_source(
+        src.name,
+        paths,
+        tokenizer,
+        cache,
+        text_field=src.text_field,
+        heldout_fraction=src.heldout_fraction,
+        separator=config.model.document_separator,
+        dataset=selection,
+        progress=progress,
+        executor=executor,
+        unit_bytes=unit_bytes,
+    )
+    for split in (ts.train, ts.heldout):
+        if split is not None:
+            split.check_tokenizer(meta["sha256"], f"'{meta['name']}'")
+    return ts
+
+
 def _extra_eval_sets(
     config: RunConfig,
     tokenizer: PreTrainedTokenizerBase,
     cache: Path,
+    meta: dict[str, Any],
     progress: Progress | None = None,
     executor: Executor | None = None,
 ) -> tuple[list[EvalSet], dict[str, dict[str, Any]]]:
     """The fixed windows of ``data.eval_sets`` (every token is held out), and their identity."""
-    meta = tokenizer_meta(tokenizer, config.model.document_separator)
     sets, ident = [], {}
     for name, paths in config.data.eval_sets.items():
         ts = tokenize_source(
@@ -190,23 +206,12 @@ def run_eval_sets(
     for src in config.data.sources:
         if src.heldout_fraction <= 0:
             continue
-        paths, selection = _source_files(src, quiet=True)
-        ts = tokenize_source(
-            src.name,
-            paths,
-            tokenizer,
-            cache,
-            text_field=src.text_field,
-            heldout_fraction=src.heldout_fraction,
-            separator=config.model.document_separator,
-            dataset=selection,
-        )
+        ts = _tokenize(src, config, tokenizer, cache, meta, quiet=True)
         if ts.heldout is not None:
-            ts.heldout.check_tokenizer(meta["sha256"], f"'{meta['name']}'")
             sets.append(
                 fixed_windows(src.name, ts.heldout, config.data.seq_len, config.eval.max_windows)
             )
-    sets += _extra_eval_sets(config, tokenizer, cache)[0]
+    sets += _extra_eval_sets(config, tokenizer, cache, meta)[0]
     return sets, meta["separator_id"]
 
 

@@ -20,6 +20,8 @@ class RunState:
         self.lock: RunLock | None = None  # held from the start to the end of the run
         self.created = False  # this call made the run folder
         self.shown = False  # a phase is in status.json
+        self._what: str | None = None  # the phase last written, since when, and when
+        self._since = self._at = 0.0
         self.started = False  # the first record is about to be written: a run, not a start
 
     def set(self, state: State, error: str | None = None) -> None:
@@ -30,8 +32,8 @@ class RunState:
         """What a running run does before its first step (None: training), for the studio;
         progress within a phase is written at most every 2 s."""
         now, self.shown = time.time(), what is not None
-        same = what == getattr(self, "_what", None)
-        if same and 0 < done < total and now - getattr(self, "_at", 0.0) < 2:
+        same = what == self._what
+        if same and 0 < done < total and now - self._at < 2:
             return
         if not same:
             self._since = now

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from steep.hub import HubError
+from steep.studio.confine import inside
 from steep.studio.files import read_jsonl_from, run_facts, run_file
 from steep.studio.jobs import ACTIVE
 from steep.studio.routes.jobs import Inode, Offset, send_run_file
@@ -115,7 +116,7 @@ def router(studio: Studio) -> APIRouter:
             )
         if not resumable(path):
             return _refuse(409, f"run {name!r} has no checkpoint to resume from; start it again")
-        if not _inside(path, studio.home):
+        if not inside(path, studio.home):
             return _refuse(403, f"run {name!r} lies outside the workspace")
         if str(path) in queue.run_dirs(ACTIVE):
             return _refuse(409, f"run {name!r} already has a job queued or running")
@@ -167,7 +168,3 @@ PAGE = 50  # rows per page of the Runs list
 
 def _refuse(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
-
-
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents

@@ -1,6 +1,6 @@
 // steep studio: the Compare page (routes/compare.py). Its own file beside studio.js, started
 // the same way (base.html's <body data-page>, no inline script under the CSP); it uses
-// studio.api from studio.js and uPlot (vendored). Run names are the user's: every one goes
+// studio.api, el and num from studio.js and uPlot (vendored). Run names are the user's: every one goes
 // into the page as text (textContent, uPlot's legend does the same), never as HTML.
 "use strict";
 
@@ -9,20 +9,7 @@ const compare = (() => {
     "#be185d", "#4d7c0f", "#9333ea", "#ea580c", "#0f766e", "#475569"];
   const REFRESH_MS = 5000;  // while a compared run is still running
 
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (v === null || v === undefined || v === false) continue;
-      if (k === "class") node.className = v; else node.setAttribute(k, v === true ? "" : v);
-    }
-    for (const c of children.flat()) {
-      if (c === null || c === undefined) continue;
-      node.append(c instanceof Node ? c : document.createTextNode(String(c)));
-    }
-    return node;
-  }
-
-  const num = (v, d = 3) => (v === null || v === undefined ? "–" : Number(v).toFixed(d));
+  const { el, num } = studio;  // studio.js's, loaded first (base.html)
   const pct = (v) => (v === null || v === undefined ? "–" : (v >= 0 ? "+" : "") + (100 * v).toFixed(2) + "%");
 
   // ?runs=a,b for the page's own URL; ?run=NAME (one each) when a name holds a comma

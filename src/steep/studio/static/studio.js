@@ -474,6 +474,8 @@ const studio = (() => {
 
   return {
     api,
+    el,
+    num,
     datasetsPage: once("datasets", datasetsPage),
     newRunPage: once("new_run", newRunPage),
     runsPage: once("runs", runsPage),
