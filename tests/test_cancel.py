@@ -69,3 +69,26 @@ def test_a_run_killed_after_its_grace_is_recorded_cancelled(tmp_path: Path) -> N
     write_status(run, "done")
     _record_cancel(run)  # a run that finished before the signal landed stays done
     assert read_status(run).state == "done"
+
+
+def test_a_cancel_that_lands_while_a_checkpoint_is_written_stays_a_cancel(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Found by a clean-clone run: SIGTERM inside dcp.save came back wrapped in DCP's
+    CheckpointException and was reported as a failed write (exit 2, status failed)."""
+    import pytest
+    import torch
+    from torch.distributed.checkpoint import CheckpointException
+
+    import steep.train.checkpoint as ckpt
+    from steep.train.runstate import RunCancelled
+
+    def interrupted(*args, **kwargs):
+        raise CheckpointException("save", {0: RunCancelled("cancelled (SIGTERM)")})
+
+    monkeypatch.setattr(ckpt.dcp, "save", interrupted)
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    with pytest.raises(RunCancelled, match="SIGTERM"):
+        ckpt.save_checkpoint(tmp_path / "checkpoints", 4, model, optimizer, {}, keep_last=1)
+    assert not list((tmp_path / "checkpoints").glob(".step_*"))  # the partial one is gone

@@ -163,9 +163,11 @@ def save_checkpoint(
             os.replace(tmp, final)
     except (OSError, CheckpointException) as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        cause = _root_cause(exc)
+        if isinstance(cause, KeyboardInterrupt):  # SIGTERM or ^C while DCP wrote: DCP wraps
+            raise cause from None  # it like a failure, but it is a stop asked for, not one
         last = latest_checkpoint(root)
         kept = f"the last good checkpoint is {last}" if last else "there is no earlier checkpoint"
-        cause = _root_cause(exc)
         raise CheckpointError(
             f"could not write checkpoint for step {step} in {root}: "
             f"{getattr(cause, 'strerror', None) or cause} ({type(cause).__name__}); "
