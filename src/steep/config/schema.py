@@ -181,6 +181,31 @@ class DataSection(_Strict):
         return self
 
 
+class LoraSection(_Strict):
+    """Low-rank adapters (peft's LoRA) for ``train.method: lora | qlora``."""
+
+    rank: int = Field(16, ge=1, description="r: the adapters' rank")
+    alpha: float = Field(32.0, gt=0, description="scaling = alpha / rank")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear",
+        description="module names to adapt (q_proj, ...); all-linear: every linear layer "
+        "of the decoder (the output head excluded)",
+    )
+    embeddings: Literal["train", "freeze"] = Field(
+        "train",
+        description="train: the input and output embeddings train in full beside the adapters "
+        "(CPT learns new tokens and their use; new rows of a vocabulary extension need it)",
+    )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _some_targets(cls, v: list[str] | str) -> list[str] | str:
+        if isinstance(v, list) and not v:
+            raise ValueError("target_modules is empty: name modules, or all-linear")
+        return v
+
+
 class TrainSection(_Strict):
     steps: int = Field(ge=1)
     global_batch_tokens: int = Field(
@@ -246,6 +271,29 @@ class TrainSection(_Strict):
     peak_tflops: float | None = Field(
         None, gt=0, description="device bf16 peak for MFU; default: known GPUs, none on CPU"
     )
+    method: Literal["full", "lora", "qlora"] = Field(
+        "full",
+        description="full: every weight trains; lora: adapters on the frozen base (train.lora); "
+        "qlora: the same on a 4-bit base (CUDA and bitsandbytes)",
+    )
+    lora: LoraSection = Field(default_factory=LoraSection)
+    embedding_lr_ratio: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="LR of the input and output embeddings, x max LR; default 1 for full, "
+        "0.1 for lora and qlora (Unsloth's advice: 2-10x smaller than the adapters')",
+    )
+    optimizer: Literal["adamw", "adamw8bit"] = Field(
+        "adamw",
+        description="adamw8bit: torchao's AdamW with 8-bit moments (2 bytes a parameter "
+        "instead of 8; pip install torchao)",
+    )
+    offload: Literal["none", "cpu"] = Field(
+        "none",
+        description="cpu: FSDP2 keeps parameters, gradients and optimizer state in host "
+        "memory and the optimizer steps there (torchrun on CUDA)",
+    )
     embedding_warmup_steps: int = Field(
         0,
         ge=0,
@@ -282,6 +330,14 @@ class RunConfig(_Strict):
                 f"data.seq_len x train.micro_batch_size = {per_micro}"
             )
         return self
+
+    @property
+    def embedding_lr_ratio(self) -> float:
+        """``train.embedding_lr_ratio``, or its default for the method."""
+        ratio = self.train.embedding_lr_ratio
+        if ratio is not None:
+            return ratio
+        return 1.0 if self.train.method == "full" else 0.1
 
     @property
     def grad_accum(self) -> int:
