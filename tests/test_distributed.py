@@ -149,6 +149,30 @@ def test_rank_crash_stops_job_and_resumes_on_one_rank(setup):
         assert rb["tokens_by_source"] == ra["tokens_by_source"]
 
 
+def test_lora_on_two_ranks_matches_one(setup):
+    """FSDP2 shards the frozen base and the adapters alike; the merged model is the same."""
+    lora = {"method": "lora", "lora": {"rank": 4, "alpha": 8}}
+    paths = {}
+    for name in ("lora1", "lora2"):
+        raw = yaml.safe_load(setup["config"](name).read_text())
+        raw["train"].update(lora, steps=4)
+        paths[name] = setup["root"] / f"{name}.yaml"
+        paths[name].write_text(yaml.safe_dump(raw))
+    one = train(parse_config(yaml.safe_load(paths["lora1"].read_text()))).run_dir
+    proc = _torchrun(2, "-m", "steep", "train", str(paths["lora2"]))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    two = setup["root"] / "lora2" / "run"
+    for ra, rb in zip(_records(one, "train"), _records(two, "train"), strict=True):
+        assert rb["loss"] == pytest.approx(ra["loss"], abs=1e-5)
+    ids = torch.randint(0, 256, (2, 24))
+    with torch.no_grad():
+        la = AutoModelForCausalLM.from_pretrained(one / "model")(ids).logits
+        lb = AutoModelForCausalLM.from_pretrained(two / "model")(ids).logits
+    assert torch.allclose(la, lb, atol=1e-4)
+    assert (two / "adapter" / "adapter_config.json").exists()
+    assert json.loads((two / "model" / "steep.json").read_text())["method"]["name"] == "lora"
+
+
 def test_batch_that_does_not_split_fails_before_start(setup, monkeypatch):
     raw = yaml.safe_load(setup["config"]("odd").read_text())
     raw["train"]["global_batch_tokens"] = 384  # 3 micro-batches of 2 x 64: not 2 ranks' worth

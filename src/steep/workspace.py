@@ -38,6 +38,7 @@ MANIFEST_FILE = "manifest.json"
 HUB_DB_FILE = "hub.sqlite"
 CARD_FILE = "README.md"
 MODEL_DIR = "model"  # a run's saved model
+ADAPTER_DIR = "adapter"  # a LoRA run's adapter, beside the merged model
 CHECKPOINTS_DIR = "checkpoints"
 EVAL_DIR = "eval"  # a model's `steep eval` report
 EVAL_JSON = "eval.json"

@@ -80,6 +80,7 @@ class Lineage(_Open):
     data: list[DataEntry] = Field(default_factory=list)
     tokens_by_source: dict[str, int] = Field(default_factory=dict)
     world_size: int | None = None
+    method: dict[str, Any] | None = None  # LoRA / QLoRA: rank, targets, trained params, adapter
     config: dict[str, Any] | None = None  # the resolved run config
     metrics: TrainMetrics | None = None
     eval: dict[str, Any] | None = None  # `steep eval` result (eval.json without samples)

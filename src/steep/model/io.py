@@ -109,8 +109,11 @@ def gguf_of(cfg: ModelSection) -> Path | None:
     return Path(base) if base.endswith(".gguf") else None
 
 
-def load_base(cfg: ModelSection, home: Path, seed: int = 0) -> LoadedBase:
-    """Return the fp32 model and tokenizer the run will start from."""
+def load_base(
+    cfg: ModelSection, home: Path, seed: int = 0, load: dict[str, Any] | None = None
+) -> LoadedBase:
+    """Return the fp32 model and tokenizer the run will start from (``load``: more
+    ``from_pretrained`` arguments, e.g. QLoRA's 4-bit quantization)."""
     if cfg.random_init is not None:
         loaded = _random_model(cfg, seed)
     else:
@@ -118,13 +121,15 @@ def load_base(cfg: ModelSection, home: Path, seed: int = 0) -> LoadedBase:
         base = resolve_base(cfg.base)
         path = Path(base)
         if (gguf := gguf_of(cfg)) is not None:
-            loaded = _load_hf_dir(gguf_to_hf(gguf, Workspace(home).base_models), origin=str(gguf))
+            loaded = _load_hf_dir(
+                gguf_to_hf(gguf, Workspace(home).base_models), origin=str(gguf), load=load
+            )
         elif path.exists():
-            loaded = _load_hf_dir(path, origin=str(path))
+            loaded = _load_hf_dir(path, origin=str(path), load=load)
         elif path.is_absolute() or base.startswith("."):
             raise ModelLoadError(f"model.base: {base} does not exist")
         else:
-            loaded = _load_hf_dir(Path(base), origin=f"hub:{base}")
+            loaded = _load_hf_dir(Path(base), origin=f"hub:{base}", load=load)
     if cfg.tokenizer:
         loaded.tokenizer = load_tokenizer(cfg.tokenizer)
         loaded.info["tokenizer"] = cfg.tokenizer
@@ -165,13 +170,13 @@ def _random_model(cfg: ModelSection, seed: int) -> LoadedBase:
     return LoadedBase(model, tokenizer, info)
 
 
-def _load_hf_dir(path: Path, origin: str) -> LoadedBase:
+def _load_hf_dir(path: Path, origin: str, load: dict[str, Any] | None = None) -> LoadedBase:
     """Load a plain HF causal LM; ``origin`` is what the user named (for lineage)."""
     local = path.exists()
     if local and not (path / "config.json").exists():
         raise ModelLoadError(f"{path} is not a Hugging Face model directory (no config.json)")
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, **(load or {}))
     except OSError as exc:
         raise ModelLoadError(f"cannot load model from {origin}: {exc}") from None
     tokenizer = load_tokenizer(str(path))

@@ -30,7 +30,11 @@ import numpy as np
 import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import CheckpointException
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_state_dict,
+    set_state_dict,
+)
 
 from steep.errors import SteepError
 from steep.train.parallel import Dist
@@ -136,8 +140,12 @@ def save_checkpoint(
     state: dict[str, Any],
     keep_last: int,
     d: Dist | None = None,
+    trainable_only: bool = False,
 ) -> Path:
-    """Write step ``step`` atomically from every rank, then drop all but the newest ``keep_last``."""
+    """Write step ``step`` atomically from every rank, then drop all but the newest ``keep_last``.
+
+    ``trainable_only`` (LoRA): the frozen base is left out; a resume reloads it as it began.
+    """
     d = d or Dist()
     final = root / f"step_{step:07d}"
     tmp = root / f".{final.name}.tmp"
@@ -147,7 +155,7 @@ def save_checkpoint(
             shutil.rmtree(leftover, ignore_errors=True)
     d.barrier()
     try:
-        model_sd, optim_sd = get_state_dict(model, optimizer)
+        model_sd, optim_sd = get_state_dict(model, optimizer, options=_options(trainable_only))
         dcp.save(
             {"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp), no_dist=not d.enabled
         )
@@ -188,8 +196,17 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
+def _options(trainable_only: bool) -> StateDictOptions:
+    # a missing trained tensor still fails: dcp.load refuses keys the checkpoint lacks
+    return StateDictOptions(ignore_frozen_params=trainable_only, strict=not trainable_only)
+
+
 def load_checkpoint(
-    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, d: Dist | None = None
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    d: Dist | None = None,
+    trainable_only: bool = False,
 ) -> dict[str, Any]:
     """Restore model, optimizer and RNG in place, resharding to this world size.
 
@@ -198,11 +215,16 @@ def load_checkpoint(
     d = d or Dist()
     try:
         state = json.loads((path / "state.json").read_text())
-        model_sd, optim_sd = get_state_dict(model, optimizer)
+        options = _options(trainable_only)
+        model_sd, optim_sd = get_state_dict(model, optimizer, options=options)
         target = {"model": model_sd, "optim": optim_sd}
         dcp.load(target, checkpoint_id=str(path), no_dist=not d.enabled)
         set_state_dict(
-            model, optimizer, model_state_dict=target["model"], optim_state_dict=target["optim"]
+            model,
+            optimizer,
+            model_state_dict=target["model"],
+            optim_state_dict=target["optim"],
+            options=options,
         )
         rng = path / f"rng_rank{d.rank}.pt"
         set_rng_state(
@@ -219,13 +241,14 @@ def load_newest(
     optimizer: torch.optim.Optimizer,
     at_step: Callable[[int], None],
     d: Dist,
+    trainable_only: bool = False,
 ) -> tuple[Path | None, dict[str, Any]]:
     """The newest checkpoint that loads, newest first: one that fails to load (damaged in a
     way its sizes do not show) is named and the one before it is tried."""
     for ckpt in reversed(checkpoint_dirs(root)):
         at_step(int(ckpt.name.removeprefix("step_")))  # e.g. the optimizer groups it needs
         try:
-            return ckpt, load_checkpoint(ckpt, model, optimizer, d)
+            return ckpt, load_checkpoint(ckpt, model, optimizer, d, trainable_only)
         except CheckpointError as exc:
             print(f"warning: {exc}; trying the one before it", file=sys.stderr)
     if root.is_dir() and any(p.name.startswith("step_") for p in root.iterdir()):

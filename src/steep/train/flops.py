@@ -21,8 +21,12 @@ PEAK_BF16 = {
 }
 
 
-def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
-    """Training FLOPs per token (forward + backward) of a decoder-only HF model."""
+def flops_per_token(model: torch.nn.Module, seq_len: int, frozen: bool = False) -> float:
+    """Training FLOPs per token (forward + backward) of a decoder-only HF model.
+
+    ``frozen`` (LoRA): the base's weights get no gradient, so a matmul costs 4 x its
+    parameters (forward, and backward to its input), not 6; attention still costs 12.
+    """
     cfg = model.config
     embed = model.get_input_embeddings().weight
     matmul_params = sum(p.numel() for p in model.parameters() if p is not embed)
@@ -31,7 +35,7 @@ def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
         matmul_params += embed.numel()
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     attention = 12 * cfg.num_hidden_layers * cfg.num_attention_heads * head_dim * seq_len
-    return 6.0 * matmul_params + attention
+    return (4.0 if frozen else 6.0) * matmul_params + attention
 
 
 def device_peak_flops(device: torch.device, override_tflops: float | None = None) -> float | None:

@@ -32,9 +32,16 @@ def document_positions(input_ids: torch.Tensor, separator_id: int) -> torch.Tens
     return idx - last_start
 
 
+def inner_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The HF causal LM inside a peft wrapper (LoRA), or the model itself."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
 def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Linear] | None:
     """The decoder stack and the output head of an HF causal LM, when its logits are just
     ``head(hidden)``; None for a model that post-processes them (soft-capping, scaling)."""
+    model = inner_model(model)
     decoder = getattr(model, "model", None)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     cfg = getattr(model, "config", None)

@@ -36,9 +36,12 @@ from steep.train.forward import lm_loss
 from steep.train.inputs import build_inputs
 from steep.train.kernels import apply_liger
 from steep.train.leftovers import clear_leftovers
+from steep.train.lora import apply_method, check_method, merged_model, quantized_load
+from steep.train.optim import build_optimizer, check_optimizer, set_lr
 from steep.train.parallel import (
     Dist,
     apply_activation_checkpointing,
+    check_offload,
     compile_layers,
     destroy,
     full_state_dict,
@@ -148,6 +151,9 @@ def _train(
 
     # --- build: runtime, model, data, optimizer, schedule ---
     runtime = Runtime.from_config(config.train, d.local_rank)
+    check_method(config, runtime.device)  # peft, CUDA, bitsandbytes: before any weights load
+    check_optimizer(config)
+    check_offload(config, d, runtime.device)
     if d.is_main:
         print(runtime.describe())
     seed_everything(config.run.seed)
@@ -155,15 +161,21 @@ def _train(
     # rank 0 converts / downloads / tokenizes once, the others read its cache; they wait on
     # a file (train.data_wait_s), not in a collective that would time out
     status.phase("loading the base model")
+    qlora = config.train.method == "qlora"
     with Prepare(d, run_dir, "base", wait_s):
-        base = load_base(config.model, home, seed=config.run.seed)
+        base = load_base(config.model, home, config.run.seed, quantized_load() if qlora else None)
     known = getattr(base.model.config, "max_position_embeddings", None)
     problem = context_problem(config.data.seq_len, known, f"model {config.model.base}")
     if problem:  # past its trained context the base's loss jumps: refuse before any work
         raise ConfigError(problem)
-    model = base.model.to(device=runtime.device, dtype=runtime.weight_dtype)
+    model = base.model if qlora else base.model.to(runtime.device, runtime.weight_dtype)
     model.train()
-    flops_token = flops_per_token(model, config.data.seq_len)
+    adapted = apply_method(model, config, config.train.precision, sharded=d.enabled)
+    flops_token = flops_per_token(model, config.data.seq_len, frozen=adapted is not None)
+    if adapted is not None:
+        model = adapted.model  # peft's wrapper: adapters train, the base is frozen
+        if d.is_main:
+            print(adapted.describe())
     parallelize(model, config, d, runtime)
     status.phase("reading the data")
     with Prepare(d, run_dir, "inputs", wait_s) as prep:
@@ -173,7 +185,7 @@ def _train(
             status.phase(what, done, total)  # for the studio
 
         inputs = build_inputs(config, base.tokenizer, home, not d.is_main, progress)
-    optimizer = build_optimizer(model, config, max_lr)
+    optimizer, lr_scales = build_optimizer(model, config, max_lr)  # scales: embeddings' LR
     warm = EmbeddingWarmup.from_config(model, optimizer, config, base.info)  # 0 steps: off
     schedule = schedule_for(config.train, max_lr)
     seq_len, micro = config.data.seq_len, config.train.micro_batch_size
@@ -194,7 +206,9 @@ def _train(
             runtime.autocast(), separator, chunk,
         )  # fmt: skip
     ckpt, state = (
-        load_newest(ckpt_root, model, optimizer, warm.set_step, d) if resume else (None, {})
+        load_newest(ckpt_root, model, optimizer, warm.set_step, d, adapted is not None)
+        if resume
+        else (None, {})
     )
     if resume and ckpt is None and d.is_main:  # killed before its first checkpoint
         print(f"{run_dir} has no checkpoint yet: starting it again from step 0, with its config")
@@ -250,8 +264,7 @@ def _train(
     while step < config.train.steps:
         started = time.perf_counter()
         lr = schedule.lr(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(optimizer, lr, lr_scales)
         warm.set_step(step)  # embeddings-only for the first train.embedding_warmup_steps
         draws = inputs.mixture.draw(per_step)  # the global batch; this rank reads its slice
         mine = draws[d.rank * per_rank : (d.rank + 1) * per_rank]
@@ -314,11 +327,12 @@ def _train(
                 },
                 keep_last=config.checkpoint.keep_last,
                 d=d,
+                trainable_only=adapted is not None,  # LoRA: the frozen base is the base's
             )
     bar.close()
 
     # --- results: HF model with lineage, report ---
-    weights = full_state_dict(model, d)  # a collective: every rank takes part
+    weights = full_state_dict(model, d, adapted is not None)  # a collective: all ranks
     if not d.is_main:
         return RunResult(run_dir, run_dir / MODEL_DIR, baseline, {})
     assert tracker is not None
@@ -340,9 +354,14 @@ def _train(
         config=config.model_dump(mode="json"),
         metrics=TrainMetrics(step=step, baseline=baseline, final=final),
         data_changes=data_changes,  # empty unless resumed with --allow-data-change
+        method=adapted.method if adapted is not None else None,
     )
     try:
-        model_dir = save_hf(base.model, base.tokenizer, run_dir / MODEL_DIR, lineage, weights)
+        plain = base.model
+        if adapted is not None:  # the base reloaded in full precision, the adapters merged in
+            plain = merged_model(adapted, config, home, weights, run_dir)
+            weights = None
+        model_dir = save_hf(plain, base.tokenizer, run_dir / MODEL_DIR, lineage, weights)
     except (OSError, SafetensorError) as exc:  # a full disk, in Python's I/O or in Rust's
         raise folder_error(
             "save the model to", run_dir / MODEL_DIR, exc, run_dir,
@@ -384,27 +403,6 @@ def resume_run(run_dir: Path, allow_data_change: bool = False) -> RunResult:
     return train(config, run_dir=run_dir, resume=True, allow_data_change=allow_data_change)
 
 
-def build_optimizer(model: torch.nn.Module, config: RunConfig, max_lr: float) -> torch.optim.AdamW:
-    """Fused AdamW; no weight decay on norms and biases (1-D tensors), as in GPT recipes."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
-    groups: list[dict[str, Any]] = [
-        {"params": decay, "weight_decay": config.train.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    # The fused kernel updates each tensor in one pass: 8x faster than foreach on this
-    # 2-core CPU for 135M parameters (benchmarks/optimizer_step.py), the usual choice on CUDA.
-    return torch.optim.AdamW(
-        groups,
-        lr=max_lr,
-        betas=(config.train.beta1, config.train.beta2),
-        eps=config.train.eps,
-        fused=True,
-    )
-
-
 def parallelize(model: torch.nn.Module, config: RunConfig, d: Dist, runtime: Runtime) -> None:
     """Kernels, activation checkpointing, compile and FSDP2, in that order (see parallel.py)."""
     if config.model.attention != "sdpa":
@@ -417,7 +415,7 @@ def parallelize(model: torch.nn.Module, config: RunConfig, d: Dist, runtime: Run
     if config.train.compile:
         compile_layers(model)
     if d.enabled:
-        shard_model(model, config.train.precision, runtime.device)
+        shard_model(model, config.train.precision, runtime.device, config.train.offload == "cpu")
 
 
 def to_device(windows: Any, runtime: Runtime) -> torch.Tensor:

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from steep.config import ConfigError, RunConfig
+from steep.train.forward import inner_model
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def check_batch_divides(config: RunConfig, world: int, layout: str = "") -> int:
 
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     """The repeated transformer blocks of an HF causal LM (``model.model.layers`` for Llama)."""
-    inner = getattr(model, "model", None)
+    inner = getattr(inner_model(model), "model", None)
     layers = getattr(inner, "layers", None)
     if not isinstance(layers, torch.nn.ModuleList):
         raise ConfigError(
@@ -112,6 +113,23 @@ def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
             "decoder-only HF models (Llama, Mistral, Qwen2, Gemma, OLMo, SmolLM...)"
         )
     return layers
+
+
+def check_offload(config: RunConfig, d: Dist, device: torch.device) -> None:
+    """``train.offload: cpu`` is FSDP2's: it needs torchrun's ranks and a CUDA device."""
+    if config.train.offload == "none":
+        return
+    if device.type != "cuda":
+        raise ConfigError(
+            f"train.offload=cpu moves weights and optimizer state from the GPU to host "
+            f"memory; this run is on {device.type}, where they are there already: "
+            "set train.offload=none"
+        )
+    if not d.enabled:
+        raise ConfigError(
+            "train.offload=cpu is FSDP2's offload: launch with torchrun (steep launch "
+            "--gpus N, N >= 1)"
+        )
 
 
 def apply_activation_checkpointing(model: torch.nn.Module, mode: str, every: int) -> int:
@@ -141,10 +159,18 @@ def compile_layers(model: torch.nn.Module) -> None:
         layers[i] = torch.compile(layer)
 
 
-def shard_model(model: torch.nn.Module, precision: str, device: torch.device) -> None:
-    """FSDP2 over the default process group: each layer, then the root (embeddings, head)."""
+def shard_model(
+    model: torch.nn.Module, precision: str, device: torch.device, offload: bool = False
+) -> None:
+    """FSDP2 over the default process group: each layer, then the root (embeddings, head).
+
+    ``offload``: parameters, gradients and optimizer state live in pinned host memory; each
+    layer's shard is copied in for its forward and backward, and AdamW steps on the CPU.
+    """
     from torch.distributed.fsdp import (  # deferred: only on the distributed / FSDP path
+        CPUOffloadPolicy,
         MixedPrecisionPolicy,
+        OffloadPolicy,
         fully_shard,
     )
 
@@ -152,15 +178,20 @@ def shard_model(model: torch.nn.Module, precision: str, device: torch.device) ->
         mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     else:
         mp = MixedPrecisionPolicy()
+    policy = CPUOffloadPolicy() if offload else OffloadPolicy()
     layers = decoder_layers(model)
     for i, layer in enumerate(layers):
         # the last layer's parameters are needed right away by backward: keep them gathered
-        fully_shard(layer, mp_policy=mp, reshard_after_forward=i < len(layers) - 1)
-    fully_shard(model, mp_policy=mp)
+        last = i == len(layers) - 1
+        fully_shard(layer, mp_policy=mp, reshard_after_forward=not last, offload_policy=policy)
+    fully_shard(model, mp_policy=mp, offload_policy=policy)
 
 
-def full_state_dict(model: torch.nn.Module, d: Dist) -> dict[str, torch.Tensor]:
-    """The whole unsharded state dict with HF's names (wrapper prefixes removed), on CPU.
+def full_state_dict(
+    model: torch.nn.Module, d: Dist, trainable_only: bool = False
+) -> dict[str, torch.Tensor]:
+    """The whole unsharded state dict with HF's names (wrapper prefixes removed), on CPU;
+    ``trainable_only``: the tensors that train (LoRA's adapters and embeddings).
 
     Under FSDP a collective: every rank must call it; only rank 0 gets the tensors.
     """
@@ -169,7 +200,9 @@ def full_state_dict(model: torch.nn.Module, d: Dist) -> dict[str, torch.Tensor]:
         get_model_state_dict,
     )
 
-    options = StateDictOptions(full_state_dict=d.enabled, cpu_offload=d.enabled)
+    options = StateDictOptions(
+        full_state_dict=d.enabled, cpu_offload=d.enabled, ignore_frozen_params=trainable_only
+    )
     return get_model_state_dict(model, options=options)
 
 
