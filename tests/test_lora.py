@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from steep.config import parse_config
 from steep.errors import ConfigError
+from steep.hub.card import write_model_card
 from steep.model.io import byte_tokenizer
 from steep.train.checkpoint import checkpoint_dirs
 from steep.train.loop import resume_run, train
@@ -95,6 +96,8 @@ def test_lora_run_saves_merged_model_and_adapter_and_resumes(tmp_path, corpora, 
     assert {"q_proj", "down_proj"} <= set(method["target_modules"])
     assert 0 < method["trainable_params"] < method["total_params"]
     assert method["embedding_lr_ratio"] == 0.1
+    card = write_model_card(run / "model", "t").read_text()
+    assert "Method: **lora**, rank 4" in card and "`adapter/`" in card
 
     # checkpoints hold what trains, not the frozen base
     ckpt = checkpoint_dirs(run / "checkpoints")[-1]
@@ -132,6 +135,15 @@ def test_lora_on_names_the_model_lacks_says_which_exist(tmp_path, corpora, tiny_
     with pytest.raises(ConfigError, match="no linear layer named qkv.*q_proj"):
         train(parse_config(raw))
     assert not (tmp_path / "run").exists()  # refused before its first record: no folder
+
+
+def test_frozen_embeddings_refused_on_an_extended_vocabulary(tmp_path, corpora, tiny_model):
+    cfg = parse_config(
+        tiny_config(tmp_path, corpora, tiny_model, method="lora", lora={"embeddings": "freeze"})
+    )
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    with pytest.raises(ConfigError, match="rows 250\\+ .*never learn"):
+        apply_method(model, cfg, "fp32", sharded=False, first_new_id=250)
 
 
 def test_qlora_and_offload_refused_on_cpu(tmp_path, corpora, tiny_model):

@@ -209,6 +209,19 @@ def _recipe_section(lin: Lineage, config: dict[str, Any], train: dict[str, Any])
     ]
     if lin.max_lr_source:
         lines += ["", f"Max LR = lr_fraction x {lin.max_lr_source}."]
+    m = lin.method or {}
+    if m:
+        trained, total = m.get("trainable_params"), m.get("total_params")
+        share = f" ({trained / total:.2%})" if trained and total else ""
+        lines += [
+            "",
+            f"Method: **{cell(m.get('name', MISSING))}**, rank {num(m.get('rank'), 'd')}, alpha "
+            f"{num(m.get('alpha'), 'g')} on {cell(', '.join(m.get('target_modules') or []))}; "
+            f"embeddings {cell(m.get('embeddings', MISSING))} at "
+            f"{num(m.get('embedding_lr_ratio'), 'g')} x max LR; {num(trained, ',')} of "
+            f"{num(total, ',')} parameters trained{share}. This model has the adapter merged "
+            f"in; the adapter alone is `{cell(m.get('adapter', MISSING))}/` in the run folder.",
+        ]
     return lines
 
 

@@ -151,7 +151,9 @@ def _train(
 
     # --- build: runtime, model, data, optimizer, schedule ---
     runtime = Runtime.from_config(config.train, d.local_rank)
-    check_method(config, runtime.device)  # peft, CUDA, bitsandbytes: before any weights load
+    check_method(
+        config, runtime.device, d.world
+    )  # peft, CUDA, bitsandbytes: before any weights load
     check_optimizer(config)
     check_offload(config, d, runtime.device)
     if d.is_main:
@@ -170,7 +172,8 @@ def _train(
         raise ConfigError(problem)
     model = base.model if qlora else base.model.to(runtime.device, runtime.weight_dtype)
     model.train()
-    adapted = apply_method(model, config, config.train.precision, sharded=d.enabled)
+    new_rows = ((base.info.get("lineage") or {}).get("vocab_extension") or {}).get("first_new_id")
+    adapted = apply_method(model, config, config.train.precision, d.enabled, new_rows)
     flops_token = flops_per_token(model, config.data.seq_len, frozen=adapted is not None)
     if adapted is not None:
         model = adapted.model  # peft's wrapper: adapters train, the base is frozen

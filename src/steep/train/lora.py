@@ -41,10 +41,12 @@ class MethodError(SteepError):
     """A training method asked for where it cannot run; says what is missing."""
 
 
-def check_method(config: RunConfig, device: torch.device) -> None:
+def check_method(config: RunConfig, device: torch.device, world: int = 1) -> None:
     """Refuse what cannot run before any weights load: peft, CUDA and bitsandbytes for qlora."""
     method = config.train.method
     if method == "full":
+        if config.train.lora != type(config.train.lora)():
+            print("note: train.lora is set but train.method is full: every weight trains")
         return
     if importlib.util.find_spec("peft") is None:
         raise MethodError(
@@ -59,6 +61,11 @@ def check_method(config: RunConfig, device: torch.device) -> None:
         )
     if importlib.util.find_spec("bitsandbytes") is None:
         raise MethodError("train.method=qlora needs bitsandbytes: pip install bitsandbytes")
+    if world > 1:
+        raise MethodError(
+            "train.method=qlora runs on one GPU (FSDP2 does not shard bitsandbytes' 4-bit "
+            "weights): use train.method=lora to shard adapters and base over several"
+        )
     if config.model.random_init is not None:
         raise MethodError(
             "train.method=qlora quantizes a pretrained base as it loads; model.random_init "
@@ -147,11 +154,23 @@ class Adapted:
 
 
 def apply_method(
-    model: torch.nn.Module, config: RunConfig, precision: str, sharded: bool
+    model: torch.nn.Module,
+    config: RunConfig,
+    precision: str,
+    sharded: bool,
+    first_new_id: int | None = None,
 ) -> Adapted | None:
-    """Wrap ``model`` in LoRA adapters (``train.method`` lora or qlora); None for full."""
+    """Wrap ``model`` in LoRA adapters (``train.method`` lora or qlora); None for full.
+
+    ``first_new_id``: the first row a vocabulary extension added to the base (its steep.json).
+    """
     if config.train.method == "full":
         return None
+    if first_new_id is not None and config.train.lora.embeddings == "freeze":
+        raise ConfigError(
+            f"the base's vocabulary extension added rows {first_new_id}+ to the embeddings; "
+            "with train.lora.embeddings=freeze they would never learn: set it to train"
+        )
     from peft import get_peft_model, prepare_model_for_kbit_training  # deferred: optional peft
 
     if config.train.method == "qlora":  # norms in fp32, inputs that require grad
