@@ -8,7 +8,6 @@ exactly; 8-bit AdamW trains and resumes exactly; what cannot run says so before 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -23,10 +22,10 @@ from steep.errors import ConfigError
 from steep.hub.card import write_model_card
 from steep.model.io import byte_tokenizer
 from steep.train.checkpoint import checkpoint_dirs
-from steep.train.loop import resume_run, train
+from steep.train.loop import train
 from steep.train.lora import MethodError, apply_method
 from steep.train.optim import build_optimizer
-from tests.conftest import TINY_LLAMA, tiny_config
+from tests.conftest import TINY_LLAMA, resume_matches, tiny_config
 
 LORA = {"method": "lora", "lora": {"rank": 4, "alpha": 8}, "lr_fraction": 1.0}
 
@@ -45,25 +44,6 @@ def _wide_model(path: Path) -> Path:
     LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), **shape)).save_pretrained(path)
     tok.save_pretrained(path)
     return path
-
-
-def _resume_matches(run: Path, tmp_path: Path) -> None:
-    """Drop the last checkpoint of a finished run, resume it, and compare with the original."""
-    copy = tmp_path / "resumed"
-    shutil.copytree(run, copy)
-    last = checkpoint_dirs(copy / "checkpoints")[-1]
-    shutil.rmtree(last)
-    shutil.rmtree(copy / "model")
-    result = resume_run(copy)
-    a, b = _records(run, "train"), _records(copy, "train")
-    assert [r["step"] for r in b] == [r["step"] for r in a]
-    for ra, rb in zip(a, b, strict=True):
-        assert rb["loss"] == ra["loss"]  # exact: the same arithmetic in the same order
-    ids = torch.randint(0, 256, (2, 20))
-    with torch.no_grad():
-        la = AutoModelForCausalLM.from_pretrained(run / "model")(ids).logits
-        lb = AutoModelForCausalLM.from_pretrained(result.model_dir)(ids).logits
-    assert torch.equal(la, lb)
 
 
 def test_lora_run_saves_merged_model_and_adapter_and_resumes(tmp_path, corpora, tiny_model):
@@ -104,7 +84,7 @@ def test_lora_run_saves_merged_model_and_adapter_and_resumes(tmp_path, corpora, 
     keys = dcp.FileSystemReader(str(ckpt)).read_metadata().state_dict_metadata
     assert any("lora_A" in k for k in keys)
     assert not any("base_layer" in k or "norm" in k for k in keys)
-    _resume_matches(run, tmp_path)
+    resume_matches(run, tmp_path)
 
 
 def test_embedding_lr_and_frozen_embeddings(tiny_model, tmp_path, corpora):
@@ -179,4 +159,4 @@ def _train_8bit(tmp_path: Path, corpora: dict[str, Path]) -> None:
     assert type(moments).__name__ == "OptimState8bit"  # 1 byte a value and a scale a block
     result = train(cfg)
     assert result.final["domain"] < result.baseline["domain"]
-    _resume_matches(result.run_dir, tmp_path)
+    resume_matches(result.run_dir, tmp_path)

@@ -311,6 +311,11 @@ class EvalSection(_Strict):
 class CheckpointSection(_Strict):
     every_steps: int = Field(100, ge=1)
     keep_last: int = Field(2, ge=1)
+    async_save: bool = Field(
+        False,
+        description="copy the state to host memory and write the files in a thread while "
+        "training goes on (DCP async_save); state.json records the stall",
+    )
 
 
 class RunConfig(_Strict):

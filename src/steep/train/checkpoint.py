@@ -21,8 +21,10 @@ import random
 import re
 import shutil
 import sys
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +148,28 @@ def save_checkpoint(
 
     ``trainable_only`` (LoRA): the frozen base is left out; a resume reloads it as it began.
     """
+    pending = start_checkpoint(root, step, model, optimizer, state, keep_last, d, trainable_only)
+    return pending.wait()
+
+
+def start_checkpoint(
+    root: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    keep_last: int,
+    d: Dist | None = None,
+    trainable_only: bool = False,
+    background: bool = False,
+) -> PendingCheckpoint:
+    """Begin a checkpoint; ``wait()`` on the result makes it whole and visible.
+
+    ``background`` (``checkpoint.async_save``): DCP's ``async_save`` copies the state to host
+    memory (the only stall) and writes the files in a thread while training goes on; the
+    next checkpoint, the end of the run or a stop waits for it. The RNG state is taken now,
+    so the checkpoint is the state after step ``step`` however late it lands.
+    """
     d = d or Dist()
     final = root / f"step_{step:07d}"
     tmp = root / f".{final.name}.tmp"
@@ -154,38 +178,105 @@ def save_checkpoint(
         for leftover in root.glob(".step_*"):
             shutil.rmtree(leftover, ignore_errors=True)
     d.barrier()
-    try:
+    pending = PendingCheckpoint(root, final, tmp, step, state, keep_last, d, rng_state())
+    started = time.perf_counter()
+    with pending.errors():
         model_sd, optim_sd = get_state_dict(model, optimizer, options=_options(trainable_only))
-        dcp.save(
-            {"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp), no_dist=not d.enabled
-        )
-        torch.save(rng_state(), tmp / f"rng_rank{d.rank}.pt")
+        both = {"model": model_sd, "optim": optim_sd}
+        if background:
+            group = _async_group() if d.enabled else None
+            pending.future = dcp.async_save(
+                both, checkpoint_id=str(tmp), process_group=group, no_dist=not d.enabled
+            )
+        else:
+            dcp.save(both, checkpoint_id=str(tmp), no_dist=not d.enabled)
+    pending.stall_s = time.perf_counter() - started
+    return pending
+
+
+_ASYNC_GROUP: list[Any] = []
+
+
+def _async_group() -> Any:
+    """A gloo group for the writer thread: async save needs a CPU backend, and its
+    collectives must not interleave with training's on the default (NCCL) group."""
+    if not _ASYNC_GROUP:  # created on every rank at the first async save: a collective
+        _ASYNC_GROUP.append(torch.distributed.new_group(backend="gloo"))
+    return _ASYNC_GROUP[0]
+
+
+class PendingCheckpoint:
+    """A checkpoint begun by ``start_checkpoint``; ``wait`` finishes it (once)."""
+
+    def __init__(
+        self,
+        root: Path,
+        final: Path,
+        tmp: Path,
+        step: int,
+        state: dict[str, Any],
+        keep_last: int,
+        d: Dist,
+        rng: dict[str, Any],
+    ) -> None:
+        self.root, self.final, self.tmp, self.step = root, final, tmp, step
+        self.state, self.keep_last, self.d, self.rng = state, keep_last, d, rng
+        self.future: Any = None
+        self.stall_s = 0.0
+        self.done: Path | None = None
+
+    @contextmanager
+    def errors(self) -> Iterator[None]:
+        """A failed write removes the half checkpoint and says the last good one is intact."""
+        try:
+            yield
+        except (OSError, CheckpointException) as exc:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            cause = _root_cause(exc)
+            if isinstance(cause, KeyboardInterrupt):  # SIGTERM or ^C while DCP wrote: DCP
+                raise cause from None  # wraps it like a failure, but it is a stop asked for
+            last = latest_checkpoint(self.root)
+            kept = (
+                f"the last good checkpoint is {last}" if last else "there is no earlier checkpoint"
+            )
+            raise CheckpointError(
+                f"could not write checkpoint for step {self.step} in {self.root}: "
+                f"{getattr(cause, 'strerror', None) or cause} ({type(cause).__name__}); "
+                f"{kept}, untouched"
+            ) from exc
+
+    def wait(self) -> Path:
+        """Wait for the files, then state.json last, flush, rename into place, prune."""
+        if self.done is not None:
+            return self.done
+        d, tmp = self.d, self.tmp
+        started = time.perf_counter()
+        with self.errors():
+            if self.future is not None:
+                self.future.result()  # the writer thread's error, if any, is raised here
+            torch.save(self.rng, tmp / f"rng_rank{d.rank}.pt")
+            d.barrier()
+            if d.is_main:
+                files = {f.name: f.stat().st_size for f in sorted(tmp.iterdir()) if f.is_file()}
+                record = {
+                    **self.state,
+                    "step": self.step,
+                    "world_size": d.world,
+                    "files": files,
+                    "stall_s": round(self.stall_s, 4),  # training waited this long for it
+                    **({"wait_s": round(time.perf_counter() - started, 4)} if self.future else {}),
+                }
+                (tmp / "state.json").write_text(json.dumps(record, indent=2) + "\n")
+                _fsync_tree(tmp)
+                if self.final.exists():
+                    shutil.rmtree(self.final)
+                os.replace(tmp, self.final)
         d.barrier()
         if d.is_main:
-            files = {f.name: f.stat().st_size for f in sorted(tmp.iterdir()) if f.is_file()}
-            record = {**state, "step": step, "world_size": d.world, "files": files}
-            (tmp / "state.json").write_text(json.dumps(record, indent=2) + "\n")
-            _fsync_tree(tmp)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-    except (OSError, CheckpointException) as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        cause = _root_cause(exc)
-        if isinstance(cause, KeyboardInterrupt):  # SIGTERM or ^C while DCP wrote: DCP wraps
-            raise cause from None  # it like a failure, but it is a stop asked for, not one
-        last = latest_checkpoint(root)
-        kept = f"the last good checkpoint is {last}" if last else "there is no earlier checkpoint"
-        raise CheckpointError(
-            f"could not write checkpoint for step {step} in {root}: "
-            f"{getattr(cause, 'strerror', None) or cause} ({type(cause).__name__}); "
-            f"{kept}, untouched"
-        ) from exc
-    d.barrier()
-    if d.is_main:
-        for old in checkpoint_dirs(root)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
-    return final
+            for old in checkpoint_dirs(self.root)[: -self.keep_last]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.done = self.final
+        return self.final
 
 
 def _root_cause(exc: BaseException) -> BaseException:

@@ -27,7 +27,7 @@ from steep.config import RunConfig, dump_config, parse_config
 from steep.errors import AlreadyExistsError, ConfigError, MissingInputError, SteepError
 from steep.model.base_lr import resolve_max_lr
 from steep.model.io import base_names, load_base, save_hf
-from steep.train.checkpoint import load_newest, save_checkpoint
+from steep.train.checkpoint import load_newest, start_checkpoint
 from steep.train.datadrift import check_drift
 from steep.train.evaluate import evaluate, window_rule
 from steep.train.flops import device_peak_flops, flops_per_token
@@ -49,6 +49,7 @@ from steep.train.parallel import (
     set_gradient_sync,
     shard_model,
 )
+from steep.train.prefetch import Prefetcher
 from steep.train.preflight import context_problem, forgetting_warning
 from steep.train.rendezvous import Prepare
 from steep.train.report import eval_table, format_table, read_metrics, write_report
@@ -256,6 +257,8 @@ def _train(
     status.phase(("compiling, then " if config.train.compile else "") + "the first step")
 
     # --- the loop ---
+    prefetch = Prefetcher(inputs.mixture.load, runtime.device)  # reads ahead, pins for CUDA
+    pending = None  # a checkpoint still being written (checkpoint.async_save)
     bar = tqdm(
         total=config.train.steps,
         initial=step,
@@ -274,8 +277,8 @@ def _train(
         # summed on the device in float64: no host sync per micro-batch, and the same sum
         # a Python float gave (one .item() per step, below)
         loss_sum = torch.zeros((), dtype=torch.float64, device=runtime.device)
-        for i in range(accum):
-            batch = to_device(inputs.mixture.load(mine[i * micro : (i + 1) * micro]), runtime)
+        parts = [mine[i * micro : (i + 1) * micro] for i in range(accum)]
+        for i, batch in enumerate(prefetch.batches(parts)):  # the next one read meanwhile
             set_gradient_sync(model, i == accum - 1)
             with runtime.autocast():
                 loss = lm_loss(model, batch, separator, chunk=chunk)
@@ -317,7 +320,9 @@ def _train(
         if step % config.eval.every_steps == 0 or step == config.train.steps:
             run_eval()
         if step % config.checkpoint.every_steps == 0 or step == config.train.steps:
-            save_checkpoint(
+            if pending is not None:  # one write in flight at a time (checkpoint.async_save)
+                pending.wait()
+            pending = start_checkpoint(
                 ckpt_root,
                 step,
                 model,
@@ -331,8 +336,14 @@ def _train(
                 keep_last=config.checkpoint.keep_last,
                 d=d,
                 trainable_only=adapted is not None,  # LoRA: the frozen base is the base's
+                background=config.checkpoint.async_save,
             )
+            if not config.checkpoint.async_save:
+                pending.wait()
     bar.close()
+    prefetch.close()
+    if pending is not None:
+        pending.wait()
 
     # --- results: HF model with lineage, report ---
     weights = full_state_dict(model, d, adapted is not None)  # a collective: all ranks
@@ -419,15 +430,6 @@ def parallelize(model: torch.nn.Module, config: RunConfig, d: Dist, runtime: Run
         compile_layers(model)
     if d.enabled:
         shard_model(model, config.train.precision, runtime.device, config.train.offload == "cpu")
-
-
-def to_device(windows: Any, runtime: Runtime) -> torch.Tensor:
-    """A micro-batch on the device; on CUDA copied from pinned memory without blocking, so
-    the copy overlaps the work already queued."""
-    batch = torch.from_numpy(windows)
-    if runtime.device.type != "cuda":
-        return batch
-    return batch.pin_memory().to(runtime.device, non_blocking=True)
 
 
 def use_document_mask(config: RunConfig, runtime: Runtime) -> bool:
