@@ -318,6 +318,31 @@ class CheckpointSection(_Strict):
     )
 
 
+class WandbSection(_Strict):
+    project: str | None = None
+    entity: str | None = None
+    name: str | None = Field(None, description="the W&B run's name; default the run folder's")
+    tags: list[str] = Field(default_factory=list)
+    mode: Literal["online", "offline", "disabled"] | None = Field(
+        None, description="default: WANDB_MODE, else online"
+    )
+
+
+class MlflowSection(_Strict):
+    tracking_uri: str | None = Field(
+        None, description="file:/path, http(s)://server, ...; default MLFLOW_TRACKING_URI"
+    )
+    experiment: str = "steep"
+    run_name: str | None = Field(None, description="default: the run folder's name")
+
+
+class TrackSection(_Strict):
+    """Trackers beside metrics.jsonl and TensorBoard (steep.train.trackers); each optional."""
+
+    wandb: WandbSection | None = None
+    mlflow: MlflowSection | None = None
+
+
 class RunConfig(_Strict):
     run: RunSection = Field(default_factory=RunSection)
     model: ModelSection
@@ -325,6 +350,7 @@ class RunConfig(_Strict):
     train: TrainSection
     eval: EvalSection = Field(default_factory=EvalSection)
     checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
+    track: TrackSection = Field(default_factory=TrackSection)
 
     @model_validator(mode="after")
     def _batch_divides(self) -> RunConfig:

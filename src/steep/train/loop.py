@@ -59,6 +59,7 @@ from steep.train.runtime import Runtime, peak_memory_gib, seed_everything
 from steep.train.schedule import schedule_for
 from steep.train.stages import EmbeddingWarmup
 from steep.train.track import Tracker
+from steep.train.trackers import check_trackers
 from steep.workspace import (
     CHECKPOINTS_DIR,
     CONFIG_FILE,
@@ -156,6 +157,7 @@ def _train(
         config, runtime.device, d.world
     )  # peft, CUDA, bitsandbytes: before any weights load
     check_optimizer(config)
+    check_trackers(config.track)  # wandb, mlflow installed: before any weights load
     check_offload(config, d, runtime.device)
     if d.is_main:
         print(runtime.describe())
@@ -232,7 +234,7 @@ def _train(
     # a resume keeps the records up to the checkpoint; a restart from step 0, none
     kept = (step if ckpt is not None else -1) if resume else None
     status.started = True
-    tracker = Tracker(run_dir, resume_step=kept) if d.is_main else None
+    tracker = Tracker(run_dir, resume_step=kept, config=config) if d.is_main else None
 
     def log(record: dict[str, Any]) -> None:
         if tracker is not None:
@@ -402,6 +404,7 @@ def _train(
             **({"warning": caveat} if caveat else {}),
         },
     )
+    tracker.finish(run_dir)  # W&B / MLflow: report, plots, steep.json; then their run ends
     status.set("done")  # last: the model and its report are on disk
     print(format_table(eval_table(evals)))
     print(f"model: {model_dir}\nreport: {run_dir / REPORT_FILE}")
