@@ -234,3 +234,25 @@ def test_sweep_and_studio_runners_use_the_one_builder(tmp_path):
         torchrun_command(config, ["a=1"], gpus_per_node=2)[-6:]
         == train_command(config, ["a=1"])[1:]
     )
+
+
+def test_a_run_the_plan_says_cannot_fit_is_refused_before_the_weights_load(
+    tmp_path, corpora, tiny_model, monkeypatch
+):
+    from steep.train import loop
+    from tests.conftest import tiny_config
+
+    raw = tiny_config(tmp_path, corpora, tiny_model, device="cpu")
+    raw["model"] = {
+        "random_init": {"hidden_size": 8192, "num_hidden_layers": 80, "num_attention_heads": 64},
+        "tokenizer": str(tiny_model),
+        "base_max_lr": 1e-4,
+    }
+    loaded = []
+    monkeypatch.setattr(loop, "load_base", lambda *a, **k: loaded.append(1) or 1 / 0)
+    with pytest.raises(ConfigError, match="the plan says this run needs .* GiB.*--force"):
+        loop.train(parse_config(raw))
+    assert not loaded and not (tmp_path / "run").exists()
+    with pytest.raises(ZeroDivisionError):  # --force goes on to load the weights
+        loop.train(parse_config(raw), force=True)
+    assert loaded

@@ -96,6 +96,7 @@ def test_sigkill_resume_continues_the_same_tracker_runs(tmp_path, corpora, tiny_
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a signal to its group (W&B's service) never reaches pytest
     )
     deadline = time.time() + 120
     while time.time() < deadline:  # past the checkpoint at step 10, before the one at 15

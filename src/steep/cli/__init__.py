@@ -17,6 +17,7 @@ from steep.workspace import HOME_ENV, steep_home
 # command group -> module with add_parsers(sub); the order is the order of `steep --help`
 COMMANDS: dict[str, str] = {
     "train validate demo": "steep.cli.train",
+    "plan": "steep.cli.plan",
     "sweep": "steep.cli.sweep",
     "launch": "steep.cli.launch",
     "data": "steep.cli.data",

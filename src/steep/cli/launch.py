@@ -33,6 +33,8 @@ def _count(n: int, word: str) -> str:
 
 def cmd_launch(args: argparse.Namespace) -> int:
     # deferred: the preflight loads torch and transformers; `steep --help` does not need them
+    from steep.train.plan import launch_device, make_plan
+    from steep.train.plan_text import summary_line
     from steep.train.preflight import preflight
 
     config = load_config(args.config, args.set)  # a typo fails here, before anything is written
@@ -53,6 +55,12 @@ def cmd_launch(args: argparse.Namespace) -> int:
         f"{config.train.global_batch_tokens} tokens per step in all"
         f"\n# {facts.summary(config)}" + "".join(f"\n# warning: {w}" for w in facts.warnings)
     )
+    device = launch_device(args.gpu)  # a typo in --gpu fails here
+    try:
+        plan = summary_line(make_plan(config, world, device))
+    except (ConfigError, OSError, ValueError) as exc:  # a base it cannot size: launch anyway
+        plan = f"unavailable: {exc}"
+    summary += f"\n# plan: {plan}"
     if args.slurm:
         out = Path(args.slurm)
         log_dir = out.parent.resolve() / "logs"
@@ -127,6 +135,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="default: the CUDA devices visible here, or 1",
     )
     p.add_argument("--nodes", type=positive, default=1, metavar="M")
+    p.add_argument(
+        "--gpu",
+        metavar="NAME",
+        help="the GPU the job gets (H100, A100, ...), for the memory plan; default: this "
+        "machine's (steep plan CONFIG --gpus N for the whole plan)",
+    )
     p.add_argument("--port", type=_port, default=DEFAULT_PORT, help="rendezvous port")
     p.add_argument("--job-name", help="Slurm job name / rendezvous id (default: run.name)")
     p.add_argument("--slurm", metavar="OUT.sbatch", help="write an sbatch script instead")

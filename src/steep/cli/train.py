@@ -23,14 +23,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError(
                 "--resume continues a run with its own config.yaml: give no CONFIG or --set"
             )
-        record_run(resume_run(Path(args.resume), args.allow_data_change).run_dir)
+        record_run(resume_run(Path(args.resume), args.allow_data_change, args.force).run_dir)
         return 0
     if args.allow_data_change:
         raise ConfigError("--allow-data-change goes with --resume RUN_DIR")
     if not args.config:
         raise ConfigError("steep train needs CONFIG.yaml (or --resume RUN_DIR)")
     config = load_config(args.config, args.set)
-    result = train(config, run_dir=Path(args.out) if args.out else None)
+    result = train(config, run_dir=Path(args.out) if args.out else None, force=args.force)
     record_run(result.run_dir)  # the Model Hub row and the model card, now
     return 0
 
@@ -82,6 +82,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "in the lineage, baseline measured again); without it such a resume is refused",
     )
     t.add_argument("--out", metavar="RUN_DIR", help="run directory (default under STEEP_HOME/runs)")
+    t.add_argument(
+        "--force",
+        action="store_true",
+        help="start although `steep plan` says the run does not fit in the devices' memory",
+    )
     t.set_defaults(func=cmd_train)
 
     v = sub.add_parser("validate", help="check a config and print it resolved, without running")

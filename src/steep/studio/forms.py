@@ -264,4 +264,19 @@ def _deep_checks(config: Any, nproc: int, summary: dict[str, Any], home: Path) -
     if facts.datasets:
         summary["datasets"] = facts.datasets
     summary["warnings"] = facts.warnings  # shown with the form's own warnings
-    return []
+    return _plan(config, nproc, summary, home)
+
+
+def _plan(config: Any, nproc: int, summary: dict[str, Any], home: Path) -> list[str]:
+    """``steep plan``'s line for the summary; a run it says cannot fit is an error, as
+    ``steep train`` refuses it (the studio has no --force)."""
+    # deferred: with the preflight (the plan itself is torch-free)
+    from steep.train.plan import make_plan, resolve_device
+    from steep.train.plan_text import summary_line
+
+    try:  # this machine's GPU or its CPU, as the job will run
+        plan = make_plan(config, nproc, resolve_device(config, None), home=home)
+    except (ConfigError, OSError, ValueError):  # a base it cannot size: the run may start
+        return []
+    summary["plan"] = summary_line(plan)
+    return [f"plan: {summary['plan']}"] if plan.fits is False else []

@@ -49,6 +49,7 @@ from steep.train.parallel import (
     set_gradient_sync,
     shard_model,
 )
+from steep.train.plan import fit_problem
 from steep.train.prefetch import Prefetcher
 from steep.train.preflight import context_problem, forgetting_warning
 from steep.train.rendezvous import Prepare
@@ -84,13 +85,14 @@ def train(
     run_dir: Path | None = None,
     resume: bool = False,
     allow_data_change: bool = False,
+    force: bool = False,
 ) -> RunResult:
     d = init_distributed(config)  # one process, or one of torchrun's; checks the batch split
     status = RunState(enabled=d.is_main)  # status.json: running, done, failed (the hub reads it)
     discard = False
     previous = stop_on_sigterm()
     try:
-        return _train(config, d, run_dir, resume, status, allow_data_change)
+        return _train(config, d, run_dir, resume, status, allow_data_change, force)
     except BaseException as exc:
         # a start that failed (bad data, a config training refuses) leaves no run folder to
         # mistake for a run; under torchrun the folder stays (other ranks read rank 0's
@@ -120,6 +122,7 @@ def _train(
     resume: bool,
     status: RunState,
     allow_data_change: bool = False,
+    force: bool = False,
 ) -> RunResult:
     home = steep_home()
     run_dir = Path(d.broadcast(str(run_dir or new_run_dir(config, home)) if d.is_main else None))
@@ -159,6 +162,9 @@ def _train(
     check_optimizer(config)
     check_trackers(config.track)  # wandb, mlflow installed: before any weights load
     check_offload(config, d, runtime.device)
+    too_big = None if force else fit_problem(config, d.world)  # steep plan's arithmetic
+    if too_big:
+        raise ConfigError(too_big)
     if d.is_main:
         print(runtime.describe())
     seed_everything(config.run.seed)
@@ -411,13 +417,13 @@ def _train(
     return RunResult(run_dir, model_dir, baseline, final)
 
 
-def resume_run(run_dir: Path, allow_data_change: bool = False) -> RunResult:
+def resume_run(run_dir: Path, allow_data_change: bool = False, force: bool = False) -> RunResult:
     """Continue a run from its own resolved config.yaml and newest complete checkpoint."""
     config_path = run_dir / CONFIG_FILE
     if not config_path.exists():
         raise MissingInputError(f"{run_dir} is not a steep run directory (no config.yaml)")
     config = parse_config(yaml.safe_load(config_path.read_text()), where=str(config_path))
-    return train(config, run_dir=run_dir, resume=True, allow_data_change=allow_data_change)
+    return train(config, run_dir, True, allow_data_change, force)
 
 
 def parallelize(model: torch.nn.Module, config: RunConfig, d: Dist, runtime: Runtime) -> None:

@@ -129,7 +129,7 @@ const studio = (() => {
       document.getElementById("summary").textContent = res.ok
         ? `ok · max LR ${Number(s.max_lr).toExponential(2)} (${s.max_lr_source}) · ` +
           `${Number(s.tokens).toLocaleString()} training tokens · ${res.nproc} process(es), ` +
-          `${s.grad_accum} micro-batch(es) per step`
+          `${s.grad_accum} micro-batch(es) per step` + (s.plan ? ` · plan: ${s.plan}` : "")
         : `${res.errors.length} problem(s) to fix before launch`;
       launch.disabled = !res.ok;
     }

@@ -1,0 +1,128 @@
+"""``steep plan``'s words: the table a person reads, and the one line launch and the studio show."""
+
+from __future__ import annotations
+
+from steep.train.plan import GIB, HEADROOM, RESERVE_GIB, Plan
+
+
+def _unit(plan: Plan) -> tuple[str, float]:
+    return ("GiB", GIB) if plan.memory.peak >= GIB / 4 else ("MiB", 2**20)
+
+
+def _size(gib: float) -> str:
+    return f"{gib:.1f} GiB" if gib >= 0.1 else f"{gib * 1024:.0f} MiB"
+
+
+def _count(n: float) -> str:
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.3g} ms"
+    if seconds < 120:
+        return f"{seconds:.3g} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.3g} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.3g} h"
+    days = seconds / 86400
+    return f"{days:.3g} days" if days < 1000 else f"{days:,.0f} days"
+
+
+def verdict(plan: Plan) -> str:
+    if plan.fits is None:
+        return "fit unknown (no device memory)"
+    room = f"{_size(plan.peak_gib)} of {plan.usable_gib:.1f} GiB usable"
+    return f"fits ({room})" if plan.fits else f"does not fit ({room})"
+
+
+def where(plan: Plan) -> str:
+    d = plan.device
+    if d is None:
+        return f"{plan.gpus} device(s)"
+    peak = f"{d.peak_tflops:g} TFLOP/s bf16, " if d.peak_tflops else ""
+    return f"{plan.gpus} x {d.name} ({peak}{d.memory_gib:g} GiB)"
+
+
+def summary_line(plan: Plan) -> str:
+    """One line: memory per device, the verdict, the step time and the days."""
+    if plan.device is None:
+        return f"{_size(plan.peak_gib)} per device (--gpu NAME: the fit and the time)"
+    line = f"{_size(plan.peak_gib)} per device on {where(plan)}: {verdict(plan)}"
+    step = plan.step_s
+    if step:
+        line += (
+            f"; ~{_duration(step)} a step at {plan.mfu:.0%} MFU, "
+            f"{_duration(plan.steps * step)} for {plan.steps:,} steps"
+        )
+    if plan.suggestions:
+        first = next((s for s in plan.suggestions if s.fits), plan.suggestions[0])
+        line += f"; try {first.change} ({_size(first.peak_gib)})"
+    return line
+
+
+def render(plan: Plan) -> str:
+    """The table ``steep plan`` prints."""
+    s, m = plan.shape, plan.memory
+    unit, size = _unit(plan)
+
+    def _gib(n: float) -> str:
+        return f"{n / size:,.2f}"
+
+    chunk = f"chunks of {plan.chunk:,} positions" if plan.chunk else "whole logits"
+    lines = [
+        f"steep plan: {plan.config_name}" if plan.config_name else "steep plan",
+        f"model     {_count(plan.params)} parameters ({_count(plan.trainable)} train), "
+        f"{s.layers} layers x {s.hidden}, {s.heads}/{s.kv_heads} heads, vocab {s.vocab:,} "
+        f"[{s.source}]",
+        f"run       {plan.method}, {plan.precision}, {plan.optimizer}"
+        f"{', FSDP2' if plan.sharded else ''}{', offload cpu' if plan.offload == 'cpu' else ''}"
+        f" on {where(plan)}",
+        f"batch     {plan.accum} micro-batch(es) of {plan.micro_tokens:,} tokens per device "
+        f"and step; {plan.global_tokens:,} tokens per step; loss: {chunk}",
+        "",
+        f"memory per device                 {unit}",
+        f"  weights                   {_gib(m.weights):>10}",
+        f"  gradients                 {_gib(m.gradients):>10}",
+        f"  optimizer state           {_gib(m.optimizer):>10}",
+        f"  activations, AC {plan.checkpointing:<9} {_gib(m.activations):>10}"
+        f"   (no AC {_gib(m.activations_no_ac)}, full AC {_gib(m.activations_full_ac)})",
+        f"  loss logits               {_gib(m.logits):>10}",
+        f"  {'gathered by FSDP2' if plan.sharded else 'bf16 weight copies':<24}"
+        f"  {_gib(m.transient):>10}",
+        f"  peak ({m.peak_phase + ')':<19} {_gib(m.peak):>10}   {verdict(plan)}",
+    ]
+    if m.host:
+        lines.append(f"  host memory (offloaded)   {_gib(m.host):>10}   per GPU")
+    moments = ", ".join(f"{k} {_gib(v)}" for k, v in m.phases.items())
+    lines += [
+        f"  (peak: weights + optimizer state + the largest moment of a step: {moments}; "
+        f"usable: {HEADROOM:.0%} of the memory less {RESERVE_GIB:g} GiB)",
+        "",
+        "compute",
+        f"  FLOPs per step            {plan.flops_step:.3g} (model; "
+        f"{plan.hw_flops_step:.3g} with recomputation)",
+    ]
+    step = plan.step_s
+    if step:
+        per_day = plan.global_tokens / step * 86400
+        lines += [
+            f"  step time at {plan.mfu:.0%} MFU      {_duration(step)}",
+            f"  tokens per day            {_count(per_day)} "
+            f"({plan.global_tokens / step / plan.gpus:,.0f} tokens/s per device)",
+            f"  {plan.steps:,} steps               {_duration(plan.steps * step)}",
+        ]
+    else:
+        lines.append("  step time                 unknown: give --peak-tflops (the device's peak)")
+    lines += [f"note: {n}" for n in plan.notes]
+    if plan.suggestions:
+        lines += ["", "what would fit (peak per device):"]
+        for sug in sorted(plan.suggestions, key=lambda x: not x.fits):  # what fits first
+            time = f", {_duration(sug.step_s)} a step" if sug.step_s else ""
+            tag = "fits" if sug.fits else "still too much"
+            lines.append(f"  {sug.peak_gib:>8.1f} GiB  {tag + time:<34} {sug.change}")
+    return "\n".join(lines)
