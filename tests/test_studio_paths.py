@@ -102,3 +102,16 @@ def test_every_path_a_job_reads_stays_in_the_workspace(tmp_path: Path, _steep_ho
     assert tok.startswith("model.tokenizer: ")
     [gguf] = problems(model={"base": inside, "gguf_file": "../../x.gguf"})
     assert gguf.startswith("model.gguf_file: ")
+
+
+def test_a_studio_job_writes_mlflow_runs_only_inside_the_workspace(_steep_home: Path) -> None:
+    home = _steep_home
+    home.mkdir(parents=True, exist_ok=True)
+
+    def problems(uri: str) -> list[str]:
+        return outside_workspace({"track": {"mlflow": {"tracking_uri": uri}}}, home)
+
+    assert problems(f"file://{home.resolve()}/mlruns") == []
+    assert "tracking server" in problems("http://169.254.169.254/latest")[0]  # no SSRF
+    assert "outside the workspace" in problems("file:///etc/mlruns")[0]
+    assert "outside the workspace" in problems(f"file://{home.resolve()}/../x")[0]

@@ -91,9 +91,31 @@ def outside_workspace(raw: dict[str, Any], home: Path) -> list[str]:
                 f"{where}: {value!r} is outside the workspace {root}{what}; upload it on the "
                 "Data Hub page"
             )
+    problems += _tracker_problems(raw, root)
     model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
     gguf = model.get("gguf_file")
     plain = isinstance(gguf, str) and Path(gguf).name == gguf and gguf not in {".", ".."}
     if gguf is not None and not plain:
         problems.append(f"model.gguf_file: {gguf!r} must be a file name inside model.base")
     return problems
+
+
+def _tracker_problems(raw: dict[str, Any], root: Path) -> list[str]:
+    """An MLflow store a studio job writes: a ``file:`` folder in the workspace only. A
+    server URL would let a form make the studio's host send requests anywhere it reaches
+    (W&B's host is fixed by the operator's environment, so it passes)."""
+    track = raw.get("track") if isinstance(raw.get("track"), dict) else {}
+    mlflow = track.get("mlflow") if isinstance(track.get("mlflow"), dict) else {}
+    uri = mlflow.get("tracking_uri")
+    if uri is None:
+        return []
+    where = "track.mlflow.tracking_uri"
+    if not isinstance(uri, str) or not uri.startswith("file:"):
+        return [
+            f"{where}: {uri!r}: studio jobs write MLflow runs to a file: folder in the "
+            f"workspace ({root}); use the CLI for a tracking server"
+        ]
+    path = Path(uri.removeprefix("file:").removeprefix("//"))
+    if not path.is_absolute() or _escapes(path, root) is not None:
+        return [f"{where}: {uri!r} is outside the workspace {root}"]
+    return []
