@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -210,6 +211,21 @@ def test_fit_problem_is_for_the_training_loop() -> None:
     assert fit_problem(_config(), 1, "Some Future GPU", memory_gib=40) is not None
     huge = _config(activation_checkpointing="full")
     assert fit_problem(huge, 16, "H100") is None
+
+
+def test_fit_problem_asks_the_loaded_torch_for_the_training_gpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In the loop torch is loaded and knows the device; the plan itself never imports it."""
+    cuda = SimpleNamespace(
+        is_available=lambda: True,
+        current_device=lambda: 0,
+        get_device_properties=lambda i: SimpleNamespace(total_memory=40 * GIB),
+        get_device_name=lambda i: "NVIDIA A100-PCIE-40GB",
+    )
+    monkeypatch.setitem(sys.modules, "torch", SimpleNamespace(cuda=cuda))
+    problem = fit_problem(_config(), 1)
+    assert problem is not None and "1 x A100 40GB gives 37.0 GiB usable" in problem
 
 
 def test_studio_summary_shows_the_plan(tmp_path: Path) -> None:

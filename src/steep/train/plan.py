@@ -17,6 +17,7 @@ of them together when none is enough alone, and the fewest GPUs that fit as it i
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -331,16 +332,29 @@ def suggestions(config: RunConfig, plan: Plan, home: Path | None = None) -> list
     return out
 
 
+def _training_gpu() -> tuple[str, float] | None:
+    """(name, GiB) of the CUDA device of a process that has imported torch already (the
+    training loop's; this module never imports it), or None."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    index = torch.cuda.current_device()  # torchrun's rank has set its own
+    total = torch.cuda.get_device_properties(index).total_memory
+    return torch.cuda.get_device_name(index), total / 2**30
+
+
 def fit_problem(
     config: RunConfig,
     gpus: int = 1,
     device_name: str | None = None,
     memory_gib: float | None = None,
 ) -> str | None:
-    """Why ``config`` will not fit on ``gpus`` x ``device_name`` (None: the GPU here, else
-    this machine's RAM), as one message with what to change; None when it fits or when the
-    plan cannot tell (a model whose shape is unknown offline, a GPU not in the table and no
-    ``memory_gib``). For ``steep train`` to call before it loads the weights."""
+    """Why ``config`` will not fit on ``gpus`` x ``device_name`` (None: the GPU this process
+    trains on, else this machine's RAM), as one message with what to change; None when it
+    fits or when the plan cannot tell (a model whose shape is unknown offline, a GPU not in
+    the table and no ``memory_gib``). For ``steep train`` to call before it loads weights."""
+    if device_name is None and memory_gib is None and config.train.device != "cpu":
+        device_name, memory_gib = _training_gpu() or (None, None)
     try:
         if device_name is not None and find_device(device_name) is None:
             if not memory_gib:
