@@ -127,8 +127,8 @@ def check_offload(config: RunConfig, d: Dist, device: torch.device) -> None:
         )
     if not d.enabled:
         raise ConfigError(
-            "train.offload=cpu is FSDP2's offload: launch with torchrun (steep launch "
-            "--gpus N, N >= 1)"
+            "train.offload=cpu is FSDP2's offload, and one process is not sharded: launch "
+            "with torchrun on 2 or more GPUs (steep launch --gpus N)"
         )
 
 
