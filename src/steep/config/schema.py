@@ -302,6 +302,18 @@ class TrainSection(_Strict):
     )
 
 
+AUTO_CHUNK_LOGITS = 1 << 26  # fp32 logits per chunk under loss_chunk: auto (256 MiB)
+
+
+def chunk_positions(chunk: int | str | None, vocab: int) -> int | None:
+    """What ``train.loss_chunk`` means in positions: ``auto`` holds 256 MiB of fp32 logits
+    (512 positions at Llama 3's 128k vocabulary, 1,365 at SmolLM2's 49k), at least 256.
+    Here, torch-free, so the loss (``train.forward``) and ``steep plan`` read one rule."""
+    if chunk == "auto":
+        return max(256, AUTO_CHUNK_LOGITS // max(vocab, 1))
+    return chunk if isinstance(chunk, int) else None
+
+
 class EvalSection(_Strict):
     every_steps: int = Field(100, ge=1)
     max_windows: int = Field(16, ge=1, description="fixed windows of seq_len per eval set")

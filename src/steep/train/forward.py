@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from steep.config.schema import chunk_positions
+
 
 def document_positions(input_ids: torch.Tensor, separator_id: int) -> torch.Tensor:
     """Position ids that restart at 0 on the token after each separator, per row."""
@@ -38,6 +40,15 @@ def inner_model(model: torch.nn.Module) -> torch.nn.Module:
     return get_base() if callable(get_base) else model
 
 
+def embedding_weights(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The input embedding and, when not tied to it, the output head's weight."""
+    weights = [model.get_input_embeddings().weight]  # type: ignore[operator]
+    out = model.get_output_embeddings()  # type: ignore[operator]
+    if out is not None and out.weight is not weights[0]:
+        weights.append(out.weight)
+    return weights
+
+
 def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Linear] | None:
     """The decoder stack and the output head of an HF causal LM, when its logits are just
     ``head(hidden)``; None for a model that post-processes them (soft-capping, scaling)."""
@@ -49,17 +60,6 @@ def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.
     if decoder is None or not isinstance(head, torch.nn.Linear) or altered:
         return None
     return decoder, head
-
-
-AUTO_CHUNK_LOGITS = 1 << 26  # fp32 logits per chunk under loss_chunk: auto (256 MiB)
-
-
-def chunk_positions(chunk: int | str | None, vocab: int) -> int | None:
-    """Positions per chunk: ``auto`` holds 256 MiB of fp32 logits (512 positions at Llama
-    3's 128k vocabulary, 1,365 at SmolLM2's 49k), at least 256."""
-    if chunk == "auto":
-        return max(256, AUTO_CHUNK_LOGITS // max(vocab, 1))
-    return chunk if isinstance(chunk, int) else None
 
 
 def _chunk_loss(

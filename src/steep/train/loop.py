@@ -58,7 +58,7 @@ from steep.train.runlock import RunLock, RunLockedError
 from steep.train.runstate import RunCancelled, RunState, stop_on_sigterm
 from steep.train.runtime import Runtime, peak_memory_gib, seed_everything
 from steep.train.schedule import schedule_for
-from steep.train.stages import EmbeddingWarmup
+from steep.train.stages import EmbeddingWarmup, first_new_id
 from steep.train.track import Tracker
 from steep.train.trackers import check_trackers
 from steep.workspace import (
@@ -181,7 +181,7 @@ def _train(
         raise ConfigError(problem)
     model = base.model if qlora else base.model.to(runtime.device, runtime.weight_dtype)
     model.train()
-    new_rows = ((base.info.get("lineage") or {}).get("vocab_extension") or {}).get("first_new_id")
+    new_rows = first_new_id(base.info)  # a vocabulary extension's rows must train
     adapted = apply_method(model, config, config.train.precision, d.enabled, new_rows)
     flops_token = flops_per_token(model, config.data.seq_len, frozen=adapted is not None)
     if adapted is not None:

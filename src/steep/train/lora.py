@@ -34,6 +34,7 @@ from steep.artifacts.atomic import replace_dir, temp_dir, umask_permissions
 from steep.config import RunConfig
 from steep.errors import ConfigError, SteepError
 from steep.model.io import LoadedBase, load_base
+from steep.train.forward import embedding_weights
 from steep.workspace import ADAPTER_DIR
 
 
@@ -125,15 +126,6 @@ def lora_config(config: RunConfig, model: torch.nn.Module) -> Any:
         bias="none",
         task_type="CAUSAL_LM",
     )
-
-
-def embedding_weights(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """The input embedding and, when not tied to it, the output head's weight."""
-    weights = [model.get_input_embeddings().weight]  # type: ignore[operator]
-    out = model.get_output_embeddings()  # type: ignore[operator]
-    if out is not None and out.weight is not weights[0]:
-        weights.append(out.weight)
-    return weights
 
 
 @dataclass

@@ -17,6 +17,7 @@ import torch
 
 from steep.config import RunConfig
 from steep.errors import SteepError
+from steep.train.forward import embedding_weights
 
 
 class OptimizerError(SteepError):
@@ -46,11 +47,7 @@ def build_optimizer(
 ) -> tuple[torch.optim.Optimizer, list[float]]:
     """The optimizer and each group's LR scale; no weight decay on 1-D tensors (GPT recipes)."""
     ratio = config.embedding_lr_ratio
-    embedding_ids = set()
-    if ratio != 1.0:
-        inp = model.get_input_embeddings()  # type: ignore[operator]
-        out = model.get_output_embeddings()  # type: ignore[operator]
-        embedding_ids = {id(m.weight) for m in (inp, out) if m is not None}
+    embedding_ids = {id(w) for w in embedding_weights(model)} if ratio != 1.0 else set()
     decay, no_decay, embeddings = [], [], []
     for p in model.parameters():
         if not p.requires_grad:

@@ -50,20 +50,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from steep.config import RunConfig
-from steep.config.schema import LoraSection
+from steep.config.schema import LoraSection, chunk_positions
 from steep.train.shapes import Shape
 
-AUTO_CHUNK_LOGITS = 1 << 26  # as steep.train.forward (256 MiB of fp32 logits a chunk)
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # bitsandbytes NF4, double-quantized absmax
 ADAM8_BYTES = 2 + 2 * 4 / 256  # torchao AdamW8bit: two 1-byte moments, fp32 scale per 256
-
-
-def chunk_positions(chunk: int | str | None, vocab: int) -> int | None:
-    """``steep.train.forward.chunk_positions`` (kept equal by tests/test_plan.py): that
-    module imports torch, and the plan must answer before torch has loaded."""
-    if chunk == "auto":
-        return max(256, AUTO_CHUNK_LOGITS // max(vocab, 1))
-    return chunk if isinstance(chunk, int) else None
 
 
 @dataclass

@@ -24,6 +24,7 @@ import torch
 
 from steep.artifacts.lineage import parse_lineage
 from steep.config import RunConfig
+from steep.train.forward import embedding_weights
 
 
 class EmbeddingWarmup:
@@ -38,11 +39,7 @@ class EmbeddingWarmup:
     ) -> None:
         self.steps = steps
         self.first_new_id = first_new_id
-        embeddings = [model.get_input_embeddings().weight]  # type: ignore[operator]
-        out = model.get_output_embeddings()  # type: ignore[operator]
-        if out is not None and out.weight is not embeddings[0]:
-            embeddings.append(out.weight)
-        self.embeddings = embeddings
+        self.embeddings = embeddings = embedding_weights(model)
         ids = {id(p) for p in embeddings}
         self.frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
         self.optimizer = optimizer
@@ -63,9 +60,7 @@ class EmbeddingWarmup:
         config: RunConfig,
         base_info: dict[str, Any],
     ) -> EmbeddingWarmup:
-        lineage = parse_lineage(base_info.get("lineage") or {}, "the base's steep.json")
-        first = (lineage.vocab_extension or {}).get("first_new_id")
-        return cls(model, optimizer, config.train.embedding_warmup_steps, first)
+        return cls(model, optimizer, config.train.embedding_warmup_steps, first_new_id(base_info))
 
     def describe(self) -> str:
         rows = f"rows {self.first_new_id}+" if self.first_new_id is not None else "all rows"
@@ -97,3 +92,9 @@ class EmbeddingWarmup:
 
                 mask = distribute_tensor(mask, p.grad.device_mesh, p.grad.placements)
             p.grad.mul_(mask)
+
+
+def first_new_id(base_info: dict[str, Any]) -> int | None:
+    """The first embedding row a vocabulary extension added to the base (its steep.json)."""
+    lineage = parse_lineage(base_info.get("lineage") or {}, "the base's steep.json")
+    return (lineage.vocab_extension or {}).get("first_new_id")
