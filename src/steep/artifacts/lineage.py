@@ -79,6 +79,9 @@ class Lineage(_Open):
     base_peak_lr: dict[str, Any] | None = None  # {"value", "source"}: carried to later runs
     data: list[DataEntry] = Field(default_factory=list)
     tokens_by_source: dict[str, int] = Field(default_factory=dict)
+    tokens_by_phase: dict[str, dict[str, int]] = Field(default_factory=dict)  # data.phases
+    mixture_changes: list[dict[str, Any]] = Field(default_factory=list)  # resumes that changed it
+    forgetting_budget: dict[str, Any] | None = None  # train.forgetting_budget: actions, best
     world_size: int | None = None
     method: dict[str, Any] | None = None  # LoRA / QLoRA: rank, targets, trained params, adapter
     config: dict[str, Any] | None = None  # the resolved run config
@@ -89,6 +92,7 @@ class Lineage(_Open):
     report: dict[str, Any] | None = None  # kind vocab_extension: fertility and initial bpb
     converted_from: str | None = None  # kind base: the GGUF file
     gguf_sha256: str | None = None
+    export: dict[str, Any] | None = None  # an exported copy (GGUF): what, from where, by what
 
     # --- what readers ask of it --------------------------------------------------------
 

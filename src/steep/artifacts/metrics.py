@@ -1,12 +1,15 @@
 """``metrics.jsonl``: a run's log, one JSON object per line. One writer, one reader.
 
-Two kinds of record (docs/formats.md):
+Three kinds of record (docs/formats.md):
 
 - train: ``{"kind": "train", "step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s",
   "tokens_per_s_per_device", "mfu", "peak_mem_gib", "tokens_by_source": {...}, "time"}``
 - eval: ``{"kind": "eval", "step", "tokens", "sets": {name: {"loss", "ppl", "rel_change"}},
   "time"}``; step 0 is the base model, and ``rel_change`` is against it
   (``steep.artifacts.scores.rel_change``: null when the baseline cannot divide).
+- event: ``{"kind": "event", "step", "event", ...}``: something that changed the run at that
+  step: ``phase`` (a ``data.phases`` phase began), ``mixture_change`` (a resume changed the
+  mix), ``forgetting_budget`` (the budget acted, with its reason and numbers).
 
 The training loop appends records (``steep.train.track``); the run report, the hub, the
 studio and sweeps read them here. A reader never fails on a live or crashed run: a cut-off
@@ -29,7 +32,15 @@ from steep.workspace import METRICS_FILE
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METRICS_FILE", "EvalRecord", "TrainRecord", "eval_record", "read_metrics"]
+__all__ = [
+    "METRICS_FILE",
+    "EvalRecord",
+    "EventRecord",
+    "TrainRecord",
+    "eval_record",
+    "read_events",
+    "read_metrics",
+]
 
 
 class _Record(BaseModel):
@@ -65,7 +76,16 @@ class EvalRecord(_Record):
     sets: dict[str, EvalSet]
 
 
-_MODELS: dict[str, type[_Record]] = {"train": TrainRecord, "eval": EvalRecord}
+class EventRecord(_Record):
+    kind: Literal["event"] = "event"
+    event: str
+
+
+_MODELS: dict[str, type[_Record]] = {
+    "train": TrainRecord,
+    "eval": EvalRecord,
+    "event": EventRecord,
+}
 
 
 def eval_record(
@@ -164,3 +184,23 @@ def read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
         by_kind[rec["kind"]][rec["step"]] = rec  # later lines overwrite earlier ones
     train, evals = ([recs[s] for s in sorted(recs)] for recs in (by_kind["train"], by_kind["eval"]))
     return train, evals
+
+
+def read_events(path: Path) -> list[dict]:
+    """The event records, in step order; several may share a step, and a resume that
+    logged a step's events again keeps the last copy of each."""
+    seen: dict[tuple[int, str, str], dict] = {}
+    path = Path(path)
+    if not path.exists():
+        return []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(raw, dict) and raw.get("kind") == "event":
+            rec = parse_record(raw)
+            if rec is not None:
+                what = str(rec.get("action") or rec.get("phase") or "")
+                seen[(rec["step"], rec["event"], what)] = rec
+    return [seen[k] for k in sorted(seen, key=lambda k: k[0])]

@@ -19,14 +19,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     quiet_libraries()
     if args.resume:
-        if args.config or args.set:
-            raise ConfigError(
-                "--resume continues a run with its own config.yaml: give no CONFIG or --set"
-            )
-        record_run(resume_run(Path(args.resume), args.allow_data_change, args.force).run_dir)
+        result = resume_run(
+            Path(args.resume),
+            args.allow_data_change,
+            args.force,
+            new_data=Path(args.config) if args.config else None,
+            overrides=args.set,
+            allow_mixture_change=args.allow_mixture_change,
+        )
+        record_run(result.run_dir)
         return 0
-    if args.allow_data_change:
-        raise ConfigError("--allow-data-change goes with --resume RUN_DIR")
+    if args.allow_data_change or args.allow_mixture_change:
+        flag = "data" if args.allow_data_change else "mixture"
+        raise ConfigError(f"--allow-{flag}-change goes with --resume RUN_DIR")
     if not args.config:
         raise ConfigError("steep train needs CONFIG.yaml (or --resume RUN_DIR)")
     config = load_config(args.config, args.set)
@@ -80,6 +85,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="with --resume: go on although the data changed since the checkpoint (recorded "
         "in the lineage, baseline measured again); without it such a resume is refused",
+    )
+    t.add_argument(
+        "--allow-mixture-change",
+        action="store_true",
+        help="with --resume: go on with another mix (--set data.sources.N.weight=W, or a "
+        "CONFIG whose data section adds or removes sources); kept sources continue where "
+        "they were, new ones start at their beginning, the change is recorded",
     )
     t.add_argument("--out", metavar="RUN_DIR", help="run directory (default under STEEP_HOME/runs)")
     t.add_argument(

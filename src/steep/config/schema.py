@@ -13,6 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from steep.artifacts import scores
 from steep.artifacts.scores import Role
+from steep.config.mixing import (
+    ForgettingBudgetSection,
+    PhaseSection,
+    budget_problem,
+    phases_problem,
+)
 from steep.workspace import plain_name_problem, run_name_problem
 
 
@@ -143,6 +149,11 @@ class DataSection(_Strict):
         default_factory=dict,
         description="role of each extra eval set (domain or general), for sweep scoring; "
         "a set without one is reported but not scored",
+    )
+    phases: list[PhaseSection] = Field(
+        default_factory=list,
+        description="the mix on schedule: each phase's weights until its until_step or "
+        "until_fraction (e.g. a final anneal on the domain); empty: one mix for the run",
     )
 
     @field_validator("eval_sets", "eval_roles")
@@ -294,6 +305,9 @@ class TrainSection(_Strict):
         description="cpu: FSDP2 keeps parameters, gradients and optimizer state in host "
         "memory and the optimizer steps there (torchrun on CUDA)",
     )
+    forgetting_budget: ForgettingBudgetSection | None = Field(
+        None, description="act when the general regression at an eval exceeds a bound"
+    )
     embedding_warmup_steps: int = Field(
         0,
         ge=0,
@@ -372,6 +386,13 @@ class RunConfig(_Strict):
                 f"train.global_batch_tokens={self.train.global_batch_tokens} must be a multiple of "
                 f"data.seq_len x train.micro_batch_size = {per_micro}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _mix_over_time(self) -> RunConfig:
+        problem = phases_problem(self) or budget_problem(self)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @property

@@ -24,8 +24,8 @@ from steep.errors import MissingInputError
 from steep.eval.lineage import local_dir
 from steep.model.io import load_base, load_tokenizer
 from steep.train.evaluate import EvalSet, evaluate, window_rule
+from steep.train.forward import use_document_mask
 from steep.train.inputs import run_eval_sets
-from steep.train.loop import use_document_mask
 from steep.train.runtime import Runtime
 from steep.workspace import METRICS_FILE, steep_home
 

@@ -134,7 +134,7 @@ def render_model_card(
         lines.append(f"- GGUF sha256: `{lin.gguf_sha256}`")
     if lin.base and lin.base.tokenizer_sha256:
         lines.append(f"- tokenizer sha256: `{lin.base.tokenizer_sha256}`")
-    lines += _data_section(lin, home)
+    lines += _data_section(lin, home) + _mix_section(lin)
     lines += _recipe_section(lin, config, train)
     lines += _training_loss_section(lin)
     ev = report or lin.eval
@@ -188,6 +188,39 @@ def _data_section(lin: Lineage, home: Path | None) -> list[str]:
             f"{num(d.share, '.1%')} | {cell(slice_label(norm_ref(ref) or ref, ds) if ref else MISSING)} | "
             f"{hashes} | {num(tokens, ',')} | {num(seen.get(d.name) if d.name else None, ',')} |"
         )
+    return lines
+
+
+def _mix_section(lin: Lineage) -> list[str]:
+    """Phases, changes of mix on resume and the forgetting budget's actions, when any."""
+    lines: list[str] = []
+    if lin.tokens_by_phase:
+        sources = sorted({s for p in lin.tokens_by_phase.values() for s in p})
+        lines += [
+            "",
+            "## Tokens per phase",
+            "",
+            "| phase | " + " | ".join(map(cell, sources)) + " |",
+        ]
+        lines.append("|---|" + "---:|" * len(sources))
+        for phase, row in lin.tokens_by_phase.items():
+            lines.append(
+                f"| {cell(phase)} | " + " | ".join(num(row.get(s), ",") for s in sources) + " |"
+            )
+    for change in lin.mixture_changes:
+        what = "; ".join(map(str, change.get("changed", [])))
+        lines += ["", f"- mixture changed on resume at step {change.get('step')}: {cell(what)}"]
+    budget = lin.forgetting_budget
+    if isinstance(budget, dict):
+        lines += ["", "## Forgetting budget", ""]
+        lines.append(
+            f"- max general regression {num(budget.get('max_regression'), '.2%')} on "
+            f"{', '.join(map(str, budget.get('sets') or []))}; action {budget.get('action')}"
+        )
+        for act in budget.get("actions") or []:
+            lines.append(f"- step {act.get('step')}: {cell(str(act.get('reason')))}")
+        if not budget.get("actions"):
+            lines.append("- no action was needed")
     return lines
 
 

@@ -162,13 +162,15 @@ def start_checkpoint(
     d: Dist | None = None,
     trainable_only: bool = False,
     background: bool = False,
+    protect: int | None = None,
 ) -> PendingCheckpoint:
     """Begin a checkpoint; ``wait()`` on the result makes it whole and visible.
 
     ``background`` (``checkpoint.async_save``): DCP's ``async_save`` copies the state to host
     memory (the only stall) and writes the files in a thread while training goes on; the
     next checkpoint, the end of the run or a stop waits for it. The RNG state is taken now,
-    so the checkpoint is the state after step ``step`` however late it lands.
+    so the checkpoint is the state after step ``step`` however late it lands. ``protect``:
+    a step whose checkpoint pruning keeps (the forgetting budget's best).
     """
     d = d or Dist()
     final = root / f"step_{step:07d}"
@@ -179,6 +181,7 @@ def start_checkpoint(
             shutil.rmtree(leftover, ignore_errors=True)
     d.barrier()
     pending = PendingCheckpoint(root, final, tmp, step, state, keep_last, d, rng_state())
+    pending.protect = protect
     started = time.perf_counter()
     with pending.errors():
         model_sd, optim_sd = get_state_dict(model, optimizer, options=_options(trainable_only))
@@ -222,6 +225,7 @@ class PendingCheckpoint:
         self.root, self.final, self.tmp, self.step = root, final, tmp, step
         self.state, self.keep_last, self.d, self.rng = state, keep_last, d, rng
         self.future: Any = None
+        self.protect: int | None = None  # a step pruning keeps
         self.stall_s = 0.0
         self.done: Path | None = None
 
@@ -273,8 +277,10 @@ class PendingCheckpoint:
                 os.replace(tmp, self.final)
         d.barrier()
         if d.is_main:
+            keep = f"step_{self.protect:07d}" if self.protect is not None else None
             for old in checkpoint_dirs(self.root)[: -self.keep_last]:
-                shutil.rmtree(old, ignore_errors=True)
+                if old.name != keep:
+                    shutil.rmtree(old, ignore_errors=True)
         self.done = self.final
         return self.final
 

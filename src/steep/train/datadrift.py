@@ -69,13 +69,20 @@ def refusal(checkpoint: str, lines: list[str]) -> DataChangedError:
     )
 
 
-def check_drift(root: Path, now: dict[str, Any], allow: bool) -> dict[str, Any] | None:
+def check_drift(
+    root: Path, now: dict[str, Any], allow: bool, sources_may_change: bool = False
+) -> dict[str, Any] | None:
     """None when the data is what the newest checkpoint trained on (or it predates the
-    record); raises when it is not, unless ``allow``; then what changed."""
+    record); raises when it is not, unless ``allow``; then what changed.
+    ``sources_may_change`` (``--allow-mixture-change``): a source added or removed is a
+    change of the mix (``steep.train.mixcontrol``), not of a kept source's data."""
     dirs = checkpoint_dirs(root)
     if not dirs:
         return None
     before = json.loads((dirs[-1] / "state.json").read_text()).get("data")
+    if before is not None and sources_may_change:
+        before = {k: v for k, v in before.items() if k in now or k.startswith("eval:")}
+        now = {k: v for k, v in now.items() if k in before or k.startswith("eval:")}
     lines = describe_changes(before, now) if before is not None else []
     if not lines:
         return None

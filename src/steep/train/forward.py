@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from steep.config.schema import chunk_positions
+from steep.config.schema import RunConfig, chunk_positions
+from steep.train.runtime import Runtime
 
 
 def document_positions(input_ids: torch.Tensor, separator_id: int) -> torch.Tensor:
@@ -105,3 +106,11 @@ def lm_loss(
         part = (hidden[i:end], flat_targets[i:end], head.weight, head.bias)
         total = total + checkpoint(_chunk_loss, *part, use_reentrant=False)
     return total / flat_targets.numel() if reduction == "mean" else total
+
+
+def use_document_mask(config: RunConfig, runtime: Runtime) -> bool:
+    """``auto`` masks across documents only where a kernel makes it cheap."""
+    if config.train.document_mask != "auto":
+        return config.train.document_mask == "on"
+    fast = {"flash_attention_2", "flash_attention_3", "flex_attention"}
+    return runtime.device.type == "cuda" and config.model.attention in fast

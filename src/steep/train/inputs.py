@@ -12,9 +12,10 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from steep.config import RunConfig, SourceSection, effective_weights
+from steep.config import RunConfig, SourceSection
+from steep.config.mixing import phase_weights
 from steep.data.executor import Executor
-from steep.data.mixture import Mixture
+from steep.data.mixture import Mixture, Phase
 from steep.data.selection import DatasetSelection, slice_report
 from steep.data.spans import UNIT_BYTES
 from steep.data.tokenize import Progress, TokenizedSource, tokenize_source, tokenizer_meta
@@ -93,12 +94,7 @@ def build_inputs(
                 f"source '{ts.name}' has {ts.train.num_tokens} training tokens, "
                 f"fewer than one sequence of {seq_len + 1}"
             )
-    mixture = Mixture(
-        [s.name for s in sources],
-        windows,
-        effective_weights(config),  # data.domain_share, when set, rescales the roles
-        seed=config.run.seed,
-    )
+    mixture = build_mixture(config, [s.name for s in sources], windows)
     _check_enough_data(config, mixture)
 
     ident = {ts.name: identity(ts.info, ts.dir.name) for ts in sources}
@@ -120,7 +116,7 @@ def build_inputs(
         {
             "name": ts.name,
             "weight": cfg.weight,
-            "share": float(share),
+            "share": float(share),  # in the first phase (all of them: tokens_by_phase)
             "dataset": ts.info.get("dataset"),
             "files": ts.info["files"],
             # counts only: the shard list (tens of thousands at scale) stays in source.json
@@ -135,6 +131,14 @@ def build_inputs(
         for ts, cfg, share in zip(sources, config.data.sources, mixture.shares, strict=True)
     ]
     return Inputs(mixture, eval_sets, sources, meta["separator_id"], lineage, ident)
+
+
+def build_mixture(config: RunConfig, names: list[str], windows: list[Windows]) -> Mixture:
+    """The run's mixture: its phases (``data.phases``) in sequences drawn, or one mix
+    (``data.domain_share``, when set, rescales the roles)."""
+    per_step = config.sequences_per_step
+    phases = [Phase(n, start * per_step, tuple(w)) for n, start, w in phase_weights(config)]
+    return Mixture(names, windows, phases[0].weights, seed=config.run.seed, phases=phases)
 
 
 def _tokenize(
@@ -218,15 +222,17 @@ def run_eval_sets(
 def _check_enough_data(config: RunConfig, mixture: Mixture) -> None:
     total = config.train.steps * config.sequences_per_step
     limit = config.data.max_epochs
-    for (name, epochs), w, share in zip(
-        mixture.epochs_needed(total).items(), mixture.windows, mixture.shares, strict=True
+    need = mixture.sequences_needed(total)
+    for (name, epochs), w, k in zip(
+        mixture.epochs_needed(total).items(), mixture.windows, need, strict=True
     ):
         if epochs > limit:
             have = len(w) * config.data.seq_len
+            phased = " over its phases" if len(mixture.phases) > 1 else ""
             raise DataError(
                 f"source '{name}' has {have:,} training tokens ({len(w)} sequences of "
                 f"{config.data.seq_len}); {config.train.steps} steps x "
-                f"{config.train.global_batch_tokens:,} tokens at a {share:.0%} share need "
-                f"{epochs:.2f} passes over it, above data.max_epochs={limit:g}. Lower "
-                "train.steps or the global batch, add data, or raise data.max_epochs"
+                f"{config.train.global_batch_tokens:,} tokens at a {k / total:.0%} share"
+                f"{phased} need {epochs:.2f} passes over it, above data.max_epochs={limit:g}. "
+                "Lower train.steps or the global batch, add data, or raise data.max_epochs"
             )

@@ -15,28 +15,29 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from safetensors import SafetensorError
 from tqdm import tqdm
 
 from steep import __version__
+from steep.artifacts import atomic
 from steep.artifacts.lineage import Lineage, TrainMetrics
 from steep.artifacts.metrics import eval_record
 from steep.artifacts.runstatus import failure_text
-from steep.config import RunConfig, dump_config, parse_config
-from steep.errors import AlreadyExistsError, ConfigError, MissingInputError, SteepError
+from steep.config import RunConfig, dump_config
+from steep.errors import ConfigError, SteepError
 from steep.model.base_lr import resolve_max_lr
 from steep.model.io import base_names, load_base, save_hf
-from steep.train.checkpoint import load_newest, start_checkpoint
+from steep.train.checkpoint import load_checkpoint, load_newest, start_checkpoint
 from steep.train.datadrift import check_drift
-from steep.train.evaluate import evaluate, window_rule
+from steep.train.evaluate import EvalSet, evaluate, window_rule
 from steep.train.flops import device_peak_flops, flops_per_token
 from steep.train.folder_errors import folder_error
-from steep.train.forward import lm_loss
+from steep.train.forward import lm_loss, use_document_mask
 from steep.train.inputs import build_inputs
 from steep.train.kernels import apply_liger
 from steep.train.leftovers import clear_leftovers
 from steep.train.lora import apply_method, check_method, merged_model, quantized_load
+from steep.train.mixcontrol import MixControl, unbaselined_sets
 from steep.train.optim import build_optimizer, check_optimizer, set_lr
 from steep.train.parallel import (
     Dist,
@@ -54,6 +55,7 @@ from steep.train.prefetch import Prefetcher
 from steep.train.preflight import context_problem, forgetting_warning
 from steep.train.rendezvous import Prepare
 from steep.train.report import eval_table, format_table, read_metrics, write_report
+from steep.train.rundir import new_run_dir, resume_config
 from steep.train.runlock import RunLock, RunLockedError
 from steep.train.runstate import RunCancelled, RunState, stop_on_sigterm
 from steep.train.runtime import Runtime, peak_memory_gib, seed_everything
@@ -67,7 +69,6 @@ from steep.workspace import (
     METRICS_FILE,
     MODEL_DIR,
     REPORT_FILE,
-    Workspace,
     steep_home,
 )
 
@@ -86,13 +87,15 @@ def train(
     resume: bool = False,
     allow_data_change: bool = False,
     force: bool = False,
+    allow_mixture_change: bool = False,
 ) -> RunResult:
     d = init_distributed(config)  # one process, or one of torchrun's; checks the batch split
     status = RunState(enabled=d.is_main)  # status.json: running, done, failed (the hub reads it)
     discard = False
     previous = stop_on_sigterm()
     try:
-        return _train(config, d, run_dir, resume, status, allow_data_change, force)
+        allow = (allow_data_change, allow_mixture_change)
+        return _train(config, d, run_dir, resume, status, allow, force)
     except BaseException as exc:
         # a start that failed (bad data, a config training refuses) leaves no run folder to
         # mistake for a run; under torchrun the folder stays (other ranks read rank 0's
@@ -121,10 +124,11 @@ def _train(
     run_dir: Path | None,
     resume: bool,
     status: RunState,
-    allow_data_change: bool = False,
+    allow: tuple[bool, bool] = (False, False),
     force: bool = False,
 ) -> RunResult:
     home = steep_home()
+    allow_data_change, allow_mixture_change = allow
     run_dir = Path(d.broadcast(str(run_dir or new_run_dir(config, home)) if d.is_main else None))
     max_lr, lr_source = resolve_max_lr(config)  # before any slow work: refuse to guess early
     caveat = forgetting_warning(config)  # in the log now and in report.md at the end
@@ -197,6 +201,7 @@ def _train(
             status.phase(what, done, total)  # for the studio
 
         inputs = build_inputs(config, base.tokenizer, home, not d.is_main, progress)
+    mix = MixControl(config, inputs.mixture)  # phases, a change on resume, the budget
     optimizer, lr_scales = build_optimizer(model, config, max_lr)  # scales: embeddings' LR
     warm = EmbeddingWarmup.from_config(model, optimizer, config, base.info)  # 0 steps: off
     schedule = schedule_for(config.train, max_lr)
@@ -211,12 +216,22 @@ def _train(
 
     # --- resume: model, optimizer, RNG, mixture position, baseline ---
     step, baseline = 0, {}
-    drift = check_drift(ckpt_root, inputs.identity, allow_data_change) if resume else None
-    if drift is not None:  # going on with new data: the base (still loaded) sets a new baseline
-        drift["baseline"] = evaluate(
-            model, inputs.eval_sets, config.eval.batch_size, runtime.device,
-            runtime.autocast(), separator, chunk,
+
+    def evaluate_sets(sets: list[EvalSet]) -> dict[str, float]:
+        return evaluate(
+            model, sets, config.eval.batch_size, runtime.device, runtime.autocast(),
+            separator, chunk,
         )  # fmt: skip
+
+    drift = (
+        check_drift(ckpt_root, inputs.identity, allow_data_change, allow_mixture_change)
+        if resume
+        else None
+    )
+    if drift is not None:  # going on with new data: the base (still loaded) sets a new baseline
+        drift["baseline"] = evaluate_sets(inputs.eval_sets)
+    unseen = unbaselined_sets(ckpt_root, inputs.eval_sets) if allow_mixture_change else []
+    new_baseline = evaluate_sets(unseen) if unseen else {}  # an added source's held-out set
     ckpt, state = (
         load_newest(ckpt_root, model, optimizer, warm.set_step, d, adapted is not None)
         if resume
@@ -225,12 +240,16 @@ def _train(
     if resume and ckpt is None and d.is_main:  # killed before its first checkpoint
         print(f"{run_dir} has no checkpoint yet: starting it again from step 0, with its config")
     data_changes: list[dict[str, Any]] = list(state.get("data_changes", []))
+    mix_changed: list[str] = []
     if ckpt is not None:
-        step, baseline = state["step"], state["baseline"]
+        step, baseline = state["step"], {**state["baseline"], **new_baseline}
         if drift is not None:
             data_changes.append({**drift, "step": step})
             baseline = drift["baseline"]
-        inputs.mixture.load_state_dict(state["mixture"])
+        mix_changed = mix.resume(state, step, allow_mixture_change)
+        if mix_changed and d.is_main:  # the next resume reads the mix it goes on with
+            atomic.write_text(run_dir / CONFIG_FILE, dump_config(config))
+            print(f"mixture changed at step {step}: {'; '.join(mix_changed)}")
         if d.is_main:
             was = state.get("world_size", 1)
             print(
@@ -242,26 +261,19 @@ def _train(
     status.started = True
     tracker = Tracker(run_dir, resume_step=kept, config=config) if d.is_main else None
 
-    def log(record: dict[str, Any]) -> None:
-        if tracker is not None:
+    def log(*records: dict[str, Any]) -> None:
+        for record in records if tracker is not None else ():
             tracker.log(record)
 
     def run_eval() -> dict[str, float]:
-        losses = evaluate(
-            model,
-            inputs.eval_sets,
-            config.eval.batch_size,
-            runtime.device,
-            runtime.autocast(),
-            separator,
-            chunk,
-        )
+        losses = evaluate_sets(inputs.eval_sets)
         log(eval_record(step, step * config.train.global_batch_tokens, losses, baseline or losses))
         return losses
 
     if step == 0:  # the base model is the baseline every later eval is compared with
         status.phase("evaluating the base (step 0)")
         baseline = run_eval()
+    log(*mix.events(step, mix_changed))  # a mix changed on resume: its step, what changed
     status.phase(("compiling, then " if config.train.compile else "") + "the first step")
 
     # --- the loop ---
@@ -277,7 +289,7 @@ def _train(
     )
     while step < config.train.steps:
         started = time.perf_counter()
-        lr = schedule.lr(step)
+        lr = schedule.lr(step) * mix.lr_multiplier  # < 1 after the budget's lr actions
         set_lr(optimizer, lr, lr_scales)
         warm.set_step(step)  # embeddings-only for the first train.embedding_warmup_steps
         draws = inputs.mixture.draw(per_step)  # the global batch; this rank reads its slice
@@ -314,8 +326,10 @@ def _train(
                 "mfu": tok_s / d.world * flops_token / peak if peak else None,
                 "peak_mem_gib": peak_memory_gib(runtime.device),
                 "tokens_by_source": inputs.mixture.tokens_by_source(seq_len),
+                **mix.step_fields(seq_len),  # the phase, tokens per phase
             }
         )
+        log(*mix.events(step))  # a phase that began with this step
         if status.shown:
             status.phase(None)  # training: the metrics say the rest
         bar.update(1)
@@ -325,9 +339,12 @@ def _train(
                 f"train loss is {train_loss} at step {step}: "
                 "lower train.lr_fraction or check the data"
             )
+        save_now = step % config.checkpoint.every_steps == 0 or step == config.train.steps
         if step % config.eval.every_steps == 0 or step == config.train.steps:
-            run_eval()
-        if step % config.checkpoint.every_steps == 0 or step == config.train.steps:
+            log(*mix.after_eval(step, run_eval(), baseline, save_now))  # the budget's actions
+            if mix.stop:  # the budget says stop: end with its best checkpoint, below
+                break
+        if save_now:
             if pending is not None:  # one write in flight at a time (checkpoint.async_save)
                 pending.wait()
             pending = start_checkpoint(
@@ -337,7 +354,7 @@ def _train(
                 optimizer,
                 {
                     "baseline": baseline,
-                    "mixture": inputs.mixture.state_dict(),
+                    **mix.state(),  # the mixture, its changes, the budget
                     "data": inputs.identity,  # what a resume must find (train.datadrift)
                     "data_changes": data_changes,
                 },
@@ -345,6 +362,7 @@ def _train(
                 d=d,
                 trainable_only=adapted is not None,  # LoRA: the frozen base is the base's
                 background=config.checkpoint.async_save,
+                protect=mix.best_step,  # the budget's best checkpoint outlives keep_last
             )
             if not config.checkpoint.async_save:
                 pending.wait()
@@ -352,6 +370,9 @@ def _train(
     prefetch.close()
     if pending is not None:
         pending.wait()
+    best = mix.best_step if mix.stop else None
+    if best is not None:  # stopped by the budget: the model is its best checkpoint's
+        load_checkpoint(ckpt_root / f"step_{best:07d}", model, optimizer, d, adapted is not None)
 
     # --- results: HF model with lineage, report ---
     weights = full_state_dict(model, d, adapted is not None)  # a collective: all ranks
@@ -360,7 +381,8 @@ def _train(
     assert tracker is not None
     tracker.close()
     _, evals = read_metrics(run_dir / METRICS_FILE)
-    final = {name: m["loss"] for name, m in evals[-1]["sets"].items()} if evals else {}
+    kept_eval = [r for r in evals if r["step"] == best] if best is not None else evals[-1:]
+    final = {name: m["loss"] for name, m in kept_eval[0]["sets"].items()} if kept_eval else {}
     lineage = Lineage(
         kind="cpt",
         steep_version=__version__,
@@ -372,9 +394,10 @@ def _train(
         max_lr_source=lr_source,
         data=inputs.lineage,
         tokens_by_source=inputs.mixture.tokens_by_source(seq_len),
+        **mix.lineage(seq_len),  # tokens per phase, mix changes, the budget's actions
         world_size=d.world,
         config=config.model_dump(mode="json"),
-        metrics=TrainMetrics(step=step, baseline=baseline, final=final),
+        metrics=TrainMetrics(step=best or step, baseline=baseline, final=final),
         data_changes=data_changes,  # empty unless resumed with --allow-data-change
         method=adapted.method if adapted is not None else None,
     )
@@ -399,10 +422,7 @@ def _train(
             f"{schedule.warmup_steps}, floor {config.train.min_lr_ratio:g} x max",
             "batch": f"{config.train.global_batch_tokens:,} tokens/step "
             f"({d.world} ranks x {accum} accumulation x {micro} x {seq_len})",
-            "mixture": ", ".join(  # the realised shares, after data.domain_share
-                f"{name} {share:.1%}"
-                for name, share in zip(inputs.mixture.names, inputs.mixture.shares, strict=True)
-            ),
+            **mix.report_notes(),  # shares (after data.domain_share), phases, budget
             "model": str(model_dir),
             "eval rule": window_rule(
                 seq_len, config.eval.max_windows, config.train.precision, separator is not None
@@ -417,13 +437,19 @@ def _train(
     return RunResult(run_dir, model_dir, baseline, final)
 
 
-def resume_run(run_dir: Path, allow_data_change: bool = False, force: bool = False) -> RunResult:
-    """Continue a run from its own resolved config.yaml and newest complete checkpoint."""
-    config_path = run_dir / CONFIG_FILE
-    if not config_path.exists():
-        raise MissingInputError(f"{run_dir} is not a steep run directory (no config.yaml)")
-    config = parse_config(yaml.safe_load(config_path.read_text()), where=str(config_path))
-    return train(config, run_dir, True, allow_data_change, force)
+def resume_run(
+    run_dir: Path,
+    allow_data_change: bool = False,
+    force: bool = False,
+    new_data: Path | None = None,
+    overrides: list[str] | None = None,
+    allow_mixture_change: bool = False,
+) -> RunResult:
+    """Continue a run from its own resolved config.yaml and newest complete checkpoint;
+    ``new_data`` (a config whose data section replaces the run's) and ``overrides``
+    (``data.*`` keys) change its mix, which ``allow_mixture_change`` must allow."""
+    config = resume_config(run_dir, new_data, overrides, allow_mixture_change)
+    return train(config, run_dir, True, allow_data_change, force, allow_mixture_change)
 
 
 def parallelize(model: torch.nn.Module, config: RunConfig, d: Dist, runtime: Runtime) -> None:
@@ -441,30 +467,9 @@ def parallelize(model: torch.nn.Module, config: RunConfig, d: Dist, runtime: Run
         shard_model(model, config.train.precision, runtime.device, config.train.offload == "cpu")
 
 
-def use_document_mask(config: RunConfig, runtime: Runtime) -> bool:
-    """``auto`` masks across documents only where a kernel makes it cheap."""
-    if config.train.document_mask != "auto":
-        return config.train.document_mask == "on"
-    fast = {"flash_attention_2", "flash_attention_3", "flex_attention"}
-    return runtime.device.type == "cuda" and config.model.attention in fast
-
-
 def clip_grad_norm(model: torch.nn.Module, max_norm: float | None) -> float:
     """Clip to ``max_norm`` (none: just measure); the norm over all ranks' shards."""
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm or math.inf)
     if hasattr(norm, "full_tensor"):  # a DTensor under FSDP2
         norm = norm.full_tensor()
     return float(norm)
-
-
-def new_run_dir(config: RunConfig, home: Path) -> Path:
-    """``run.out_dir``, or a fresh folder under the workspace's runs/ (one naming rule for
-    the CLI, the studio and sweeps: ``steep.workspace.Workspace.new_run_dir``)."""
-    if config.run.out_dir:
-        path = Path(config.run.out_dir)
-        if (path / METRICS_FILE).exists():
-            raise AlreadyExistsError(
-                f"{path} already holds a run: use --resume {path} or another run.out_dir"
-            )
-        return path
-    return Workspace(home).new_run_dir(config.run.name)

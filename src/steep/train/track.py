@@ -90,7 +90,7 @@ class Tracker:
             ) from exc
         if self._tb is not None:
             self._to_tensorboard(record)
-        if self._trackers:
+        if self._trackers and record["kind"] in ("train", "eval"):  # events: metrics.jsonl
             kind, step = record["kind"], record["step"]
             metrics, resent = flat_metrics(record), (kind, step) in self._sent
             for tracker in self._trackers:

@@ -299,6 +299,7 @@ const studio = (() => {
   function runPage({ metricsUrl, jobId }) {
     const train = { step: [], loss: [], lr: [], tps: [], time: [], tokens: [] };
     const ev = { step: [], sets: {}, rel: {} };
+    let events = [];  // kind "event": phases, mix changes on resume, budget actions
     const charts = {
       loss: chart("chart-loss"),
       ev: chart("chart-eval"),
@@ -309,7 +310,22 @@ const studio = (() => {
 
     function reset() {
       for (const k of Object.keys(train)) train[k] = [];
-      ev.step = []; ev.sets = {}; ev.rel = {};
+      ev.step = []; ev.sets = {}; ev.rel = {}; events = [];
+    }
+
+    function eventText(e) {
+      if (e.event === "phase") return `step ${e.step}: phase ${e.phase} began`;
+      if (e.event === "mixture_change") return `step ${e.step}: mix changed on resume: ${(e.changed || []).join("; ")}`;
+      if (e.event === "forgetting_budget") return `step ${e.step}: budget ${e.action}: ${e.reason}`;
+      return `step ${e.step}: ${e.event}`;
+    }
+
+    function drawEvents() {
+      const box = document.getElementById("events");
+      if (!box) return;
+      box.hidden = events.length === 0;
+      document.getElementById("event-list").replaceChildren(...events.map((e) =>
+        el("li", { "data-event": e.event, class: e.event === "forgetting_budget" ? "bad" : "" }, eventText(e))));
     }
 
     function add(rec) {
@@ -317,6 +333,8 @@ const studio = (() => {
         train.step.push(rec.step); train.loss.push(rec.loss);
         train.lr.push(rec.lr); train.tps.push(rec.tokens_per_s ?? null);
         train.time.push(rec.time ?? null); train.tokens.push(rec.tokens ?? null);
+      } else if (rec.kind === "event") {
+        events.push(rec);
       } else if (rec.kind === "eval") {
         const i = ev.step.length;
         ev.step.push(rec.step);
@@ -342,6 +360,7 @@ const studio = (() => {
         return `${v.toFixed(3)} (${pct(rel)} vs step 0)`;
       });
       showProgress();
+      drawEvents();
       const body = document.querySelector("#eval-table tbody");
       body.replaceChildren(...names.map((n) => {
         const losses = ev.sets[n], rels = ev.rel[n];
