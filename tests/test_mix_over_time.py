@@ -160,3 +160,29 @@ def test_the_budget_raises_replay_when_forgetting_exceeds_it_and_a_resume_repeat
     assert lin.forgetting_budget["actions"][0]["step"] == 4
     assert "forgetting budget" in (run / "report.md").read_text()
     resume_matches(run, tmp_path)  # the actions after step 8 are taken again, the same
+
+
+def test_a_budget_that_stops_ends_with_its_best_checkpoint_kept_past_keep_last(
+    tmp_path, corpora, tiny_model
+):
+    import torch
+    import torch.distributed.checkpoint as dcp
+    from transformers import AutoModelForCausalLM
+
+    # 'other' regresses ~1% by step 4 and ~2.4% by step 8 (seeded, fp32)
+    cfg = _budgeted(tmp_path, corpora, tiny_model, max_regression=0.015, action="stop")
+    cfg["checkpoint"] = {"every_steps": 2, "keep_last": 1}  # step 4 would be pruned at 6
+    run = train(parse_config(cfg)).run_dir
+    train_recs, evals = read_metrics(run / "metrics.jsonl")
+    assert train_recs[-1]["step"] == 8  # stopped at the eval over budget, not at 12
+    acts = [e for e in read_events(run / "metrics.jsonl") if e["event"] == "forgetting_budget"]
+    assert [(a["step"], a["action"]) for a in acts] == [(8, "stop")]
+    assert acts[0]["reason"].endswith("best within budget: checkpoint step 4")
+    lin = read_lineage(run / "model")
+    assert lin.metrics.step == 4 and lin.forgetting_budget["best_step"] == 4
+    assert lin.metrics.final == {n: m["loss"] for n, m in evals[1]["sets"].items()}
+    saved = AutoModelForCausalLM.from_pretrained(run / "model").state_dict()
+    want = {k: torch.empty_like(v) for k, v in saved.items() if k != "lm_head.weight"}
+    dcp.load({"model": want}, checkpoint_id=str(run / "checkpoints" / "step_0000004"), no_dist=True)
+    assert all(torch.equal(saved[k], v) for k, v in want.items())  # model/ is step 4's
+    assert json.loads((run / "status.json").read_text())["state"] == "done"
