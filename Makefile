@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.steep-installed
 
-.PHONY: install demo demo-vi test lint format clean slow-test browser-deps cpu-deps
+.PHONY: install demo demo-vi test lint format clean slow-test browser-deps cpu-deps slurm-deps
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,7 +49,16 @@ browser-deps:
 		|| echo "browser-deps: apt-get failed; the browser test will be skipped and say so"; \
 	else echo "browser-deps: need root + apt-get to install chromium chromium-driver; the browser test will be skipped"; fi
 
-test: install browser-deps cpu-deps
+# A one-node Slurm for tests/test_slurm.py (its fixture starts munged, slurmctld and slurmd
+# as root): Debian's slurm-wlm and munge. Without root or apt the test is skipped and says so.
+slurm-deps:
+	@if command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null; } \
+		|| echo "slurm-deps: apt-get failed; the Slurm tests will be skipped and say so"; \
+	else echo "slurm-deps: need root + apt-get to install slurm-wlm munge; the Slurm tests will be skipped"; fi
+
+test: install browser-deps cpu-deps slurm-deps
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/python -m pytest -q

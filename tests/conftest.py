@@ -68,6 +68,16 @@ def synthetic_docs(words: list[str], n_docs: int, seed: int, words_per_doc: int 
     return [" ".join(rng.choice(words) for _ in range(words_per_doc)) + "." for _ in range(n_docs)]
 
 
+def two_ranks_corpora(root: Path) -> dict[str, Path]:
+    """Two small-vocabulary domains, 200 documents each: enough windows for 2 ranks."""
+    return {
+        "domain": write_jsonl(root / "data" / "domain.jsonl", synthetic_docs(["def", "x"], 200, 1)),
+        "general": write_jsonl(
+            root / "data" / "general.jsonl", synthetic_docs(["the", "river", "king"], 200, 2)
+        ),
+    }
+
+
 @pytest.fixture
 def corpora(tmp_path: Path) -> dict[str, Path]:
     return {

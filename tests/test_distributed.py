@@ -23,7 +23,7 @@ from steep.config import ConfigError, parse_config
 from steep.train.checkpoint import checkpoint_dirs
 from steep.train.loop import train
 from steep.train.parallel import init_distributed
-from tests.conftest import make_tiny_model, synthetic_docs, tiny_config, write_jsonl
+from tests.conftest import make_tiny_model, tiny_config, two_ranks_corpora
 
 ROOT = Path(__file__).parent.parent
 STEPS = 12
@@ -50,12 +50,7 @@ def _torchrun(nproc: int, *args: str, timeout: float = 240) -> subprocess.Comple
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A tiny base, two corpora, and the reference: the same run on one process."""
     root = tmp_path_factory.mktemp("dist")
-    corpora = {
-        "domain": write_jsonl(root / "data" / "domain.jsonl", synthetic_docs(["def", "x"], 200, 1)),
-        "general": write_jsonl(
-            root / "data" / "general.jsonl", synthetic_docs(["the", "river", "king"], 200, 2)
-        ),
-    }
+    corpora = two_ranks_corpora(root)
     base = make_tiny_model(root / "base")
 
     def config(name: str) -> Path:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -98,8 +101,11 @@ def test_commands_are_what_torchrun_accepts() -> None:
     assert (args.rdzv_backend, args.rdzv_endpoint, args.rdzv_id) == ("c10d", "node0:29500", "j")
 
 
+RUN = "/runs/cpt-1"
+
+
 def _script(**kw) -> str:
-    defaults = dict(nodes=2, gpus_per_node=8, job_name="cpt", port=29555)
+    defaults = dict(nodes=2, gpus_per_node=8, job_name="cpt", port=29555, run_dir=RUN)
     return slurm_script(str(SMOKE), ["train.steps=5", "run.name=a b"], **{**defaults, **kw})
 
 
@@ -116,13 +122,17 @@ def test_slurm_script_contents() -> None:
         "--partition=gpu",
         "--account=proj1",
         "--output=/x/logs/%x-%j.out",
+        "--open-mode=append",
+        "--requeue",
+        "--signal=B:USR1@300",
     ]
     assert 'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)' in script
     assert "export OMP_NUM_THREADS=1" in script
     assert "export TORCH_NCCL_ASYNC_ERROR_HANDLING=1" in script
-    command = script[script.index("srun torchrun") :].replace("\\\n", " ")
+    command = script[script.index("srun --kill") : script.index(" &\n")].replace("\\\n", " ")
     assert shlex.split(command) == [
         "srun",
+        "--kill-on-bad-exit=1",
         "torchrun",
         "--nnodes",
         "$SLURM_NNODES",
@@ -134,15 +144,19 @@ def test_slurm_script_contents() -> None:
         "c10d",
         "--rdzv-endpoint",
         "$MASTER_ADDR:29555",
+        "--signals-to-handle",
+        "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1",
+        "--shutdown-timeout",
+        "300",
         "-m",
         "steep",
         "train",
-        str(SMOKE),
-        "--set",
-        "train.steps=5",
-        "--set",
-        "run.name=a b",
+        "${STEEP_ARGS[@]}",
     ]
+    assert f"    STEEP_ARGS=(--resume {RUN})" in script
+    assert (
+        f"    STEEP_ARGS=({SMOKE} --set train.steps=5 --set 'run.name=a b' --out {RUN})" in script
+    )
 
 
 def test_slurm_script_leaves_out_unset_options() -> None:
@@ -162,7 +176,8 @@ def test_slurm_script_refuses_values_that_break_the_header(kw: dict) -> None:
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_slurm_script_is_valid_bash_and_runs_with_stub_slurm(tmp_path: Path) -> None:
     script = tmp_path / "job.sbatch"
-    script.write_text(_script(workdir=str(tmp_path), home=str(tmp_path / "home")))
+    run = tmp_path / "run"
+    script.write_text(_script(workdir=str(tmp_path), home=str(tmp_path / "home"), run_dir=str(run)))
     subprocess.run(["bash", "-n", str(script)], check=True)
     # Stand-ins for Slurm's tools: run the script as a node of a 2-node allocation would.
     stubs = tmp_path / "bin"
@@ -182,7 +197,8 @@ def test_slurm_script_is_valid_bash_and_runs_with_stub_slurm(tmp_path: Path) -> 
     }
     subprocess.run(["bash", str(script)], env=env, cwd="/", check=True)
     argv = (tmp_path / "argv.txt").read_text().splitlines()
-    assert argv[:11] == [
+    assert argv[:12] == [
+        "--kill-on-bad-exit=1",
         "torchrun",
         "--nnodes",
         "2",
@@ -195,12 +211,20 @@ def test_slurm_script_is_valid_bash_and_runs_with_stub_slurm(tmp_path: Path) -> 
         "--rdzv-endpoint",
         "gpu-a7:29555",
     ]
-    assert argv[11:] == ["-m", "steep", "train", str(SMOKE)] + [
+    assert argv[16:] == ["-m", "steep", "train", str(SMOKE)] + [
         "--set",
         "train.steps=5",
         "--set",
         "run.name=a b",
+        "--out",
+        str(run),
     ]
+    # a run folder with a config.yaml: this run, started before; the job resumes it
+    run.mkdir()
+    (run / "config.yaml").write_text("run: {}\n")
+    subprocess.run(["bash", str(script)], env=env, cwd="/", check=True)
+    argv = (tmp_path / "argv.txt").read_text().splitlines()
+    assert argv[16:] == ["-m", "steep", "train", "--resume", str(run)]
     assert (tmp_path / "env.txt").read_text().split() == [
         "gpu-a7",
         "1",
@@ -264,7 +288,9 @@ def test_cli_writes_slurm_script(
     assert "--job-name=smoke" in header and "--nodes=2" in header
     assert "--gpus-per-node=4" in header and "--partition=gpu" in header
     assert '--rdzv-endpoint "$MASTER_ADDR:29400"' in script
-    assert f"-m steep train {SMOKE} --set {BIG_BATCH}" in script
+    assert (
+        f"STEEP_ARGS=({SMOKE} --set {BIG_BATCH} --out {tmp_path}/steep-home/runs/smoke-" in script
+    )
     assert sorted(p.name for p in out.parent.iterdir()) == ["cpt.sbatch", "logs"]  # no temp left
     stdout = capsys.readouterr().out
     assert "2 nodes x 4 GPUs = 8 ranks" in stdout
@@ -324,3 +350,108 @@ def test_cli_prints_the_pretokenize_command(capsys: pytest.CaptureFixture[str]) 
     i = out.index("# First, on one machine that sees the data (tokenizes into the shared cache):")
     assert out[i + 1].endswith(f"-m steep data tokenize --config {SMOKE}")
     assert "torchrun" in out[-1]
+
+
+def _stubs(tmp_path: Path, **bodies: str) -> dict[str, str]:
+    """Stand-ins for Slurm's tools in tmp_path/bin; the env that puts them first."""
+    stubs = tmp_path / "bin"
+    stubs.mkdir(exist_ok=True)
+    for name, body in bodies.items():
+        (stubs / name).write_text(f"#!/bin/bash\n{body}\n")
+        (stubs / name).chmod(0o755)
+    return {"PATH": f"{stubs}:{os.environ['PATH']}", "SLURM_JOB_NODELIST": "n1"}
+
+
+def test_cpu_script_asks_for_no_gpus_and_shares_the_task_cores(tmp_path: Path) -> None:
+    script = tmp_path / "job.sbatch"
+    script.write_text(_script(nodes=1, gpus_per_node=2, cpu=True, run_dir=str(tmp_path / "r")))
+    header = _sbatch_header(script.read_text())
+    assert "--cpus-per-task=2" in header and not any("gpus" in h for h in header)
+    assert "--standalone" in script.read_text()  # one node: no shared rendezvous port
+    env = _stubs(tmp_path, scontrol="echo n1", srun='echo "$OMP_NUM_THREADS $*" > srun.txt')
+    env.update(SLURM_NNODES="1", SLURM_JOB_ID="9", SLURM_CPUS_PER_TASK="4")
+    subprocess.run(["bash", str(script)], env=env, cwd=tmp_path, check=True)
+    threads, *argv = (tmp_path / "srun.txt").read_text().split()
+    assert threads == "2" and argv[:4] == [
+        "--kill-on-bad-exit=1",
+        "torchrun",
+        "--standalone",
+        "--nproc-per-node",
+    ]
+
+
+def test_sigusr1_reaches_the_step_and_the_job_requeues_itself(tmp_path: Path) -> None:
+    """Slurm's --signal=B:USR1 lands on the batch script: it passes the signal to srun (which
+    forwards it to torchrun and the ranks), waits for the step, then requeues the job."""
+    script = tmp_path / "job.sbatch"
+    script.write_text(_script(nodes=1, gpus_per_node=1, run_dir=str(tmp_path / "r")))
+    env = _stubs(
+        tmp_path,
+        scontrol='if [ "$1" = requeue ]; then echo "$*" > requeue.txt; else echo n1; fi',
+        srun='trap "echo USR1 > step.txt; exit 3" USR1; touch started; '
+        "for i in $(seq 300); do sleep 0.1; done",
+    )
+    env.update(SLURM_NNODES="1", SLURM_JOB_ID="4242")
+    proc = subprocess.Popen(["bash", str(script)], env=env, cwd=tmp_path)
+    deadline = time.time() + 20
+    while not (tmp_path / "started").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR1)
+    assert proc.wait(timeout=20) == 0  # a stop to be resumed, not a failed job
+    assert (tmp_path / "step.txt").read_text().strip() == "USR1"
+    assert (tmp_path / "requeue.txt").read_text().strip() == "requeue 4242"
+
+
+def test_without_a_forwarding_torchrun_the_script_leaves_its_flags_out() -> None:
+    script = _script(forward_usr1=False)
+    assert "--signals-to-handle" not in script and "--requeue" in script
+    assert "--signal=B:USR1@60" in _script(signal_s=60)
+    with pytest.raises(ConfigError, match="--signal-before"):
+        _script(signal_s=-1)
+
+
+def test_slurmjob_follows_the_job_and_exits_with_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """squeue shows the job twice, then it is gone; the log is copied; the run says done."""
+    from steep.artifacts.runstatus import write_status
+    from steep.launch import slurmjob
+
+    run, out = tmp_path / "run", tmp_path / "job.out"
+    run.mkdir()
+    env = _stubs(
+        tmp_path,
+        sbatch=f'echo "$*" > {tmp_path}/sbatch.txt; echo "step 1" > {out}; echo 77',
+        squeue=f"n=$(cat {tmp_path}/n 2>/dev/null || echo 0); echo $((n+1)) > {tmp_path}/n; "
+        '[ "$n" -lt 2 ] && echo RUNNING || echo COMPLETED',
+        scancel=f'echo "$*" > {tmp_path}/scancel.txt',
+    )
+    monkeypatch.setenv("PATH", env["PATH"])
+    write_status(run, "done")
+    assert slurmjob.main(["--run-dir", str(run), "--output", str(out), "--poll", "0.01", "x"]) == 0
+    assert (tmp_path / "sbatch.txt").read_text().split() == ["--parsable", f"--output={out}", "x"]
+    shown = capsys.readouterr().out
+    assert "submitted Slurm job 77" in shown and "step 1" in shown  # the job's log, copied
+    assert "Slurm job 77 RUNNING" in shown and "ended; run done" in shown
+    write_status(run, "failed", "boom")
+    (tmp_path / "n").unlink()
+    assert slurmjob.follow(Path("x"), run, out, poll_s=0.01) == 1
+    assert not (tmp_path / "scancel.txt").exists()
+
+
+def test_slurmjob_cancels_the_job_on_sigterm(tmp_path: Path) -> None:
+    """The studio's cancel is a SIGTERM to the follower: it becomes scancel, then exit 130."""
+    env = _stubs(
+        tmp_path,
+        sbatch="echo 12",
+        squeue=f"[ -e {tmp_path}/scancel.txt ] && echo CANCELLED || echo PENDING",
+        scancel=f'echo "$*" > {tmp_path}/scancel.txt',
+    )
+    (tmp_path / "run").mkdir()
+    argv = [sys.executable, "-m", "steep.launch.slurmjob", "--run-dir", str(tmp_path / "run")]
+    proc = subprocess.Popen([*argv, "--poll", "0.05", "x"], env={**os.environ, **env},
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert "submitted Slurm job 12" in proc.stdout.readline()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 130
+    assert (tmp_path / "scancel.txt").read_text().strip() == "12"

@@ -9,22 +9,30 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shlex
 from pathlib import Path
 
 from steep.cli.common import positive
-from steep.config import ConfigError, load_config
+from steep.config import ConfigError, RunConfig, load_config
 from steep.launch.command import shell_join, tokenize_command
-from steep.launch.slurm import CPUS_PER_GPU, DEFAULT_TIME, slurm_script, write_script
+from steep.launch.slurm import (
+    CPUS_PER_GPU,
+    DEFAULT_SIGNAL_S,
+    DEFAULT_TIME,
+    SlurmOptions,
+    job_name_for,
+    run_script,
+    write_script,
+)
 from steep.launch.torchrun import (
     DEFAULT_PORT,
     default_torchrun,
     rank_layout,
     torchrun_command,
+    torchrun_forwards_signals,
     visible_gpus,
 )
-from steep.workspace import steep_home
+from steep.workspace import CONFIG_FILE, Workspace, steep_home
 
 
 def _count(n: int, word: str) -> str:
@@ -44,7 +52,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     facts = preflight(config, world_size=args.nodes * gpus, layout=rank_layout(args.nodes, gpus))
     accum = facts.grad_accum
     config_path = os.path.abspath(args.config)
-    job_name = args.job_name or re.sub(r"[^\w.-]+", "-", config.run.name).strip("-") or "steep"
+    job_name = args.job_name or job_name_for(config.run.name)
     torchrun = default_torchrun()
     world = args.nodes * gpus
     summary = (
@@ -64,21 +72,17 @@ def cmd_launch(args: argparse.Namespace) -> int:
     if args.slurm:
         out = Path(args.slurm)
         log_dir = out.parent.resolve() / "logs"
-        text = slurm_script(
+        run_dir = launch_run_dir(config)
+        options = slurm_options(args, nodes=args.nodes, gpus_per_node=gpus)
+        text = run_script(
+            config,
             config_path,
             args.set,
-            nodes=args.nodes,
-            gpus_per_node=gpus,
+            run_dir,
+            options,
             job_name=job_name,
-            time=args.time,
+            log_dir=log_dir,
             port=args.port,
-            partition=args.partition,
-            account=args.account,
-            cpus_per_task=args.cpus_per_task,
-            log_dir=str(log_dir),
-            workdir=os.getcwd(),
-            home=str(steep_home()),
-            torchrun=torchrun,
             pretokenize=args.pretokenize,
         )
         try:
@@ -87,7 +91,16 @@ def cmd_launch(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise ConfigError(f"cannot write {out}: {exc.strerror}") from None
         print(summary)
-        print(f"# wrote {out.resolve()} (logs go to {log_dir}/); submit it with:")
+        print(f"# wrote {out.resolve()} (logs go to {log_dir}/); the run goes to {run_dir}")
+        if not torchrun_forwards_signals():
+            print(
+                "# warning: this torch's torchrun cannot pass SIGUSR1 to the ranks: before the "
+                "time limit the job stops without a checkpoint (a requeue resumes from the "
+                "newest regular one)"
+            )
+        if (run_dir / CONFIG_FILE).exists():
+            print(f"# {run_dir} holds this run already: the job resumes it")
+        print("# submit it with (again after a scancel: the run resumes):")
         print(f"sbatch {shlex.quote(str(out))}")
         return 0
     cmd = torchrun_command(
@@ -110,6 +123,55 @@ def cmd_launch(args: argparse.Namespace) -> int:
         )
     print(shell_join(cmd))
     return 0
+
+
+def launch_run_dir(config: RunConfig) -> Path:
+    """The run folder a script writes, fixed now so every start of the job finds it:
+    ``run.out_dir``, or a new folder under the workspace's runs/."""
+    if config.run.out_dir:
+        return Path(config.run.out_dir).resolve()
+    return Workspace(steep_home()).new_run_dir(config.run.name).resolve()
+
+
+def add_slurm_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    """The Slurm job options; ``prefix`` ("slurm-") where the command has its own --time."""
+    p.add_argument(f"--{prefix}partition", help="Slurm partition")
+    p.add_argument(f"--{prefix}account", help="Slurm account")
+    p.add_argument(
+        f"--{prefix}time",
+        default=DEFAULT_TIME,
+        metavar="HH:MM:SS",
+        help="Slurm time limit (default %(default)s)",
+    )
+    p.add_argument(
+        f"--{prefix}cpus-per-task",
+        type=positive,
+        help=f"CPU cores per node for Slurm (default {CPUS_PER_GPU} per GPU, 1 per CPU rank)",
+    )
+    p.add_argument(
+        f"--{prefix}signal-before",
+        type=int,
+        default=DEFAULT_SIGNAL_S,
+        metavar="SECONDS",
+        help="SIGUSR1 this long before the time limit: the ranks checkpoint, the job requeues "
+        "and resumes (default %(default)s)",
+    )
+
+
+def slurm_options(
+    args: argparse.Namespace, prefix: str = "", nodes: int = 1, gpus_per_node: int = 1
+) -> SlurmOptions:
+    """The options ``add_slurm_options`` added, as the launch package takes them."""
+    key = prefix.replace("-", "_")
+    return SlurmOptions(
+        partition=getattr(args, f"{key}partition"),
+        account=getattr(args, f"{key}account"),
+        time=getattr(args, f"{key}time"),
+        cpus_per_task=getattr(args, f"{key}cpus_per_task"),
+        signal_s=getattr(args, f"{key}signal_before"),
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+    )
 
 
 def _port(text: str) -> int:
@@ -149,17 +211,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="tokenize the run's data before the ranks start (steep data tokenize --config)",
     )
-    p.add_argument("--partition", help="Slurm partition")
-    p.add_argument("--account", help="Slurm account")
-    p.add_argument(
-        "--time",
-        default=DEFAULT_TIME,
-        metavar="HH:MM:SS",
-        help="Slurm time limit (default %(default)s)",
-    )
-    p.add_argument(
-        "--cpus-per-task",
-        type=positive,
-        help=f"CPU cores per node for Slurm (default {CPUS_PER_GPU} per GPU)",
-    )
+    add_slurm_options(p)
     p.set_defaults(func=cmd_launch)

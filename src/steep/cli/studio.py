@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from steep.cli.launch import add_slurm_options, slurm_options
 from steep.config import ConfigError
 from steep.errors import UsageError
 from steep.workspace import steep_home
@@ -85,6 +86,7 @@ def cmd_studio(args: argparse.Namespace) -> int:
         max_jobs=args.max_jobs,
         allowed_hosts=LOCAL_HOSTS if local else None,  # DNS rebinding: only our own names
         gpus_available=gpu_count(),
+        slurm=slurm_options(args, prefix="slurm-") if args.slurm else None,
     )
     app = create_app(settings)
     shown = f"[{args.host}]" if ":" in args.host else args.host
@@ -125,4 +127,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--max-jobs", type=int, default=1, help="jobs running at once (default 1)")
     s.add_argument("--log-level", default="warning", help="uvicorn log level")
+    s.add_argument(
+        "--slurm",
+        action="store_true",
+        help="submit runs to Slurm (sbatch from this machine) instead of starting processes",
+    )
+    add_slurm_options(s, prefix="slurm-")
     s.set_defaults(func=cmd_studio)

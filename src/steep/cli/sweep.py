@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from steep.cli.common import fraction, quiet_libraries
+from steep.cli.common import fraction, positive, quiet_libraries
+from steep.cli.launch import add_slurm_options, slurm_options
 from steep.config import ConfigError
 
 
@@ -37,7 +38,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             raise ConfigError("steep sweep needs CONFIG.yaml and --grid KEY=V1,V2 (or --resume)")
         out = Path(args.out) if args.out else None
         spec = Spec(args.config, parse_grid(args.grid), args.set, args.budget_tokens)
-    result = run_sweep(spec, out, DEFAULT_MAX_REGRESSION if max_reg is None else max_reg)
+    slurm = None
+    if args.slurm:
+        slurm = slurm_options(args, nodes=args.nodes, gpus_per_node=args.gpus_per_node)
+    max_reg = DEFAULT_MAX_REGRESSION if max_reg is None else max_reg
+    result = run_sweep(spec, out, max_reg, slurm)
     return 1 if result.failed else 0
 
 
@@ -71,4 +76,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     w.add_argument("--out", metavar="SWEEP_DIR", help="default STEEP_HOME/sweeps/<name>-<time>")
     w.add_argument("--resume", metavar="SWEEP_DIR", help="continue a sweep: finished points skip")
+    w.add_argument(
+        "--slurm",
+        action="store_true",
+        help="run each point as a Slurm job (sbatch), and collect them as they end",
+    )
+    w.add_argument("--nodes", type=positive, default=1, metavar="M", help="with --slurm")
+    w.add_argument(
+        "--gpus-per-node",
+        type=positive,
+        default=1,
+        metavar="N",
+        help="with --slurm: ranks per node (GPUs, or processes on a CPU run)",
+    )
+    add_slurm_options(w)
     w.set_defaults(func=cmd_sweep)

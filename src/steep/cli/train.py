@@ -7,6 +7,7 @@ the parser for ``steep --help`` must not load torch.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from steep.cli.common import positive, quiet_libraries
@@ -38,6 +39,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(config, run_dir=Path(args.out) if args.out else None, force=args.force)
     record_run(result.run_dir)  # the Model Hub row and the model card, now
     return 0
+
+
+def cmd_train_or_stop(args: argparse.Namespace) -> int:
+    """``cmd_train``; a run that SIGUSR1 stopped after writing its checkpoint exits 75
+    (EX_TEMPFAIL): not a failure but a run to resume, which a requeued Slurm job does."""
+    from steep.train.runstate import RunStopped  # deferred with the rest of training
+
+    try:
+        return cmd_train(args)
+    except RunStopped as exc:
+        print(f"steep train: {exc}", file=sys.stderr)
+        return RunStopped.EXIT_CODE
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -99,7 +112,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="start although `steep plan` says the run does not fit in the devices' memory",
     )
-    t.set_defaults(func=cmd_train)
+    t.set_defaults(func=cmd_train_or_stop)
 
     v = sub.add_parser("validate", help="check a config and print it resolved, without running")
     v.add_argument("config")

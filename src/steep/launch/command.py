@@ -28,16 +28,28 @@ def train_command(
     ``python -m steep train --resume RUN_DIR`` (a resumed run reads its own config.yaml, so
     ``config_path`` is not passed then). A launcher that runs the module itself (torchrun)
     takes the place of ``python``: ``[launcher, *flags, *train_command(...)[1:]]``."""
-    head = [python, "-m", "steep", "train"]
+    args = train_args(config_path, overrides, run_dir=run_dir, resume=resume)
+    return [python, "-m", "steep", "train", *args]
+
+
+def train_args(
+    config_path: str | Path | None,
+    overrides: Sequence[str] = (),
+    *,
+    run_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+) -> list[str]:
+    """What follows ``steep train`` in ``train_command``: a Slurm script picks one of two
+    (start or resume) on the node, after the launcher's own flags."""
     if resume is not None:
         if overrides or run_dir is not None:
             raise ValueError("a resumed run takes no --set or --out: it has its own config.yaml")
-        return [*head, "--resume", str(resume)]
+        return ["--resume", str(resume)]
     if config_path is None:
         raise ValueError("train_command needs a config path (or resume=RUN_DIR)")
     sets = [a for item in overrides for a in ("--set", item)]
     out = ["--out", str(run_dir)] if run_dir is not None else []
-    return [*head, str(config_path), *sets, *out]
+    return [str(config_path), *sets, *out]
 
 
 def tokenize_command(

@@ -1,4 +1,5 @@
-"""An sbatch script that runs ``steep train`` under torchrun on every allocated node."""
+"""An sbatch script that runs ``steep train`` under torchrun on every allocated node, and
+resumes the run when Slurm requeues the job or a user submits it again."""
 
 from __future__ import annotations
 
@@ -7,13 +8,24 @@ import re
 import shlex
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from steep.config import ConfigError
-from steep.launch.command import shell_join, tokenize_command
-from steep.launch.torchrun import DEFAULT_PORT, multiline, torchrun_command
+from steep.config import ConfigError, RunConfig
+from steep.launch.command import ShellVar, shell_join, tokenize_command, train_args
+from steep.launch.torchrun import (
+    DEFAULT_PORT,
+    default_torchrun,
+    multiline,
+    torchrun_command,
+    torchrun_forwards_signals,
+)
+from steep.workspace import steep_home
 
 DEFAULT_TIME = "24:00:00"
+DEFAULT_SIGNAL_S = 300  # SIGUSR1 this long before --time: a step and a checkpoint fit in it
+FORWARDED = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"  # torchrun's own four, and SIGUSR1
 
 
 CPUS_PER_GPU = 4  # data loading is memory-mapped token shards: a few cores per GPU are plenty
@@ -39,6 +51,7 @@ def slurm_script(
     nodes: int,
     gpus_per_node: int,
     job_name: str,
+    run_dir: str,
     time: str = DEFAULT_TIME,
     port: int = DEFAULT_PORT,
     partition: str | None = None,
@@ -50,37 +63,61 @@ def slurm_script(
     torchrun: str = "torchrun",
     pretokenize: bool = False,
     python: str = sys.executable,
+    cpu: bool = False,
+    signal_s: int = DEFAULT_SIGNAL_S,
+    forward_usr1: bool = True,
 ) -> str:
-    """An sbatch script: one task per node runs torchrun, which starts one rank per GPU.
-    ``pretokenize``: the batch step first tokenizes the run's data on one node, so no rank
-    waits for it inside the job."""
+    """An sbatch script: one task per node runs torchrun, which starts one rank per GPU
+    (``cpu``: one rank per ``gpus_per_node`` on the node's cores, no GPUs asked for).
+
+    The run lives in ``run_dir``: the job starts it, and a requeued or resubmitted job
+    resumes it from its newest checkpoint. ``signal_s`` seconds before ``--time`` runs out
+    Slurm sends SIGUSR1 to the script, which passes it to every rank (torchrun forwards it
+    when ``forward_usr1``): they write a checkpoint after the current step and stop, and the
+    script requeues the job. ``pretokenize``: the batch step first tokenizes the run's
+    data on one node, so no rank waits for it inside the job."""
     if not _SLURM_TIME.match(time):
         raise ConfigError(f"--time {time!r}: expected HH:MM:SS or D-HH:MM:SS, e.g. 24:00:00")
+    if signal_s < 0:
+        raise ConfigError(f"--signal-before {signal_s}: seconds before the time limit, 0 or more")
     sbatch = [
         f"--job-name={_sbatch_value('job-name', job_name)}",
         f"--nodes={nodes}",
         "--ntasks-per-node=1",
-        f"--gpus-per-node={gpus_per_node}",
-        f"--cpus-per-task={cpus_per_task or CPUS_PER_GPU * gpus_per_node}",
+        *([] if cpu else [f"--gpus-per-node={gpus_per_node}"]),
+        f"--cpus-per-task={cpus_per_task or (1 if cpu else CPUS_PER_GPU) * gpus_per_node}",
         f"--time={time}",
     ]
     if partition:
         sbatch.append(f"--partition={_sbatch_value('partition', partition)}")
     if account:
         sbatch.append(f"--account={_sbatch_value('account', account)}")
-    sbatch.append(f"--output={os.path.join(log_dir, '%x-%j.out')}")
+    sbatch += [
+        f"--output={os.path.join(log_dir, '%x-%j.out')}",
+        "--open-mode=append",  # a requeued job adds to its log
+        "--requeue",  # preempted or its node failed: Slurm queues it again
+        f"--signal=B:USR1@{signal_s}",
+    ]
     cmd = torchrun_command(
         config_path,
         overrides,
         gpus_per_node=gpus_per_node,
         port=port,
-        slurm=True,
+        slurm=nodes > 1,  # one node: --standalone, so jobs sharing a node never share a port
         torchrun=torchrun,
     )
+    cmd = cmd[: cmd.index("-m")]
+    if forward_usr1:  # torchrun passes SIGUSR1 on to the ranks and gives them time to save
+        cmd += ["--signals-to-handle", FORWARDED, "--shutdown-timeout", str(max(signal_s, 30))]
+    cmd += ["-m", "steep", "train", ShellVar("${STEEP_ARGS[@]}")]
+    start = train_args(config_path, overrides, run_dir=run_dir)
+    resume = train_args(None, resume=run_dir)
     lines = [
         "#!/bin/bash",
-        f"# Written by steep launch: {nodes} node(s) x {gpus_per_node} GPU(s) for {config_path}",
-        "# Submit with: sbatch THIS_FILE",
+        f"# Written by steep launch: {nodes} node(s) x {gpus_per_node} "
+        f"{'CPU rank(s)' if cpu else 'GPU(s)'} for {config_path}",
+        "# Submit with: sbatch THIS_FILE. Submitting it again (or Slurm requeueing it)",
+        f"# continues the run in {run_dir} from its newest checkpoint.",
         *(f"#SBATCH {s}" for s in sbatch),
         "",
         "set -eu",
@@ -93,18 +130,52 @@ def slurm_script(
         ]
     if home:
         lines.append(f"export STEEP_HOME={shlex.quote(home)}")
+    threads = (
+        [
+            "# CPU ranks share the task's cores.",
+            f"OMP_NUM_THREADS=$(( ${{SLURM_CPUS_PER_TASK:-1}} / {gpus_per_node} ))",
+            '[ "$OMP_NUM_THREADS" -ge 1 ] || OMP_NUM_THREADS=1',
+            "export OMP_NUM_THREADS",
+        ]
+        if cpu
+        else [
+            "# One CPU thread per rank: the GPU does the math and more threads oversubscribe the",
+            "# cores (torchrun sets this too, with a warning).",
+            "export OMP_NUM_THREADS=1",
+            "# A failed or timed-out NCCL collective ends the job instead of hanging until --time.",
+            "export TORCH_NCCL_ASYNC_ERROR_HANDLING=1",
+        ]
+    )
     lines += [
         "",
         "# Every node's torchrun meets the others at the allocation's first node.",
         'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
         "export MASTER_ADDR",
-        "# One CPU thread per rank: the GPU does the math and more threads oversubscribe the",
-        "# cores (torchrun sets this too, with a warning).",
-        "export OMP_NUM_THREADS=1",
-        "# A failed or timed-out NCCL collective ends the job instead of hanging until --time.",
-        "export TORCH_NCCL_ASYNC_ERROR_HANDLING=1",
+        *threads,
         "# Output reaches the log file as it is printed.",
         "export PYTHONUNBUFFERED=1",
+        "",
+        "# A run folder with a config.yaml is this run, started before: resume it.",
+        f"RUN_DIR={shlex.quote(run_dir)}",
+        'if [ -f "$RUN_DIR/config.yaml" ]; then',
+        f"    STEEP_ARGS=({shell_join(resume)})",
+        "else",
+        f"    STEEP_ARGS=({shell_join(start)})",
+        "fi",
+        'echo "steep: job $SLURM_JOB_ID, start ${SLURM_RESTART_COUNT:-0}: steep train '
+        '${STEEP_ARGS[*]}"',
+        "",
+        "# SIGUSR1 (--signal above, a preemption with send_user_signal, or",
+        "# scancel --signal=USR1 --batch): every rank checkpoints after its step and stops;",
+        "# then this job requeues itself and its next start resumes.",
+        "STOPPING=0",
+        "STEP=",
+        "on_usr1() {",
+        "    STOPPING=1",
+        '    echo "steep: SIGUSR1: checkpointing, then requeueing job $SLURM_JOB_ID"',
+        '    if [ -n "$STEP" ]; then kill -USR1 "$STEP" 2>/dev/null || true; fi',
+        "}",
+        "trap on_usr1 USR1",
         "",
     ]
     if pretokenize:
@@ -114,10 +185,76 @@ def slurm_script(
             "",
         ]
     lines += [
-        "srun " + multiline(cmd),
+        "# srun runs in the background so the trap above runs as soon as the signal comes.",
+        "srun --kill-on-bad-exit=1 " + multiline(cmd) + " &",
+        "STEP=$!",
+        "RC=0",
+        "while :; do",
+        '    wait "$STEP" && RC=0 || RC=$?',
+        '    kill -0 "$STEP" 2>/dev/null || break  # wait came back for the trap: still running',
+        "done",
+        'if [ "$STOPPING" = 1 ]; then',
+        '    scontrol requeue "$SLURM_JOB_ID"',
+        "    exit 0",
+        "fi",
+        'exit "$RC"',
         "",
     ]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """What a Slurm user sets once for all of a command's jobs (steep launch, the points of
+    steep sweep --slurm, the studio's runs with --slurm)."""
+
+    partition: str | None = None
+    account: str | None = None
+    time: str = DEFAULT_TIME
+    cpus_per_task: int | None = None
+    signal_s: int = DEFAULT_SIGNAL_S
+    nodes: int = 1
+    gpus_per_node: int = 1  # ranks per node: GPUs, or processes on a CPU run
+
+
+def run_script(
+    config: RunConfig,
+    config_path: str,
+    overrides: list[str],
+    run_dir: Path,
+    options: SlurmOptions,
+    *,
+    job_name: str | None = None,
+    log_dir: Path,
+    **extra: Any,
+) -> str:
+    """``slurm_script`` for one run, with what every caller decides the same way: CPU or
+    GPU from ``train.device``, this environment's torchrun, this folder and workspace."""
+    return slurm_script(
+        config_path,
+        overrides,
+        nodes=options.nodes,
+        gpus_per_node=options.gpus_per_node,
+        job_name=job_name or job_name_for(config.run.name),
+        run_dir=str(run_dir.resolve()),
+        time=options.time,
+        partition=options.partition,
+        account=options.account,
+        cpus_per_task=options.cpus_per_task,
+        signal_s=options.signal_s,
+        log_dir=str(log_dir),
+        workdir=os.getcwd(),
+        home=str(steep_home()),
+        torchrun=default_torchrun(),
+        forward_usr1=torchrun_forwards_signals(),
+        cpu=config.train.device == "cpu",
+        **extra,
+    )
+
+
+def job_name_for(name: str) -> str:
+    """A run name as a Slurm job name (letters, digits, . - _)."""
+    return re.sub(r"[^\w.-]+", "-", name).strip("-") or "steep"
 
 
 def write_script(path: Path, text: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -16,6 +17,19 @@ def default_torchrun() -> str:
     """The torchrun of steep's own environment: a bare ``torchrun`` could be another Python's."""
     here = Path(sys.executable).parent / "torchrun"
     return str(here) if here.is_file() else "torchrun"
+
+
+def torchrun_forwards_signals() -> bool:
+    """Does this torch's torchrun take --signals-to-handle (and so pass SIGUSR1 on to its
+    ranks)? Read from its source, so writing a script does not import torch."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or spec.origin is None:
+        return False
+    run = Path(spec.origin).parent / "distributed" / "run.py"
+    try:
+        return "--signals-to-handle" in run.read_text(encoding="utf-8")
+    except OSError:
+        return False
 
 
 def visible_gpus() -> int:

@@ -28,7 +28,7 @@ from steep.studio import uploads
 from steep.studio.auth import add_guard, check_token, error_response
 from steep.studio.jobs import JobQueue
 from steep.studio.routes import routers
-from steep.studio.runner import Runner, train_command
+from steep.studio.runner import Runner, slurm_command, train_command
 from steep.studio.state import Settings, Studio
 
 __all__ = ["Settings", "create_app"]
@@ -52,7 +52,7 @@ def create_app(settings: Settings, runner: Runner | None = None) -> FastAPI:
         runner = Runner(
             queue,
             max_jobs=settings.max_jobs,
-            command_for=train_command,
+            command_for=train_command if settings.slurm is None else slurm_command(settings.slurm),
             env=env,
             poll_s=settings.poll_s,
             on_finish=lambda job: hub.sync(),

@@ -15,6 +15,7 @@ signal the whole group (wrapper, ``steep train`` or torchrun and its workers).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -26,8 +27,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from steep.artifacts.runstatus import read_status, write_status
+from steep.config import load_config
 from steep.launch import command as launch_command
+from steep.launch.slurm import SlurmOptions, run_script, write_script
+from steep.launch.slurmjob import slurm_job_command
 from steep.studio.jobs import Job, JobQueue, read_exit
+from steep.workspace import CONFIG_FILE
 
 CANCEL_GRACE_S = 10.0  # SIGTERM first; SIGKILL the group if it is still there after this
 START_GRACE_S = 30.0  # a 'starting' job with no pid file after this never started
@@ -48,6 +53,24 @@ def train_command(job: Job) -> list[str]:
             str(job.config_path), [], gpus_per_node=job.nproc, torchrun=default_torchrun()
         )
     return launch_command.train_command(job.config_path)
+
+
+def slurm_command(options: SlurmOptions) -> CommandFor:
+    """Jobs as Slurm jobs (``steep studio --slurm``): each writes an sbatch script into its
+    job folder and runs ``steep.launch.slurmjob``, which submits it and lives as long as
+    the Slurm job, so the runner tracks, logs and cancels it as it does a local process."""
+
+    def command(job: Job) -> list[str]:
+        config_path = job.run_dir / CONFIG_FILE if job.resume else job.config_path
+        opts = dataclasses.replace(options, gpus_per_node=max(job.nproc, 1))
+        script = job.job_dir / "job.sbatch"
+        text = run_script(
+            load_config(config_path), str(config_path), [], job.run_dir, opts, log_dir=job.job_dir
+        )
+        write_script(script, text)
+        return slurm_job_command(script, job.run_dir, job.job_dir / "slurm.out", sys.executable)
+
+    return command
 
 
 def process_start_time(pid: int) -> str | None:

@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from steep.hub import Hub, HubError
+from steep.launch.slurm import SlurmOptions
 from steep.studio.jobs import Job, JobError, JobQueue
 from steep.studio.runner import Runner
 from steep.studio.uploads import DEFAULT_WORKSPACE_UPLOAD_BYTES
@@ -37,6 +38,7 @@ class Settings:
     run_jobs: bool = True  # tests drive Runner.tick() themselves
     allowed_hosts: tuple[str, ...] | None = None  # Host header check (DNS rebinding)
     gpus_available: int | None = None
+    slurm: SlurmOptions | None = None  # runs go to Slurm (sbatch) instead of local processes
 
 
 @dataclass

@@ -5,9 +5,11 @@ subprocess, so a crash or an out-of-memory in one point cannot take the sweep do
 with a saved model are skipped, points with a checkpoint continue from it (``steep train
 --resume``), the rest start again. On CPU the points run one after another (each already
 uses every core); with several CUDA GPUs visible, one point per GPU runs at a time
-(``CUDA_VISIBLE_DEVICES``). A thread pool of subprocesses is enough for that; Ray Tune or
-Optuna would add a scheduler, a database and their own result format for what is a fixed
-grid of a dozen runs.
+(``CUDA_VISIBLE_DEVICES``). With ``--slurm`` every point is a Slurm job instead (a script
+from ``steep.launch.slurm``, followed by ``steep.launch.slurmjob``), all in the queue at
+once after the first, which fills the token and base caches. A thread pool of
+subprocesses is enough for that; Ray Tune or Optuna would add a scheduler, a database and
+their own result format for what is a fixed grid of a dozen runs.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import queue
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +29,8 @@ import torch
 
 from steep.config import RunConfig, load_config
 from steep.launch.command import train_command
+from steep.launch.slurm import SlurmOptions, job_name_for, run_script, write_script
+from steep.launch.slurmjob import slurm_job_command
 from steep.sweep.pareto import DEFAULT_MAX_REGRESSION, pct
 from steep.sweep.plan import Spec, plan
 from steep.sweep.report import SweepResult, finish, score_point
@@ -37,18 +42,28 @@ MODEL_MARKER = Path(MODEL_DIR) / LINEAGE_FILE  # a point is done once its model 
 
 
 def run_sweep(
-    spec: Spec, out: Path | None = None, max_regression: float = DEFAULT_MAX_REGRESSION
+    spec: Spec,
+    out: Path | None = None,
+    max_regression: float = DEFAULT_MAX_REGRESSION,
+    slurm: SlurmOptions | None = None,
 ) -> SweepResult:
-    """Validate the whole grid, then run (or skip, or resume) every point, then pick."""
+    """Validate the whole grid, then run (or skip, or resume) every point, then pick.
+    ``slurm``: each point is a Slurm job with these options, not a local process."""
     spec = Spec(str(Path(spec.config).resolve()), spec.grid, list(spec.sets), spec.budget_tokens)
     points = plan(spec)
     base = load_config(Path(spec.config), spec.sets)
-    devices = _devices(base)
+    devices = _devices(base) if slurm is None else [None] * len(points)
     state = open_sweep(spec, points, out, max_regression)
-    run_on = "cpu/one device, one point at a time" if devices == [None] else f"GPUs {devices}"
+    run_on = (
+        "one Slurm job each"
+        if slurm is not None
+        else "cpu/one device, one point at a time"
+        if devices == [None]
+        else f"GPUs {devices}"
+    )
     shape = " x ".join(str(len(a.values)) for a in spec.grid)
     print(f"sweep {state.root}: {len(points)} points ({shape}), {run_on}", flush=True)
-    _run_all(state, devices)
+    _run_all(state, devices, slurm)
     return finish(state)
 
 
@@ -74,6 +89,21 @@ def _command(config: str, point: dict[str, Any], run_dir: Path, resume: bool) ->
         return train_command(None, resume=run_dir)
     sets = [*point["overrides"], f"run.out_dir={_yaml_quote(str(run_dir))}"]
     return train_command(config, sets, run_dir=run_dir)
+
+
+def _slurm_command(state: State, pid: str, run_dir: Path, options: SlurmOptions) -> list[str]:
+    """Write the point's sbatch script (it starts the run, or resumes it if it is there) and
+    return the argv that submits it and follows the job."""
+    point, config_path = state.point(pid), state.data["spec"]["config"]
+    sets = [*point["overrides"], f"run.out_dir={_yaml_quote(str(run_dir))}"]
+    config = load_config(Path(config_path), sets)
+    jobs, stem = state.root / "slurm", job_name_for(pid)  # a file name without = or ,
+    script = jobs / f"{stem}.sbatch"
+    name = job_name_for(f"{config.run.name}-{pid}")
+    write_script(
+        script, run_script(config, config_path, sets, run_dir, options, job_name=name, log_dir=jobs)
+    )
+    return slurm_job_command(script, run_dir, jobs / f"{stem}.out", sys.executable)
 
 
 def _prepare(run_dir: Path) -> str:
@@ -106,7 +136,13 @@ class _Counter:
             return self._n
 
 
-def _run_point(state: State, pid: str, device: str | None, counter: _Counter) -> None:
+def _run_point(
+    state: State,
+    pid: str,
+    device: str | None,
+    counter: _Counter,
+    slurm: SlurmOptions | None = None,
+) -> None:
     point = state.point(pid)
     run_dir = state.root / point["run_dir"]
     log_path = state.root / point["log"]
@@ -121,7 +157,10 @@ def _run_point(state: State, pid: str, device: str | None, counter: _Counter) ->
     verb = "resuming" if mode == "resume" else "running"
     print(f"[{n}/{total}] {pid}: {verb} ({point['steps']} steps){where}", flush=True)
     state.update(pid, status="running", device=device, started=now())
-    cmd = _command(state.data["spec"]["config"], point, run_dir, resume=mode == "resume")
+    if slurm is not None:
+        cmd = _slurm_command(state, pid, run_dir, slurm)
+    else:
+        cmd = _command(state.data["spec"]["config"], point, run_dir, resume=mode == "resume")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if device is not None:
         env["CUDA_VISIBLE_DEVICES"] = device
@@ -152,12 +191,12 @@ def _progress(state: State, pid: str, head: str) -> None:
     print(head, flush=True)
 
 
-def _run_all(state: State, devices: list[str | None]) -> None:
+def _run_all(state: State, devices: list[str | None], slurm: SlurmOptions | None = None) -> None:
     ids = [p["id"] for p in state.points]
     counter = _Counter(len(ids))
     if len(devices) == 1:
         for pid in ids:
-            _run_point(state, pid, devices[0], counter)
+            _run_point(state, pid, devices[0], counter, slurm)
         return
     # the first point to train runs alone so it fills the shared token and base caches
     # once, instead of several points tokenizing the same sources at the same time
@@ -165,7 +204,7 @@ def _run_all(state: State, devices: list[str | None]) -> None:
     rest = list(ids)
     if first is not None:
         rest.remove(first)
-        _run_point(state, first, devices[0], counter)
+        _run_point(state, first, devices[0], counter, slurm)
     free: queue.Queue[str | None] = queue.Queue()
     for d in devices:
         free.put(d)
@@ -173,7 +212,7 @@ def _run_all(state: State, devices: list[str | None]) -> None:
     def job(pid: str) -> None:
         device = free.get()
         try:
-            _run_point(state, pid, device, counter)
+            _run_point(state, pid, device, counter, slurm)
         finally:
             free.put(device)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import signal
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -57,7 +56,14 @@ from steep.train.rendezvous import Prepare
 from steep.train.report import eval_table, format_table, read_metrics, write_report
 from steep.train.rundir import new_run_dir, resume_config
 from steep.train.runlock import RunLock, RunLockedError
-from steep.train.runstate import RunCancelled, RunState, stop_on_sigterm
+from steep.train.runstate import (
+    RunCancelled,
+    RunState,
+    RunStopped,
+    restore_signals,
+    stop_asked,
+    stop_on_sigterm,
+)
 from steep.train.runtime import Runtime, peak_memory_gib, seed_everything
 from steep.train.schedule import schedule_for
 from steep.train.stages import EmbeddingWarmup, first_new_id
@@ -101,7 +107,8 @@ def train(
         # mistake for a run; under torchrun the folder stays (other ranks read rank 0's
         # failure from it), as does every run that got as far as its first record
         discard = status.created and not status.started and not d.enabled
-        if isinstance(exc, RunCancelled) and not d.enabled:
+        stopped = isinstance(exc, RunStopped)  # SIGUSR1: checkpointed, to be resumed
+        if stopped or isinstance(exc, RunCancelled) and not d.enabled:
             status.set("cancelled", str(exc))
         elif isinstance(exc, RunCancelled):  # torchrun also stops every rank when one fails
             status.set("failed", "stopped by SIGTERM (a rank failed, or the job was cancelled)")
@@ -109,8 +116,7 @@ def train(
             status.set("failed", failure_text(exc))
         raise
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        restore_signals(previous)
         if status.lock is not None:
             status.lock.release()
         if discard and status.run_dir is not None:
@@ -310,7 +316,9 @@ def _train(
         optimizer.zero_grad(set_to_none=True)
         step += 1
 
-        train_loss = d.sum([loss_sum.item()])[0] / (accum * d.world)
+        # with SIGUSR1 on any rank, every rank checkpoints this step and stops
+        summed, stops = d.sum([loss_sum.item(), float(stop_asked())])
+        train_loss, stopping = summed / (accum * d.world), stops > 0
         elapsed = time.perf_counter() - started
         tok_s = config.train.global_batch_tokens / elapsed
         log(
@@ -340,6 +348,7 @@ def _train(
                 "lower train.lr_fraction or check the data"
             )
         save_now = step % config.checkpoint.every_steps == 0 or step == config.train.steps
+        save_now = save_now or stopping
         if step % config.eval.every_steps == 0 or step == config.train.steps:
             log(*mix.after_eval(step, run_eval(), baseline, save_now))  # the budget's actions
             if mix.stop:  # the budget says stop: end with its best checkpoint, below
@@ -366,6 +375,9 @@ def _train(
             )
             if not config.checkpoint.async_save:
                 pending.wait()
+        if stopping:  # the checkpoint is on disk: a resume (a requeued job) goes on from it
+            pending.wait()
+            raise RunStopped(step)
     bar.close()
     prefetch.close()
     if pending is not None:

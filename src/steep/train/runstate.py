@@ -1,5 +1,6 @@
 """What a run tells the outside while it goes: status.json (running, a phase before the
-first step, done, failed, cancelled) and SIGTERM turned into a clean stop."""
+first step, done, failed, cancelled), SIGTERM turned into a clean stop, and SIGUSR1 into a
+checkpoint and a stop (Slurm's warning before a time limit or a preemption)."""
 
 from __future__ import annotations
 
@@ -52,12 +53,50 @@ class RunCancelled(KeyboardInterrupt):
     its normal exits, so the lock is released and status.json says cancelled."""
 
 
+class RunStopped(Exception):
+    """SIGUSR1: the run finished its step, wrote a checkpoint and stopped; a resume (a
+    requeued Slurm job) continues from it. Not a failure: status.json says cancelled."""
+
+    EXIT_CODE = 75  # sysexits' EX_TEMPFAIL: stopped for now, try again (resume)
+
+    def __init__(self, step: int) -> None:
+        super().__init__(
+            f"stopped by SIGUSR1 after step {step} (a time limit or preemption ahead): "
+            f"checkpoint step_{step:07d} written; steep train --resume continues from it"
+        )
+        self.step = step
+
+
+_stop_asked = threading.Event()  # set by SIGUSR1; the loop reads it once a step
+
+
+def stop_asked() -> bool:
+    """Has SIGUSR1 arrived since the run started? The loop sums this over the ranks each
+    step, so all of them checkpoint the same step whichever got the signal."""
+    return _stop_asked.is_set()
+
+
 def stop_on_sigterm() -> Any:
-    """Turn SIGTERM into RunCancelled in the main thread; returns the handler it replaced."""
+    """In the main thread: SIGTERM raises RunCancelled; SIGUSR1 asks for a checkpoint and a
+    stop after the current step (``stop_asked``). Returns what ``restore_signals`` needs."""
     if threading.current_thread() is not threading.main_thread():
         return None
 
     def stop(signum: int, frame: Any) -> None:
         raise RunCancelled("cancelled (SIGTERM)")
 
-    return signal.signal(signal.SIGTERM, stop)
+    def checkpoint_and_stop(signum: int, frame: Any) -> None:
+        _stop_asked.set()
+
+    _stop_asked.clear()
+    return (
+        signal.signal(signal.SIGTERM, stop),
+        signal.signal(signal.SIGUSR1, checkpoint_and_stop),
+    )
+
+
+def restore_signals(previous: Any) -> None:
+    """Put back the handlers ``stop_on_sigterm`` replaced (None: it replaced none)."""
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGUSR1, previous[1])

@@ -1,0 +1,168 @@
+"""A real one-node Slurm for tests: munged, slurmctld and slurmd started as root in a tmp dir.
+
+Debian's ``slurm-wlm`` + ``munge`` (``make slurm-deps``). No cgroups, no accounting: the
+node is this machine with 2 CPUs, jobs are tracked by ``squeue`` and the run folders.
+``start`` returns a ``Cluster`` or raises ``ClusterUnavailable`` with the reason (and the
+daemons' log tails), which the fixture turns into a skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "scancel")
+
+
+class ClusterUnavailable(RuntimeError):
+    """Slurm cannot run here; the message says why."""
+
+
+@dataclass
+class Cluster:
+    root: Path
+    conf: Path
+    env: dict[str, str]
+    pids: list[int] = field(default_factory=list)
+
+    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(argv, env=self.env, capture_output=True, text=True, check=check)
+
+    def sbatch(self, script: Path, *flags: str) -> str:
+        """Submit; the job id."""
+        out = self.run("sbatch", "--parsable", *flags, str(script)).stdout
+        return out.strip().split(";")[0]
+
+    def state(self, job: str) -> str | None:
+        """squeue's state (PENDING, RUNNING, ...), or None once the job has left the queue."""
+        out = self.run("squeue", "-h", "-j", job, "-o", "%T", check=False).stdout.strip()
+        return out or None
+
+    def wait_gone(self, job: str, timeout: float = 300) -> None:
+        deadline = time.time() + timeout
+        while self.state(job) is not None:
+            if time.time() > deadline:
+                raise TimeoutError(f"job {job} still {self.state(job)} after {timeout:.0f}s")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        for pid in reversed(self.pids):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in self.pids:
+            for _ in range(50):
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.1)
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"({path.name}: no log)"
+    return f"{path.name}: " + " | ".join(text[-lines:])
+
+
+def _conf(root: Path, host: str) -> str:
+    """One node, 2 CPUs, no cgroups (a container may not delegate them), no accounting."""
+    return "\n".join(
+        [
+            "ClusterName=steeptest",
+            f"SlurmctldHost={host}",
+            "SlurmUser=root",
+            "SlurmdUser=root",
+            "AuthType=auth/munge",
+            f"AuthInfo=socket={root / 'munge' / 'munge.socket'}",
+            f"StateSaveLocation={root / 'state'}",
+            f"SlurmdSpoolDir={root / 'spool'}",
+            f"SlurmctldPidFile={root / 'slurmctld.pid'}",
+            f"SlurmdPidFile={root / 'slurmd.pid'}",
+            f"SlurmctldLogFile={root / 'slurmctld.log'}",
+            f"SlurmdLogFile={root / 'slurmd.log'}",
+            "SlurmctldPort=16817",
+            "SlurmdPort=16818",
+            "ProctrackType=proctrack/linuxproc",
+            "TaskPlugin=task/none",
+            "SelectType=select/cons_tres",
+            "SelectTypeParameters=CR_CPU",
+            "JobAcctGatherType=jobacct_gather/none",
+            "AccountingStorageType=accounting_storage/none",
+            "MpiDefault=none",
+            "ReturnToService=2",
+            "SchedulerType=sched/backfill",
+            "KillWait=10",
+            "MinJobAge=2",  # a finished job leaves squeue within seconds
+            "JobRequeue=1",
+            f"NodeName={host} CPUs=2 RealMemory=4000 State=UNKNOWN",
+            f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP",
+            "",
+        ]
+    )
+
+
+def start(root: Path, timeout: float = 60) -> Cluster:
+    """Start munged, slurmctld and slurmd under ``root``; wait until the node is idle."""
+    if os.geteuid() != 0:
+        raise ClusterUnavailable("needs root to start slurmctld, slurmd and munged")
+    missing = [d for d in DAEMONS if shutil.which(d) is None]
+    if missing:
+        raise ClusterUnavailable(
+            f"not installed: {', '.join(missing)} (make slurm-deps: apt-get install slurm-wlm munge)"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    for sub in ("state", "spool", "munge"):
+        (root / sub).mkdir(exist_ok=True)
+    host = socket.gethostname().split(".")[0]
+    conf = root / "slurm.conf"
+    conf.write_text(_conf(root, host))
+    key, sock = root / "munge" / "munge.key", root / "munge" / "munge.socket"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o400)
+    os.chmod(root / "munge", 0o700)
+    env = {**os.environ, "SLURM_CONF": str(conf)}
+    cluster = Cluster(root, conf, env)
+    logs = [root / "munged.log", root / "slurmctld.log", root / "slurmd.log"]
+
+    def fail(why: str) -> ClusterUnavailable:
+        cluster.stop()
+        return ClusterUnavailable(why + "; " + "; ".join(_tail(p) for p in logs))
+
+    munge = subprocess.run(
+        [
+            "munged",
+            "--force",
+            f"--key-file={key}",
+            f"--socket={sock}",
+            f"--pid-file={root / 'munged.pid'}",
+            f"--log-file={root / 'munged.log'}",
+            f"--seed-file={root / 'munge' / 'seed'}",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if munge.returncode != 0:
+        raise fail(f"munged did not start: {munge.stderr.strip()}")
+    cluster.pids.append(int((root / "munged.pid").read_text()))
+    with open(root / "daemons.out", "ab") as out:
+        for daemon in ("slurmctld", "slurmd"):
+            proc = subprocess.Popen(
+                [daemon, "-D", "-f", str(conf)], env=env, stdout=out, stderr=out
+            )
+            cluster.pids.append(proc.pid)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = cluster.run("sinfo", "-h", "-o", "%T", check=False)
+        if state.stdout.strip() == "idle":
+            return cluster
+        time.sleep(0.5)
+    raise fail(f"the node did not come up idle in {timeout:.0f}s (sinfo: {state.stdout.strip()!r})")

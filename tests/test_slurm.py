@@ -1,0 +1,178 @@
+"""steep on a real Slurm: the daemons (tests/slurm_cluster.py) on this machine, one node.
+
+The claims: the script ``steep launch --slurm`` writes trains 2 CPU ranks (gloo); after
+``scancel`` the same script, submitted again, resumes; SIGUSR1 (what ``--signal`` sends
+before the time limit) makes every rank write a checkpoint and stop, the job requeues
+itself and resumes, and the run ends as an uninterrupted one; ``steep sweep --slurm`` runs
+its points as jobs and collects them; a studio configured for Slurm submits its runs.
+Skipped, with the reason, where Slurm cannot be installed or started (make slurm-deps).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from steep.artifacts.runstatus import read_status
+from steep.cli import main
+from steep.config import load_config
+from steep.train.checkpoint import checkpoint_dirs
+from steep.train.loop import train
+from tests import slurm_cluster
+from tests.conftest import make_tiny_model, tiny_config, two_ranks_corpora
+
+STEPS = 50
+EVERY = 5  # checkpoints; a SIGUSR1 checkpoint falls between two of them
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[slurm_cluster.Cluster]:
+    try:
+        cluster = slurm_cluster.start(tmp_path_factory.mktemp("slurm"))
+    except slurm_cluster.ClusterUnavailable as exc:
+        pytest.skip(f"no Slurm here: {exc}")
+    before = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(cluster.conf)  # sbatch, squeue, scancel in steep itself
+    yield cluster
+    cluster.stop()
+    if before is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = before
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("slurm-runs")
+    base = make_tiny_model(root / "base")
+    return {"root": root, "corpora": two_ranks_corpora(root), "base": base}
+
+
+def _config(setup: dict, name: str, steps: int = STEPS) -> Path:
+    raw = tiny_config(setup["root"] / name, setup["corpora"], setup["base"], steps=steps)
+    raw["run"]["name"] = name
+    raw["train"].update(global_batch_tokens=512, device="cpu")
+    raw["checkpoint"] = {"every_steps": EVERY, "keep_last": 20}
+    raw["eval"] = {"every_steps": 20, "max_windows": 4}
+    path = setup["root"] / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _train_losses(run: Path) -> list[tuple[int, float]]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [(r["step"], r["loss"]) for r in map(json.loads, lines) if r["kind"] == "train"]
+
+
+def _last_step(run: Path) -> int:
+    try:
+        steps = _train_losses(run)
+    except (OSError, json.JSONDecodeError):
+        return 0
+    return steps[-1][0] if steps else 0
+
+
+def _wait(what: str, ok, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while not ok():
+        if time.time() > deadline:
+            raise TimeoutError(f"waited {timeout:.0f}s for {what}")
+        time.sleep(0.1)
+
+
+def _log(setup: dict, name: str, job: str) -> str:
+    return (setup["root"] / "jobs" / "logs" / f"{name}-{job}.out").read_text()
+
+
+@pytest.fixture(scope="module")
+def reference(setup) -> Path:
+    """The same run in this process, uninterrupted (2 gloo ranks match it to 1e-5)."""
+    config = load_config(_config(setup, "reference"))
+    return train(config).run_dir
+
+
+def test_launch_script_trains_resumes_after_scancel_and_requeues_on_sigusr1(
+    slurm, setup, reference, capsys
+) -> None:
+    """One script, three starts: scancel'ed after a checkpoint; submitted again, it resumes;
+    SIGUSR1 (what --signal sends before the time limit) checkpoints, the job requeues
+    itself, resumes and trains to done, ending as the uninterrupted run."""
+    script = setup["root"] / "jobs" / "cpt.sbatch"
+    argv = ["launch", str(_config(setup, "cpt")), "--slurm", str(script), "--time", "10:00"]
+    assert main([*argv, "--gpus-per-node", "2"]) == 0  # 2 ranks on the node's CPUs
+    assert f"sbatch {script}" in capsys.readouterr().out
+    run = setup["root"] / "cpt" / "run"
+
+    job = slurm.sbatch(script)
+    _wait("the first checkpoint", lambda: checkpoint_dirs(run / "checkpoints"))
+    slurm.run("scancel", job)
+    slurm.wait_gone(job)
+    first = _last_step(run)
+    assert first < STEPS and not (run / "model").exists()  # stopped mid-run
+
+    job = slurm.sbatch(script)  # the same script: the run folder has a config, so resume
+    _wait("2 steps after the resume", lambda: _last_step(run) >= EVERY + 2)
+    # what Slurm sends --signal-before seconds before the time limit, to the batch script
+    slurm.run("scancel", "--signal=USR1", "--batch", job)
+    _wait("the requeue", lambda: slurm.state(job) == "PENDING")
+    status = read_status(run)
+    assert status.state == "cancelled" and "stopped by SIGUSR1" in status.error
+    stopped = int(checkpoint_dirs(run / "checkpoints")[-1].name.split("_")[1])
+    assert stopped % EVERY != 0 and stopped == _last_step(run)  # its own checkpoint
+    # a requeued job waits ~2 minutes before it may start again: let it start now
+    slurm.run("scontrol", "update", f"JobId={job}", "StartTime=now")
+    slurm.wait_gone(job)
+
+    log = _log(setup, "cpt", job)  # the requeued job appends to its own log
+    assert "start 0: steep train --resume" in log and "resumed from step_0000005" in log
+    assert "SIGUSR1: checkpointing" in log and "start 1: steep train --resume" in log
+    assert f"resumed from step_{stopped:07d}" in log
+    assert read_status(run).state == "done"
+    lineage = json.loads((run / "model" / "steep.json").read_text())
+    assert lineage["world_size"] == 2  # two gloo ranks under torchrun, in one Slurm task
+    ckpt = checkpoint_dirs(run / "checkpoints")[-1]
+    assert {"__0_0.distcp", "__1_0.distcp"} <= {p.name for p in ckpt.iterdir()}
+    a, b = _train_losses(reference), _train_losses(run)
+    assert [s for s, _ in b] == [s for s, _ in a] == list(range(1, STEPS + 1))
+    assert [x for _, x in b] == pytest.approx([x for _, x in a], abs=1e-5)
+
+
+def test_sweep_runs_each_point_as_a_slurm_job(slurm, setup) -> None:
+    config = _config(setup, "grid", steps=4)
+    out = setup["root"] / "sweep"
+    argv = ["sweep", str(config), "--grid", "train.lr_fraction=0.1,0.3", "--out", str(out)]
+    assert main([*argv, "--slurm", "--time", "10:00"]) == 0
+    data = json.loads((out / "sweep.json").read_text())
+    assert [p["status"] for p in data["points"]] == ["finished", "finished"]
+    assert all(p["domain_gain"] is not None for p in data["points"])
+    scripts = sorted(p.name for p in (out / "slurm").glob("*.sbatch"))
+    assert scripts == ["lr_fraction-0.1.sbatch", "lr_fraction-0.3.sbatch"]
+    log = (out / data["points"][0]["log"]).read_text()
+    assert "submitted Slurm job" in log and "model:" in log  # the job's own log, copied
+    assert (out / "results.md").exists()
+
+
+def test_studio_with_slurm_submits_the_run_and_tracks_it(slurm, setup, _steep_home) -> None:
+    pytest.importorskip("fastapi", reason="studio extra not installed")
+    from steep.launch.slurm import SlurmOptions
+    from steep.studio.jobs import JobQueue
+    from steep.studio.runner import Runner, slurm_command
+
+    run = _steep_home / "runs" / "studio"
+    raw = yaml.safe_load(_config(setup, "studio", steps=4).read_text())
+    raw["run"]["out_dir"] = str(run)
+    queue = JobQueue(_steep_home)
+    job = queue.submit("studio", yaml.safe_dump(raw), run)
+    runner = Runner(queue, command_for=slurm_command(SlurmOptions(time="10:00")))
+    _wait("the job", lambda: runner.tick() or queue.get(job.id).status in ("done", "failed"))
+    done = queue.get(job.id)
+    text = done.log_path.read_text()
+    assert done.status == "done", text
+    assert (done.job_dir / "job.sbatch").exists() and "submitted Slurm job" in text
+    assert read_status(run).state == "done" and (run / "model" / "steep.json").exists()
