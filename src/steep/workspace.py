@@ -12,6 +12,7 @@ Layout (docs/formats.md has the files inside each)::
       models/base/NAME/        bases converted from GGUF
       classifiers/NAME/        domain classifiers for mining
       cache/tokens/            tokenized sources, shared by runs
+      cache/tools/             programs steep runs (llama.cpp's GGUF converter)
       demo/, downloads/        the offline demos' corpora and the packages they came from
       studio/jobs/, uploads/   the studio's job folders and upload staging
       hub.sqlite               the registry over all of the above
@@ -129,6 +130,11 @@ class Workspace:
     @property
     def token_cache(self) -> Path:
         return self.home / "cache" / "tokens"
+
+    @property
+    def tools(self) -> Path:
+        """Programs steep fetches once and runs (llama.cpp's GGUF converter)."""
+        return self.home / "cache" / "tools"
 
     @property
     def studio_jobs(self) -> Path:

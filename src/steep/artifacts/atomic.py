@@ -10,7 +10,11 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from steep.errors import AlreadyExistsError
 
 
 def write_text(path: Path, text: str) -> None:
@@ -60,6 +64,25 @@ def temp_dir(parent: Path, prefix: str) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     os.chmod(tmp, 0o777 & ~umask())
     return tmp
+
+
+@contextmanager
+def new_folder(dest: Path) -> Iterator[Path]:
+    """Build the new folder ``dest`` in a hidden sibling and rename it into place at the end:
+    a failure leaves nothing behind, and an existing ``dest`` is never touched."""
+    dest = Path(dest)
+    if dest.exists():
+        raise AlreadyExistsError(f"{dest} already exists: choose a new folder")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_dir(dest.parent, f".{dest.name}.")
+    try:
+        yield tmp
+        if dest.exists():
+            raise AlreadyExistsError(f"{dest} appeared while it was being written: not replaced")
+        os.rename(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def umask_permissions(tree: Path) -> None:

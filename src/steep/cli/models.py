@@ -11,6 +11,8 @@ from steep.artifacts.fmt import num, pct, text_table
 from steep.artifacts.lineage import parse_lineage
 from steep.data.selection import slice_label
 
+EXPORT_FORMATS = ("hf", "gguf")
+
 
 def _pct(x: Any) -> str:
     return pct(x, 1, missing="-")
@@ -109,10 +111,26 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     # deferred: keeps `steep --help` light (no torch until a command runs)
+    from steep.errors import UsageError
     from steep.hub import Hub
 
-    dest = Hub().export_model(args.name, Path(args.dest))
-    print(f"exported {args.name} -> {dest}")
+    if args.format not in EXPORT_FORMATS:
+        raise UsageError(
+            f"unknown export format {args.format!r}: use {' or '.join(EXPORT_FORMATS)}"
+        )
+    if args.format == "hf":
+        if args.quant is not None:
+            raise UsageError("--quant applies to --format gguf (an HF folder keeps its weights)")
+        dest = Hub().export_model(args.name, Path(args.dest))
+        print(f"exported {args.name} -> {dest}")
+        return 0
+    # deferred: keeps `steep --help` light (no torch until a command runs)
+    from steep.hub.gguf_export import MODELFILE, export_gguf, gguf_file_name
+
+    quant = args.quant or "f16"
+    dest = export_gguf(Hub(), args.name, Path(args.dest), quant)
+    print(f"exported {args.name} -> {dest / gguf_file_name(args.name, quant)}")
+    print(f"  Ollama: cd {dest} && ollama create {args.name} -f {MODELFILE}")
     return 0
 
 
@@ -149,9 +167,23 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="everything, with steep.json and eval")
     p.set_defaults(func=cmd_show)
 
-    p = msub.add_parser("export", help="copy a model folder (HF files, steep.json, README.md)")
+    p = msub.add_parser(
+        "export", help="copy a model folder (HF files, steep.json, README.md) or write a GGUF"
+    )
     p.add_argument("name")
     p.add_argument("dest", help="new folder; an existing one is refused")
+    p.add_argument(
+        "--format",
+        default="hf",
+        help="hf (the folder as it is, default) or gguf (llama.cpp / Ollama: NAME-QUANT.gguf "
+        "+ Modelfile + steep.json; needs pip install 'steep[gguf]')",
+    )
+    p.add_argument(
+        "--quant",
+        default=None,
+        help="GGUF type: f16 (default), bf16, f32, q8_0 (llama.cpp's converter), or q4_0, "
+        "q4_k_m, q5_k_m, q6_k, ... (llama.cpp's quantizer)",
+    )
     p.set_defaults(func=cmd_export)
 
     p = msub.add_parser("rm", help="delete a model (refused while a run starts from it)")

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from steep.artifacts.atomic import temp_dir
+from steep.artifacts.atomic import new_folder
 from steep.hub.card import try_write_card
 from steep.hub.schema import HubError
 
@@ -25,16 +25,8 @@ def export_model(hub: Hub, name: str, dest: Path) -> Path:
     if dest.exists():
         raise HubError(f"export destination {dest} already exists: choose a new folder")
     try_write_card(src, name, hub.home)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_dir(dest.parent, f".{dest.name}.")
-    try:
+    with new_folder(dest) as tmp:
         shutil.copytree(src, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*"))
-        if dest.exists():  # appeared while copying
-            raise HubError(f"export destination {dest} appeared while copying: not replaced")
-        os.rename(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dest
 
 
