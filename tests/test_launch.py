@@ -17,7 +17,7 @@ from steep.cli import build_parser, main
 from steep.cli.launch import cmd_launch
 from steep.config import ConfigError, load_config
 from steep.launch.command import shell_join
-from steep.launch.slurm import slurm_script
+from steep.launch.slurm import SlurmOptions, slurm_script
 from steep.launch.torchrun import micro_batches_per_rank, torchrun_command, visible_gpus
 
 SMOKE = Path(__file__).resolve().parents[1] / "examples" / "smoke.yaml"
@@ -408,6 +408,8 @@ def test_without_a_forwarding_torchrun_the_script_leaves_its_flags_out() -> None
     assert "--signal=B:USR1@60" in _script(signal_s=60)
     with pytest.raises(ConfigError, match="--signal-before"):
         _script(signal_s=-1)
+    with pytest.raises(ConfigError, match="--time"):  # steep sweep / studio: at the start
+        SlurmOptions(time="2h")
 
 
 def test_slurmjob_follows_the_job_and_exits_with_the_run(

@@ -48,10 +48,12 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[slurm_cluster.Cl
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     root = tmp_path_factory.mktemp("slurm-runs")
     base = make_tiny_model(root / "base")
-    return {"root": root, "corpora": two_ranks_corpora(root), "base": base}
+    with pytest.MonkeyPatch.context() as mp:  # module fixtures run before each test's home
+        mp.setenv("STEEP_HOME", str(root / "home"))
+        yield {"root": root, "corpora": two_ranks_corpora(root), "base": base}
 
 
 def _config(setup: dict, name: str, steps: int = STEPS) -> Path:

@@ -44,6 +44,13 @@ def _sbatch_value(flag: str, value: str) -> str:
     return value
 
 
+def _check_time(time: str, signal_s: int) -> None:
+    if not _SLURM_TIME.match(time):
+        raise ConfigError(f"--time {time!r}: expected HH:MM:SS or D-HH:MM:SS, e.g. 24:00:00")
+    if signal_s < 0:
+        raise ConfigError(f"--signal-before {signal_s}: seconds before the time limit, 0 or more")
+
+
 def slurm_script(
     config_path: str,
     overrides: list[str],
@@ -76,10 +83,7 @@ def slurm_script(
     when ``forward_usr1``): they write a checkpoint after the current step and stop, and the
     script requeues the job. ``pretokenize``: the batch step first tokenizes the run's
     data on one node, so no rank waits for it inside the job."""
-    if not _SLURM_TIME.match(time):
-        raise ConfigError(f"--time {time!r}: expected HH:MM:SS or D-HH:MM:SS, e.g. 24:00:00")
-    if signal_s < 0:
-        raise ConfigError(f"--signal-before {signal_s}: seconds before the time limit, 0 or more")
+    _check_time(time, signal_s)
     sbatch = [
         f"--job-name={_sbatch_value('job-name', job_name)}",
         f"--nodes={nodes}",
@@ -215,6 +219,12 @@ class SlurmOptions:
     signal_s: int = DEFAULT_SIGNAL_S
     nodes: int = 1
     gpus_per_node: int = 1  # ranks per node: GPUs, or processes on a CPU run
+
+    def __post_init__(self) -> None:  # a typo fails when the command starts, not per job
+        _check_time(self.time, self.signal_s)
+        for flag in ("partition", "account"):
+            if getattr(self, flag):
+                _sbatch_value(flag, getattr(self, flag))
 
 
 def run_script(

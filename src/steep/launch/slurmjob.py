@@ -88,18 +88,23 @@ class _Tail:
 
 def follow(script: Path, run_dir: Path, output: Path | None, poll_s: float = 2.0) -> int:
     """Submit, wait until the job is gone, then: 0 (the run is done), 1, or 130 (cancelled)."""
-    job = submit(script, output)
-    print(f"steep: submitted Slurm job {job} ({script}); run {run_dir}", flush=True)
     asked: list[float] = []
+    job = ""
 
     def on_term(signum: int, frame: Any) -> None:
         if not asked:
             asked.append(time.time())
-            print(f"steep: cancelling Slurm job {job}", flush=True)
-            cancel(job)
+            if job:  # else: cancelled as soon as sbatch answers
+                print(f"steep: cancelling Slurm job {job}", flush=True)
+                cancel(job)
 
+    # before sbatch: a cancel that comes while it runs must not leave the job behind
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
+    job = submit(script, output)
+    print(f"steep: submitted Slurm job {job} ({script}); run {run_dir}", flush=True)
+    if asked:
+        cancel(job)
     tail, last = _Tail(output), None
     while True:
         state = job_state(job)
