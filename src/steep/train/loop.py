@@ -207,7 +207,7 @@ def _train(
             status.phase(what, done, total)  # for the studio
 
         inputs = build_inputs(config, base.tokenizer, home, not d.is_main, progress)
-    mix = MixControl(config, inputs.mixture)  # phases, a change on resume, the budget
+    mix = MixControl(config, inputs.mixture, quiet=not d.is_main)  # phases, resume, budget
     optimizer, lr_scales = build_optimizer(model, config, max_lr)  # scales: embeddings' LR
     warm = EmbeddingWarmup.from_config(model, optimizer, config, base.info)  # 0 steps: off
     schedule = schedule_for(config.train, max_lr)

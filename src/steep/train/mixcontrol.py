@@ -38,8 +38,8 @@ def unbaselined_sets(root: Path, sets: list[EvalSet]) -> list[EvalSet]:
 
 
 class MixControl:
-    def __init__(self, config: RunConfig, mixture: Mixture):
-        self.config, self.mixture = config, mixture
+    def __init__(self, config: RunConfig, mixture: Mixture, quiet: bool = False):
+        self.config, self.mixture, self.quiet = config, mixture, quiet  # quiet: not rank 0
         mixture.boosted = np.asarray([source_role(s) == "general" for s in config.data.sources])
         section = config.train.forgetting_budget
         self.budget = (
@@ -126,7 +126,8 @@ class MixControl:
             mix.set_boost(self.budget.state.boost)
         if decision.action is None:
             return []
-        print(f"forgetting budget at step {step}: {decision.reason}")
+        if not self.quiet:
+            print(f"forgetting budget at step {step}: {decision.reason}")
         return [decision.record(self.budget.section.max_regression)]
 
     def state(self) -> dict[str, Any]:
