@@ -3,6 +3,8 @@
 #   make demo-vi  teach it Vietnamese, with and without vocabulary extension (~20 min)
 #   make test   install, then lint and run the test suite (~4 min on 2 cores)
 # GPU machines: make demo TORCH_SPEC=torch   (PyPI's Linux torch wheel is the CUDA build)
+# The first install on a machine compiles llama.cpp for llama-cpp-python (the gguf extra, in
+# dev: ~10-30 min on 2 cores); pip keeps the wheel it built, so later venvs reuse it.
 
 PYTHON ?= python3
 VENV ?= .venv

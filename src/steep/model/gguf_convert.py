@@ -149,10 +149,13 @@ def convert(model_dir: Path, out_file: Path, quant: str, name: str, home: Path) 
     cmd += ["--outtype", outtype, "--model-name", name]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-        raise GgufError(
-            f"llama.cpp's converter could not convert {name} ({model_dir}): "
-            f"{_converter_error(done.stderr or done.stdout)}"
-        )
+        why = _converter_error(done.stderr or done.stdout)
+        if "pre-tokenizer was not recognized" in why:
+            why += (
+                " (llama.cpp recognises a BPE tokenizer by the ids it gives a test text: "
+                "those of published models; a changed or home-made one has no entry)"
+            )
+        raise GgufError(f"llama.cpp's converter could not convert {name} ({model_dir}): {why}")
     release = llama_cpp_release()
     where = f"llama-cpp-python {release}" if CONVERTER_ENV not in os.environ else str(converter)
     tools = f"llama.cpp's {CONVERTER} from {where}"
