@@ -82,7 +82,9 @@ def _conf(root: Path, host: str) -> str:
             "SlurmUser=root",
             "SlurmdUser=root",
             "AuthType=auth/munge",
-            f"AuthInfo=socket={root / 'munge' / 'munge.socket'}",
+            # cred_expire: how long a requeued job waits before it may start again
+            # (120 s by default); starting it sooner kills it ("credential revoked")
+            f"AuthInfo=socket={root / 'munge' / 'munge.socket'},cred_expire=10",
             f"StateSaveLocation={root / 'state'}",
             f"SlurmdSpoolDir={root / 'spool'}",
             f"SlurmctldPidFile={root / 'slurmctld.pid'}",

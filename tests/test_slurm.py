@@ -127,8 +127,8 @@ def test_launch_script_trains_resumes_after_scancel_and_requeues_on_sigusr1(
     assert status.state == "cancelled" and "stopped by SIGUSR1" in status.error
     stopped = int(checkpoint_dirs(run / "checkpoints")[-1].name.split("_")[1])
     assert stopped % EVERY != 0 and stopped == _last_step(run)  # its own checkpoint
-    # a requeued job waits ~2 minutes before it may start again: let it start now
-    slurm.run("scontrol", "update", f"JobId={job}", "StartTime=now")
+    # a requeued job may start again after cred_expire (10 s here, 120 s by default):
+    # forcing it sooner gets it killed as "non-startable" (its credential is revoked)
     slurm.wait_gone(job)
 
     log = _log(setup, "cpt", job)  # the requeued job appends to its own log
