@@ -37,6 +37,7 @@ from common import (
 
 from steep.artifacts.metrics import read_events
 from steep.sweep.pareto import Scored, pareto_front
+from steep.train.runtime import native_bf16
 
 GRID = (0.0, 0.05, 0.25, 0.5, 0.75)
 START = 0.05  # the budgeted runs start here, as a 5% replay run would
@@ -77,7 +78,7 @@ def _realised_replay(run: Run) -> float:
 
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0], DEFAULT_STEPS)
-    if not _has_bf16():  # emulated bf16 is ~50x slower than fp32 on such a CPU
+    if not native_bf16():  # emulated bf16: 13x slower than fp32 on such a CPU (BENCHMARKS.md)
         common.PRECISION = "fp32"
         print("this CPU has no AVX512-BF16: every run in fp32 (its own pretrained base)")
     started = time.perf_counter()
@@ -163,14 +164,6 @@ def main() -> None:
     )
     finish(args.out, "budget", text, started, pretrain_s)
     _plot([_score(r) for r in grid.values()], [_score(r) for r in budgeted.values()], args.out)
-
-
-def _has_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            return any("avx512_bf16" in line or "amx_bf16" in line for line in f)
-    except OSError:
-        return True
 
 
 def _plot(grid: list[Scored], budgeted: list[Scored], out: Any) -> None:

@@ -59,6 +59,11 @@ class Runtime:
                 " (a caching malloc makes CPU training ~25% faster: "
                 f"{allocator.INSTALL_HINT}; steep train picks it up)"
             )
+        if self.precision != "fp32" and not native_bf16():
+            line += (
+                "\nwarning: this CPU has no native bf16 (AVX512-BF16 or AMX): torch emulates "
+                "it, ~13x slower here than train.precision: fp32 (BENCHMARKS.md)"
+            )
         return line
 
     @property
@@ -69,6 +74,17 @@ class Runtime:
         if self.precision == "bf16-autocast":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+
+def native_bf16() -> bool:
+    """Does this CPU do bf16 in hardware? Without AVX512-BF16 or AMX, torch emulates bf16
+    matmuls: a step of the recipe model took 7.0 s under bf16 autocast vs 0.54 s in fp32."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return True  # not Linux: nothing to say
+    return not flags or "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def peak_memory_gib(device: torch.device) -> float:
