@@ -17,7 +17,7 @@ of 64 KiB or more with its own mmap (``MALLOC_MMAP_THRESHOLD_``), so a freed ten
 the RSS at once and the high-water mark is the peak of live memory, what
 ``torch.cuda.max_memory_allocated`` reports on a GPU; a warm-up step on a 1-layer model
 first runs every kernel once, so the libtorch code pages they touch are in the baseline,
-not in the measurement. Predicted: ``steep.train.plan`` for the same config on ``cpu``,
+not in the measurement. Predicted: ``steep.plan.estimate`` for the same config on ``cpu``,
 its training peak (evaluation is not run here).
 """
 
@@ -191,8 +191,8 @@ def measure_in_subprocess(config_dict: dict[str, Any], ranks: int = 1) -> float:
 
 def predicted(config_dict: dict[str, Any], ranks: int = 1) -> Any:
     from steep.config import parse_config
-    from steep.train.devices import cpu_device
-    from steep.train.plan import make_plan
+    from steep.plan.devices import cpu_device
+    from steep.plan.estimate import make_plan
 
     return make_plan(parse_config(config_dict), ranks, cpu_device(), suggest=False)
 

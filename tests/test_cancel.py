@@ -16,7 +16,7 @@ import yaml
 
 from steep.artifacts.runstatus import read_status
 from steep.hub import Hub
-from steep.train.runlock import RunLock
+from steep.train.runfolder.lock import RunLock
 from tests.conftest import tiny_config
 
 
@@ -81,7 +81,7 @@ def test_a_cancel_that_lands_while_a_checkpoint_is_written_stays_a_cancel(
     from torch.distributed.checkpoint import CheckpointException
 
     import steep.train.checkpoint as ckpt
-    from steep.train.runstate import RunCancelled
+    from steep.train.runfolder.state import RunCancelled
 
     def interrupted(*args, **kwargs):
         raise CheckpointException("save", {0: RunCancelled("cancelled (SIGTERM)")})

@@ -17,11 +17,11 @@ import pytest
 from safetensors import SafetensorError
 
 import steep.train.loop as loop
-import steep.train.runlock as runlock
+import steep.train.runfolder.lock as runlock
 import steep.train.track as track
 from steep.cli import main
 from steep.config import parse_config
-from steep.train.folder_errors import RunFolderError
+from steep.train.runfolder.write_errors import RunFolderError
 from tests.conftest import tiny_config
 
 ENOSPC = OSError(errno.ENOSPC, "No space left on device")

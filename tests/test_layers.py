@@ -20,6 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("workspace",),
     ("artifacts",),
     ("config",),
+    ("plan",),
     ("data", "datahub", "model"),
     ("train", "eval"),
     ("hub",),

@@ -17,7 +17,7 @@ from steep.config import parse_config
 from steep.train import loop
 from steep.train.checkpoint import checkpoint_dirs
 from steep.train.loop import resume_run, train
-from steep.train.runstate import RunStopped
+from steep.train.runfolder.state import RunStopped
 from tests.conftest import tiny_config
 
 

@@ -115,7 +115,7 @@ def test_a_resume_on_changed_data_is_refused_unless_asked_and_then_recorded(
     import shutil
 
     from steep.cli import main
-    from steep.train.datadrift import DataChangedError
+    from steep.train.runfolder.drift import DataChangedError
     from steep.train.loop import resume_run
 
     cfg = tiny_config(tmp_path, corpora, tiny_model, steps=8)
@@ -182,7 +182,7 @@ def test_status_json_says_what_the_run_does_before_its_first_step(
     tmp_path, corpora, tiny_model, monkeypatch
 ):
     """The studio's run page reads this phase line (#18 usability 3)."""
-    import steep.train.runstate as runstate
+    import steep.train.runfolder.state as runstate
 
     seen = []
     real = runstate.write_status

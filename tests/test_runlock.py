@@ -14,12 +14,12 @@ import pytest
 
 from steep.config import parse_config
 from steep.train.loop import resume_run, train
-from steep.train.runlock import RunLock, RunLockedError, holder
+from steep.train.runfolder.lock import RunLock, RunLockedError, holder
 from tests.conftest import tiny_config
 
 HOLD = """
 import sys, time
-from steep.train.runlock import RunLock
+from steep.train.runfolder.lock import RunLock
 lock = RunLock(sys.argv[1])
 lock.acquire()
 print("held", flush=True)

@@ -44,7 +44,7 @@ CHECKPOINTS_DIR = "checkpoints"
 EVAL_DIR = "eval"  # a model's `steep eval` report
 EVAL_JSON = "eval.json"
 STATUS_FILE = "status.json"  # a run's state: running, done or failed (artifacts.runstatus)
-LOCK_FILE = ".lock"  # held by the one process writing a run folder (train.runlock)
+LOCK_FILE = ".lock"  # held by the one process writing a run folder (train.runfolder.lock)
 
 
 # A name that becomes a file or folder name (a source, an eval set, a dataset): letters,

@@ -41,8 +41,8 @@ def _count(n: int, word: str) -> str:
 
 def cmd_launch(args: argparse.Namespace) -> int:
     # deferred: the preflight loads torch and transformers; `steep --help` does not need them
-    from steep.train.plan import launch_device, make_plan
-    from steep.train.plan_text import summary_line
+    from steep.plan.estimate import launch_device, make_plan
+    from steep.plan.text import summary_line
     from steep.train.preflight import preflight
 
     config = load_config(args.config, args.set)  # a typo fails here, before anything is written

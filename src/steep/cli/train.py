@@ -44,7 +44,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_train_or_stop(args: argparse.Namespace) -> int:
     """``cmd_train``; a run that SIGUSR1 stopped after writing its checkpoint exits 75
     (EX_TEMPFAIL): not a failure but a run to resume, which a requeued Slurm job does."""
-    from steep.train.runstate import RunStopped  # deferred with the rest of training
+    from steep.train.runfolder.state import RunStopped  # deferred with the rest of training
 
     try:
         return cmd_train(args)

@@ -19,6 +19,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from steep.config import ConfigError, dump_config, parse_config
+from steep.plan.estimate import make_plan, resolve_device
+from steep.plan.text import summary_line
 from steep.studio.confine import outside_workspace
 from steep.studio.safe_yaml import load_studio_yaml
 from steep.workspace import Workspace
@@ -270,10 +272,6 @@ def _deep_checks(config: Any, nproc: int, summary: dict[str, Any], home: Path) -
 def _plan(config: Any, nproc: int, summary: dict[str, Any], home: Path) -> list[str]:
     """``steep plan``'s line for the summary; a run it says cannot fit is an error, as
     ``steep train`` refuses it (the studio has no --force)."""
-    # deferred: with the preflight (the plan itself is torch-free)
-    from steep.train.plan import make_plan, resolve_device
-    from steep.train.plan_text import summary_line
-
     try:  # this machine's GPU or its CPU, as the job will run
         plan = make_plan(config, nproc, resolve_device(config, None), home=home)
     except (ConfigError, OSError, ValueError):  # a base it cannot size: the run may start

@@ -27,14 +27,14 @@ from steep.errors import ConfigError, SteepError
 from steep.model.base_lr import resolve_max_lr
 from steep.model.io import base_names, load_base, save_hf
 from steep.train.checkpoint import load_checkpoint, load_newest, start_checkpoint
-from steep.train.datadrift import check_drift
+from steep.train.runfolder.drift import check_drift
 from steep.train.evaluate import EvalSet, evaluate, window_rule
 from steep.train.flops import device_peak_flops, flops_per_token
-from steep.train.folder_errors import folder_error
+from steep.train.runfolder.write_errors import folder_error
 from steep.train.forward import lm_loss, use_document_mask
 from steep.train.inputs import build_inputs
 from steep.train.kernels import apply_liger
-from steep.train.leftovers import clear_leftovers
+from steep.train.runfolder.leftovers import clear_leftovers
 from steep.train.lora import apply_method, check_method, merged_model, quantized_load
 from steep.train.mixcontrol import MixControl, unbaselined_sets
 from steep.train.optim import build_optimizer, check_optimizer, set_lr
@@ -49,14 +49,14 @@ from steep.train.parallel import (
     set_gradient_sync,
     shard_model,
 )
-from steep.train.plan import fit_problem
+from steep.plan.estimate import fit_problem
 from steep.train.prefetch import Prefetcher
 from steep.train.preflight import context_problem, forgetting_warning
 from steep.train.rendezvous import Prepare
 from steep.train.report import eval_table, format_table, read_metrics, write_report
-from steep.train.rundir import new_run_dir, resume_config
-from steep.train.runlock import RunLock, RunLockedError
-from steep.train.runstate import (
+from steep.train.runfolder.create import new_run_dir, resume_config
+from steep.train.runfolder.lock import RunLock, RunLockedError
+from steep.train.runfolder.state import (
     RunCancelled,
     RunState,
     RunStopped,
@@ -364,7 +364,7 @@ def _train(
                 {
                     "baseline": baseline,
                     **mix.state(),  # the mixture, its changes, the budget
-                    "data": inputs.identity,  # what a resume must find (train.datadrift)
+                    "data": inputs.identity,  # what a resume must find (train.runfolder.drift)
                     "data_changes": data_changes,
                 },
                 keep_last=config.checkpoint.keep_last,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from steep.config.schema import RunConfig
-from steep.train.folder_errors import folder_error
+from steep.train.runfolder.write_errors import folder_error
 from steep.train.trackers import flat_metrics, open_trackers, result_files
 from steep.workspace import METRICS_FILE
 

@@ -4,7 +4,7 @@ A kill during the final save leaves a hidden ``.model.*`` folder (model-sized); 
 a resume's truncation of metrics.jsonl leaves ``metrics.jsonl.tmp``; one during a
 checkpoint leaves ``checkpoints/.step_*.tmp``. None of them is ever read (checkpoints count
 only whole ``step_*`` folders), but they would stay forever. The run's lock
-(``train.runlock``) is held when this runs, so nothing else is writing them. The one
+(``train.runfolder.lock``) is held when this runs, so nothing else is writing them. The one
 leftover that is kept is ``.model.old``: the previous model, moved aside by a save that
 died between its two renames; it is put back when ``model/`` is missing.
 """

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from steep.errors import SteepError
-from steep.train.folder_errors import folder_error
+from steep.train.runfolder.write_errors import folder_error
 from steep.workspace import LOCK_FILE
 
 

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 
 from steep.config import RunConfig
 from steep.config.schema import LoraSection, chunk_positions
-from steep.train.shapes import Shape
+from steep.plan.shapes import Shape
 
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # bitsandbytes NF4, double-quantized absmax
 ADAM8_BYTES = 2 + 2 * 4 / 256  # torchao AdamW8bit: two 1-byte moments, fp32 scale per 256

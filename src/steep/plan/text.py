@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from steep.train.plan import GIB, HEADROOM, RESERVE_GIB, Plan
+from steep.plan.estimate import GIB, HEADROOM, RESERVE_GIB, Plan
 
 
 def _unit(plan: Plan) -> tuple[str, float]:

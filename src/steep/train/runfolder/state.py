@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from steep.artifacts.runstatus import State, write_status
-from steep.train.runlock import RunLock
+from steep.train.runfolder.lock import RunLock
 
 
 class RunState:

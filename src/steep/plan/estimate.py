@@ -1,8 +1,8 @@
 """``steep plan``: memory per device, FLOPs, step time and days of a run, before any work.
 
-Torch-free, so it answers at once: ``steep plan`` prints it (``plan_text``), ``steep
+Torch-free, so it answers at once: ``steep plan`` prints it (``steep.plan.text``), ``steep
 launch`` and the studio's New-run page show its line, and ``fit_problem`` is what
-``steep train`` asks before it loads the weights. The arithmetic is ``plan_memory``'s; the
+``steep train`` asks before it loads the weights. The arithmetic is ``steep.plan.memory``'s; the
 shape of the model comes from ``shapes`` and the device from ``devices``.
 
 A device fits the run when the peak plus 1 GiB (CUDA context and kernels' workspaces; on
@@ -24,8 +24,8 @@ from typing import Any
 
 from steep.config import RunConfig
 from steep.errors import ConfigError
-from steep.train.devices import KNOWN, Device, cpu_device, find_device, local_gpu
-from steep.train.plan_memory import (
+from steep.plan.devices import KNOWN, Device, cpu_device, find_device, local_gpu
+from steep.plan.memory import (
     Memory,
     chunk_in_use,
     flops_per_token,
@@ -34,7 +34,7 @@ from steep.train.plan_memory import (
     micro_batches,
     trainable_params,
 )
-from steep.train.shapes import Shape, model_shape
+from steep.plan.shapes import Shape, model_shape
 
 GIB = 2**30
 RESERVE_GIB = 1.0  # CUDA context, cuBLAS / NCCL workspaces; on CPU the Python process
