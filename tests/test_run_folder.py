@@ -115,8 +115,8 @@ def test_a_resume_on_changed_data_is_refused_unless_asked_and_then_recorded(
     import shutil
 
     from steep.cli import main
-    from steep.train.runfolder.drift import DataChangedError
     from steep.train.loop import resume_run
+    from steep.train.runfolder.drift import DataChangedError
 
     cfg = tiny_config(tmp_path, corpora, tiny_model, steps=8)
     run = train(parse_config(cfg)).run_dir

@@ -27,8 +27,8 @@ def _positive_float(text: str) -> float:
 def cmd_plan(args: argparse.Namespace) -> int:
     # deferred: keeps `steep --help` light (the plan itself is torch-free)
     from steep.plan.estimate import make_plan, resolve_device
-    from steep.plan.text import render
     from steep.plan.shapes import shape_from_file
+    from steep.plan.text import render
 
     config = load_config(args.config, args.set)
     device = resolve_device(config, args.gpu, args.peak_tflops, args.memory_gib)

@@ -64,4 +64,6 @@ def drop_checkpoints(run_dir: Path) -> None:
         return
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     shutil.rmtree(folder)
-    print(f"removed the finished demo's checkpoints ({size / 1e9:.1f} GB); the model is in {run_dir / 'model'}")
+    print(
+        f"removed the finished demo's checkpoints ({size / 1e9:.1f} GB); the model is in {run_dir / 'model'}"
+    )

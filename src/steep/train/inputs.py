@@ -22,9 +22,9 @@ from steep.data.tokenize import Progress, TokenizedSource, tokenize_source, toke
 from steep.data.tokensource import Windows
 from steep.datahub.catalog import Catalog
 from steep.errors import DataError
-from steep.train.runfolder.drift import identity
 from steep.train.evaluate import EvalSet, fixed_windows
 from steep.train.preflight import language_problem
+from steep.train.runfolder.drift import identity
 from steep.workspace import Workspace
 
 

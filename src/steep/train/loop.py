@@ -26,15 +26,13 @@ from steep.config import RunConfig, dump_config
 from steep.errors import ConfigError, SteepError
 from steep.model.base_lr import resolve_max_lr
 from steep.model.io import base_names, load_base, save_hf
+from steep.plan.estimate import fit_problem
 from steep.train.checkpoint import load_checkpoint, load_newest, start_checkpoint
-from steep.train.runfolder.drift import check_drift
 from steep.train.evaluate import EvalSet, evaluate, window_rule
 from steep.train.flops import device_peak_flops, flops_per_token
-from steep.train.runfolder.write_errors import folder_error
 from steep.train.forward import lm_loss, use_document_mask
 from steep.train.inputs import build_inputs
 from steep.train.kernels import apply_liger
-from steep.train.runfolder.leftovers import clear_leftovers
 from steep.train.lora import apply_method, check_method, merged_model, quantized_load
 from steep.train.mixcontrol import MixControl, unbaselined_sets
 from steep.train.optim import build_optimizer, check_optimizer, set_lr
@@ -49,12 +47,13 @@ from steep.train.parallel import (
     set_gradient_sync,
     shard_model,
 )
-from steep.plan.estimate import fit_problem
 from steep.train.prefetch import Prefetcher
 from steep.train.preflight import context_problem, forgetting_warning
 from steep.train.rendezvous import Prepare
 from steep.train.report import eval_table, format_table, read_metrics, write_report
 from steep.train.runfolder.create import new_run_dir, resume_config
+from steep.train.runfolder.drift import check_drift
+from steep.train.runfolder.leftovers import clear_leftovers
 from steep.train.runfolder.lock import RunLock, RunLockedError
 from steep.train.runfolder.state import (
     RunCancelled,
@@ -64,6 +63,7 @@ from steep.train.runfolder.state import (
     stop_asked,
     stop_on_sigterm,
 )
+from steep.train.runfolder.write_errors import folder_error
 from steep.train.runtime import Runtime, peak_memory_gib, seed_everything
 from steep.train.schedule import schedule_for
 from steep.train.stages import EmbeddingWarmup, first_new_id
