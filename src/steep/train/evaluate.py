@@ -6,11 +6,13 @@ document does not stand in for the whole set.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from steep.data.tokensource import TokenStream, Windows
 from steep.errors import DataError
@@ -25,6 +27,29 @@ class EvalSet:
     @property
     def tokens(self) -> int:
         return int(self.windows.shape[0] * (self.windows.shape[1] - 1))
+
+
+class EvalBar:
+    """The progress of one eval: a bar on the terminal (rank 0) with its ETA, and the same
+    count passed to ``report`` (status.json's phase, which the studio shows)."""
+
+    def __init__(
+        self, desc: str, enabled: bool, report: Callable[[int, int], None] | None = None
+    ) -> None:
+        self.desc, self.enabled, self.report = desc, enabled, report
+        self.bar: tqdm | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.enabled and self.bar is None:
+            self.bar = tqdm(
+                total=total, desc=self.desc, unit="window", leave=False, dynamic_ncols=True
+            )
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+            if done >= total:
+                self.bar.close()
+        if self.report is not None:
+            self.report(done, total)
 
 
 def window_rule(seq_len: int, max_windows: int, precision: str, masked: bool) -> str:
@@ -60,23 +85,29 @@ def evaluate(
     autocast: AbstractContextManager,
     separator_id: int | None = None,
     chunk: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
     """Mean next-token loss per set (nats/token); ``separator_id`` masks across documents.
 
     Under FSDP every rank runs the same windows (each forward is a collective); the result
-    is identical on all ranks.
+    is identical on all ranks. ``progress(done, total)`` hears of every batch, in windows
+    over all sets: a step-0 eval of a real base takes minutes and must not look hung.
     """
     was_training = model.training
     model.eval()
     out: dict[str, float] = {}
+    total, done = sum(len(s.windows) for s in sets), 0
     for s in sets:
-        total, count = 0.0, 0
+        loss_sum, count = 0.0, 0
         for i in range(0, len(s.windows), batch_size):
             batch = torch.from_numpy(s.windows[i : i + batch_size]).to(device)
             with autocast:
                 loss = lm_loss(model, batch, separator_id, reduction="sum", chunk=chunk)
-            total += float(loss)
+            loss_sum += float(loss)
             count += batch[:, 1:].numel()
-        out[s.name] = total / count
+            done += len(batch)
+            if progress is not None:
+                progress(done, total)
+        out[s.name] = loss_sum / count
     model.train(was_training)
     return out
