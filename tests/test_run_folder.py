@@ -170,7 +170,7 @@ def test_a_failed_start_leaves_no_run_folder_and_a_failed_run_keeps_its_own(
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("steep.train.loop.save_hf", full_disk)
+    monkeypatch.setattr("steep.train.finish.save_hf", full_disk)
     later = tmp_path / "later"
     with pytest.raises(Exception, match="No space left"):
         train(parse_config(tiny_config(tmp_path, corpora, tiny_model, steps=1)), run_dir=later)
