@@ -51,9 +51,8 @@ def _load(run: Run, allow: tuple[bool, bool]) -> tuple[Path | None, list[str]]:
         run.say(
             f"{run.run_dir} has no checkpoint yet: starting it again from step 0, with its config"
         )
-    run.data_changes = list(state.get("data_changes", []))
-    if checkpoint is None:
         return None, []
+    run.data_changes = list(state.get("data_changes", []))
     run.step, run.baseline = state["step"], {**state["baseline"], **new_baseline}
     if drift is not None:
         run.data_changes.append({**drift, "step": run.step})
