@@ -211,13 +211,15 @@ def measured(
 def run_steep(spec: dict, case: dict) -> dict[str, Any]:
     from steep.config import parse_config
     from steep.data.mixture import Mixture
+    from steep.train import build as builder
     from steep.train import loop, track
 
     config = parse_config(steep_config(spec, case))
     device = device_of(spec)
     seen, clock, losses, logged = Seen(), Clock(device), [], []
     counted: dict[str, int] = {}
-    load, log, build = Mixture.load, track.Tracker.log, getattr(loop, "build_optimizer", None)
+    load, log = Mixture.load, track.Tracker.log
+    build = getattr(builder, "build_optimizer", None)  # the build phase makes the optimizer
 
     def recording_load(self, draws):
         windows = load(self, draws)
@@ -246,7 +248,7 @@ def run_steep(spec: dict, case: dict) -> dict[str, Any]:
 
     Mixture.load, track.Tracker.log = recording_load, timed_log
     if build is not None:
-        loop.build_optimizer = counting_build
+        builder.build_optimizer = counting_build
     try:
         loop.train(config)
     except StopAfterLastStep:
@@ -254,7 +256,7 @@ def run_steep(spec: dict, case: dict) -> dict[str, Any]:
     finally:
         Mixture.load, track.Tracker.log = load, log
         if build is not None:
-            loop.build_optimizer = build
+            builder.build_optimizer = build
         shutil.rmtree(config.run.out_dir or "", ignore_errors=True)
     tokens_per_step = config.train.global_batch_tokens
     after = logged[spec["warmup"] :]

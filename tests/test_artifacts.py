@@ -11,7 +11,7 @@ import pytest
 from steep.artifacts import fmt, scores
 from steep.artifacts.lineage import Lineage, LineageError, read_lineage, record_eval, write_lineage
 from steep.artifacts.manifest import ManifestError, read_manifest
-from steep.artifacts.metrics import eval_record, read_metrics
+from steep.artifacts.metrics import eval_record, parse_record, read_metrics, train_record
 from steep.config import SourceSection, source_role
 
 
@@ -53,6 +53,26 @@ def test_eval_record_keeps_a_zero_baseline_unknown(tmp_path: Path) -> None:
     path.write_text("\n".join(json.dumps(r) for r in (rec, bad)) + "\n")
     trains, evals = read_metrics(path)
     assert trains == [] and [e["step"] for e in evals] == [4]
+
+
+def test_train_record_has_the_contract_shape_and_order(tmp_path: Path) -> None:
+    """The loop's train record: TrainRecord's fields in the order metrics.jsonl has always
+    had them, throughput per device from the ranks, the mix's fields last."""
+    rec = train_record(
+        7, 7 * 512, 2.5, 1e-4, 0.75, 1000.0, 4, None, 1.5, {"a": 3000, "b": 584},
+        phase="main", tokens_by_phase={"main": {"a": 3000, "b": 584}},
+    )  # fmt: skip
+    assert list(rec) == [
+        "kind", "step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s",
+        "tokens_per_s_per_device", "mfu", "peak_mem_gib", "tokens_by_source", "phase",
+        "tokens_by_phase",
+    ]  # fmt: skip
+    assert rec["kind"] == "train" and rec["tokens_per_s_per_device"] == 250.0
+    assert parse_record(rec) == rec
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(json.dumps({**rec, "time": 1.0}) + "\n")
+    trains, evals = read_metrics(path)
+    assert evals == [] and trains[0]["step"] == 7 and trains[0]["phase"] == "main"
 
 
 def test_lineage_round_trip_keeps_unknown_fields(tmp_path: Path) -> None:

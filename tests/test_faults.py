@@ -16,6 +16,7 @@ import json
 import pytest
 from safetensors import SafetensorError
 
+import steep.train.finish as finish
 import steep.train.loop as loop
 import steep.train.runfolder.lock as runlock
 import steep.train.track as track
@@ -99,7 +100,7 @@ def test_disk_full_while_saving_the_model(tmp_path, corpora, tiny_model, monkeyp
             "Error while serializing: IoError(Os { code: 28, kind: StorageFull })"
         )
 
-    monkeypatch.setattr(loop, "save_hf", full)
+    monkeypatch.setattr(finish, "save_hf", full)  # the finish phase saves the model
     cfg = tiny_config(tmp_path, corpora, tiny_model, steps=4)
     (tmp_path / "run.yaml").write_text(json.dumps(cfg))
     assert main(["train", str(tmp_path / "run.yaml")]) == 2

@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
 RANK = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}
 TOP = {"__init__", "__main__"}  # steep/__init__ (version) and python -m steep
 MAX_LINES = 500
+MAX_FUNCTION_LINES = 150  # a function longer than this does several jobs: name each one
 
 
 def _modules() -> dict[str, Path]:
@@ -200,6 +201,19 @@ def test_modules_are_small() -> None:
     sizes = {m: len(p.read_text(encoding="utf-8").splitlines()) for m, p in MODULES.items()}
     big = {m: n for m, n in sizes.items() if n > MAX_LINES}
     assert not big, f"modules over {MAX_LINES} lines (split them by job): {big}"
+
+
+def test_functions_are_short() -> None:
+    """No def (nested ones included) runs over MAX_FUNCTION_LINES, counted from its ``def``
+    line to its last line: the training loop once ran 323 lines in one body."""
+    long = {}
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long[f"{module}.{node.name}:{node.lineno}"] = lines
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines (split them by job): {long}"
 
 
 def test_steep_help_does_not_load_torch() -> None:

@@ -239,7 +239,7 @@ def test_sweep_and_studio_runners_use_the_one_builder(tmp_path):
 def test_a_run_the_plan_says_cannot_fit_is_refused_before_the_weights_load(
     tmp_path, corpora, tiny_model, monkeypatch
 ):
-    from steep.train import loop
+    from steep.train import build, loop
     from tests.conftest import tiny_config
 
     raw = tiny_config(tmp_path, corpora, tiny_model, device="cpu")
@@ -249,7 +249,7 @@ def test_a_run_the_plan_says_cannot_fit_is_refused_before_the_weights_load(
         "base_max_lr": 1e-4,
     }
     loaded = []
-    monkeypatch.setattr(loop, "load_base", lambda *a, **k: loaded.append(1) or 1 / 0)
+    monkeypatch.setattr(build, "load_base", lambda *a, **k: loaded.append(1) or 1 / 0)
     with pytest.raises(ConfigError, match="the plan says this run needs .* GiB.*--force"):
         loop.train(parse_config(raw))
     assert not loaded and not (tmp_path / "run").exists()

@@ -170,7 +170,7 @@ def test_a_failed_start_leaves_no_run_folder_and_a_failed_run_keeps_its_own(
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("steep.train.loop.save_hf", full_disk)
+    monkeypatch.setattr("steep.train.finish.save_hf", full_disk)
     later = tmp_path / "later"
     with pytest.raises(Exception, match="No space left"):
         train(parse_config(tiny_config(tmp_path, corpora, tiny_model, steps=1)), run_dir=later)
@@ -197,4 +197,6 @@ def test_status_json_says_what_the_run_does_before_its_first_step(
     assert phases[:3] == [None, "loading the base model", "reading the data"]
     assert any(what.startswith("tokenizing") and sized for _, what, sized in seen if what)
     assert phases[-3:] == ["evaluating the base (step 0)", "the first step", None]
+    # the step-0 eval says how far it is (#28: the demo's was silent for minutes)
+    assert any(what == "evaluating the base (step 0)" and sized for _, what, sized in seen)
     assert seen[-1][0] == "done"

@@ -40,6 +40,7 @@ __all__ = [
     "eval_record",
     "read_events",
     "read_metrics",
+    "train_record",
 ]
 
 
@@ -101,6 +102,38 @@ def eval_record(
         for name, loss in losses.items()
     }
     return EvalRecord(step=step, tokens=tokens, sets=sets).model_dump(exclude={"time"})
+
+
+def train_record(
+    step: int,
+    tokens: int,
+    loss: float,
+    lr: float,
+    grad_norm: float,
+    tokens_per_s: float,
+    world: int,
+    mfu: float | None,
+    peak_mem_gib: float | None,
+    tokens_by_source: dict[str, int],
+    **fields: Any,
+) -> dict[str, Any]:
+    """The train record for the optimizer step that ended at ``step``; ``world``: ranks
+    (throughput per device), ``fields``: what the mix adds (the phase, tokens per phase).
+    A plain dict in ``TrainRecord``'s shape, built without validation: one a step."""
+    return {
+        "kind": "train",
+        "step": step,
+        "tokens": tokens,
+        "loss": loss,
+        "lr": lr,
+        "grad_norm": grad_norm,
+        "tokens_per_s": tokens_per_s,
+        "tokens_per_s_per_device": tokens_per_s / world,
+        "mfu": mfu,
+        "peak_mem_gib": peak_mem_gib,
+        "tokens_by_source": tokens_by_source,
+        **fields,
+    }
 
 
 def parse_record(rec: Any) -> dict[str, Any] | None:

@@ -84,24 +84,10 @@ def slurm_script(
     script requeues the job. ``pretokenize``: the batch step first tokenizes the run's
     data on one node, so no rank waits for it inside the job."""
     _check_time(time, signal_s)
-    sbatch = [
-        f"--job-name={_sbatch_value('job-name', job_name)}",
-        f"--nodes={nodes}",
-        "--ntasks-per-node=1",
-        *([] if cpu else [f"--gpus-per-node={gpus_per_node}"]),
-        f"--cpus-per-task={cpus_per_task or (1 if cpu else CPUS_PER_GPU) * gpus_per_node}",
-        f"--time={time}",
-    ]
-    if partition:
-        sbatch.append(f"--partition={_sbatch_value('partition', partition)}")
-    if account:
-        sbatch.append(f"--account={_sbatch_value('account', account)}")
-    sbatch += [
-        f"--output={os.path.join(log_dir, '%x-%j.out')}",
-        "--open-mode=append",  # a requeued job adds to its log
-        "--requeue",  # preempted or its node failed: Slurm queues it again
-        f"--signal=B:USR1@{signal_s}",
-    ]
+    sbatch = _sbatch_options(
+        job_name, nodes, gpus_per_node, time, partition, account, cpus_per_task, log_dir, cpu,
+        signal_s,
+    )  # fmt: skip
     cmd = torchrun_command(
         config_path,
         overrides,
@@ -134,28 +120,12 @@ def slurm_script(
         ]
     if home:
         lines.append(f"export STEEP_HOME={shlex.quote(home)}")
-    threads = (
-        [
-            "# CPU ranks share the task's cores.",
-            f"OMP_NUM_THREADS=$(( ${{SLURM_CPUS_PER_TASK:-1}} / {gpus_per_node} ))",
-            '[ "$OMP_NUM_THREADS" -ge 1 ] || OMP_NUM_THREADS=1',
-            "export OMP_NUM_THREADS",
-        ]
-        if cpu
-        else [
-            "# One CPU thread per rank: the GPU does the math and more threads oversubscribe the",
-            "# cores (torchrun sets this too, with a warning).",
-            "export OMP_NUM_THREADS=1",
-            "# A failed or timed-out NCCL collective ends the job instead of hanging until --time.",
-            "export TORCH_NCCL_ASYNC_ERROR_HANDLING=1",
-        ]
-    )
     lines += [
         "",
         "# Every node's torchrun meets the others at the allocation's first node.",
         'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
         "export MASTER_ADDR",
-        *threads,
+        *_thread_lines(cpu, gpus_per_node),
         "# Output reaches the log file as it is printed.",
         "export PYTHONUNBUFFERED=1",
         "",
@@ -169,17 +139,7 @@ def slurm_script(
         'echo "steep: job $SLURM_JOB_ID, start ${SLURM_RESTART_COUNT:-0}: steep train '
         '${STEEP_ARGS[*]}"',
         "",
-        "# SIGUSR1 (--signal above, a preemption with send_user_signal, or",
-        "# scancel --signal=USR1 --batch): every rank checkpoints after its step and stops;",
-        "# then this job requeues itself and its next start resumes.",
-        "STOPPING=0",
-        "STEP=",
-        "on_usr1() {",
-        "    STOPPING=1",
-        '    echo "steep: SIGUSR1: checkpointing, then requeueing job $SLURM_JOB_ID"',
-        '    if [ -n "$STEP" ]; then kill -USR1 "$STEP" 2>/dev/null || true; fi',
-        "}",
-        "trap on_usr1 USR1",
+        *_USR1_TRAP,
         "",
     ]
     if pretokenize:
@@ -191,20 +151,92 @@ def slurm_script(
     lines += [
         "# srun runs in the background so the trap above runs as soon as the signal comes.",
         "srun --kill-on-bad-exit=1 " + multiline(cmd) + " &",
-        "STEP=$!",
-        "RC=0",
-        "while :; do",
-        '    wait "$STEP" && RC=0 || RC=$?',
-        '    kill -0 "$STEP" 2>/dev/null || break  # wait came back for the trap: still running',
-        "done",
-        'if [ "$STOPPING" = 1 ]; then',
-        '    scontrol requeue "$SLURM_JOB_ID"',
-        "    exit 0",
-        "fi",
-        'exit "$RC"',
-        "",
+        *_WAIT_THEN_REQUEUE,
     ]
     return "\n".join(lines)
+
+
+def _sbatch_options(
+    job_name: str,
+    nodes: int,
+    gpus_per_node: int,
+    time: str,
+    partition: str | None,
+    account: str | None,
+    cpus_per_task: int | None,
+    log_dir: str,
+    cpu: bool,
+    signal_s: int,
+) -> list[str]:
+    """The #SBATCH options: the allocation, the log, requeue, and SIGUSR1 before --time."""
+    sbatch = [
+        f"--job-name={_sbatch_value('job-name', job_name)}",
+        f"--nodes={nodes}",
+        "--ntasks-per-node=1",
+        *([] if cpu else [f"--gpus-per-node={gpus_per_node}"]),
+        f"--cpus-per-task={cpus_per_task or (1 if cpu else CPUS_PER_GPU) * gpus_per_node}",
+        f"--time={time}",
+    ]
+    if partition:
+        sbatch.append(f"--partition={_sbatch_value('partition', partition)}")
+    if account:
+        sbatch.append(f"--account={_sbatch_value('account', account)}")
+    return sbatch + [
+        f"--output={os.path.join(log_dir, '%x-%j.out')}",
+        "--open-mode=append",  # a requeued job adds to its log
+        "--requeue",  # preempted or its node failed: Slurm queues it again
+        f"--signal=B:USR1@{signal_s}",
+    ]
+
+
+def _thread_lines(cpu: bool, gpus_per_node: int) -> list[str]:
+    """CPU threads per rank (and NCCL's error handling on GPUs)."""
+    if cpu:
+        return [
+            "# CPU ranks share the task's cores.",
+            f"OMP_NUM_THREADS=$(( ${{SLURM_CPUS_PER_TASK:-1}} / {gpus_per_node} ))",
+            '[ "$OMP_NUM_THREADS" -ge 1 ] || OMP_NUM_THREADS=1',
+            "export OMP_NUM_THREADS",
+        ]
+    return [
+        "# One CPU thread per rank: the GPU does the math and more threads oversubscribe the",
+        "# cores (torchrun sets this too, with a warning).",
+        "export OMP_NUM_THREADS=1",
+        "# A failed or timed-out NCCL collective ends the job instead of hanging until --time.",
+        "export TORCH_NCCL_ASYNC_ERROR_HANDLING=1",
+    ]
+
+
+# The script's SIGUSR1 handler: it remembers the stop and passes the signal to the job step.
+_USR1_TRAP = [
+    "# SIGUSR1 (--signal above, a preemption with send_user_signal, or",
+    "# scancel --signal=USR1 --batch): every rank checkpoints after its step and stops;",
+    "# then this job requeues itself and its next start resumes.",
+    "STOPPING=0",
+    "STEP=",
+    "on_usr1() {",
+    "    STOPPING=1",
+    '    echo "steep: SIGUSR1: checkpointing, then requeueing job $SLURM_JOB_ID"',
+    '    if [ -n "$STEP" ]; then kill -USR1 "$STEP" 2>/dev/null || true; fi',
+    "}",
+    "trap on_usr1 USR1",
+]
+
+# After srun starts in the background: wait for it through any trap, then requeue or exit.
+_WAIT_THEN_REQUEUE = [
+    "STEP=$!",
+    "RC=0",
+    "while :; do",
+    '    wait "$STEP" && RC=0 || RC=$?',
+    '    kill -0 "$STEP" 2>/dev/null || break  # wait came back for the trap: still running',
+    "done",
+    'if [ "$STOPPING" = 1 ]; then',
+    '    scontrol requeue "$SLURM_JOB_ID"',
+    "    exit 0",
+    "fi",
+    'exit "$RC"',
+    "",
+]
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
+from steep.config.schema import CheckpointSection
 from steep.errors import SteepError
 from steep.train.parallel import Dist
 
@@ -354,3 +355,63 @@ def load_newest(
             "start the run again from step 0"
         )
     return None, {}
+
+
+class Checkpointer:
+    """A run's checkpoints: when one is due (``checkpoint.every_steps``, the last step, a
+    stop asked for), one write in flight at a time (``checkpoint.async_save``), and the
+    loads a resume or the forgetting budget's best step needs. The loop asks ``due``."""
+
+    def __init__(
+        self,
+        root: Path,
+        section: CheckpointSection,
+        last_step: int,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        d: Dist,
+        trainable_only: bool = False,  # LoRA: the frozen base is the base's
+    ) -> None:
+        self.root, self.section, self.last_step = root, section, last_step
+        self.model, self.optimizer, self.d = model, optimizer, d
+        self.trainable_only = trainable_only
+        self.pending: PendingCheckpoint | None = None  # a write still in flight
+
+    def due(self, step: int, stopping: bool = False) -> bool:
+        return step % self.section.every_steps == 0 or step == self.last_step or stopping
+
+    def save(self, step: int, state: dict[str, Any], protect: int | None = None) -> None:
+        """Write step ``step`` (in the background with async_save); ``protect``: a step
+        whose checkpoint outlives keep_last (the budget's best)."""
+        self.wait()  # one write in flight at a time
+        self.pending = start_checkpoint(
+            self.root,
+            step,
+            self.model,
+            self.optimizer,
+            state,
+            keep_last=self.section.keep_last,
+            d=self.d,
+            trainable_only=self.trainable_only,
+            background=self.section.async_save,
+            protect=protect,
+        )
+        if not self.section.async_save:
+            self.pending.wait()
+
+    def wait(self) -> None:
+        """The write in flight, if any, whole and visible."""
+        if self.pending is not None:
+            self.pending.wait()
+
+    def newest(self, at_step: Callable[[int], None]) -> tuple[Path | None, dict[str, Any]]:
+        """Load the newest checkpoint that loads (``load_newest``): its path and state."""
+        return load_newest(
+            self.root, self.model, self.optimizer, at_step, self.d, self.trainable_only
+        )
+
+    def load(self, step: int) -> dict[str, Any]:
+        """Load step ``step``'s checkpoint (the budget's best) into the model and optimizer."""
+        return load_checkpoint(
+            self.root / f"step_{step:07d}", self.model, self.optimizer, self.d, self.trainable_only
+        )

@@ -111,3 +111,30 @@ def evaluate(
         out[s.name] = loss_sum / count
     model.train(was_training)
     return out
+
+
+@dataclass
+class Evaluator:
+    """In-training eval: when it is due (every ``eval.every_steps`` and the last step) and
+    one rule for every loss the run measures (step 0's baseline, a resume's new baseline,
+    each eval), so the loop asks it instead of computing the cadence itself."""
+
+    model: torch.nn.Module
+    batch_size: int
+    device: torch.device
+    autocast: Callable[[], AbstractContextManager]  # a fresh context per eval
+    every_steps: int
+    last_step: int
+    separator_id: int | None = None
+    chunk: int | None = None
+
+    def due(self, step: int) -> bool:
+        return step % self.every_steps == 0 or step == self.last_step
+
+    def __call__(
+        self, sets: list[EvalSet], progress: Callable[[int, int], None] | None = None
+    ) -> dict[str, float]:
+        return evaluate(
+            self.model, sets, self.batch_size, self.device, self.autocast(),
+            self.separator_id, self.chunk, progress,
+        )  # fmt: skip
