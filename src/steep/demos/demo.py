@@ -7,16 +7,15 @@ library and the gensim wheel's Wikipedia sample), then runs examples/demo.yaml.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
 from steep.config import load_config
 from steep.demos.corpora import build_demo_corpora
 from steep.demos.demo_vi import run_vietnamese_demo
+from steep.demos.runs import cpu_precision, drop_checkpoints
 from steep.hub import record_run
 from steep.train.loop import RunResult, train
-from steep.train.runtime import native_bf16
 from steep.workspace import Workspace, steep_home
 
 DEMO_CONFIG = Path(__file__).resolve().parents[3] / "examples" / "demo.yaml"
@@ -43,27 +42,3 @@ def run_demo(
     drop_checkpoints(result.run_dir)
     print(f"demo finished in {(time.time() - started) / 60:.1f} min")
     return result
-
-
-def cpu_precision() -> list[str]:
-    """fp32 on a CPU that emulates bf16 (no AVX512-BF16 or AMX): there bf16 autocast, the
-    demo's precision elsewhere, runs ~13x slower (BENCHMARKS.md), so the demo would take
-    half an hour instead of minutes. A later ``--set train.precision=...`` still wins."""
-    if native_bf16():
-        return []
-    print("this CPU has no native bf16: the demo trains in fp32 (train.precision=fp32)")
-    return ["train.precision=fp32"]
-
-
-def drop_checkpoints(run_dir: Path) -> None:
-    """A finished demo needs no optimizer state to resume from: its checkpoint (fp32
-    weights and two AdamW moments, ~2 GB for 135M parameters) would be left behind for
-    nothing. The model itself is in model/."""
-    folder = run_dir / "checkpoints"
-    if not folder.is_dir():
-        return
-    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-    shutil.rmtree(folder)
-    print(
-        f"removed the finished demo's checkpoints ({size / 1e9:.1f} GB); the model is in {run_dir / 'model'}"
-    )

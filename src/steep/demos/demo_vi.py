@@ -31,6 +31,7 @@ from steep.data.documents import SkipLog, read_documents
 from steep.data.tokenunits import is_heldout
 from steep.demos.corpora import CorpusInfo, _cached, build_news, build_wikipedia
 from steep.demos.debian import build_vietnamese
+from steep.demos.runs import cpu_precision, drop_checkpoints
 from steep.hub import record_run
 from steep.model.heldout import TextSet, evaluate_set, tokenize_set
 from steep.model.io import gguf_to_hf, resolve_base
@@ -56,7 +57,7 @@ def run_vietnamese_demo(
     overrides: list[str] | None = None, config_path: Path = VI_CONFIG, add: int = ADD_TOKENS
 ) -> ViDemoResult:
     started = time.time()
-    overrides = list(overrides or [])
+    overrides = [*cpu_precision(), *(overrides or [])]
     home = steep_home()
     os.environ["STEEP_HOME"] = str(home)  # demo-vi.yaml names its corpora under ${STEEP_HOME}
     out = Workspace(home).demo / "vi"
@@ -82,6 +83,7 @@ def run_vietnamese_demo(
     t0 = time.time()
     plain = train(load_config(config_path, [*overrides, "run.name=demo-vi-plain"]))
     record_run(plain.run_dir)
+    drop_checkpoints(plain.run_dir)
     plain_s = time.time() - t0
     print(f"[3/4] CPT with the extended tokenizer ({WARM_STEPS} embeddings-only steps first)")
     t0 = time.time()
@@ -93,6 +95,7 @@ def run_vietnamese_demo(
     ]
     extended = train(load_config(config_path, ext_overrides))
     record_run(extended.run_dir)
+    drop_checkpoints(extended.run_dir)
     ext_s = time.time() - t0
 
     print("[4/4] bits per byte on held-out Vietnamese and English", flush=True)
