@@ -276,11 +276,12 @@ def replay_batches(config, tokenizer, home: Path) -> list[np.ndarray]:
     from steep.train.inputs import build_inputs
 
     inputs = build_inputs(config, tokenizer, home, quiet=True)
-    micro, per_step = config.train.micro_batch_size, config.sequences_per_step
+    split = config.batch_split()  # one process
+    micro, per_step = split.micro, split.per_step
     out = []
     for _ in range(config.train.steps):
         draws = inputs.mixture.draw(per_step)
-        for i in range(per_step // micro):
+        for i in range(split.accum):
             out.append(inputs.mixture.load(draws[i * micro : (i + 1) * micro]))
     return out
 

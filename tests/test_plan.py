@@ -15,12 +15,12 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCau
 
 from steep.cli import main
 from steep.config import ConfigError, load_config, parse_config
-from steep.train import forward
 from steep.plan.devices import find_device
-from steep.train.lora import apply_method
 from steep.plan.estimate import GIB, fit_problem, make_plan, resolve_device
 from steep.plan.memory import chunk_positions, layer_activation_bytes
 from steep.plan.shapes import from_hf_config, model_shape
+from steep.train import forward
+from steep.train.lora import apply_method
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "examples" / "smoke.yaml"

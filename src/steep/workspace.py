@@ -79,6 +79,13 @@ def steep_home() -> Path:
     return Path(os.environ.get(HOME_ENV, DEFAULT_HOME)).resolve()
 
 
+def converted_gguf_name(gguf: Path) -> str:
+    """The folder under ``models/base/`` holding a GGUF's dequantised HF copy: its stem and
+    size, so a changed file is converted again (``model.io.gguf_to_hf`` writes it and
+    ``steep plan`` reads its config.json). OSError when the file is missing."""
+    return f"{gguf.stem}-{gguf.stat().st_size}"
+
+
 def stamp() -> str:
     """The local time in folder names: sortable, one format for runs and sweeps."""
     return datetime.now().strftime("%Y%m%d-%H%M%S")

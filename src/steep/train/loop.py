@@ -23,6 +23,7 @@ from steep.artifacts.lineage import Lineage, TrainMetrics
 from steep.artifacts.metrics import eval_record
 from steep.artifacts.runstatus import failure_text
 from steep.config import RunConfig, dump_config
+from steep.config.schema import loss_chunk_in_use
 from steep.errors import ConfigError, SteepError
 from steep.model.base_lr import resolve_max_lr
 from steep.model.io import base_names, load_base, save_hf
@@ -50,6 +51,7 @@ from steep.train.parallel import (
     shard_model,
 )
 from steep.plan.estimate import fit_problem
+from steep.plan.flops import mfu
 from steep.train.prefetch import Prefetcher
 from steep.train.preflight import context_problem, forgetting_warning
 from steep.train.rendezvous import Prepare
@@ -212,11 +214,10 @@ def _train(
     warm = EmbeddingWarmup.from_config(model, optimizer, config, base.info)  # 0 steps: off
     schedule = schedule_for(config.train, max_lr)
     seq_len, micro = config.data.seq_len, config.train.micro_batch_size
-    per_step = config.sequences_per_step  # sequences in one optimizer step, all ranks
-    per_rank = per_step // d.world
-    accum = per_rank // micro  # micro-batches this rank runs per step
+    split = config.batch_split(d.world)  # steep.config.batch: the one arithmetic
+    per_step, per_rank, accum = split.per_step, split.per_rank, split.accum
     separator = inputs.separator_id if use_document_mask(config, runtime) else None
-    chunk = None if d.enabled else config.train.loss_chunk  # FSDP2 shards the head: whole logits
+    chunk = loss_chunk_in_use(config.train.loss_chunk, d.enabled)  # FSDP2: whole logits
     peak = device_peak_flops(runtime.device, config.train.peak_tflops)
     ckpt_root = run_dir / CHECKPOINTS_DIR
 
@@ -331,7 +332,7 @@ def _train(
                 "grad_norm": grad_norm,
                 "tokens_per_s": tok_s,
                 "tokens_per_s_per_device": tok_s / d.world,
-                "mfu": tok_s / d.world * flops_token / peak if peak else None,
+                "mfu": mfu(tok_s, flops_token, peak, d.world),
                 "peak_mem_gib": peak_memory_gib(runtime.device),
                 "tokens_by_source": inputs.mixture.tokens_by_source(seq_len),
                 **mix.step_fields(seq_len),  # the phase, tokens per phase
