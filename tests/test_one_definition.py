@@ -17,7 +17,9 @@ from steep.launch.torchrun import micro_batches_per_rank
 from steep.model.io import base_names, resolve_base
 from steep.plan.memory import micro_batches
 from steep.plan.shapes import model_shape
+from steep.train import trackers
 from steep.train.preflight import preflight
+from steep.train.runfolder.create import differing_keys
 from steep.workspace import Workspace, converted_gguf_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +37,8 @@ COPIES = [
     ("the GGUF reader", r"GGUFReader\(", "src/steep/artifacts/ggufmeta.py"),
     ("the GGUF cache folder", r"st_size\}", "src/steep/workspace.py"),
     ("sizes and durations", r"def _(size|duration)\(", None),
+    ("the config flattener", r"def _flat", None),
+    ("the metrics' scalar names", r"add_scalar\(f\"|rel_change_pct", None),
 ]
 
 
@@ -112,3 +116,12 @@ def test_gguf_shape_from_its_metadata_and_from_its_converted_folder(tmp_path: Pa
 
 SMALL = {"vocab_size": 1000, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
          "intermediate_size": 128}  # fmt: skip
+
+
+def test_one_flattener_for_a_resume_and_for_params() -> None:
+    before = {"train": {"steps": 5, "lora": {}}, "data": {"sources": [{"name": "d"}]}}
+    after = {"train": {"steps": 5, "lora": {}}, "data": {"sources": [{"name": "e"}]}}
+    assert differing_keys(before, after) == ["data.sources.0.name"]
+    assert trackers._params(before) == {
+        "train.steps": "5", "train.lora": "{}", "data.sources": '[{"name": "d"}]',
+    }  # fmt: skip
