@@ -17,11 +17,18 @@ import yaml
 
 from steep.artifacts.metrics import eval_record
 from steep.config import parse_config
-from steep.config.schema import TrackSection
+from steep.config.schema import MlflowSection, TrackSection
 from steep.errors import ConfigError
 from steep.train.loop import resume_run, train
 from steep.train.track import Tracker
-from steep.train.trackers import check_trackers, flat_metrics
+from steep.train.trackers import (
+    check_trackers,
+    file_store_note,
+    file_store_uri,
+    flat_metrics,
+    mlflow_store,
+    open_trackers,
+)
 from tests.conftest import tiny_config
 
 wandb_pb = pytest.importorskip("wandb.proto.wandb_internal_pb2")
@@ -249,3 +256,44 @@ def test_one_record_gives_the_same_scalars_to_tensorboard_wandb_and_mlflow(tmp_p
     run_id = json.loads((run_dir / "trackers.json").read_text())["mlflow"]["id"]
     metrics = client.get_run(run_id).data.metrics
     assert metrics == pytest.approx(want)
+
+
+def test_a_file_store_run_says_how_to_read_it(tmp_path, capsys):
+    """MLflow 3 refuses a file store unless MLFLOW_ALLOW_FILE_STORE=true: the run's log says
+    so with the command, and that command's setting is what MlflowClient needs (#28 item 5)."""
+    uri = (tmp_path / "mlruns").as_uri()
+    (backend,) = open_trackers(
+        TrackSection(mlflow={"tracking_uri": uri, "experiment": "e"}), tmp_path, {}, False
+    )
+    backend.close()
+    out = capsys.readouterr().out
+    assert file_store_note(uri) in out
+    assert f"MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri {uri}" in out
+    read = "from mlflow.tracking import MlflowClient; import sys; " + (
+        "print([e.name for e in MlflowClient(sys.argv[1]).search_experiments()])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_ALLOW_FILE_STORE"}
+    refused = subprocess.run([sys.executable, "-c", read, uri], env=env, capture_output=True)
+    assert refused.returncode != 0 and b"MLFLOW_ALLOW_FILE_STORE" in refused.stderr
+    env["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    done = subprocess.run([sys.executable, "-c", read, uri], env=env, capture_output=True)
+    assert done.returncode == 0 and "'e'" in done.stdout.decode(), done.stderr
+
+
+def test_which_stores_are_file_stores(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert file_store_uri("file:///srv/mlruns") == "file:///srv/mlruns"
+    assert file_store_uri(str(tmp_path / "m")) == (tmp_path / "m").as_uri()
+    for other in ("http://host:5000", "sqlite:////srv/m.db", "databricks", None):
+        assert file_store_uri(other) is None
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "file:///srv/env")
+    assert mlflow_store(MlflowSection()) == "file:///srv/env"
+    assert mlflow_store(MlflowSection(tracking_uri="http://h")) == "http://h"
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("sqlalchemy") is not None, reason="the full mlflow is installed"
+)
+def test_a_sqlite_store_without_the_full_mlflow_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match=r"sqlite: store needs the full mlflow \(pip install"):
+        check_trackers(TrackSection(mlflow={"tracking_uri": "sqlite:////srv/m.db"}))

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from steep.config.flat import dotted
 from steep.config.schema import MlflowSection, TrackSection, WandbSection
@@ -56,6 +57,42 @@ def check_trackers(track: TrackSection) -> None:
             raise ConfigError(
                 f"track.{key} needs {module}: pip install 'steep[{key}]' (or pip install {module})"
             )
+    store = mlflow_store(track.mlflow) if track.mlflow is not None else None
+    if store and store.startswith("sqlite:") and importlib.util.find_spec("sqlalchemy") is None:
+        raise ConfigError(
+            f"track.mlflow.tracking_uri {store}: a sqlite: store needs the full mlflow "
+            "(pip install mlflow); the mlflow extra is mlflow-skinny, for file: stores and "
+            "tracking servers"
+        )
+
+
+def mlflow_store(cfg: MlflowSection) -> str | None:
+    """The store MLflow opens: ``track.mlflow.tracking_uri``, else $MLFLOW_TRACKING_URI;
+    None: MLflow's own default (``sqlite:///mlflow.db`` in the working folder, MLflow 3)."""
+    return cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+def file_store_uri(store: str | None) -> str | None:
+    """The ``file:`` URI of a file store (a ``file:`` URI or a plain path); None for a
+    server, a database or MLflow's default."""
+    if not store:
+        return None
+    scheme = urlparse(store).scheme
+    if scheme == "file":
+        return store
+    if scheme or store.startswith("databricks"):
+        return None
+    return Path(store).expanduser().resolve().as_uri()
+
+
+def file_store_note(uri: str) -> str:
+    """The run's line about a file store: MLflow 3 opens one only when told to."""
+    return (
+        f"MLflow: runs go to the file store {uri}, which MLflow 3 opens only with "
+        "MLFLOW_ALLOW_FILE_STORE=true (steep sets it for its own runs). To read them: "
+        f"MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri {uri} "
+        "(the UI needs the full mlflow: pip install mlflow), or set it before MlflowClient"
+    )
 
 
 def flat_metrics(record: dict[str, Any]) -> dict[str, float]:
@@ -207,11 +244,13 @@ class MlflowBackend(_Backend):
         super().__init__()
         self.held: dict[str, int] = {}
         uri = cfg.tracking_uri
-        if uri and (uri.startswith("file:") or "://" not in uri):
-            # a file store was asked for by name: MLflow 3 refuses it unless opted in
+        file_store = file_store_uri(mlflow_store(cfg))
+        if file_store:  # a file store was asked for by name: MLflow 3 refuses it unless opted in
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         self.client = self.guard("connect", self._client, uri)
         self.id = self.guard("start", self._start, cfg, run_dir, config, run_id)
+        if file_store and self.id is not None:
+            print(file_store_note(file_store), flush=True)
 
     @staticmethod
     def _client(uri: str | None) -> Any:
