@@ -29,7 +29,6 @@ cost disk time here.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import math
 import shutil
@@ -170,7 +169,7 @@ class Clock:
 
 def model_flops(spec: dict, case: dict) -> float:
     """steep's FLOPs per token (steep.train.flops) of the case's shape, on the meta device;
-    for LoRA with a frozen base (4 x its matmul parameters, not 6) where steep counts so."""
+    for LoRA with hf_lora's adapters and trained embeddings, the frozen base at 4 x."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from steep.train.flops import flops_per_token
@@ -179,8 +178,8 @@ def model_flops(spec: dict, case: dict) -> float:
     cfg = AutoConfig.for_model(**shape)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(cfg)
-    if case["method"] != "full" and "frozen" in inspect.signature(flops_per_token).parameters:
-        return flops_per_token(model, spec["seq_len"], frozen=True)
+        if case["method"] != "full":  # adapters train, the base is frozen, as steep counts
+            model = hf_lora(model)
     return flops_per_token(model, spec["seq_len"])
 
 

@@ -9,15 +9,19 @@ import re
 from pathlib import Path
 
 import pytest
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from steep.artifacts import fmt
 from steep.config import ConfigError, parse_config
 from steep.config.schema import ModelSection, loss_chunk_in_use
 from steep.launch.torchrun import micro_batches_per_rank
 from steep.model.io import base_names, resolve_base
+from steep.plan.memory import flops_per_token as plan_flops
 from steep.plan.memory import micro_batches
 from steep.plan.shapes import model_shape
 from steep.train import trackers
+from steep.train.flops import flops_per_token
+from steep.train.lora import apply_method
 from steep.train.preflight import preflight
 from steep.train.runfolder.create import differing_keys
 from steep.workspace import Workspace, converted_gguf_name
@@ -125,3 +129,33 @@ def test_one_flattener_for_a_resume_and_for_params() -> None:
     assert trackers._params(before) == {
         "train.steps": "5", "train.lora": "{}", "data.sources": '[{"name": "d"}]',
     }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "train",
+    [
+        {},
+        {"method": "lora"},
+        {"method": "lora", "lora": {"embeddings": "freeze", "target_modules": ["q_proj"]}},
+    ],
+    ids=["full", "lora", "lora-frozen-embeddings"],
+)
+@pytest.mark.parametrize("tied", [False, True])
+def test_mfu_counts_the_flops_the_plan_counts(tmp_path: Path, train: dict, tied: bool) -> None:
+    """Training's MFU numerator (the model as it trains) and steep plan's (its shape and
+    config) are one formula on the same counts: adapters and a trained head at 6 x."""
+    sizes = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                 num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied)  # fmt: skip
+    model = LlamaForCausalLM(LlamaConfig(**sizes))
+    model.config.save_pretrained(tmp_path)
+    config = parse_config(
+        {
+            "model": {"base": str(tmp_path), "base_max_lr": 1e-3},
+            "data": {"seq_len": 64, "sources": [{"name": "d", "paths": ["a.txt"]}]},
+            "train": {"steps": 1, "global_batch_tokens": 64, "micro_batch_size": 1,
+                      "precision": "fp32", "loss_chunk": None, **train},
+        }
+    )  # fmt: skip
+    apply_method(model, config, "fp32", sharded=False)
+    planned, _ = plan_flops(config, model_shape(config.model), sharded=False)
+    assert flops_per_token(model, 64) == pytest.approx(planned)

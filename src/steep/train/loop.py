@@ -195,7 +195,7 @@ def _train(
     model.train()
     new_rows = first_new_id(base.info)  # a vocabulary extension's rows must train
     adapted = apply_method(model, config, config.train.precision, d.enabled, new_rows)
-    flops_token = flops_per_token(model, config.data.seq_len, frozen=adapted is not None)
+    flops_token = flops_per_token(model, config.data.seq_len)  # after apply_method: frozen base
     if adapted is not None:
         model = adapted.model  # peft's wrapper: adapters train, the base is frozen
         if d.is_main:
