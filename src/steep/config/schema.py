@@ -423,7 +423,8 @@ class RunConfig(_Strict):
 
     @property
     def sequences_per_step(self) -> int:
-        return self.train.global_batch_tokens // self.data.seq_len
+        """Sequences in one optimizer step, all ranks."""
+        return self.batch_split().per_step
 
 
 def source_role(src: SourceSection) -> Role:
