@@ -41,6 +41,7 @@ CARD_FILE = "README.md"
 MODEL_DIR = "model"  # a run's saved model
 ADAPTER_DIR = "adapter"  # a LoRA run's adapter, beside the merged model
 CHECKPOINTS_DIR = "checkpoints"
+TENSORBOARD_DIR = "tensorboard"  # a run's TensorBoard events (train.trackers)
 EVAL_DIR = "eval"  # a model's `steep eval` report
 EVAL_JSON = "eval.json"
 STATUS_FILE = "status.json"  # a run's state: running, done or failed (artifacts.runstatus)

@@ -38,10 +38,9 @@ from urllib.parse import urlparse
 from steep.config.flat import dotted
 from steep.config.schema import MlflowSection, TrackSection, WandbSection
 from steep.errors import ConfigError
-from steep.workspace import CONFIG_FILE, LINEAGE_FILE, MODEL_DIR, REPORT_FILE
+from steep.workspace import CONFIG_FILE, LINEAGE_FILE, MODEL_DIR, REPORT_FILE, TENSORBOARD_DIR
 
 STATE_FILE = "trackers.json"  # the tracker runs' ids, so a resume continues them
-TENSORBOARD_DIR = "tensorboard"  # the run folder's event files
 PLOTS_DIR = "plots"  # = steep.train.report.PLOTS_DIR (kept here: report imports matplotlib)
 _MODULES = {"wandb": "wandb", "mlflow": "mlflow"}  # config key -> module (and extra)
 _TRAIN_KEYS = (
