@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from steep.artifacts import fmt
@@ -20,7 +22,7 @@ from steep.plan.memory import flops_per_token as plan_flops
 from steep.plan.memory import micro_batches
 from steep.plan.shapes import model_shape
 from steep.train import trackers
-from steep.train.flops import flops_per_token
+from steep.train.flops import flops_per_token, parameter_count
 from steep.train.lora import apply_method
 from steep.train.preflight import preflight
 from steep.train.runfolder.create import differing_keys
@@ -159,3 +161,12 @@ def test_mfu_counts_the_flops_the_plan_counts(tmp_path: Path, train: dict, tied:
     apply_method(model, config, "fp32", sharded=False)
     planned, _ = plan_flops(config, model_shape(config.model), sharded=False)
     assert flops_per_token(model, 64) == pytest.approx(planned)
+
+
+def test_a_4bit_weight_counts_its_real_size() -> None:
+    """QLoRA's packed weight (two parameters a byte) counts by its quantization state's
+    shape, as the plan counts the base; MFU took it at half before."""
+    packed = torch.nn.Parameter(torch.zeros(8, 1, dtype=torch.uint8), requires_grad=False)
+    packed.quant_state = SimpleNamespace(shape=torch.Size([4, 4]))
+    assert parameter_count(packed) == 16
+    assert parameter_count(torch.nn.Parameter(torch.zeros(3, 5))) == 15

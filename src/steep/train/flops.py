@@ -26,7 +26,7 @@ def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
     counts = {True: 0, False: 0}  # requires_grad -> parameters
     for p in model.parameters():
         if p is not embed:
-            counts[p.requires_grad] += _numel(p)
+            counts[p.requires_grad] += parameter_count(p)
     output = model.get_output_embeddings()
     if output is not None and output.weight is embed:  # tied: the head matmul still runs
         counts[embed.requires_grad] += embed.numel()
@@ -35,7 +35,7 @@ def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
     return model_flops_per_token(counts[True], counts[False], cfg.num_hidden_layers, q_dim, seq_len)
 
 
-def _numel(p: torch.Tensor) -> int:
+def parameter_count(p: torch.Tensor) -> int:
     """Parameters a weight holds: a 4-bit (QLoRA) weight packs two in a byte, and its
     quantization state keeps the real shape."""
     shape = getattr(getattr(p, "quant_state", None), "shape", None)
