@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from steep.plan.flops import mfu
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 WORKER = HERE / "gpu_proof_worker.py"
@@ -192,7 +194,7 @@ def finish_row(row: dict, c: dict, args: argparse.Namespace) -> dict:
     peak = args.peak_tflops * 1e12 if args.peak_tflops else row.get("peak_flops")
     row["peak_flops"] = peak
     ok = row.get("status") == "ok" and row.get("flops_per_token")
-    row["mfu"] = row["tokens_per_s"] * row["flops_per_token"] / peak if ok and peak else None
+    row["mfu"] = mfu(row["tokens_per_s"], row["flops_per_token"], peak) if ok else None
     return row
 
 

@@ -29,7 +29,6 @@ cost disk time here.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import math
 import shutil
@@ -170,7 +169,7 @@ class Clock:
 
 def model_flops(spec: dict, case: dict) -> float:
     """steep's FLOPs per token (steep.train.flops) of the case's shape, on the meta device;
-    for LoRA with a frozen base (4 x its matmul parameters, not 6) where steep counts so."""
+    for LoRA with hf_lora's adapters and trained embeddings, the frozen base at 4 x."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from steep.train.flops import flops_per_token
@@ -179,8 +178,8 @@ def model_flops(spec: dict, case: dict) -> float:
     cfg = AutoConfig.for_model(**shape)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(cfg)
-    if case["method"] != "full" and "frozen" in inspect.signature(flops_per_token).parameters:
-        return flops_per_token(model, spec["seq_len"], frozen=True)
+        if case["method"] != "full":  # adapters train, the base is frozen, as steep counts
+            model = hf_lora(model)
     return flops_per_token(model, spec["seq_len"])
 
 
@@ -278,11 +277,12 @@ def replay_batches(config, tokenizer, home: Path) -> list[np.ndarray]:
     from steep.train.inputs import build_inputs
 
     inputs = build_inputs(config, tokenizer, home, quiet=True)
-    micro, per_step = config.train.micro_batch_size, config.sequences_per_step
+    split = config.batch_split()  # one process
+    micro, per_step = split.micro, split.per_step
     out = []
     for _ in range(config.train.steps):
         draws = inputs.mixture.draw(per_step)
-        for i in range(per_step // micro):
+        for i in range(split.accum):
             out.append(inputs.mixture.load(draws[i * micro : (i + 1) * micro]))
     return out
 

@@ -101,6 +101,7 @@ def measure(config_dict: dict[str, Any]) -> dict[str, float]:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from steep.config import parse_config
+    from steep.config.schema import loss_chunk_in_use
     from steep.train.forward import lm_loss
     from steep.train.lora import apply_method
     from steep.train.optim import build_optimizer
@@ -132,13 +133,13 @@ def measure(config_dict: dict[str, Any]) -> dict[str, float]:
         optimizer.zero_grad(set_to_none=True)
         return model, optimizer
 
-    accum = config.grad_accum // d.world  # micro-batches per rank and step
+    accum = config.batch_split(d.world).accum  # micro-batches per rank and step
 
     def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: int) -> float:
         for step in range(steps):
             for i in range(accum):
                 with runtime.autocast():  # under FSDP2 the loop takes whole logits
-                    chunk = None if d.enabled else t.loss_chunk
+                    chunk = loss_chunk_in_use(t.loss_chunk, d.enabled)
                     loss = lm_loss(model, batches[(step + i) % 4], chunk=chunk)
                 (loss / accum).backward()
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)

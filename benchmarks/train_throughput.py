@@ -44,6 +44,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from steep.plan.flops import mfu
+
 VARIANTS = ["steep", "steep-compile", "hf-trainer", "hf-trainer-compile"]
 # what the caching malloc alone is worth: steep without it, HF Trainer with it
 MALLOC_VARIANTS = ["steep-system-malloc", "hf-trainer-tcmalloc"]
@@ -223,7 +225,7 @@ def worker(args: argparse.Namespace) -> None:
     from steep.train.flops import device_peak_flops
 
     device_peak = device_peak_flops(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    out["mfu"] = out["tokens_per_s"] * model_flops(args) / device_peak if device_peak else None
+    out["mfu"] = mfu(out["tokens_per_s"], model_flops(args), device_peak)
     print("RESULT " + json.dumps(out), flush=True)
 
 

@@ -32,5 +32,5 @@ def test_a_finished_demo_keeps_its_model_not_its_checkpoints(tmp_path: Path, cap
     (run / "model" / "model.safetensors").write_bytes(b"w")
     runs.drop_checkpoints(run)
     assert not (run / "checkpoints").exists() and (run / "model" / "model.safetensors").exists()
-    assert "checkpoints (0.0 GB)" in capsys.readouterr().out
+    assert "checkpoints (3.0 MB)" in capsys.readouterr().out
     runs.drop_checkpoints(run)  # none left: nothing to do, no error

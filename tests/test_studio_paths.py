@@ -115,3 +115,7 @@ def test_a_studio_job_writes_mlflow_runs_only_inside_the_workspace(_steep_home: 
     assert "tracking server" in problems("http://169.254.169.254/latest")[0]  # no SSRF
     assert "outside the workspace" in problems("file:///etc/mlruns")[0]
     assert "outside the workspace" in problems(f"file://{home.resolve()}/../x")[0]
+    assert problems(f"sqlite:///{home.resolve()}/mlflow.db") == []  # sqlite:////abs/path
+    assert "outside the workspace" in problems("sqlite:////etc/mlflow.db")[0]
+    assert "outside the workspace" in problems("sqlite:///mlflow.db")[0]  # relative
+    assert "outside the workspace" in problems(f"sqlite:///{home.resolve()}/../m.db")[0]

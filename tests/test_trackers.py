@@ -3,6 +3,7 @@ folder read back), MLflow on a local file store (read back with MlflowClient).""
 
 import importlib.util
 import json
+import math
 import os
 import signal
 import struct
@@ -14,11 +15,20 @@ from pathlib import Path
 import pytest
 import yaml
 
+from steep.artifacts.metrics import eval_record
 from steep.config import parse_config
-from steep.config.schema import TrackSection
+from steep.config.schema import MlflowSection, TrackSection
 from steep.errors import ConfigError
 from steep.train.loop import resume_run, train
-from steep.train.trackers import check_trackers
+from steep.train.track import Tracker
+from steep.train.trackers import (
+    check_trackers,
+    file_store_note,
+    file_store_uri,
+    flat_metrics,
+    mlflow_store,
+    open_trackers,
+)
 from tests.conftest import tiny_config
 
 wandb_pb = pytest.importorskip("wandb.proto.wandb_internal_pb2")
@@ -199,3 +209,91 @@ def _minimal() -> dict:
         "data": {"seq_len": 64, "sources": [{"name": "d", "paths": ["a.txt"]}]},
         "train": {"steps": 1, "global_batch_tokens": 64, "micro_batch_size": 1},
     }
+
+
+def _tensorboard_scalars(folder: Path) -> dict[str, dict[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {k: {e.step: e.value for e in acc.Scalars(k)} for k in acc.Tags()["scalars"]}
+
+
+def test_one_record_gives_the_same_scalars_to_tensorboard_wandb_and_mlflow(tmp_path):
+    """One path out (#28 item 10): the same keys and values in TensorBoard's event file,
+    W&B's offline run and MLflow's store, the eval change as a fraction everywhere."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    raw = {**_minimal(), "track": {
+        "wandb": {"mode": "offline", "project": "p"},
+        "mlflow": {"tracking_uri": (tmp_path / "mlruns").as_uri(), "experiment": "e"},
+    }}  # fmt: skip
+    train = {"kind": "train", "step": 3, "tokens": 192, "loss": 2.5, "lr": 1e-3,
+             "grad_norm": 0.75, "tokens_per_s": 1000.0, "tokens_per_s_per_device": 500.0,
+             "mfu": 0.25, "peak_mem_gib": 1.5, "tokens_by_source": {"domain": 150, "general": 42}}  # fmt: skip
+    evals = eval_record(3, 192, {"domain": 2.0, "general": 3.0}, {"domain": 2.5, "general": 3.0})
+    tracker = Tracker(run_dir, config=parse_config(raw))
+    tracker.log(train)
+    tracker.log(evals)
+    tracker.close()
+    tracker.finish(run_dir)
+
+    want = {**flat_metrics(train), **flat_metrics(evals)}
+    assert want["eval/domain/rel_change"] == pytest.approx(-0.2)  # a fraction, not percent
+    assert "eval/domain/rel_change_pct" not in want and want["train/loss"] == 2.5
+    assert want["tokens/general"] == 42 and want["eval/general/ppl"] == pytest.approx(math.e**3)
+
+    board = _tensorboard_scalars(run_dir / "tensorboard")
+    assert set(board) == set(want)
+    assert {k: v[3] for k, v in board.items()} == pytest.approx(want)
+
+    (folder,) = (run_dir / "wandb").glob("offline-run-*")
+    _, rows = _wandb_history(folder)
+    logged = {k: v for k, v in rows[3].items() if not k.startswith("_")}
+    assert logged == pytest.approx(want)
+
+    client = mlflow_tracking.MlflowClient(tracking_uri=raw["track"]["mlflow"]["tracking_uri"])
+    run_id = json.loads((run_dir / "trackers.json").read_text())["mlflow"]["id"]
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics == pytest.approx(want)
+
+
+def test_a_file_store_run_says_how_to_read_it(tmp_path, capsys):
+    """MLflow 3 refuses a file store unless MLFLOW_ALLOW_FILE_STORE=true: the run's log says
+    so with the command, and that command's setting is what MlflowClient needs (#28 item 5)."""
+    uri = (tmp_path / "mlruns").as_uri()
+    (backend,) = open_trackers(
+        TrackSection(mlflow={"tracking_uri": uri, "experiment": "e"}), tmp_path, {}, False
+    )
+    backend.close()
+    out = capsys.readouterr().out
+    assert file_store_note(uri) in out
+    assert f"MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri {uri}" in out
+    read = "from mlflow.tracking import MlflowClient; import sys; " + (
+        "print([e.name for e in MlflowClient(sys.argv[1]).search_experiments()])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_ALLOW_FILE_STORE"}
+    refused = subprocess.run([sys.executable, "-c", read, uri], env=env, capture_output=True)
+    assert refused.returncode != 0 and b"MLFLOW_ALLOW_FILE_STORE" in refused.stderr
+    env["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    done = subprocess.run([sys.executable, "-c", read, uri], env=env, capture_output=True)
+    assert done.returncode == 0 and "'e'" in done.stdout.decode(), done.stderr
+
+
+def test_which_stores_are_file_stores(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert file_store_uri("file:///srv/mlruns") == "file:///srv/mlruns"
+    assert file_store_uri(str(tmp_path / "m")) == (tmp_path / "m").as_uri()
+    for other in ("http://host:5000", "sqlite:////srv/m.db", "databricks", None):
+        assert file_store_uri(other) is None
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "file:///srv/env")
+    assert mlflow_store(MlflowSection()) == "file:///srv/env"
+    assert mlflow_store(MlflowSection(tracking_uri="http://h")) == "http://h"
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("sqlalchemy") is not None, reason="the full mlflow is installed"
+)
+def test_a_sqlite_store_without_the_full_mlflow_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match=r"sqlite: store needs the full mlflow \(pip install"):
+        check_trackers(TrackSection(mlflow={"tracking_uri": "sqlite:////srv/m.db"}))

@@ -12,7 +12,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from steep.config import parse_config
-from steep.train.flops import flops_per_token, peak_for_name
+from steep.plan.devices import peak_flops
+from steep.train.flops import flops_per_token
 from steep.train.forward import document_positions, lm_loss
 from steep.train.kernels import KernelError
 from steep.train.loop import train
@@ -91,11 +92,11 @@ def test_flops_per_token_counts_matmuls_and_attention():
 
 
 def test_peak_flops_by_device_name():
-    assert peak_for_name("NVIDIA H100 80GB HBM3") == 989.4e12
-    assert peak_for_name("NVIDIA H100 PCIe") == 756.0e12
-    assert peak_for_name("NVIDIA H200") == 989.4e12
-    assert peak_for_name("NVIDIA A100-SXM4-80GB") == 312.0e12
-    assert peak_for_name("Some Future Accelerator") is None
+    assert peak_flops("NVIDIA H100 80GB HBM3") == 989.4e12
+    assert peak_flops("NVIDIA H100 PCIe") == 756.0e12
+    assert peak_flops("NVIDIA H200") == 989.4e12
+    assert peak_flops("NVIDIA A100-SXM4-80GB") == 312.0e12
+    assert peak_flops("Some Future Accelerator") is None
 
 
 def test_run_with_every_feature_on_logs_mfu(tmp_path, corpora, tiny_model):

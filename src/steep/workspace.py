@@ -41,6 +41,7 @@ CARD_FILE = "README.md"
 MODEL_DIR = "model"  # a run's saved model
 ADAPTER_DIR = "adapter"  # a LoRA run's adapter, beside the merged model
 CHECKPOINTS_DIR = "checkpoints"
+TENSORBOARD_DIR = "tensorboard"  # a run's TensorBoard events (train.trackers)
 EVAL_DIR = "eval"  # a model's `steep eval` report
 EVAL_JSON = "eval.json"
 STATUS_FILE = "status.json"  # a run's state: running, done or failed (artifacts.runstatus)
@@ -77,6 +78,13 @@ def run_name_problem(name: str) -> str | None:
 def steep_home() -> Path:
     """The workspace folder: ``$STEEP_HOME``, else ``./steep-home``, made absolute."""
     return Path(os.environ.get(HOME_ENV, DEFAULT_HOME)).resolve()
+
+
+def converted_gguf_name(gguf: Path) -> str:
+    """The folder under ``models/base/`` holding a GGUF's dequantised HF copy: its stem and
+    size, so a changed file is converted again (``model.io.gguf_to_hf`` writes it and
+    ``steep plan`` reads its config.json). OSError when the file is missing."""
+    return f"{gguf.stem}-{gguf.stat().st_size}"
 
 
 def stamp() -> str:

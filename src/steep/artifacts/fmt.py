@@ -38,6 +38,42 @@ def change_pct(rel: Any) -> str:
     return "0.00%" if text in ("+0.00%", "-0.00%") else text
 
 
+def data_size(n: float) -> str:
+    """Bytes of data in decimal units, as disks and downloads count: '20.9 GB', '512 B'."""
+    if n < 1000:
+        return f"{n:.0f} B"
+    for unit in ("KB", "MB", "GB"):
+        n /= 1000
+        if n < 1000:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1000:.1f} TB"
+
+
+def memory_size(gib: float) -> str:
+    """Device memory in binary units, as the driver counts: '12.3 GiB', '512 MiB'."""
+    return f"{gib:.1f} GiB" if gib >= 0.1 else f"{gib * 1024:.0f} MiB"
+
+
+def duration(seconds: float) -> str:
+    """A span from milliseconds to years, three figures: '850 ms', '42 s', '3.5 h', '12 days'."""
+    if seconds < 1:
+        return f"{seconds * 1000:.3g} ms"
+    if seconds < 120:
+        return f"{seconds:.3g} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.3g} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.3g} h"
+    days = seconds / 86400
+    return f"{days:.3g} days" if days < 1000 else f"{days:,.0f} days"
+
+
+def clock(seconds: float) -> str:
+    """A wait or an ETA as a clock reads: '4m05s', '1h12m'."""
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
 def cell(x: Any) -> str:
     """One line of markdown: whitespace runs collapsed, pipes escaped, so a value cannot
     break a table or a list."""

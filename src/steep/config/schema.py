@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from steep.artifacts import scores
 from steep.artifacts.scores import Role
+from steep.config.batch import BatchSplit, batch_split
 from steep.config.mixing import (
     ForgettingBudgetSection,
     PhaseSection,
@@ -328,6 +329,13 @@ def chunk_positions(chunk: int | str | None, vocab: int) -> int | None:
     return chunk if isinstance(chunk, int) else None
 
 
+def loss_chunk_in_use(chunk: int | str | None, sharded: bool) -> int | str | None:
+    """``train.loss_chunk`` as the loss runs it: under FSDP2 (``sharded``) the head is
+    sharded and the loss makes the whole logits, so None there (the loop, ``steep plan``'s
+    memory and FLOPs and the benchmarks read this one rule)."""
+    return None if sharded else chunk
+
+
 class EvalSection(_Strict):
     every_steps: int = Field(100, ge=1)
     max_windows: int = Field(16, ge=1, description="fixed windows of seq_len per eval set")
@@ -380,11 +388,11 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _batch_divides(self) -> RunConfig:
-        per_micro = self.data.seq_len * self.train.micro_batch_size
-        if self.train.global_batch_tokens % per_micro:
+        split = self.batch_split()
+        if not split.divides:
             raise ValueError(
                 f"train.global_batch_tokens={self.train.global_batch_tokens} must be a multiple of "
-                f"data.seq_len x train.micro_batch_size = {per_micro}"
+                f"data.seq_len x train.micro_batch_size = {split.unit}"
             )
         return self
 
@@ -403,13 +411,20 @@ class RunConfig(_Strict):
             return ratio
         return 1.0 if self.train.method == "full" else 0.1
 
+    def batch_split(self, ranks: int = 1) -> BatchSplit:
+        """The global batch on ``ranks`` ranks (``steep.config.batch``: the one arithmetic)."""
+        t = self.train
+        return batch_split(t.global_batch_tokens, self.data.seq_len, t.micro_batch_size, ranks)
+
     @property
     def grad_accum(self) -> int:
-        return self.train.global_batch_tokens // (self.data.seq_len * self.train.micro_batch_size)
+        """Micro-batches per optimizer step in one process."""
+        return self.batch_split().accum
 
     @property
     def sequences_per_step(self) -> int:
-        return self.train.global_batch_tokens // self.data.seq_len
+        """Sequences in one optimizer step, all ranks."""
+        return self.batch_split().per_step
 
 
 def source_role(src: SourceSection) -> Role:

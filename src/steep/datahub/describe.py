@@ -4,17 +4,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from steep.artifacts.fmt import num, text_table
+from steep.artifacts.fmt import data_size, num, text_table
 from steep.datahub.catalog import Catalog, DatasetVersion
 from steep.datahub.exclusions import read_exclusions
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
 
 
 def _langs(manifest: dict, top: int = 4) -> str:
@@ -37,7 +29,7 @@ def list_datasets(catalog: Catalog) -> str:
         made = m["created_by"]["command"] + (f" from {m['parent']}" if m.get("parent") else "")
         versions = ",".join(map(str, catalog.versions(name)))
         rows.append(
-            (latest.ref, versions, f"{m['documents']:,}", _size(m["bytes"]), _langs(m), made)
+            (latest.ref, versions, f"{m['documents']:,}", data_size(m["bytes"]), _langs(m), made)
         )
     return text_table(rows, rule=True)
 
@@ -61,7 +53,7 @@ def show_dataset(ds: DatasetVersion, examples: int = 2, example_chars: int = 160
                 f"{num(sample['precision'], '.3f', 'n/a')}, recall {num(sample['recall'], '.3f', 'n/a')}"
             )
     out.append(
-        f"documents: {m['documents']:,}   text: {_size(m['bytes'])}   shards: {len(ds.shards)}"
+        f"documents: {m['documents']:,}   text: {data_size(m['bytes'])}   shards: {len(ds.shards)}"
     )
     out.append(f"languages: {_langs(m, top=8)}")
     inputs = m.get("inputs", [])

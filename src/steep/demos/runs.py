@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from steep.artifacts.fmt import data_size
 from steep.train.runtime import native_bf16
 
 
@@ -29,5 +30,5 @@ def drop_checkpoints(run_dir: Path) -> None:
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     shutil.rmtree(folder)
     print(
-        f"removed the finished demo's checkpoints ({size / 1e9:.1f} GB); the model is in {run_dir / 'model'}"
+        f"removed the finished demo's checkpoints ({data_size(size)}); the model is in {run_dir / 'model'}"
     )

@@ -20,6 +20,7 @@ from steep.artifacts.lineage import read_lineage
 from steep.artifacts.metrics import read_metrics
 from steep.artifacts.scores import rel_change
 from steep.config import ModelSection, RunConfig, parse_config
+from steep.config.schema import loss_chunk_in_use
 from steep.errors import MissingInputError
 from steep.eval.lineage import local_dir
 from steep.model.io import load_base, load_tokenizer
@@ -61,7 +62,7 @@ def _score(
     loaded = load_base(spec, steep_home(), seed=config.run.seed)
     model = loaded.model.to(device=runtime.device, dtype=runtime.weight_dtype)
     separator = sep if use_document_mask(config, runtime) else None
-    chunk = config.train.loss_chunk  # one process, as training's single-process path
+    chunk = loss_chunk_in_use(config.train.loss_chunk, sharded=False)  # one process
     losses = evaluate(
         model, sets, config.eval.batch_size, runtime.device, runtime.autocast(), separator, chunk
     )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from steep import __version__
 from steep.artifacts.atomic import new_folder, write_text
+from steep.artifacts.ggufmeta import GgufMetadata
 from steep.artifacts.lineage import Lineage, try_read_lineage, write_lineage
 from steep.hub.schema import HubError
 from steep.model import gguf_convert
@@ -51,18 +52,15 @@ def export_gguf(hub: Hub, name: str, dest: Path, quant: str = "f16") -> Path:
 
 def export_record(name: str, src: Path, gguf: Path, quant: str, tools: str) -> dict[str, Any]:
     """The ``export`` block of steep.json: what was made, from what, by which tools."""
-    from gguf import GGUFReader  # deferred: only where a GGUF file is read
-
-    reader = GGUFReader(str(gguf))
-    arch = reader.fields.get("general.architecture")
+    meta = GgufMetadata(gguf)
     return {
         "format": "gguf",
         "quant": quant,
         "file": gguf.name,
         "sha256": file_sha256(gguf),
         "bytes": gguf.stat().st_size,
-        "architecture": arch.contents() if arch else None,
-        "tensors": len(reader.tensors),
+        "architecture": meta.get("general.architecture"),
+        "tensors": len(meta.tensors),
         "model": name,
         "model_path": str(src),
         "converter": tools,

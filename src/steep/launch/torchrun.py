@@ -55,10 +55,8 @@ def rank_layout(nodes: int, gpus_per_node: int) -> str:
 
 def micro_batches_per_rank(config: RunConfig, nodes: int, gpus_per_node: int) -> int:
     """Gradient-accumulation steps per rank; ConfigError when the global batch does not split."""
-    # deferred: parallel.py imports torch; building argv and `steep --help` need not load it
-    from steep.train.parallel import check_batch_divides
-
-    return check_batch_divides(config, nodes * gpus_per_node, rank_layout(nodes, gpus_per_node))
+    split = config.batch_split(nodes * gpus_per_node)
+    return split.check(rank_layout(nodes, gpus_per_node))
 
 
 def torchrun_command(

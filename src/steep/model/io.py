@@ -26,10 +26,11 @@ from transformers import (
 
 from steep.artifacts.atomic import replace_dir, temp_dir, umask_permissions
 from steep.artifacts.fingerprint import file_sha256, tokenizer_fingerprint
+from steep.artifacts.ggufmeta import GgufMetadata
 from steep.artifacts.lineage import Lineage, LineageError, lineage_text, read_lineage
 from steep.config import ModelSection
 from steep.errors import SteepError
-from steep.workspace import LINEAGE_FILE, Workspace
+from steep.workspace import LINEAGE_FILE, Workspace, converted_gguf_name
 
 PKG_SCHEME = "pkg://"
 
@@ -232,8 +233,7 @@ def gguf_to_hf(gguf: Path, cache_root: Path) -> Path:
     """Dequantize a GGUF checkpoint into a cached plain HF directory; reuse it next time."""
     if not gguf.is_file():
         raise ModelLoadError(f"GGUF file not found: {gguf}")
-    stat = gguf.stat()
-    target = cache_root / f"{gguf.stem}-{stat.st_size}"
+    target = cache_root / converted_gguf_name(gguf)
     if (target / LINEAGE_FILE).exists():
         return target
     names = _gguf_names(gguf)
@@ -258,16 +258,11 @@ def gguf_to_hf(gguf: Path, cache_root: Path) -> Path:
 
 def _gguf_names(gguf: Path) -> list[str]:
     """Names the GGUF metadata gives the model, best first, for the peak-LR table."""
-    from gguf import GGUFReader  # deferred: only where a GGUF file is read
-
-    fields = GGUFReader(str(gguf)).fields
+    meta = GgufMetadata(gguf)
 
     def get(key: str) -> str:
-        f = fields.get(key)
-        try:
-            return str(f.contents()) if f is not None else ""
-        except Exception:
-            return ""
+        value = meta.get(key)
+        return "" if value is None else str(value)
 
     names = []
     if get("general.basename") and get("general.size_label"):

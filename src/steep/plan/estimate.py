@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from steep.config import RunConfig
+from steep.config.schema import loss_chunk_in_use
 from steep.errors import ConfigError
 from steep.plan.devices import KNOWN, Device, cpu_device, find_device, local_gpu
+from steep.plan.flops import step_seconds
 from steep.plan.memory import (
     Memory,
     chunk_in_use,
@@ -97,7 +99,7 @@ class Plan:
         peak = self.device.peak_tflops if self.device else None
         if not peak:
             return None
-        return self.hw_flops_step / (self.gpus * peak * 1e12 * self.mfu)
+        return step_seconds(self.hw_flops_step, self.gpus, peak * 1e12, self.mfu)
 
     def to_dict(self) -> dict[str, Any]:
         step = self.step_s
@@ -213,7 +215,7 @@ def make_plan(
     mem = memory(config, shape, gpus, notes, cpu)
     sharded = fsdp2(config, gpus)
     model_flops, hw_flops = flops_per_token(config, shape, sharded)
-    if sharded and t.loss_chunk is not None:
+    if loss_chunk_in_use(t.loss_chunk, sharded) != t.loss_chunk:
         notes.append("under FSDP2 the loss uses whole logits (steep's loop today), not chunks")
     if t.method == "lora":
         notes.append(
@@ -282,11 +284,6 @@ def _with(config: RunConfig, values: dict[str, Any]) -> RunConfig | None:
     return new if changed else None
 
 
-def _divides(config: RunConfig, gpus: int) -> bool:
-    unit = config.data.seq_len * config.train.micro_batch_size * gpus
-    return config.train.global_batch_tokens % unit == 0
-
-
 def suggestions(config: RunConfig, plan: Plan, home: Path | None = None) -> list[Suggestion]:
     """What to change when ``plan`` does not fit, each with its peak per device: every
     change that lowers the peak alone; the fewest of them together that fit, when none
@@ -295,7 +292,7 @@ def suggestions(config: RunConfig, plan: Plan, home: Path | None = None) -> list
     def consider(values: dict[str, Any], gpus: int | None = None) -> Suggestion | None:
         cfg = _with(config, values) if values else config
         n = gpus or plan.gpus
-        if cfg is None or not _divides(cfg, n):
+        if cfg is None or not cfg.batch_split(n).divides:
             return None
         other = make_plan(cfg, n, plan.device, plan.mfu, plan.shape, home, suggest=False)
         change = " ".join(f"--set {k}={v}" for k, v in values.items()) or f"--gpus {n}"

@@ -50,7 +50,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from steep.config import RunConfig
-from steep.config.schema import LoraSection, chunk_positions
+from steep.config.schema import LoraSection, chunk_positions, loss_chunk_in_use
+from steep.plan.flops import model_flops_per_token
 from steep.plan.shapes import Shape
 
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # bitsandbytes NF4, double-quantized absmax
@@ -205,7 +206,7 @@ def activation_bytes(
     per_token = (shape.layers - wrapped) * per_layer + wrapped * residual * shape.hidden
     per_token += norm_bytes(shape.hidden, precision, t.method == "full")  # the final norm
     if precision == "bf16-autocast":  # the head's input: its bf16 cast, or the fp32
-        chunked = chunk_positions(t.loss_chunk, shape.vocab) and not fsdp2(config, gpus)
+        chunked = chunk_positions(loss_chunk_in_use(t.loss_chunk, fsdp2(config, gpus)), shape.vocab)
         per_token += (4 if chunked else 2) * shape.hidden  # hidden states chunks read
     tokens = seq * t.micro_batch_size
     return per_token * tokens, (per_layer * tokens if wrapped else 0.0)
@@ -289,7 +290,7 @@ def memory(
         in_flight, at_end = layer_copy, 0.0
     on_device = 0.0 if t.offload == "cpu" else grads  # offload keeps them on the host
     carried = on_device if micro_batches(config, gpus) > 1 else 0.0  # accumulating
-    chunk = None if sharded else chunk_positions(t.loss_chunk, shape.vocab)
+    chunk = chunk_positions(loss_chunk_in_use(t.loss_chunk, sharded), shape.vocab)
     seq = config.data.seq_len
     positions = t.micro_batch_size * seq
     logits = 12 * shape.vocab * (min(chunk, positions) if chunk else positions)
@@ -326,15 +327,14 @@ def memory(
 
 def chunk_in_use(config: RunConfig, shape: Shape, sharded: bool) -> int | None:
     """Positions whose logits exist at once, when fewer than a micro-batch's."""
-    chunk = None if sharded else chunk_positions(config.train.loss_chunk, shape.vocab)
+    chunk = chunk_positions(loss_chunk_in_use(config.train.loss_chunk, sharded), shape.vocab)
     micro = config.train.micro_batch_size * config.data.seq_len
     return chunk if chunk and chunk < micro else None
 
 
 def micro_batches(config: RunConfig, gpus: int) -> int:
-    """Micro-batches per device and optimizer step."""
-    per_micro = config.data.seq_len * config.train.micro_batch_size * gpus
-    return max(1, config.train.global_batch_tokens // per_micro)
+    """Micro-batches per device and optimizer step (at least one)."""
+    return max(1, config.batch_split(gpus).accum)
 
 
 # --- FLOPs ---------------------------------------------------------------------------------
@@ -344,17 +344,17 @@ def flops_per_token(config: RunConfig, shape: Shape, sharded: bool) -> tuple[flo
     """(model FLOPs, hardware FLOPs) per trained token; see the module docstring."""
     t, seq = config.train, config.data.seq_len
     matmul = shape.matmul_params()
-    attention = 12 * shape.layers * shape.q_dim * seq
     if t.method == "full":
-        model = 6.0 * matmul + attention
-    else:
+        trained, frozen = float(matmul), 0.0
+    else:  # the frozen base's matmuls; the adapters and, when trained, the head's weight
         adapters, _ = _adapters(config, shape)
-        head = 2 * shape.embedding if t.lora.embeddings == "train" else 0
-        model = 4.0 * matmul + 6.0 * adapters + head + attention
+        head = shape.embedding if t.lora.embeddings == "train" else 0
+        trained, frozen = adapters + head, matmul - head
+    model = model_flops_per_token(trained, frozen, shape.layers, shape.q_dim, seq)
     wrapped = checkpointed_layers(t.activation_checkpointing, t.ac_every, shape.layers)
     per_layer_fwd = 2 * (matmul - shape.embedding) / shape.layers + 4 * shape.q_dim * seq
     recompute = wrapped * per_layer_fwd
-    if not sharded and chunk_positions(t.loss_chunk, shape.vocab):
+    if chunk_positions(loss_chunk_in_use(t.loss_chunk, sharded), shape.vocab):
         recompute += 2 * shape.embedding  # the head again, chunk by chunk, in backward
     return model, model + recompute
 

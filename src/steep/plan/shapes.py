@@ -22,9 +22,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from steep.artifacts.ggufmeta import GgufMetadata
 from steep.config import ModelSection
 from steep.errors import ConfigError
-from steep.workspace import Workspace, steep_home
+from steep.workspace import Workspace, converted_gguf_name, steep_home
 
 NON_GATED = ("gpt2", "gpt_neox", "gptj", "opt", "phi", "starcoder2", "bloom", "falcon")
 PKG_SCHEME = "pkg://"  # as steep.model.io.resolve_base: a file inside an installed package
@@ -243,21 +244,15 @@ def _hf_cache_config(repo: str) -> Path | None:
 
 def _gguf(path: Path, home: Path) -> Shape:
     try:
-        size = path.stat().st_size
+        converted = Workspace(home).base_models / converted_gguf_name(path) / "config.json"
     except OSError:
         raise ConfigError(f"model.base: GGUF file not found: {path}") from None
-    converted = Workspace(home).base_models / f"{path.stem}-{size}" / "config.json"  # gguf_to_hf
     if converted.is_file():
         return from_hf_config(json.loads(converted.read_text()), str(converted))
     if (key := known_key(path.name)) is not None:
         return _known(key, f"{path.name}: steep's table ({key})")
-    from gguf import GGUFReader  # deferred: only a GGUF base in no table reads its metadata
-
-    reader = GGUFReader(str(path))
-
-    def get(key: str) -> Any:
-        f = reader.fields.get(key)
-        return f.contents() if f is not None else None
+    meta = GgufMetadata(path)  # only a GGUF base in no table reads its metadata
+    get = meta.get
 
     arch = get("general.architecture") or "llama"
     heads = get(f"{arch}.attention.head_count")
@@ -270,7 +265,7 @@ def _gguf(path: Path, home: Path) -> Shape:
             "num_attention_heads": heads,
             "num_key_value_heads": get(f"{arch}.attention.head_count_kv") or heads,
             "intermediate_size": get(f"{arch}.feed_forward_length"),
-            "tie_word_embeddings": not any(t.name == "output.weight" for t in reader.tensors),
+            "tie_word_embeddings": "output.weight" not in meta.tensors,
         },
         f"{path.name} (GGUF metadata)",
     )

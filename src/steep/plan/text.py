@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
+from steep.artifacts.fmt import duration, memory_size
 from steep.plan.estimate import GIB, HEADROOM, RESERVE_GIB, Plan
 
 
 def _unit(plan: Plan) -> tuple[str, float]:
     return ("GiB", GIB) if plan.memory.peak >= GIB / 4 else ("MiB", 2**20)
-
-
-def _size(gib: float) -> str:
-    return f"{gib:.1f} GiB" if gib >= 0.1 else f"{gib * 1024:.0f} MiB"
 
 
 def _count(n: float) -> str:
@@ -20,23 +17,10 @@ def _count(n: float) -> str:
     return f"{n:.0f}"
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 1:
-        return f"{seconds * 1000:.3g} ms"
-    if seconds < 120:
-        return f"{seconds:.3g} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.3g} min"
-    if seconds < 2 * 86400:
-        return f"{seconds / 3600:.3g} h"
-    days = seconds / 86400
-    return f"{days:.3g} days" if days < 1000 else f"{days:,.0f} days"
-
-
 def verdict(plan: Plan) -> str:
     if plan.fits is None:
         return "fit unknown (no device memory)"
-    room = f"{_size(plan.peak_gib)} of {plan.usable_gib:.1f} GiB usable"
+    room = f"{memory_size(plan.peak_gib)} of {plan.usable_gib:.1f} GiB usable"
     return f"fits ({room})" if plan.fits else f"does not fit ({room})"
 
 
@@ -51,17 +35,17 @@ def where(plan: Plan) -> str:
 def summary_line(plan: Plan) -> str:
     """One line: memory per device, the verdict, the step time and the days."""
     if plan.device is None:
-        return f"{_size(plan.peak_gib)} per device (--gpu NAME: the fit and the time)"
-    line = f"{_size(plan.peak_gib)} per device on {where(plan)}: {verdict(plan)}"
+        return f"{memory_size(plan.peak_gib)} per device (--gpu NAME: the fit and the time)"
+    line = f"{memory_size(plan.peak_gib)} per device on {where(plan)}: {verdict(plan)}"
     step = plan.step_s
     if step:
         line += (
-            f"; ~{_duration(step)} a step at {plan.mfu:.0%} MFU, "
-            f"{_duration(plan.steps * step)} for {plan.steps:,} steps"
+            f"; ~{duration(step)} a step at {plan.mfu:.0%} MFU, "
+            f"{duration(plan.steps * step)} for {plan.steps:,} steps"
         )
     if plan.suggestions:
         first = next((s for s in plan.suggestions if s.fits), plan.suggestions[0])
-        line += f"; try {first.change} ({_size(first.peak_gib)})"
+        line += f"; try {first.change} ({memory_size(first.peak_gib)})"
     return line
 
 
@@ -111,10 +95,10 @@ def render(plan: Plan) -> str:
     if step:
         per_day = plan.global_tokens / step * 86400
         lines += [
-            f"  step time at {plan.mfu:.0%} MFU      {_duration(step)}",
+            f"  step time at {plan.mfu:.0%} MFU      {duration(step)}",
             f"  tokens per day            {_count(per_day)} "
             f"({plan.global_tokens / step / plan.gpus:,.0f} tokens/s per device)",
-            f"  {plan.steps:,} steps               {_duration(plan.steps * step)}",
+            f"  {plan.steps:,} steps               {duration(plan.steps * step)}",
         ]
     else:
         lines.append("  step time                 unknown: give --peak-tflops (the device's peak)")
@@ -122,7 +106,7 @@ def render(plan: Plan) -> str:
     if plan.suggestions:
         lines += ["", "what would fit (peak per device):"]
         for sug in sorted(plan.suggestions, key=lambda x: not x.fits):  # what fits first
-            time = f", {_duration(sug.step_s)} a step" if sug.step_s else ""
+            time = f", {duration(sug.step_s)} a step" if sug.step_s else ""
             tag = "fits" if sug.fits else "still too much"
             lines.append(f"  {sug.peak_gib:>8.1f} GiB  {tag + time:<34} {sug.change}")
     return "\n".join(lines)

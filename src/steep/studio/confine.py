@@ -101,21 +101,25 @@ def outside_workspace(raw: dict[str, Any], home: Path) -> list[str]:
 
 
 def _tracker_problems(raw: dict[str, Any], root: Path) -> list[str]:
-    """An MLflow store a studio job writes: a ``file:`` folder in the workspace only. A
-    server URL would let a form make the studio's host send requests anywhere it reaches
-    (W&B's host is fixed by the operator's environment, so it passes)."""
+    """An MLflow store a studio job writes: a ``file:`` folder or a ``sqlite:`` database
+    (``sqlite:////abs/path.db``) in the workspace only. A server URL would let a form make
+    the studio's host send requests anywhere it reaches (W&B's host is fixed by the
+    operator's environment, so it passes)."""
     track = raw.get("track") if isinstance(raw.get("track"), dict) else {}
     mlflow = track.get("mlflow") if isinstance(track.get("mlflow"), dict) else {}
     uri = mlflow.get("tracking_uri")
     if uri is None:
         return []
     where = "track.mlflow.tracking_uri"
-    if not isinstance(uri, str) or not uri.startswith("file:"):
+    if not isinstance(uri, str) or not uri.startswith(("file:", "sqlite:")):
         return [
-            f"{where}: {uri!r}: studio jobs write MLflow runs to a file: folder in the "
-            f"workspace ({root}); use the CLI for a tracking server"
+            f"{where}: {uri!r}: studio jobs write MLflow runs to a file: folder or a sqlite: "
+            f"database in the workspace ({root}); use the CLI for a tracking server"
         ]
-    path = Path(uri.removeprefix("file:").removeprefix("//"))
+    if uri.startswith("sqlite:"):  # sqlite:////abs/m.db: the path after three slashes
+        path = Path(uri.removeprefix("sqlite:///").partition("?")[0])
+    else:
+        path = Path(uri.removeprefix("file:").removeprefix("//"))
     if not path.is_absolute() or _escapes(path, root) is not None:
         return [f"{where}: {uri!r} is outside the workspace {root}"]
     return []

@@ -11,7 +11,7 @@ from typing import Any
 
 from steep.artifacts.metrics import read_from
 from steep.artifacts.runstatus import read_status
-from steep.workspace import REPORT_FILE
+from steep.workspace import REPORT_FILE, TENSORBOARD_DIR
 
 MAX_METRICS_CHUNK = 4 << 20  # bytes of metrics.jsonl per poll; the client asks again
 
@@ -112,7 +112,7 @@ def run_facts(run_dir: Path) -> dict[str, Any]:
     status.json) and which of the run's own files exist to link (report, plots, TensorBoard)."""
     status = read_status(run_dir)
     plots = Path(run_dir) / "plots"
-    tb = Path(run_dir) / "tensorboard"
+    tb = Path(run_dir) / TENSORBOARD_DIR
     return {
         "phase": status.phase if status and status.state == "running" else None,
         "files": {

@@ -16,6 +16,7 @@ import torch
 
 from steep.artifacts.metrics import eval_record
 from steep.config import RunConfig, dump_config
+from steep.config.schema import loss_chunk_in_use
 from steep.errors import ConfigError, SteepError
 from steep.model.io import LoadedBase, load_base
 from steep.plan.estimate import fit_problem
@@ -84,13 +85,13 @@ class Run:
 
     @property
     def per_rank(self) -> int:
-        """Sequences this rank reads per optimizer step."""
-        return self.config.sequences_per_step // self.d.world
+        """Sequences this rank reads per optimizer step (steep.config.batch's arithmetic)."""
+        return self.config.batch_split(self.d.world).per_rank
 
     @property
     def accum(self) -> int:
         """Micro-batches this rank runs per optimizer step."""
-        return self.per_rank // self.config.train.micro_batch_size
+        return self.config.batch_split(self.d.world).accum
 
     @property
     def trainable_only(self) -> bool:
@@ -202,7 +203,7 @@ def build(
     optimizer, lr_scales = build_optimizer(model, config, max_lr)  # scales: embeddings' LR
     warm = EmbeddingWarmup.from_config(model, optimizer, config, base.info)  # 0 steps: off
     separator = inputs.separator_id if use_document_mask(config, runtime) else None
-    chunk = None if d.enabled else config.train.loss_chunk  # FSDP2 shards the head: whole logits
+    chunk = loss_chunk_in_use(config.train.loss_chunk, d.enabled)  # FSDP2: whole logits
     evaluator = Evaluator(
         model, config.eval.batch_size, runtime.device, runtime.autocast,
         config.eval.every_steps, config.train.steps, separator, chunk,
@@ -258,7 +259,7 @@ def _model(
     model.train()
     new_rows = first_new_id(base.info)  # a vocabulary extension's rows must train
     adapted = apply_method(model, config, config.train.precision, d.enabled, new_rows)
-    flops_token = flops_per_token(model, config.data.seq_len, frozen=adapted is not None)
+    flops_token = flops_per_token(model, config.data.seq_len)  # after apply_method: frozen base
     if adapted is not None:
         model = adapted.model  # peft's wrapper: adapters train, the base is frozen
         if d.is_main:

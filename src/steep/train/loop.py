@@ -22,6 +22,7 @@ from steep.artifacts.metrics import train_record
 from steep.artifacts.runstatus import failure_text
 from steep.config import RunConfig
 from steep.model.base_lr import resolve_max_lr
+from steep.plan.flops import mfu
 from steep.train.build import Run, build, open_folder, run_folder
 from steep.train.finish import RunResult, finish
 from steep.train.forward import lm_loss
@@ -133,10 +134,10 @@ def fit(run: Run) -> int | None:
         summed, stops = d.sum([loss_sum.item(), float(stop_asked())])
         train_loss, stopping = summed / (run.accum * d.world), stops > 0
         tok_s = batch_tokens / (time.perf_counter() - started)
-        mfu = tok_s / d.world * run.flops_token / run.peak_flops if run.peak_flops else None
         record = train_record(
             step, step * batch_tokens, loss=train_loss, lr=lr, grad_norm=grad_norm,
-            tokens_per_s=tok_s, world=d.world, mfu=mfu,
+            tokens_per_s=tok_s, world=d.world,
+            mfu=mfu(tok_s, run.flops_token, run.peak_flops, d.world),
             peak_mem_gib=peak_memory_gib(run.runtime.device),
             tokens_by_source=run.inputs.mixture.tokens_by_source(seq_len),
             **mix.step_fields(seq_len),  # the phase, tokens per phase

@@ -67,7 +67,7 @@ def init_distributed(config: RunConfig) -> Dist:
     if world <= 1:
         return Dist()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    check_batch_divides(config, world)
+    config.batch_split(world).check()  # the same whole micro-batches on every rank
     cuda = config.train.device != "cpu" and torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(local_rank)
@@ -79,28 +79,6 @@ def init_distributed(config: RunConfig) -> Dist:
             timeout=timedelta(seconds=config.train.dist_timeout_s),
         )
     return Dist(rank=rank, world=world, local_rank=local_rank)
-
-
-def check_batch_divides(config: RunConfig, world: int, layout: str = "") -> int:
-    """Micro-batches per rank and step; ConfigError when the global batch does not split.
-
-    Every rank must run the same whole number of micro-batches, or the ranks' collectives
-    fall out of step. ``layout`` describes the ranks for the message (nodes x GPUs).
-    """
-    seq, micro = config.data.seq_len, config.train.micro_batch_size
-    total = config.train.global_batch_tokens
-    unit = seq * micro * world
-    if total % unit == 0:
-        return total // unit
-    below, above = total // unit * unit, (total // unit + 1) * unit
-    nearest = f"{below} (below) or {above} (above)" if below else f"{above} (the smallest)"
-    raise ConfigError(
-        f"train.global_batch_tokens={total} does not split across {world} ranks"
-        f"{f' ({layout})' if layout else ''}: it must be a multiple of "
-        f"data.seq_len x train.micro_batch_size x ranks = {seq} x {micro} x {world} = {unit}. "
-        f"Nearest valid global_batch_tokens: {nearest}, "
-        f"e.g. --set train.global_batch_tokens={above}"
-    )
 
 
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:

@@ -8,7 +8,7 @@ Checked, each problem reported with the field it is about:
 
 - the base peak LR and so the max LR (``steep.model.base_lr.resolve_max_lr``);
 - the LR schedule, built as the training loop builds it (``steep.train.schedule``);
-- the global batch split over the ranks (``steep.train.parallel.check_batch_divides``);
+- the global batch split over the ranks (``steep.config.batch``);
 - the data: every path exists (folders hold text files), every Data Hub dataset ref
   resolves in the catalog.
 
@@ -34,7 +34,6 @@ from steep.datahub.catalog import Catalog, CatalogError
 from steep.errors import ConfigError, MissingInputError, SteepError
 from steep.model.base_lr import resolve_max_lr
 from steep.model.io import resolve_base
-from steep.train.parallel import check_batch_divides
 from steep.train.schedule import schedule_for, warmup_steps_for
 from steep.workspace import Workspace, steep_home
 
@@ -86,7 +85,7 @@ def preflight(
     max_lr, lr_source = _max_lr(config, problems)
     warmup = _schedule(config, problems)
     try:
-        accum = check_batch_divides(config, world_size, layout or "")
+        accum = config.batch_split(world_size).check(layout or "")
     except ConfigError as exc:  # the message names train.global_batch_tokens and the fix
         problems.append(str(exc))
         accum = 0

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from steep.artifacts.atomic import write_text
+from steep.artifacts.fmt import clock, data_size
 from steep.errors import DataError
 from steep.train.parallel import Dist
 
@@ -41,32 +42,17 @@ def _read(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _size(n: float) -> str:
-    if n < 1000:
-        return f"{int(n)} B"
-    for unit in ("KB", "MB", "GB"):
-        n /= 1000
-        if n < 1000:
-            return f"{n:.1f} {unit}"
-    return f"{n / 1000:.1f} TB"
-
-
-def _duration(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
 def describe(progress: dict[str, Any] | None, waited: float) -> str:
     """'rank 0 is tokenizing domain: 41% of 20.9 GB, ETA 1h12m' (or what is known)."""
     if not progress:
-        return f"waiting for rank 0 to prepare the data ({_duration(waited)} so far)"
+        return f"waiting for rank 0 to prepare the data ({clock(waited)} so far)"
     done, total = progress.get("done", 0), progress.get("total", 0)
     text = f"rank 0 is {progress.get('what', 'preparing the data')}"
     if total:
-        text += f": {100 * done / total:.0f}% of {_size(total)}"
+        text += f": {100 * done / total:.0f}% of {data_size(total)}"
         elapsed = time.time() - progress.get("started", time.time())
         if done and elapsed > 0:
-            text += f", ETA {_duration((total - done) * elapsed / done)}"
+            text += f", ETA {clock((total - done) * elapsed / done)}"
     return text
 
 

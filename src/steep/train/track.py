@@ -1,4 +1,4 @@
-"""Metrics out of a run: ``metrics.jsonl`` (the contract) and TensorBoard (the viewer).
+"""Metrics out of a run: ``metrics.jsonl`` (the contract), then its copies.
 
 metrics.jsonl (``steep.artifacts.metrics`` defines its records) has one JSON object per
 line, flushed as it is written so a studio or ``tail -f`` sees it live.
@@ -6,9 +6,10 @@ line, flushed as it is written so a studio or ``tail -f`` sees it live.
 On resume, records after the checkpoint's step are dropped (file and TensorBoard) so the
 log reads as one uninterrupted run.
 
-With ``config.track`` set, every record also goes to W&B and/or MLflow
-(``steep.train.trackers``): a copy, never the contract, and one that can fail without
-stopping the run. Only rank 0 reports: the loop builds a Tracker on rank 0 alone.
+Every train and eval record also goes, as the same scalars (``trackers.flat_metrics``),
+to TensorBoard in the run folder and, with ``config.track`` set, to W&B and/or MLflow
+(``steep.train.trackers``): copies, never the contract, and each can fail without stopping
+the run. Only rank 0 reports: the loop builds a Tracker on rank 0 alone.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from steep.config.schema import RunConfig
 from steep.train.runfolder.write_errors import folder_error
-from steep.train.trackers import flat_metrics, open_trackers, result_files
+from steep.train.trackers import TensorBoardBackend, flat_metrics, open_trackers, result_files
 from steep.workspace import METRICS_FILE
 
 
@@ -66,18 +67,14 @@ class Tracker:
         self._sent: set[tuple[str, int]] = set()  # a resume's records the trackers have
         if resume_step is not None:
             self._sent = _truncate_after(self.path, resume_step)
-        self._trackers = []
-        if config is not None:
+        self._trackers: list[Any] = []  # every backend: TensorBoard, W&B, MLflow
+        if config is not None:  # first: a missing library is refused before any file
             dump = config.model_dump(mode="json")
-            self._trackers = open_trackers(config.track, run_dir, dump, resume_step is not None)
-        self._file = open(self.path, "a", encoding="utf-8")
-        self._tb = None
+            resume = resume_step is not None
+            self._trackers += open_trackers(config.track, run_dir, dump, resume)
         if tensorboard:
-            # deferred: TensorBoard only when the run logs to it
-            from torch.utils.tensorboard import SummaryWriter
-
-            purge = resume_step + 1 if resume_step is not None else None
-            self._tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
+            self._trackers.insert(0, TensorBoardBackend(run_dir, resume_step))
+        self._file = open(self.path, "a", encoding="utf-8")
 
     def log(self, record: dict[str, Any]) -> None:
         record = {**record, "time": time.time()}
@@ -88,37 +85,22 @@ class Tracker:
             raise folder_error(
                 "append to", self.path, exc, self.path.parent, "the checkpoints are intact"
             ) from exc
-        if self._tb is not None:
-            self._to_tensorboard(record)
         if self._trackers and record["kind"] in ("train", "eval"):  # events: metrics.jsonl
             kind, step = record["kind"], record["step"]
             metrics, resent = flat_metrics(record), (kind, step) in self._sent
             for tracker in self._trackers:
                 tracker.log(metrics, step, kind, resent)
 
-    def _to_tensorboard(self, rec: dict[str, Any]) -> None:
-        step = rec["step"]
-        if rec["kind"] == "train":
-            for key in ("loss", "lr", "grad_norm", "tokens_per_s", "mfu", "peak_mem_gib"):
-                if rec.get(key) is not None:
-                    self._tb.add_scalar(f"train/{key}", rec[key], step)
-            for name, n in rec.get("tokens_by_source", {}).items():
-                self._tb.add_scalar(f"tokens/{name}", n, step)
-        elif rec["kind"] == "eval":
-            for name, m in rec["sets"].items():
-                self._tb.add_scalar(f"eval/{name}/loss", m["loss"], step)
-                if m.get("rel_change") is not None:  # None: the baseline cannot divide
-                    self._tb.add_scalar(f"eval/{name}/rel_change_pct", 100 * m["rel_change"], step)
-
     def close(self) -> None:
-        """metrics.jsonl and TensorBoard; the trackers stay open for ``finish``."""
+        """metrics.jsonl, and TensorBoard's events flushed; the trackers stay open for
+        ``finish``."""
         self._file.close()
-        if self._tb is not None:
-            self._tb.flush()
-            self._tb.close()
+        for tracker in self._trackers:
+            tracker.flush()
 
     def finish(self, run_dir: Path) -> None:
-        """Send report.md, plots/, config.yaml and model/steep.json; end the tracker runs."""
+        """Send report.md, plots/, config.yaml and model/steep.json; end the tracker runs
+        (TensorBoard's too)."""
         files = list(result_files(run_dir))
         for tracker in self._trackers:
             tracker.upload(files)

@@ -1,8 +1,11 @@
-"""Optional trackers beside metrics.jsonl and TensorBoard: Weights & Biases and MLflow.
+"""Where a run's metrics go beside metrics.jsonl: TensorBoard (always, in the run folder),
+Weights & Biases and MLflow (optional). One path for all three: ``flat_metrics`` turns a
+record into scalar names and values (``train/loss``, ``tokens/<source>``,
+``eval/<set>/loss``, ``eval/<set>/rel_change`` as a fraction), and each backend writes
+those.
 
-``track.wandb`` / ``track.mlflow`` in the run config turn them on (``pip install
-'steep[wandb]'``, ``'steep[mlflow]'``). Each gets every train and eval record (the names
-TensorBoard uses: ``train/loss``, ``tokens/<source>``, ``eval/<set>/loss``), the resolved
+``track.wandb`` / ``track.mlflow`` in the run config turn W&B and MLflow on (``pip install
+'steep[wandb]'``, ``'steep[mlflow]'``). Each gets every train and eval record, the resolved
 config at the start, and at the end report.md, plots/, config.yaml and the model's
 lineage (model/steep.json). metrics.jsonl stays the contract: a tracker is a copy.
 
@@ -30,10 +33,12 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
+from steep.config.flat import dotted
 from steep.config.schema import MlflowSection, TrackSection, WandbSection
 from steep.errors import ConfigError
-from steep.workspace import CONFIG_FILE, LINEAGE_FILE, MODEL_DIR, REPORT_FILE
+from steep.workspace import CONFIG_FILE, LINEAGE_FILE, MODEL_DIR, REPORT_FILE, TENSORBOARD_DIR
 
 STATE_FILE = "trackers.json"  # the tracker runs' ids, so a resume continues them
 PLOTS_DIR = "plots"  # = steep.train.report.PLOTS_DIR (kept here: report imports matplotlib)
@@ -51,10 +56,46 @@ def check_trackers(track: TrackSection) -> None:
             raise ConfigError(
                 f"track.{key} needs {module}: pip install 'steep[{key}]' (or pip install {module})"
             )
+    store = mlflow_store(track.mlflow) if track.mlflow is not None else None
+    if store and store.startswith("sqlite:") and importlib.util.find_spec("sqlalchemy") is None:
+        raise ConfigError(
+            f"track.mlflow.tracking_uri {store}: a sqlite: store needs the full mlflow "
+            "(pip install mlflow); the mlflow extra is mlflow-skinny, for file: stores and "
+            "tracking servers"
+        )
+
+
+def mlflow_store(cfg: MlflowSection) -> str | None:
+    """The store MLflow opens: ``track.mlflow.tracking_uri``, else $MLFLOW_TRACKING_URI;
+    None: MLflow's own default (``sqlite:///mlflow.db`` in the working folder, MLflow 3)."""
+    return cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+def file_store_uri(store: str | None) -> str | None:
+    """The ``file:`` URI of a file store (a ``file:`` URI or a plain path); None for a
+    server, a database or MLflow's default."""
+    if not store:
+        return None
+    scheme = urlparse(store).scheme
+    if scheme == "file":
+        return store
+    if scheme or store.startswith("databricks"):
+        return None
+    return Path(store).expanduser().resolve().as_uri()
+
+
+def file_store_note(uri: str) -> str:
+    """The run's line about a file store: MLflow 3 opens one only when told to."""
+    return (
+        f"MLflow: runs go to the file store {uri}, which MLflow 3 opens only with "
+        "MLFLOW_ALLOW_FILE_STORE=true (steep sets it for its own runs). To read them: "
+        f"MLFLOW_ALLOW_FILE_STORE=true mlflow ui --backend-store-uri {uri} "
+        "(the UI needs the full mlflow: pip install mlflow), or set it before MlflowClient"
+    )
 
 
 def flat_metrics(record: dict[str, Any]) -> dict[str, float]:
-    """A metrics.jsonl record as ``name -> number``, named as in TensorBoard."""
+    """A metrics.jsonl record as ``name -> number``: what every backend writes."""
     out: dict[str, float] = {}
     if record["kind"] == "train":
         for key in _TRAIN_KEYS:
@@ -82,14 +123,9 @@ def result_files(run_dir: Path) -> Iterator[tuple[Path, str]]:
         yield run_dir / MODEL_DIR / LINEAGE_FILE, MODEL_DIR
 
 
-def _flat_params(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat_params(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = json.dumps(value)[:6000]  # MLflow's longest param value
-    return out
+def _params(config: dict[str, Any]) -> dict[str, str]:
+    """The config as MLflow params: dotted keys, JSON values (a list whole)."""
+    return {k: json.dumps(v)[:6000] for k, v in dotted(config).items()}  # MLflow's longest
 
 
 class _Backend:
@@ -113,6 +149,45 @@ class _Backend:
                 file=sys.stderr,
             )
             return None
+
+    def flush(self) -> None:
+        """Make what was logged readable now (a remote tracker sends as it goes)."""
+
+
+class TensorBoardBackend(_Backend):
+    """Event files in ``run_dir/tensorboard``; a resume purges the steps after its
+    checkpoint, so those records are written again (``resent`` does not apply)."""
+
+    name = "TensorBoard"
+
+    def __init__(self, run_dir: Path, resume_step: int | None):
+        super().__init__()
+        self.id = None  # nothing to continue: the folder is the run's
+        self.writer = self.guard("start", self._start, run_dir, resume_step)
+
+    @staticmethod
+    def _start(run_dir: Path, resume_step: int | None) -> Any:
+        # deferred: torch's TensorBoard writer (and tensorboard) load only when a run logs
+        from torch.utils.tensorboard import SummaryWriter
+
+        purge = resume_step + 1 if resume_step is not None else None
+        return SummaryWriter(str(run_dir / TENSORBOARD_DIR), purge_step=purge)
+
+    def log(self, metrics: dict[str, float], step: int, kind: str, resent: bool) -> None:
+        def write() -> None:
+            for key, value in metrics.items():
+                self.writer.add_scalar(key, value, step)
+
+        self.guard("log", write)
+
+    def flush(self) -> None:
+        self.guard("flush", self.writer.flush)
+
+    def upload(self, files: list[tuple[Path, str]]) -> None:
+        pass  # the run folder holds report.md and plots/ beside tensorboard/
+
+    def close(self) -> None:
+        self.guard("finish", self.writer.close)
 
 
 class WandbBackend(_Backend):
@@ -168,11 +243,13 @@ class MlflowBackend(_Backend):
         super().__init__()
         self.held: dict[str, int] = {}
         uri = cfg.tracking_uri
-        if uri and (uri.startswith("file:") or "://" not in uri):
-            # a file store was asked for by name: MLflow 3 refuses it unless opted in
+        file_store = file_store_uri(mlflow_store(cfg))
+        if file_store:  # a file store was asked for by name: MLflow 3 refuses it unless opted in
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         self.client = self.guard("connect", self._client, uri)
         self.id = self.guard("start", self._start, cfg, run_dir, config, run_id)
+        if file_store and self.id is not None:
+            print(file_store_note(file_store), flush=True)
 
     @staticmethod
     def _client(uri: str | None) -> Any:
@@ -192,7 +269,7 @@ class MlflowBackend(_Backend):
         )
         from mlflow.entities import Param  # optional: as above
 
-        params = [Param(k, v) for k, v in _flat_params(config).items()]
+        params = [Param(k, v) for k, v in _params(config).items()]
         for i in range(0, len(params), 100):  # MLflow takes at most 100 params a batch
             self.client.log_batch(run.info.run_id, params=params[i : i + 100])
         return run.info.run_id

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from steep.config import ConfigError, RunConfig, apply_overrides, load_config, parse_config
+from steep.config.flat import dotted
 from steep.errors import AlreadyExistsError, MissingInputError
 from steep.workspace import CONFIG_FILE, METRICS_FILE, Workspace
 
@@ -25,23 +26,9 @@ def new_run_dir(config: RunConfig, home: Path) -> Path:
     return Workspace(home).new_run_dir(config.run.name)
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    if isinstance(d, list) and d and all(isinstance(v, dict) for v in d):
-        out = {}
-        for i, v in enumerate(d):
-            out.update(_flat(v, f"{prefix}{i}."))
-        return out
-    return {prefix.rstrip("."): d}
-
-
 def differing_keys(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """Dotted keys whose values differ between two config dicts."""
-    fa, fb = _flat(a), _flat(b)
+    fa, fb = dotted(a, lists=True), dotted(b, lists=True)
     return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))
 
 
