@@ -13,7 +13,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from steep.config import RunConfig, SourceSection
-from steep.config.mixing import phase_weights
+from steep.config.schema import phase_weights
 from steep.data.executor import Executor
 from steep.data.mixture import Mixture, Phase
 from steep.data.selection import DatasetSelection, slice_report
@@ -22,9 +22,9 @@ from steep.data.tokenize import Progress, TokenizedSource, tokenize_source, toke
 from steep.data.tokensource import Windows
 from steep.datahub.catalog import Catalog
 from steep.errors import DataError
-from steep.train.runfolder.drift import identity
 from steep.train.evaluate import EvalSet, fixed_windows
 from steep.train.preflight import language_problem
+from steep.train.runfolder.drift import identity
 from steep.workspace import Workspace
 
 
