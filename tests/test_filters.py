@@ -473,6 +473,72 @@ def test_pii_leaves_numbering_multicast_and_example_addresses_alone() -> None:
     assert result.doc.text == "<IP> - - [01/Dec/2026] GET /\nFrom <EMAIL>, host <IP>."
 
 
+# Real section references, outline numbers and versions: each stays as it is, even with
+# every address counted (only_public_ips=False).
+REFERENCES = [
+    "See Section 6.2.4.1 and 6.2.4.3 for the details.",  # the Debian Reference (#28 item 4)
+    "6.2.4.1. Configuring the resolver",
+    "RFC 5280, Section 4.2.1.3 defines the key usage extension.",
+    "The basicConstraints extension (RFC 5280 \u00a74.2.1.9) marks a CA certificate.",
+    "RFC 5280, 4.2.1.3 lists the key usage bits.",
+    "BGP breaks ties as RFC 4271 section 9.1.2.2 describes.",
+    "DO-178C 6.4.4.2 asks for structural coverage analysis.",
+    "IEC 61508-3, 7.4.2.12 covers pre-existing software elements.",
+    "ISO 27001 A.9.2.3 covers the management of privileged access rights.",
+    "PCI DSS Requirement 10.2.1.1 logs all individual user access to cardholder data.",
+    "1.1.1.1 Ensure mounting of cramfs filesystems is disabled (Automated)",
+    "4.1.1.1 Ensure auditd is installed",
+    "as required by \u00a7 4.1.2.3 and \u00a7\u00a7 4.1.2.4-4.1.2.6 of the code",
+    "Sections 12.3.4.1 through 12.3.4.5 apply to every tenant.",
+    "under Clause 14.2.1.3 of the contract, the supplier indemnifies the buyer",
+    "Article 9.3.2.1 of the statute sets the deadline.",
+    "For the wiring, see 3.2.1.4 and 3.2.1.5 of this manual.",
+    "see 12.3.1, 12.3.4.1 and 12.3.4.2",
+    "Table 4.2.1.1 and Figure 3.2.1.4 give the limits.",
+    "Chapter 15.4.3.2 explains the fault codes.",
+    "Python 3.11.7.1 is installed.",
+    "pin numpy==1.26.4.1 in requirements.txt",
+    "Released as version 2.4.1.0 in May.",
+]
+# Real addresses in the places they occur, each with the addresses it holds.
+ADDRESSES = [
+    ("192.168.1.1", ["192.168.1.1"]),
+    ("10.0.0.254", ["10.0.0.254"]),
+    ("nameserver 8.8.8.8", ["8.8.8.8"]),
+    ("Set the DNS server to 8.8.8.8 and 8.8.4.4.", ["8.8.8.8", "8.8.4.4"]),
+    ("the server at 172.16.254.1:8080 answers", ["172.16.254.1"]),
+    ("ping 1.1.1.1", ["1.1.1.1"]),
+    ("ping -c 3 9.9.9.9", ["9.9.9.9"]),
+    ("a connection from 127.0.0.1", ["127.0.0.1"]),
+    ("IP 10.1.2.3 and 10.1.2.4", ["10.1.2.3", "10.1.2.4"]),  # a list of addresses
+    ("IPs 81.2.69.160, 81.2.69.161 and 81.2.69.162", ["81.2.69.160", "81.2.69.161", "81.2.69.162"]),
+    ("81.2.69.160 - - [01/Dec/2026] GET /", ["81.2.69.160"]),
+    ("Failed password for root from 81.2.69.160 port 22 ssh2", ["81.2.69.160"]),
+    ("open http://81.2.69.160/admin", ["81.2.69.160"]),
+    ("0.5,81.2.69.160", ["81.2.69.160"]),  # CSV: a decimal beside it is no list
+    ("01.12.2024, 81.2.69.160", ["81.2.69.160"]),  # nor is a date
+    ("host 2.3.4.5 is down", ["2.3.4.5"]),
+    ("Section 6.2.4.1 lists the router at 10.0.0.1.", ["10.0.0.1"]),
+]
+
+
+@pytest.mark.parametrize("text", REFERENCES)
+def test_pii_keeps_section_references_and_versions(text: str) -> None:
+    """Before (#28 item 4): "See Section 6.2.4.1 and 6.2.4.3" lost 6.2.4.3 to <IP>; the
+    rule, not a list of strings, keeps numbering (``Pii``'s docstring)."""
+    for step in (Pii(), Pii(only_public_ips=False)):
+        d = doc(text)
+        assert step.apply(d) is d, text
+
+
+@pytest.mark.parametrize(("text", "addresses"), ADDRESSES)
+def test_pii_masks_real_addresses(text: str, addresses: list[str]) -> None:
+    result = Pii(only_public_ips=False).apply(doc(text))
+    assert isinstance(result, Edit), text
+    assert result.doc.text.count("<IP>") == len(addresses), result.doc.text
+    assert not any(a in result.doc.text for a in addresses), result.doc.text
+
+
 def test_pii_leaves_clean_text_alone() -> None:
     d = doc("Released in version 3.11.7 on 2023-12-04 at 10:30:00, see @python on social media.")
     assert Pii().apply(d) is d

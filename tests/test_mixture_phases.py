@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from steep.config import ConfigError, parse_config
-from steep.config.mixing import fraction_step, phase_weights
+from steep.config.mixing import fraction_step
+from steep.config.schema import phase_weights
 from steep.data.mixture import Mixture, Phase, shift_share
 from steep.data.permutation import KeyedPermutation
 from steep.train.schedule import Schedule

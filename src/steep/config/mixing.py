@@ -1,18 +1,19 @@
 """The mix over time: ``data.phases`` (weights that change on schedule) and
 ``train.forgetting_budget`` (the general regression a run may reach before it acts).
 
-Here rather than in ``schema`` so the run config stays readable; ``schema`` uses these
-sections and calls the checks below from its validators, which see the whole config.
+Here rather than in ``schema`` so the run config stays readable. These sections and
+checks read only what they are given (phases, weights, steps, roles), never the whole
+``RunConfig``: ``schema`` builds the config from them and calls the checks from its
+validators, and ``schema.phase_weights`` / ``schema.budget_sets`` answer for a config.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-if TYPE_CHECKING:  # schema imports this module
-    from steep.config.schema import RunConfig
+from steep.artifacts.scores import Role
 
 
 class _Strict(BaseModel):
@@ -84,9 +85,8 @@ def fraction_step(steps: int, fraction: float) -> int:
     return steps - round(steps * round(1 - fraction, 12))  # 1 - 0.9 is 0.0999...98
 
 
-def phase_ends(config: RunConfig) -> list[int]:
+def phase_ends(phases: list[PhaseSection], steps: int) -> list[int]:
     """The step each phase ends after; the last one ends with the run."""
-    steps, phases = config.train.steps, config.data.phases
     ends = []
     for p in phases:
         if p.until_step is not None:
@@ -98,34 +98,34 @@ def phase_ends(config: RunConfig) -> list[int]:
     return ends
 
 
-def phase_weights(config: RunConfig) -> list[tuple[str, int, list[float]]]:
-    """(name, first step, weight per source) of every phase; one phase when none are set."""
-    sources = config.data.sources
-    if not config.data.phases:
-        from steep.config.schema import effective_weights  # schema imports this module
-
-        return [("all", 0, effective_weights(config))]
+def phase_table(
+    phases: list[PhaseSection], weights: dict[str, float], steps: int
+) -> list[tuple[str, int, list[float]]]:
+    """(name, first step, weight per source) of every phase; ``weights`` (source -> weight,
+    in the sources' order) is what a phase that does not name a source gives it."""
     out, start = [], 0
-    for i, (p, end) in enumerate(zip(config.data.phases, phase_ends(config), strict=True)):
-        out.append((phase_name(i, p), start, [p.weights.get(s.name, s.weight) for s in sources]))
+    for i, (p, end) in enumerate(zip(phases, phase_ends(phases, steps), strict=True)):
+        out.append((phase_name(i, p), start, [p.weights.get(n, w) for n, w in weights.items()]))
         start = end
     return out
 
 
-def phases_problem(config: RunConfig) -> str | None:
-    """What is wrong with ``data.phases`` against the sources and train.steps, or None."""
-    phases, steps = config.data.phases, config.train.steps
+def phases_problem(
+    phases: list[PhaseSection], weights: dict[str, float], steps: int, domain_share: float | None
+) -> str | None:
+    """What is wrong with ``data.phases`` against the sources' ``weights`` (source ->
+    weight) and train.steps, or None."""
     if not phases:
         return None
-    if config.data.domain_share is not None:
+    if domain_share is not None:
         return (
             "data.phases and data.domain_share both set the mix: give each phase its weights "
             "(data.domain_share applies to a run without phases)"
         )
-    names = [s.name for s in config.data.sources]
+    names = list(weights)
     seen: set[str] = set()
     start = 0
-    for i, (p, end) in enumerate(zip(phases, phase_ends(config), strict=True)):
+    for i, (p, end) in enumerate(zip(phases, phase_ends(phases, steps), strict=True)):
         label = f"data.phases[{i}] ('{phase_name(i, p)}')"
         if phase_name(i, p) in seen:
             return f"{label}: the name is used by an earlier phase"
@@ -147,33 +147,34 @@ def phases_problem(config: RunConfig) -> str | None:
                 f"{label} ends after step {end} but the run has {steps} steps: the phases must "
                 "cover the run (leave the last phase's until unset to run to the end)"
             )
-        if sum(p.weights.get(s.name, s.weight) for s in config.data.sources) <= 0:
+        if sum(p.weights.get(n, w) for n, w in weights.items()) <= 0:
             return f"{label}: every weight is 0; at least one source must have weight > 0"
         start = end
     return None
 
 
-def budget_sets(config: RunConfig) -> list[str]:
-    """The eval sets the forgetting budget reads: the named ones, else the general ones."""
-    from steep.config.schema import eval_set_roles  # schema imports this module
-
-    budget = config.train.forgetting_budget
+def budget_set_names(
+    budget: ForgettingBudgetSection | None, set_roles: dict[str, Role | None]
+) -> list[str]:
+    """The eval sets the forgetting budget reads: the named ones, else the general ones of
+    ``set_roles`` (eval set -> role)."""
     if budget is None:
         return []
     if budget.sets is not None:
         return list(budget.sets)
-    return sorted(n for n, role in eval_set_roles(config).items() if role == "general")
+    return sorted(n for n, role in set_roles.items() if role == "general")
 
 
-def budget_problem(config: RunConfig) -> str | None:
+def budget_problem(
+    budget: ForgettingBudgetSection | None,
+    set_roles: dict[str, Role | None],
+    source_roles: set[Role],
+) -> str | None:
     """A budget on sets that are not evaluated, or with nothing to act on, or None."""
-    from steep.config.schema import eval_set_roles, source_role  # schema imports this module
-
-    budget = config.train.forgetting_budget
     if budget is None:
         return None
-    evaluated = sorted(eval_set_roles(config))
-    sets = budget_sets(config)
+    evaluated = sorted(set_roles)
+    sets = budget_set_names(budget, set_roles)
     if not sets:
         return (
             "train.forgetting_budget has no sets: no general eval set is evaluated (give a "
@@ -185,11 +186,9 @@ def budget_problem(config: RunConfig) -> str | None:
             f"train.forgetting_budget.sets names {missing}, which are not evaluated; the "
             f"evaluated sets are {evaluated or 'none'}"
         )
-    if budget.action == "replay":
-        roles = {source_role(s) for s in config.data.sources}
-        if "general" not in roles or "domain" not in roles:
-            return (
-                "train.forgetting_budget.action=replay needs a general (replay) source and a "
-                "domain one to take share from; use action: lr or stop"
-            )
+    if budget.action == "replay" and not {"general", "domain"} <= source_roles:
+        return (
+            "train.forgetting_budget.action=replay needs a general (replay) source and a "
+            "domain one to take share from; use action: lr or stop"
+        )
     return None

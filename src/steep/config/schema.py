@@ -18,6 +18,8 @@ from steep.config.mixing import (
     ForgettingBudgetSection,
     PhaseSection,
     budget_problem,
+    budget_set_names,
+    phase_table,
     phases_problem,
 )
 from steep.workspace import plain_name_problem, run_name_problem
@@ -398,7 +400,15 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _mix_over_time(self) -> RunConfig:
-        problem = phases_problem(self) or budget_problem(self)
+        data, train = self.data, self.train
+        weights = {s.name: s.weight for s in data.sources}
+        problem = phases_problem(
+            data.phases, weights, train.steps, data.domain_share
+        ) or budget_problem(
+            train.forgetting_budget,
+            eval_set_roles(self),
+            {source_role(s) for s in data.sources},
+        )
         if problem:
             raise ValueError(problem)
         return self
@@ -458,3 +468,16 @@ def eval_set_roles(config: RunConfig) -> dict[str, Role | None]:
     for name in config.data.eval_sets:
         roles[name] = config.data.eval_roles.get(name)
     return roles
+
+
+def phase_weights(config: RunConfig) -> list[tuple[str, int, list[float]]]:
+    """(name, first step, weight per source) of every phase; one phase when none are set."""
+    if not config.data.phases:
+        return [("all", 0, effective_weights(config))]
+    weights = {s.name: s.weight for s in config.data.sources}
+    return phase_table(config.data.phases, weights, config.train.steps)
+
+
+def budget_sets(config: RunConfig) -> list[str]:
+    """The eval sets the forgetting budget reads: the named ones, else the general ones."""
+    return budget_set_names(config.train.forgetting_budget, eval_set_roles(config))

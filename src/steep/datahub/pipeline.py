@@ -39,7 +39,10 @@ from steep.datahub.steps.base import (
 )
 from steep.datahub.steps.drops import DONE as DROPS_DONE
 from steep.datahub.steps.drops import drop_file, load_drops
+from steep.errors import MissingInputError
 
+# the example recipes of a source checkout (absent from an installed wheel)
+EXAMPLE_RECIPES = Path(__file__).resolve().parents[3] / "examples" / "recipes"
 # modules whose import registers steps: every family in datahub/steps/, and the classifier's
 STEP_MODULES = ("steep.datahub.steps", "steep.datahub.classify")
 
@@ -84,8 +87,29 @@ def parse_recipe(data: Any, where: str = "recipe") -> list[StepSpec]:
 
 
 def load_recipe(path: str | Path) -> list[StepSpec]:
+    """The steps of a recipe YAML file; a name or a wrong path is one line that says where
+    the example recipes are."""
     path = Path(path)
-    return parse_recipe(load_yaml(path.read_text(), str(path)), str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MissingInputError(f"recipe {str(path)!r} not found: {_recipe_hint(path)}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read recipe {path}: {exc.strerror}") from None
+    return parse_recipe(load_yaml(text, str(path)), str(path))
+
+
+def _recipe_hint(path: Path) -> str:
+    """Where recipes are: examples/recipes/ of the source tree, when there is one."""
+    if not EXAMPLE_RECIPES.is_dir():
+        return "give the path of a recipe YAML file"
+    names = sorted(p.name for p in EXAMPLE_RECIPES.glob("*.yaml"))
+    folder = EXAMPLE_RECIPES
+    if folder.is_relative_to(Path.cwd()):  # short, as the user would type it
+        folder = folder.relative_to(Path.cwd())
+    match = next((n for n in names if Path(n).stem == path.stem), None)
+    hint = f" (did you mean --recipe {folder / match}?)" if match else ""
+    return f"give a recipe YAML path; {folder}/ has {', '.join(names)}{hint}"
 
 
 def build_step(spec: StepSpec, where: str = "recipe") -> Step:

@@ -31,6 +31,7 @@ from steep import __version__
 from steep.artifacts import scores
 from steep.artifacts.scores import improvement, rel_change
 from steep.config import ModelSection
+from steep.errors import UsageError
 from steep.eval.compare_report import publish
 from steep.eval.generate import complete, read_prompts
 from steep.eval.harness import HarnessPlan, plan_harness, run_harness
@@ -140,20 +141,20 @@ def _load_model(spec: str, device: torch.device, dtype: str) -> tuple[Any, Any, 
 def _check_inputs(spec: EvalSpec) -> _Inputs:
     """Step 1: read everything the user named; any error names the file (and line)."""
     if not (spec.sets or spec.tasks or spec.harness_tasks or spec.prompts or spec.run_windows):
-        raise ValueError(
+        raise UsageError(
             "nothing to evaluate: give --sets, --tasks, --harness-tasks, --prompts or --run-windows"
         )
     if spec.dtype not in DTYPES:
-        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {spec.dtype!r}")
+        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {spec.dtype!r}")
     if spec.batch_size < 1:
-        raise ValueError("--batch-size must be at least 1")
+        raise UsageError("--batch-size must be at least 1")
     names = [*spec.sets, *spec.tasks, *spec.harness_tasks]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise ValueError(f"names used twice across sets and tasks: {', '.join(dup)}")
+        raise UsageError(f"names used twice across sets and tasks: {', '.join(dup)}")
     unknown = sorted(set(spec.roles) - set(names))
     if unknown:
-        raise ValueError(
+        raise UsageError(
             f"--domain/--general name no set or task: {', '.join(unknown)} "
             f"(known: {', '.join(names) or 'none'})"
         )

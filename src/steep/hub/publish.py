@@ -1,6 +1,8 @@
 """Taking a registered model out of the workspace: export to a folder, push to Hugging Face.
 
 Both refresh the model card first, so what leaves carries the current lineage and eval.
+They take the model's folder, not the ``Hub``: ``Hub.export_model`` and ``Hub.push_model``
+look the model up and call them, so this module and the registry do not import each other.
 """
 
 from __future__ import annotations
@@ -8,38 +10,37 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from steep.artifacts.atomic import new_folder
 from steep.hub.card import try_write_card
 from steep.hub.schema import HubError
 
-if TYPE_CHECKING:
-    from steep.hub.registry import Hub
 
-
-def export_model(hub: Hub, name: str, dest: Path) -> Path:
-    """Copy the model folder to ``dest`` (built aside, then renamed: all or nothing)."""
-    info = hub.model(name)
-    src, dest = Path(info["path"]), Path(dest).resolve()
+def export_model(src: Path, name: str, home: Path, dest: Path) -> Path:
+    """Copy model ``name``'s folder ``src`` to ``dest`` (built aside, then renamed: all or
+    nothing); ``home`` is the workspace its card reads."""
+    dest = Path(dest).resolve()
     if dest.exists():
         raise HubError(f"export destination {dest} already exists: choose a new folder")
-    try_write_card(src, name, hub.home)
+    try_write_card(src, name, home)
     with new_folder(dest) as tmp:
         shutil.copytree(src, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*"))
     return dest
 
 
 def push_model(
-    hub: Hub, name: str, repo_id: str, private: bool = False, token: str | None = None
+    path: Path,
+    name: str,
+    home: Path,
+    repo_id: str,
+    private: bool = False,
+    token: str | None = None,
 ) -> str:
-    """Upload the model folder to a Hugging Face repo; returns the commit URL."""
+    """Upload model ``name``'s folder ``path`` to a Hugging Face repo; returns the commit URL."""
     # deferred: huggingface_hub is heavy and only this command needs it
     from huggingface_hub import HfApi, constants
 
-    info = hub.model(name)
-    path = Path(info["path"])
-    try_write_card(path, name, hub.home)
+    try_write_card(path, name, home)
     endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
     if constants.HF_HUB_OFFLINE:
         raise HubError(

@@ -386,13 +386,14 @@ class Hub:
 
     def export_model(self, name: str, dest: Path) -> Path:
         """Copy the model folder to ``dest`` (built aside, then renamed: all or nothing)."""
-        return publish.export_model(self, name, dest)
+        return publish.export_model(Path(self.model(name)["path"]), name, self.home, dest)
 
     def push_model(
         self, name: str, repo_id: str, private: bool = False, token: str | None = None
     ) -> str:
         """Upload the model folder to a Hugging Face repo; returns the commit URL."""
-        return publish.push_model(self, name, repo_id, private, token)
+        path = Path(self.model(name)["path"])
+        return publish.push_model(path, name, self.home, repo_id, private, token)
 
 
 # --- rows -----------------------------------------------------------------------------------

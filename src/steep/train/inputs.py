@@ -13,7 +13,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from steep.config import RunConfig, SourceSection
-from steep.config.mixing import phase_weights
+from steep.config.schema import phase_weights
 from steep.data.executor import Executor
 from steep.data.mixture import Mixture, Phase
 from steep.data.selection import DatasetSelection, slice_report

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from steep.config import RunConfig, eval_set_roles, source_role
-from steep.config.mixing import budget_sets
+from steep.config.schema import budget_sets
 from steep.data.mixture import Mixture
 from steep.errors import ConfigError
 from steep.train.budget import STATE_KEY, ForgettingBudget
