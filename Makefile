@@ -1,7 +1,8 @@
 # steep: two commands set everything up on a fresh machine.
-#   make demo   install, then adapt SmolLM2-135M to Python docs offline (~10 min on 2 CPU cores)
-#   make demo-vi  teach it Vietnamese, with and without vocabulary extension (~20 min)
-#   make test   install, then lint and run the test suite (~4 min on 2 cores)
+#   make demo   install what the demo needs, then adapt SmolLM2-135M to Python docs on the CPU
+#   make demo-vi  teach it Vietnamese, with and without vocabulary extension
+#   make test   install everything, then lint and run the test suite
+# How long each takes on 2 cores is measured in BENCHMARKS.md ("Times of the README's commands").
 # GPU machines: make demo TORCH_SPEC=torch   (PyPI's Linux torch wheel is the CUDA build)
 # The first install on a machine compiles llama.cpp for llama-cpp-python (the gguf extra, in
 # dev: ~10-30 min on 2 cores); pip keeps the wheel it built, so later venvs reuse it.
@@ -36,7 +37,7 @@ demo: demo-install cpu-deps
 	$(BIN)/steep demo
 
 # SmolLM2-135M learns Vietnamese (Debian's LibreOffice help + man pages), with and without
-# 1,024 new tokens; bits per byte on held-out Vietnamese and English (~20 min on 2 cores)
+# 1,024 new tokens; bits per byte on held-out Vietnamese and English
 demo-vi: demo-install cpu-deps
 	$(BIN)/steep demo --recipe vietnamese
 

@@ -127,7 +127,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--nodes", type=positive, default=1, metavar="M")
     v.set_defaults(func=cmd_validate)
 
-    d = sub.add_parser("demo", help="adapt SmolLM2-135M to Python docs, offline (~10 min on CPU)")
+    d = sub.add_parser(
+        "demo", help="adapt SmolLM2-135M to Python docs on the CPU, no model or dataset hub"
+    )
     d.add_argument(
         "--set",
         action="append",
@@ -140,6 +142,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         choices=("python-docs", "vietnamese"),
         default="python-docs",
         help="python-docs: domain CPT (examples/demo.yaml); vietnamese: SmolLM2 learns "
-        "Vietnamese with and without vocabulary extension (examples/demo-vi.yaml, ~20 min)",
+        "Vietnamese with and without vocabulary extension (examples/demo-vi.yaml)",
     )
     d.set_defaults(func=cmd_demo)

@@ -1,4 +1,5 @@
-"""The offline demo: adapt SmolLM2-135M to Python documentation on a CPU in ~10 minutes.
+"""The offline demo: adapt SmolLM2-135M to Python documentation on a CPU (minutes:
+BENCHMARKS.md times it).
 
 It builds the two corpora (nothing from a model or dataset hub: the Python standard
 library and the gensim wheel's Wikipedia sample), then runs examples/demo.yaml.
