@@ -1,4 +1,4 @@
-"""The offline demo: adapt SmolLM2-135M to Python documentation on a CPU (minutes:
+"""The demo: adapt SmolLM2-135M to Python documentation on a CPU (minutes:
 BENCHMARKS.md times it).
 
 It builds the two corpora (nothing from a model or dataset hub: the Python standard
