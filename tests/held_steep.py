@@ -8,9 +8,12 @@ in its environment (``argv`` below builds the command)::
 
 Before the loop computes step N + 1 (steps 1..N done, with their records, eval and
 checkpoint written), it looks for ``DIR/hold-N``: when the test made that file, the run
-writes ``DIR/held-N`` and waits until the test removes ``hold-N`` (``release``). Nothing
-in steep changes: ``steep.train.loop.train_step`` is wrapped in this process only, and
-``steep train``'s restart on a caching malloc runs this same script again.
+writes ``DIR/held-N`` and waits until the test removes ``hold-N`` (``release``); a SIGTERM
+while it waits cancels the run as it would mid-step. Nothing in steep changes:
+``steep.train.loop.train_step`` is wrapped in this process only, and ``steep train``'s
+restart on a caching malloc runs this same script again. A ``steep studio`` started this
+way starts its jobs' ``steep train`` this way too (``steep.launch.command.train_command``
+is wrapped), so they see the same DIR.
 """
 
 from __future__ import annotations
@@ -75,8 +78,20 @@ def _install(folder: Path) -> None:
 
     loop.train_step = held_step
 
+    import steep.launch.command as command
+
+    real_command = command.train_command
+
+    def held_command(*args, **kwargs) -> list[str]:
+        cmd = real_command(*args, **kwargs)
+        return [cmd[0], str(SCRIPT), *cmd[3:]] if cmd[1:3] == ["-m", "steep"] else cmd
+
+    command.train_command = held_command
+
 
 if __name__ == "__main__":
+    if sys.path and Path(sys.path[0]).resolve() == SCRIPT.parent:
+        del sys.path[0]  # the script's folder (tests/): import steep as `python -m` does
     if os.environ.get(ENV):
         _install(Path(os.environ[ENV]))
     from steep.cli import main
