@@ -63,8 +63,8 @@ def wait_until(what: str, ok, proc: subprocess.Popen | None = None, timeout: flo
         time.sleep(0.05)
 
 
-def _install(folder: Path) -> None:
-    import steep.train.loop as loop
+def _hold_the_loop(folder: Path) -> None:
+    import steep.train.loop as loop  # imports torch: only in a process that trains
 
     real = loop.train_step
 
@@ -78,6 +78,9 @@ def _install(folder: Path) -> None:
 
     loop.train_step = held_step
 
+
+def _start_training_here() -> None:
+    """Every ``steep train`` this process starts (a studio's jobs) runs this script."""
     import steep.launch.command as command
 
     real_command = command.train_command
@@ -93,7 +96,9 @@ if __name__ == "__main__":
     if sys.path and Path(sys.path[0]).resolve() == SCRIPT.parent:
         del sys.path[0]  # the script's folder (tests/): import steep as `python -m` does
     if os.environ.get(ENV):
-        _install(Path(os.environ[ENV]))
+        if sys.argv[1:2] == ["train"]:
+            _hold_the_loop(Path(os.environ[ENV]))
+        _start_training_here()
     from steep.cli import main
 
     sys.exit(main())

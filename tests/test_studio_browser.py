@@ -256,7 +256,7 @@ def test_upload_launch_watch_and_find_the_model(studio, browser, tmp_path, _stee
         "sources": [{"dataset": "domain@1", "role": "domain"},
                     {"dataset": "general@1", "role": "general"}],
     }  # fmt: skip
-    held_steep.hold(gates, 40)  # it, and its resume from step 40, wait there for the cancel
+    held_steep.hold(gates, 40)  # it waits there for its cancel, and so does its resume
     job = api(studio, "POST", "/api/jobs", form)["job"]["id"]
     browser.get(f"{studio}/runs/{job}")
     run_wait.until(lambda d: points() > 25)  # past its first checkpoint
