@@ -178,8 +178,9 @@ def test_batch_that_does_not_split_fails_before_start(setup, monkeypatch):
 
 
 def test_slow_tokenizing_on_rank_0_does_not_time_out_the_others(tmp_path: Path) -> None:
-    """Rank 0 tokenizes a source for longer than train.dist_timeout_s (10 s); rank 1 waits
-    on a file with its own bound and prints what rank 0 is doing; the run trains. Before,
+    """Rank 0 tokenizes a source and prepares for longer than train.dist_timeout_s (10 s;
+    12 s at least, on any machine); rank 1 waits on a file with its own bound and prints
+    what rank 0 is doing; the run trains. Before,
     rank 1 sat in a barrier and gloo gave up after 10 s ("Timed out waiting 10000ms")."""
     words = ["the", "river", "king", "city"]
     many = tmp_path / "data" / "many.jsonl"
@@ -196,10 +197,34 @@ def test_slow_tokenizing_on_rank_0_does_not_time_out_the_others(tmp_path: Path) 
     raw["eval"] = {"every_steps": 2, "max_windows": 2}
     cfg = tmp_path / "slow.yaml"
     cfg.write_text(yaml.safe_dump(raw))
+    # however fast this machine tokenizes, rank 0's preparing outlasts the timeout: it
+    # stays in it (the progress file left as tokenizing last wrote it) for 12 s at least
+    floor = tmp_path / "at_least.py"
+    floor.write_text(
+        textwrap.dedent(
+            """
+            import os, sys, time
+            import steep.train.build as build
+            from steep.cli import main
+
+            real = build.build_inputs
+
+            def at_least_12_s(*args, **kwargs):
+                began = time.monotonic()
+                inputs = real(*args, **kwargs)
+                if os.environ["RANK"] == "0":
+                    time.sleep(max(0.0, 12 - (time.monotonic() - began)))
+                return inputs
+
+            build.build_inputs = at_least_12_s
+            sys.exit(main())
+            """
+        )
+    )
     env_home = {"STEEP_HOME": str(tmp_path / "home")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     proc = subprocess.run(
-        [*cmd, "-m", "steep", "train", str(cfg)],
+        [*cmd, str(floor), "train", str(cfg)],
         env={**_env(), **env_home},
         capture_output=True,
         text=True,

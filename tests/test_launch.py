@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from steep.config import ConfigError, load_config
 from steep.launch.command import shell_join
 from steep.launch.slurm import SlurmOptions, slurm_script
 from steep.launch.torchrun import micro_batches_per_rank, torchrun_command, visible_gpus
+from tests import held_steep
 
 SMOKE = Path(__file__).resolve().parents[1] / "examples" / "smoke.yaml"
 # smoke.yaml: global_batch_tokens 1024 = seq_len 128 x micro_batch_size 4 x 2
@@ -393,13 +393,20 @@ def test_sigusr1_reaches_the_step_and_the_job_requeues_itself(tmp_path: Path) ->
     )
     env.update(SLURM_NNODES="1", SLURM_JOB_ID="4242")
     proc = subprocess.Popen(["bash", str(script)], env=env, cwd=tmp_path)
-    deadline = time.time() + 20
-    while not (tmp_path / "started").exists() and time.time() < deadline:
-        time.sleep(0.05)
+    # the step runs (its trap is set), and the script waits for it: it has its pid. A
+    # signal sent before the script took $! would find no step to pass it to
+    held_steep.wait_until("the step", lambda: (tmp_path / "started").exists(), proc, 60)
+    held_steep.wait_until("the script's wait", lambda: _state(proc.pid) == "S", proc, 60)
     proc.send_signal(signal.SIGUSR1)
     assert proc.wait(timeout=20) == 0  # a stop to be resumed, not a failed job
     assert (tmp_path / "step.txt").read_text().strip() == "USR1"
     assert (tmp_path / "requeue.txt").read_text().strip() == "requeue 4242"
+
+
+def _state(pid: int) -> str:
+    """The kernel's state of ``pid``: R running, S sleeping (bash in ``wait``), Z, ..."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2 :].split()[0]
 
 
 def test_without_a_forwarding_torchrun_the_script_leaves_its_flags_out() -> None:

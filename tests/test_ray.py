@@ -107,6 +107,7 @@ def test_a_worker_killed_mid_unit_is_retried_with_no_duplicates(
 ) -> None:
     """SIGKILL the Ray worker while it ingests a unit: Ray runs the task again, and the
     dataset equals the one an undisturbed local run makes (no document twice or lost)."""
+    import contextlib
     import signal
     import threading
     import time
@@ -121,9 +122,19 @@ def test_a_worker_killed_mid_unit_is_retried_with_no_duplicates(
     reference = add_dataset("ref", [str(big)], langid=False, executor=LocalExecutor(1))
     executor = RayExecutor(num_cpus=2)
     killed: list[int] = []
+    staging = Workspace(_steep_home).datasets / "retried"
+
+    def shard() -> str:
+        """'half': the unit's shard is being written (row groups in it); 'done', or 'no'."""
+        if list(staging.glob(".partial-*/shards/*.parquet")):
+            return "done"
+        parts = list(staging.glob(".partial-*/shards/.*.tmp"))
+        return "half" if parts and parts[0].stat().st_size > 4096 else "no"
 
     def killer() -> None:
-        deadline = time.time() + 60
+        """Find the worker running the unit; stop it (SIGSTOP) each time it is looked at,
+        so what is seen stays true until the SIGKILL: it dies with its shard half written."""
+        deadline = time.time() + 120
         while time.time() < deadline and not killed:
             for proc in Path("/proc").iterdir():
                 try:
@@ -131,17 +142,26 @@ def test_a_worker_killed_mid_unit_is_retried_with_no_duplicates(
                 except OSError:
                     continue
                 if proc.name.isdigit() and cmd.startswith(b"ray::ingest_unit"):
-                    time.sleep(0.5)  # well inside the unit, its shard half written
-                    os.kill(int(proc.name), signal.SIGKILL)
-                    killed.append(int(proc.name))
-                    return
+                    pid = int(proc.name)
+                    with contextlib.suppress(ProcessLookupError):  # it moved on: look again
+                        while time.time() < deadline:
+                            os.kill(pid, signal.SIGSTOP)
+                            if shard() == "half":
+                                os.kill(pid, signal.SIGKILL)
+                                killed.append(pid)
+                                return
+                            if shard() == "done":  # too late (the assert says so)
+                                os.kill(pid, signal.SIGCONT)
+                                return
+                            os.kill(pid, signal.SIGCONT)
+                            time.sleep(0.02)
             time.sleep(0.05)
 
     thread = threading.Thread(target=killer)
     thread.start()
     retried = add_dataset("retried", [str(big)], langid=False, executor=executor)
     thread.join()
-    assert killed, "no Ray worker was seen running the unit"
+    assert killed, "no Ray worker was seen half-way through the unit"
     assert retried.manifest["documents"] == reference.manifest["documents"] == 150_000
     assert _digest(retried.shards) == _digest(reference.shards)
     assert _digest(retried.exclusions) == _digest(reference.exclusions)

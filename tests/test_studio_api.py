@@ -49,6 +49,19 @@ def sleeper(seconds: float = 60, code: int = 0):
     return command
 
 
+def waiter(go: Path):
+    """A job command: print, then wait until ``go`` exists (at most 120 s), exit 0."""
+
+    def command(job):
+        script = (
+            "import os,sys,time; print('hello from job', flush=True); end = time.time() + 120\n"
+            f"while not os.path.exists({str(go)!r}) and time.time() < end: time.sleep(0.05)"
+        )
+        return [sys.executable, "-c", script]
+
+    return command
+
+
 def wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -261,7 +274,8 @@ def _printed_hello(log: Path) -> bool:
 def test_restart_keeps_and_adopts_jobs_without_duplicates(_steep_home):
     queue = JobQueue(_steep_home)
     first, second = _submit(queue, _steep_home, 2)
-    a = Runner(queue, max_jobs=1, command_for=sleeper(3))
+    go = _steep_home / "go"  # the first job runs until the test has seen it adopted
+    a = Runner(queue, max_jobs=1, command_for=waiter(go))
     a.tick()
     job = queue.get(first)
     assert job.status == "running" and queue.get(second).status == "queued"
@@ -275,6 +289,7 @@ def test_restart_keeps_and_adopts_jobs_without_duplicates(_steep_home):
     assert again.status == "running" and again.pid == pid  # adopted, not started again
     assert b.queue.get(second).status == "queued"
     assert job.log_path.read_text().splitlines().count("hello from job") == 1
+    go.touch()
 
     def finished(job_id: int) -> str | None:
         b.tick()

@@ -19,13 +19,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests import held_steep
 from tests.conftest import WORDS_A, WORDS_B, make_tiny_model, synthetic_docs, write_jsonl
 
 pytest.importorskip("fastapi", reason="studio extra not installed: pip install -e '.[studio]'")
@@ -65,12 +65,19 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def studio(tmp_path: Path, _steep_home: Path):
+def gates(tmp_path: Path) -> Path:
+    """Where the test holds the studio's runs at chosen steps (tests/held_steep.py)."""
+    return tmp_path / "gates"
+
+
+@pytest.fixture
+def studio(tmp_path: Path, _steep_home: Path, gates: Path):
     port = free_port()
     env = {**os.environ, "STEEP_HOME": str(_steep_home), "TQDM_MININTERVAL": "1"}
+    env[held_steep.ENV] = str(gates)  # its jobs' steep train runs can be held
     log = open(tmp_path / "studio.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "steep", "studio", "--port", str(port)],
+        held_steep.argv("studio", "--port", str(port)),
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -145,8 +152,7 @@ def api(studio: str, method: str, path: str, body: dict) -> dict:
         return json.loads(resp.read())
 
 
-def test_upload_launch_watch_and_find_the_model(studio, browser, tmp_path, _steep_home):
-    started = time.time()
+def test_upload_launch_watch_and_find_the_model(studio, browser, tmp_path, _steep_home, gates):
     wait = WebDriverWait(browser, 60, poll_frequency=0.1)
     base = make_tiny_model(_steep_home / "models" / "tiny-base")  # studio jobs read the workspace
     files = {
@@ -196,6 +202,8 @@ def test_upload_launch_watch_and_find_the_model(studio, browser, tmp_path, _stee
     assert "domain_share: 0.5" in resolved and "dataset: general@1" in resolved
     assert "max LR 3.00e-3" in text_of(browser, "#summary")
     shot(browser, "new-run")
+    for step in (20, 60):  # the run waits at each until the test has seen it there
+        held_steep.hold(gates, step)
     browser.find_element(By.ID, "launch").click()
     wait.until(lambda d: "/runs/1" in d.current_url)
 
@@ -205,11 +213,14 @@ def test_upload_launch_watch_and_find_the_model(studio, browser, tmp_path, _stee
     def points() -> int:
         return int(browser.find_element(By.ID, "chart-loss").get_attribute("data-points"))
 
+    run_wait.until(lambda d: held_steep.is_held(gates, 20) or text_of(d, "#status") == "failed")
     run_wait.until(lambda d: points() > 0 or text_of(d, "#status") == "failed")
     assert text_of(browser, "#status") != "failed", text_of(browser, "#log")
-    first = points()
+    first = points()  # at most 20: the job waits at step 20, then at 60
+    held_steep.release(gates, 20)
     run_wait.until(lambda d: points() > first)
     assert text_of(browser, "#status") == "running"  # it grew while the job trained
+    held_steep.release(gates, 60)
     run_wait.until(lambda d: text_of(d, "#status") in ("done", "failed"))
     log = text_of(browser, "#log")
     assert text_of(browser, "#status") == "done", log
@@ -245,6 +256,7 @@ def test_upload_launch_watch_and_find_the_model(studio, browser, tmp_path, _stee
         "sources": [{"dataset": "domain@1", "role": "domain"},
                     {"dataset": "general@1", "role": "general"}],
     }  # fmt: skip
+    held_steep.hold(gates, 40)  # it waits there for its cancel, and so does its resume
     job = api(studio, "POST", "/api/jobs", form)["job"]["id"]
     browser.get(f"{studio}/runs/{job}")
     run_wait.until(lambda d: points() > 25)  # past its first checkpoint
@@ -294,4 +306,3 @@ def test_upload_launch_watch_and_find_the_model(studio, browser, tmp_path, _stee
     browser.get(studio + "/runs/r/tokenizing-run")
     wait.until(lambda d: text_of(d, "#phase").startswith("tokenizing domain: 0% of 100.0 MB"))
     assert "ETA" in text_of(browser, "#phase")
-    assert time.time() - started < 400  # generous: CI shares 2 cores

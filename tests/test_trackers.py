@@ -9,7 +9,6 @@ import signal
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from steep.train.trackers import (
     mlflow_store,
     open_trackers,
 )
+from tests import held_steep
 from tests.conftest import tiny_config
 
 wandb_pb = pytest.importorskip("wandb.proto.wandb_internal_pb2")
@@ -101,22 +101,25 @@ def test_sigkill_resume_continues_the_same_tracker_runs(tmp_path, corpora, tiny_
     raw = _tracked_config(tmp_path, corpora, tiny_model, steps)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
     run_dir = Path(raw["run"]["out_dir"])
+    gates = tmp_path / "gates"
+    held_steep.hold(gates, 14)  # the run cannot get past step 14 before the kill
     killed = subprocess.Popen(
-        [sys.executable, "-m", "steep", "train", str(tmp_path / "c.yaml")],
-        env=env,
+        held_steep.argv("train", str(tmp_path / "c.yaml")),
+        env={**env, held_steep.ENV: str(gates)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # a signal to its group (W&B's service) never reaches pytest
     )
-    deadline = time.time() + 120
-    while time.time() < deadline:  # past the checkpoint at step 10, before the one at 15
-        if (run_dir / "metrics.jsonl").exists() and len(_records(run_dir, "train")) >= 12:
-            break
-        time.sleep(0.05)
+
+    def past_a_checkpoint() -> bool:  # past the checkpoint at step 10, before the one at 15
+        done = (run_dir / "metrics.jsonl").exists() and len(_records(run_dir, "train"))
+        return done >= 12 or held_steep.is_held(gates, 14)
+
+    held_steep.wait_until("step 12", past_a_checkpoint, killed)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     before = {r["step"] for r in _records(run_dir, "train")}
-    assert max(before) < steps
+    assert 12 <= max(before) <= 14 < steps
     ids = json.loads((run_dir / "trackers.json").read_text())
 
     resume_run(run_dir)

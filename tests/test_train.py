@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from steep.config import parse_config
 from steep.errors import DataError
 from steep.train.checkpoint import CheckpointError, checkpoint_dirs, load_checkpoint
 from steep.train.loop import train
+from tests import held_steep
 from tests.conftest import tiny_config
 
 
@@ -109,13 +109,10 @@ def test_checkpoint_write_failure_keeps_last_good(tmp_path, corpora, tiny_model,
     assert not list((tmp_path / "run" / "checkpoints").glob(".step_*"))
 
 
-def _cli(*args: str, env: dict) -> subprocess.Popen:
+def _cli(*args: str, env: dict, held: bool = False) -> subprocess.Popen:
+    cmd = held_steep.argv(*args) if held else [sys.executable, "-m", "steep", *args]
     return subprocess.Popen(
-        [sys.executable, "-m", "steep", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
 
 
@@ -131,18 +128,23 @@ def test_sigkill_and_resume_matches_uninterrupted(tmp_path, corpora, tiny_model)
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(raw))
         configs[name] = path
+    gates = tmp_path / "gates"
+    held_steep.hold(gates, 20)  # the killed run cannot get past step 20 before the kill
     straight = _cli("train", str(configs["straight"]), env=env)
-    killed = _cli("train", str(configs["killed"]), env=env)
+    killed = _cli(
+        "train", str(configs["killed"]), env={**env, held_steep.ENV: str(gates)}, held=True
+    )
     killed_dir = tmp_path / "killed" / "run"
-    deadline = time.time() + 120
-    while time.time() < deadline:  # kill once it is past a checkpoint, between two others
-        if (killed_dir / "metrics.jsonl").exists() and len(_records(killed_dir, "train")) >= 13:
-            break
-        time.sleep(0.05)
+
+    def past_a_checkpoint() -> bool:  # past the one at step 10: wherever it is in 13..20
+        done = (killed_dir / "metrics.jsonl").exists() and len(_records(killed_dir, "train"))
+        return done >= 13 or held_steep.is_held(gates, 20)
+
+    held_steep.wait_until("step 13", past_a_checkpoint, killed)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     assert killed.returncode == -signal.SIGKILL
-    assert len(_records(killed_dir, "train")) < steps
+    assert 13 <= len(_records(killed_dir, "train")) <= 20 < steps
     out, _ = straight.communicate(timeout=180)
     assert straight.returncode == 0, out
     resumed = _cli("train", "--resume", str(killed_dir), env=env)
