@@ -11,6 +11,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
+# pytest-xdist workers, one a file: Slurm, Ray, the studio and torchrun's ranks wait while
+# another file computes (docs/test-durations.md); TEST_WORKERS=0 runs in one process
+TEST_WORKERS ?= 2
 BASE_STAMP := $(VENV)/.steep-base
 STAMP := $(VENV)/.steep-installed
 
@@ -73,7 +76,7 @@ slurm-deps:
 test: install browser-deps cpu-deps slurm-deps
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 slow-test: install
 	$(BIN)/python -m pytest -q -m slow
