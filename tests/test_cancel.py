@@ -92,3 +92,75 @@ def test_a_cancel_that_lands_while_a_checkpoint_is_written_stays_a_cancel(
     with pytest.raises(RunCancelled, match="SIGTERM"):
         ckpt.save_checkpoint(tmp_path / "checkpoints", 4, model, optimizer, {}, keep_last=1)
     assert not list((tmp_path / "checkpoints").glob(".step_*"))  # the partial one is gone
+
+
+def test_a_cancel_that_breaks_the_writer_mid_file_stays_a_cancel(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Found by a clean-clone run: SIGTERM inside torch's zip writer came back as its own
+    RuntimeError ("unexpected pos 704 vs 598"), the cancel lost, and the run reported a
+    failed write (exit 2). Once SIGTERM has arrived, a write that fails is the cancel."""
+    import pytest
+    import torch
+    from torch.distributed.checkpoint import CheckpointException
+
+    import steep.train.checkpoint as ckpt
+    from steep.train.runfolder import state
+
+    previous = state.stop_on_sigterm()
+
+    def interrupted(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler raises inside the writer ...
+        except state.RunCancelled:  # ... which swallows it and fails on its own terms
+            raise CheckpointException(
+                "save", {0: RuntimeError("unexpected pos 704 vs 598")}
+            ) from None
+
+    monkeypatch.setattr(ckpt.dcp, "save", interrupted)
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    try:
+        with pytest.raises(state.RunCancelled, match="SIGTERM"):
+            ckpt.save_checkpoint(tmp_path / "checkpoints", 4, model, optimizer, {}, keep_last=1)
+    finally:
+        state.restore_signals(previous)
+    assert not list((tmp_path / "checkpoints").glob(".step_*"))  # the partial one is gone
+    # a failure with no SIGTERM behind it is still a failed write
+
+    def broken(*args, **kwargs):
+        raise CheckpointException("save", {0: RuntimeError("unexpected pos 704 vs 598")})
+
+    monkeypatch.setattr(ckpt.dcp, "save", broken)
+    previous = state.stop_on_sigterm()  # a new run: no cancel asked yet
+    try:
+        with pytest.raises(ckpt.CheckpointError, match="could not write checkpoint"):
+            ckpt.save_checkpoint(tmp_path / "checkpoints", 4, model, optimizer, {}, keep_last=1)
+    finally:
+        state.restore_signals(previous)
+
+
+def test_any_failure_after_sigterm_is_the_cancel(
+    tmp_path: Path, corpora, tiny_model, monkeypatch
+) -> None:
+    """The same for any library that turns the SIGTERM into its own error (here the final
+    save): the run says cancelled, exits as a cancel, and never reports a failure."""
+    import pytest
+
+    from steep.config import parse_config
+    from steep.train import finish
+    from steep.train.loop import train
+    from steep.train.runfolder.state import RunCancelled
+
+    def save_broken_by_sigterm(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        except RunCancelled:
+            raise ValueError("the writer's own complaint") from None
+
+    monkeypatch.setattr(finish, "save_hf", save_broken_by_sigterm)
+    config = parse_config(tiny_config(tmp_path, corpora, tiny_model, steps=4))
+    with pytest.raises(RunCancelled, match="broke ValueError"):
+        train(config)
+    status = read_status(tmp_path / "run")
+    assert status.state == "cancelled" and "SIGTERM" in status.error

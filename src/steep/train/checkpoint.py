@@ -41,6 +41,7 @@ from torch.distributed.checkpoint.state_dict import (
 from steep.config.schema import CheckpointSection
 from steep.errors import SteepError
 from steep.train.parallel import Dist
+from steep.train.runfolder.state import RunCancelled, cancel_asked
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
 
@@ -235,11 +236,18 @@ class PendingCheckpoint:
         """A failed write removes the half checkpoint and says the last good one is intact."""
         try:
             yield
+        except RuntimeError as exc:  # torch.save's own writer: a bug unless SIGTERM broke it
+            if not cancel_asked():
+                raise
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise RunCancelled("cancelled (SIGTERM) while a checkpoint was written") from exc
         except (OSError, CheckpointException) as exc:
             shutil.rmtree(self.tmp, ignore_errors=True)
             cause = _root_cause(exc)
             if isinstance(cause, KeyboardInterrupt):  # SIGTERM or ^C while DCP wrote: DCP
                 raise cause from None  # wraps it like a failure, but it is a stop asked for
+            if cancel_asked():  # SIGTERM broke the writer, which failed in its own words
+                raise RunCancelled("cancelled (SIGTERM) while a checkpoint was written") from exc
             last = latest_checkpoint(self.root)
             kept = (
                 f"the last good checkpoint is {last}" if last else "there is no earlier checkpoint"

@@ -36,6 +36,7 @@ from steep.train.runfolder.state import (
     RunCancelled,
     RunState,
     RunStopped,
+    cancel_asked,
     restore_signals,
     stop_asked,
     stop_on_sigterm,
@@ -64,7 +65,10 @@ def train(
     try:
         allow = (allow_data_change, allow_mixture_change)
         return _train(config, d, run_dir, resume, status, allow, force)
-    except BaseException as exc:
+    except BaseException as raised:
+        exc = raised
+        if cancel_asked() and not isinstance(exc, RunCancelled):  # SIGTERM broke a library
+            exc = RunCancelled(f"cancelled (SIGTERM), which broke {type(raised).__name__}")
         # a start that failed (bad data, a config training refuses) leaves no run folder to
         # mistake for a run; under torchrun the folder stays (other ranks read rank 0's
         # failure from it), as does every run that got as far as its first record
@@ -76,7 +80,9 @@ def train(
             status.set("failed", "stopped by SIGTERM (a rank failed, or the job was cancelled)")
         elif not discard:
             status.set("failed", failure_text(exc))
-        raise
+        if exc is raised:
+            raise
+        raise exc from raised
     finally:
         restore_signals(previous)
         if status.lock is not None:

@@ -68,12 +68,20 @@ class RunStopped(Exception):
 
 
 _stop_asked = threading.Event()  # set by SIGUSR1; the loop reads it once a step
+_cancelled = threading.Event()  # set by SIGTERM, before its RunCancelled is raised
 
 
 def stop_asked() -> bool:
     """Has SIGUSR1 arrived since the run started? The loop sums this over the ranks each
     step, so all of them checkpoint the same step whichever got the signal."""
     return _stop_asked.is_set()
+
+
+def cancel_asked() -> bool:
+    """Has SIGTERM arrived since the run started? Its RunCancelled may be raised inside a
+    library that swallows it and fails on its own terms (torch's zip writer: "unexpected
+    pos"); a write that fails after it is the cancel, not a broken disk."""
+    return _cancelled.is_set()
 
 
 def stop_on_sigterm() -> Any:
@@ -83,12 +91,14 @@ def stop_on_sigterm() -> Any:
         return None
 
     def stop(signum: int, frame: Any) -> None:
+        _cancelled.set()
         raise RunCancelled("cancelled (SIGTERM)")
 
     def checkpoint_and_stop(signum: int, frame: Any) -> None:
         _stop_asked.set()
 
     _stop_asked.clear()
+    _cancelled.clear()
     return (
         signal.signal(signal.SIGTERM, stop),
         signal.signal(signal.SIGUSR1, checkpoint_and_stop),
