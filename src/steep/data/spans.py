@@ -26,6 +26,7 @@ from steep.data.documents import (
     _format_of,
     _read_parquet,
     bounded_lines,
+    count_breaks,
     parse_jsonl_lines,
     read_documents,
 )
@@ -75,27 +76,31 @@ def plan_file(path: Path, unit_bytes: int = UNIT_BYTES, digest: bool = True) -> 
 
 
 def _plan_lines(path: Path, unit_bytes: int) -> FilePlan:
-    """One pass: hash the bytes, count newlines, and cut after the first newline past each
+    """One pass: hash the bytes, count line breaks, and cut after the first newline past each
     ``unit_bytes`` boundary."""
     h = hashlib.sha256()
     spans: list[Span] = []
     start, first = 0, 1  # the current span's byte offset and first line
-    pos, lines = 0, 0  # bytes and newlines read so far
+    pos, lines = 0, 0  # bytes and line breaks (\n, or a lone \r: ``split_cr``) read so far
+    last_cr = False
     target = unit_bytes
     with open_input(path) as f:
         while block := f.read(_CHUNK):
             h.update(block)
-            at = 0  # newlines before this index of the block are counted
+            if pos and block.startswith(b"\n") and last_cr:  # a CRLF cut across blocks
+                lines -= 1
+            last_cr = block.endswith(b"\r")
+            at = 0  # line breaks before this index of the block are counted
             while target < pos + len(block):  # the next cut is due inside this block
                 i = block.find(b"\n", max(at, target - pos))
                 if i < 0:
                     break  # no newline after the target here: the cut moves to a later block
-                lines += block.count(b"\n", at, i + 1)
+                lines += count_breaks(block, at, i + 1)
                 cut = pos + i + 1  # just after the newline
                 spans.append(Span(str(path), "lines", start, cut, first, cut - start))
                 start, first, at = cut, lines + 1, i + 1
                 target = cut + unit_bytes
-            lines += block.count(b"\n", at)
+            lines += count_breaks(block, at, len(block))
             pos += len(block)
     if start < pos or not spans:
         spans.append(Span(str(path), "lines", start, None, first, pos - start))
