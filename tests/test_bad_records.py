@@ -121,3 +121,41 @@ def test_a_damaged_parquet_page_in_add_and_training(tmp_path: Path) -> None:
     assert ds.manifest["documents"] == 1000
     ts = tokenize_source("pq", [str(path)], byte_tokenizer(), tmp_path / "cache")
     assert ts.info["splits"]["train"]["documents"] == 1000
+
+
+RECORDS = [{"text": f"record {i}", "id": i} for i in range(3)]
+
+
+@pytest.mark.parametrize(
+    "value", [RECORDS, {"data": RECORDS}, {"version": "2", "rows": RECORDS, "tags": ["a"]}]
+)
+@pytest.mark.parametrize("unit_bytes", [10, 1 << 20])
+def test_a_pretty_printed_json_file_is_one_document(
+    tmp_path: Path, value: object, unit_bytes: int
+) -> None:
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(value, indent=2), encoding="utf-8")
+    skips = SkipLog()
+    docs = [d for s in plan_file(path, unit_bytes).spans for d in read_span(s, skips)]
+    assert [(d.text, d.line) for d in docs] == [(f"record {i}", i + 1) for i in range(3)]
+    assert not skips.skips
+
+
+def test_a_json_file_of_json_lines_still_reads_as_lines(tmp_path: Path) -> None:
+    path = tmp_path / "l.json"
+    path.write_text("{broken\n" + "\n".join(json.dumps(r) for r in RECORDS) + "\n")
+    skips = SkipLog()
+    docs = [d for s in plan_file(path, 10).spans for d in read_span(s, skips)]
+    assert [(d.text, d.line) for d in docs] == [(f"record {i}", i + 2) for i in range(3)]
+    assert [(s.line, s.reason.split(":")[0]) for s in skips.skips] == [(1, "malformed JSON")]
+
+
+def test_an_ambiguous_json_object_is_refused_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "two.json"
+    path.write_text(json.dumps({"train": RECORDS, "test": RECORDS}, indent=2))
+    (tmp_path / "ok.json").write_text(json.dumps(RECORDS, indent=1))
+    ds = add_dataset("j", [str(tmp_path)], langid=False, executor=INLINE)
+    assert ds.manifest["documents"] == 3
+    (row,) = list(read_exclusions(ds.exclusions))
+    assert row["path"].endswith("two.json") and row["reason"] == "ambiguous JSON"
+    assert "'test', 'train'" in row["detail"]

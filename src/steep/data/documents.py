@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO
 
+from steep.data.jsondoc import JsonRefused, NotADocument, is_json_document, json_records
 from steep.data.locations import as_input, is_url, open_input, remote_error
 from steep.errors import MissingInputError
 
@@ -300,8 +301,10 @@ def read_documents(
     for path in expand_paths(paths):
         fmt = _format_of(path)
         try:
-            if fmt in (".jsonl", ".ndjson", ".json"):
+            if fmt in (".jsonl", ".ndjson"):
                 yield from _read_jsonl(path, text_field, skips, max_bytes)
+            elif fmt == ".json":
+                yield from _read_json(path, text_field, skips, max_bytes)
             elif fmt == ".parquet":
                 yield from _read_parquet(path, text_field, skips)
             elif fmt == ".arrow":
@@ -340,6 +343,32 @@ def _read_jsonl(
 ) -> Iterator[Document]:
     with _open_binary(path, max_bytes) as raw:
         yield from parse_jsonl_lines(bounded_lines(raw), path, text_field, skips)
+
+
+def _read_json(
+    path: Path, text_field: str, skips: SkipLog, max_bytes: int | None = None
+) -> Iterator[Document]:
+    """One JSON document (``steep.data.jsondoc``; records numbered from 1), or JSON lines."""
+    with _open_binary(path, max_bytes) as raw:
+        whole = is_json_document(raw, MAX_LINE_BYTES)
+    try:
+        if not whole:
+            raise NotADocument
+        with _open_binary(path, max_bytes) as raw:
+            records = json_records(raw.read(), text_field)
+    except NotADocument:
+        yield from _read_jsonl(path, text_field, skips, max_bytes)
+        return
+    except JsonRefused as exc:
+        skips.add(path, exc.line, str(exc))
+        return
+    for i, record in enumerate(records, 1):
+        if not isinstance(record, dict):
+            skips.add(path, i, f"malformed JSON: record {i} is a {type(record).__name__}")
+            continue
+        text = _accept(record.get(text_field), path, i, skips, text_field)
+        if text is not None:
+            yield Document(text, str(path), i)
 
 
 def parse_jsonl_lines(

@@ -21,6 +21,7 @@ from typing import Literal
 from steep.artifacts.fingerprint import file_sha256
 from steep.data.documents import (
     COMPRESSIONS,
+    MAX_LINE_BYTES,
     Document,
     SkipLog,
     _format_of,
@@ -30,6 +31,7 @@ from steep.data.documents import (
     parse_jsonl_lines,
     read_documents,
 )
+from steep.data.jsondoc import is_json_document
 from steep.data.locations import as_input, is_url, open_input
 
 UNIT_BYTES = 64 << 20  # a unit of work: long enough to amortise a task, short for balance
@@ -67,12 +69,20 @@ def plan_file(path: Path, unit_bytes: int = UNIT_BYTES, digest: bool = True) -> 
     """
     path = as_input(path)
     fmt = _format_of(path)
-    if fmt in LINE_FORMATS and not _compressed(path):
+    if fmt in LINE_FORMATS and not _compressed(path) and not _json_document(path, fmt):
         return _plan_lines(path, unit_bytes)
     sha, size = file_sha256(path) if digest else "", path.stat().st_size
     if fmt == ".parquet" and not _compressed(path):
         return FilePlan(sha, size, _plan_rows(path, unit_bytes))
     return FilePlan(sha, size, [Span(str(path), "whole", size=size)])
+
+
+def _json_document(path: Path, fmt: str | None) -> bool:
+    """A ``.json`` file that is one document is one unit (``steep.data.jsondoc``)."""
+    if fmt != ".json":
+        return False
+    with open_input(path) as f:
+        return is_json_document(f, MAX_LINE_BYTES)
 
 
 def _plan_lines(path: Path, unit_bytes: int) -> FilePlan:
