@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
+from steep.data import spans
 from steep.data.documents import SkipLog
 from steep.data.executor import LocalExecutor
 from steep.data.spans import plan_file, read_span
@@ -80,7 +81,11 @@ def test_cr_only_line_endings_are_lines(tmp_path: Path, unit_bytes: int) -> None
     assert not skips.skips
 
 
-def test_mixed_line_endings_number_lines_alike_at_any_unit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("chunk", [5, 8 << 20])  # a CRLF cut across planning's blocks
+def test_mixed_line_endings_number_lines_alike_at_any_unit(
+    tmp_path: Path, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spans, "_CHUNK", chunk)
     recs = [json.dumps({"text": f"doc {i}"}).encode() for i in range(12)]
     ends = [b"\n", b"\r", b"\r\n"]
     path = tmp_path / "mixed.jsonl"
