@@ -18,6 +18,7 @@ from steep.datahub.exclusions import read_exclusions
 from steep.datahub.ingest import add_dataset
 from steep.datahub.pipeline import parse_recipe, prepare
 from steep.datahub.steps.base import CorpusStep, Doc, DocStep, Drop, Edit, read_docs, register
+from steep.errors import DataError
 
 INLINE = LocalExecutor(1)
 
@@ -158,6 +159,14 @@ def test_prepare_makes_a_new_version_with_funnel_and_exclusions(raw: Path) -> No
     assert by_reason["test_drop_marked.marker"]["text"] == "beta DROPME"  # nothing is lost
     assert by_reason["test_drop_marked.upper"]["text"] == "shout it"  # the text before the edit
     assert by_reason["test_same_text.copy"]["detail"].startswith("same as ")
+
+
+def test_prepare_that_drops_everything_publishes_nothing(raw: Path) -> None:
+    add_dataset("raw", [str(raw)], langid=False, executor=INLINE)
+    specs = parse_recipe({"steps": [{"test_drop_marked": {"marker": ""}}, "test_same_text"]})
+    with pytest.raises(DataError, match=r"step 'test_drop_marked' dropped all 6 documents"):
+        prepare("raw", specs, executor=INLINE)
+    assert Catalog().versions("raw") == [1]
 
 
 def test_prepare_resumes_after_a_crash(

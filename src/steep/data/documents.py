@@ -10,12 +10,14 @@ import bz2
 import gzip
 import io
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO
 
+from steep.data.jsondoc import JsonRefused, NotADocument, is_json_document, json_records
 from steep.data.locations import as_input, is_url, open_input, remote_error
 from steep.errors import MissingInputError
 
@@ -29,6 +31,9 @@ MAX_DOC_BYTES = 10 * 1024 * 1024
 MAX_LINE_BYTES = 3 * MAX_DOC_BYTES
 BOM = "\ufeff"
 COMPRESSIONS = (".gz", ".zst", ".bz2")
+# JSON may escape half of a UTF-16 pair ("\ud800"): Python accepts it, but no UTF-8 file,
+# shard or tokenizer can hold it, so the record is skipped where it is decoded
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class InputLimitError(OSError):
@@ -211,9 +216,33 @@ def bounded_lines(raw: IO[bytes], first: int = 1) -> Iterator[tuple[int, bytes |
                 if rest.endswith(b"\n"):
                     break
             yield lineno, n
+            lineno += 1
         else:
-            yield lineno, line
-        lineno += 1
+            for piece in split_cr(line):
+                yield lineno, piece
+                lineno += 1
+
+
+def split_cr(line: bytes) -> list[bytes]:
+    """A line read up to ``\n`` cut after each lone ``\r`` as well: universal newlines, as
+    Python reads text, so a file of old Mac line endings is many records, not one."""
+    if b"\r" not in line or (line.endswith(b"\r\n") and line.count(b"\r") == 1):
+        return [line]  # the common case: no CR, or only a final CRLF
+    pieces = line.split(b"\r")
+    out = [p + b"\r" for p in pieces[:-1]]
+    if pieces[-1] == b"\n":  # the last CR belongs to a CRLF
+        out[-1] += b"\n"
+    elif pieces[-1]:
+        out.append(pieces[-1])
+    return out
+
+
+def count_breaks(block: bytes, start: int, end: int) -> int:
+    """Line breaks in ``block[start:end]`` as ``split_cr`` counts them: each ``\n`` and each
+    ``\r`` not followed by ``\n`` (a CR that ends the range counts; the caller corrects it
+    when the next block starts with ``\n``)."""
+    part = block[start:end]
+    return part.count(b"\n") + part.count(b"\r") - part.count(b"\r\n")
 
 
 class _ZstdReader(io.RawIOBase):
@@ -244,7 +273,10 @@ class _ZstdReader(io.RawIOBase):
                 if self._obj.eof:  # the next frame of a multi-frame file
                     self._obj = self._zstd.ZstdDecompressor().decompressobj()
                 self._started = True
-                self._buf += self._obj.decompress(data)
+                try:
+                    self._buf += self._obj.decompress(data)
+                except self._zstd.ZstdError as exc:  # as gzip's BadGzipFile: an OSError
+                    raise OSError(f"not zstd data ({exc})") from None
                 data = self._obj.unused_data if self._obj.eof else b""
         n = min(len(out), len(self._buf))
         out[:n] = self._buf[:n]
@@ -269,8 +301,10 @@ def read_documents(
     for path in expand_paths(paths):
         fmt = _format_of(path)
         try:
-            if fmt in (".jsonl", ".ndjson", ".json"):
+            if fmt in (".jsonl", ".ndjson"):
                 yield from _read_jsonl(path, text_field, skips, max_bytes)
+            elif fmt == ".json":
+                yield from _read_json(path, text_field, skips, max_bytes)
             elif fmt == ".parquet":
                 yield from _read_parquet(path, text_field, skips)
             elif fmt == ".arrow":
@@ -295,6 +329,9 @@ def _accept(text: object, path: Path, line: int, skips: SkipLog, field_name: str
     if not text.strip():
         skips.add(path, line, "empty document")
         return None
+    if not text.isascii() and (bad := _SURROGATE.search(text)):
+        skips.add(path, line, f"invalid text: a lone surrogate at character {bad.start()}")
+        return None
     if len(text) > MAX_DOC_BYTES // 4 and (n := len(text.encode("utf-8"))) > MAX_DOC_BYTES:
         skips.add(path, line, f"giant document: {n:,} bytes > {MAX_DOC_BYTES:,}")
         return None
@@ -306,6 +343,32 @@ def _read_jsonl(
 ) -> Iterator[Document]:
     with _open_binary(path, max_bytes) as raw:
         yield from parse_jsonl_lines(bounded_lines(raw), path, text_field, skips)
+
+
+def _read_json(
+    path: Path, text_field: str, skips: SkipLog, max_bytes: int | None = None
+) -> Iterator[Document]:
+    """One JSON document (``steep.data.jsondoc``; records numbered from 1), or JSON lines."""
+    with _open_binary(path, max_bytes) as raw:
+        whole = is_json_document(raw, MAX_LINE_BYTES)
+    try:
+        if not whole:
+            raise NotADocument
+        with _open_binary(path, max_bytes) as raw:
+            records = json_records(raw.read(), text_field)
+    except NotADocument:
+        yield from _read_jsonl(path, text_field, skips, max_bytes)
+        return
+    except JsonRefused as exc:
+        skips.add(path, exc.line, str(exc))
+        return
+    for i, record in enumerate(records, 1):
+        if not isinstance(record, dict):
+            skips.add(path, i, f"malformed JSON: record {i} is a {type(record).__name__}")
+            continue
+        text = _accept(record.get(text_field), path, i, skips, text_field)
+        if text is not None:
+            yield Document(text, str(path), i)
 
 
 def parse_jsonl_lines(
@@ -328,6 +391,12 @@ def parse_jsonl_lines(
             continue
         except json.JSONDecodeError as exc:
             skips.add(path, lineno, f"malformed JSON: {exc.msg} at column {exc.colno}")
+            continue
+        except RecursionError:
+            skips.add(path, lineno, "malformed JSON: nested too deeply")
+            continue
+        except ValueError as exc:  # an integer past Python's digit limit
+            skips.add(path, lineno, f"malformed JSON: {exc}")
             continue
         if not isinstance(record, dict):
             skips.add(
@@ -367,7 +436,8 @@ def _read_parquet(
     first_row: int = 1,
 ) -> Iterator[Document]:
     """Rows of a parquet file (or of the row groups ``groups``), numbered from ``first_row``."""
-    import pyarrow.parquet as pq  # deferred: parquet only where a .parquet file is read
+    import pyarrow as pa  # deferred: parquet only where a .parquet file is read
+    import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(open_input(path) if is_url(path) else path)
@@ -378,13 +448,22 @@ def _read_parquet(
         skips.add(path, None, f"bad field: no column '{text_field}' (has {pf.schema_arrow.names})")
         return
     row = first_row - 1
-    chosen = list(groups) if groups is not None else None
-    for batch in pf.iter_batches(columns=[text_field], batch_size=1024, row_groups=chosen):
-        for value in batch.column(0).to_pylist():
-            row += 1
-            text = _accept(value, path, row, skips, text_field)
-            if text is not None:
-                yield Document(text, str(path), row)
+    for g in groups if groups is not None else range(pf.metadata.num_row_groups):
+        # a row group at a time, so a damaged page costs its group and no more, and the
+        # same group whatever the unit size (a unit is a run of whole groups)
+        end = row + pf.metadata.row_group(g).num_rows
+        try:
+            for batch in pf.iter_batches(columns=[text_field], batch_size=1024, row_groups=[g]):
+                for value in batch.column(0).to_pylist():
+                    row += 1
+                    text = _accept(value, path, row, skips, text_field)
+                    if text is not None:
+                        yield Document(text, str(path), row)
+        except (OSError, pa.ArrowException) as exc:  # a damaged page or column chunk
+            why = " ".join(str(exc).split())
+            lost = f"row group {g}, rows {row + 1}-{end}"
+            skips.add(path, row + 1, f"unreadable rows: {lost} ({why})")
+        row = end
 
 
 def _read_arrow(path: Path, text_field: str, skips: SkipLog) -> Iterator[Document]:

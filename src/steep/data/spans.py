@@ -21,14 +21,17 @@ from typing import Literal
 from steep.artifacts.fingerprint import file_sha256
 from steep.data.documents import (
     COMPRESSIONS,
+    MAX_LINE_BYTES,
     Document,
     SkipLog,
     _format_of,
     _read_parquet,
     bounded_lines,
+    count_breaks,
     parse_jsonl_lines,
     read_documents,
 )
+from steep.data.jsondoc import is_json_document
 from steep.data.locations import as_input, is_url, open_input
 
 UNIT_BYTES = 64 << 20  # a unit of work: long enough to amortise a task, short for balance
@@ -66,7 +69,7 @@ def plan_file(path: Path, unit_bytes: int = UNIT_BYTES, digest: bool = True) -> 
     """
     path = as_input(path)
     fmt = _format_of(path)
-    if fmt in LINE_FORMATS and not _compressed(path):
+    if fmt in LINE_FORMATS and not _compressed(path) and not _json_document(path, fmt):
         return _plan_lines(path, unit_bytes)
     sha, size = file_sha256(path) if digest else "", path.stat().st_size
     if fmt == ".parquet" and not _compressed(path):
@@ -74,28 +77,40 @@ def plan_file(path: Path, unit_bytes: int = UNIT_BYTES, digest: bool = True) -> 
     return FilePlan(sha, size, [Span(str(path), "whole", size=size)])
 
 
+def _json_document(path: Path, fmt: str | None) -> bool:
+    """A ``.json`` file that is one document is one unit (``steep.data.jsondoc``)."""
+    if fmt != ".json":
+        return False
+    with open_input(path) as f:
+        return is_json_document(f, MAX_LINE_BYTES)
+
+
 def _plan_lines(path: Path, unit_bytes: int) -> FilePlan:
-    """One pass: hash the bytes, count newlines, and cut after the first newline past each
+    """One pass: hash the bytes, count line breaks, and cut after the first newline past each
     ``unit_bytes`` boundary."""
     h = hashlib.sha256()
     spans: list[Span] = []
     start, first = 0, 1  # the current span's byte offset and first line
-    pos, lines = 0, 0  # bytes and newlines read so far
+    pos, lines = 0, 0  # bytes and line breaks (\n, or a lone \r: ``split_cr``) read so far
+    last_cr = False
     target = unit_bytes
     with open_input(path) as f:
         while block := f.read(_CHUNK):
             h.update(block)
-            at = 0  # newlines before this index of the block are counted
+            if pos and block.startswith(b"\n") and last_cr:  # a CRLF cut across blocks
+                lines -= 1
+            last_cr = block.endswith(b"\r")
+            at = 0  # line breaks before this index of the block are counted
             while target < pos + len(block):  # the next cut is due inside this block
                 i = block.find(b"\n", max(at, target - pos))
                 if i < 0:
                     break  # no newline after the target here: the cut moves to a later block
-                lines += block.count(b"\n", at, i + 1)
+                lines += count_breaks(block, at, i + 1)
                 cut = pos + i + 1  # just after the newline
                 spans.append(Span(str(path), "lines", start, cut, first, cut - start))
                 start, first, at = cut, lines + 1, i + 1
                 target = cut + unit_bytes
-            lines += block.count(b"\n", at)
+            lines += count_breaks(block, at, len(block))
             pos += len(block)
     if start < pos or not spans:
         spans.append(Span(str(path), "lines", start, None, first, pos - start))

@@ -39,7 +39,7 @@ from steep.datahub.steps.base import (
 )
 from steep.datahub.steps.drops import DONE as DROPS_DONE
 from steep.datahub.steps.drops import drop_file, load_drops
-from steep.errors import MissingInputError
+from steep.errors import DataError, MissingInputError
 
 # the example recipes of a source checkout (absent from an installed wheel)
 EXAMPLE_RECIPES = Path(__file__).resolve().parents[3] / "examples" / "recipes"
@@ -356,18 +356,32 @@ def prepare(
             funnel.append({"step": kind, "params": params, **_stats_dict(totals[kind])})
         shards = [Path(t.shard_out) for t in tasks]
 
+    documents = funnel[-1]["docs_out"] if funnel else parent.manifest["documents"]
+    if not documents:  # as ``add``: a version of nothing is refused, with the step to blame
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DataError(f"prepare {parent.ref}: {_emptied_by(funnel)}; nothing was published")
     for shard in shards:
         shutil.move(str(shard), staging / "shards" / shard.name)
     manifest = {
         "created_by": created_by or {"command": "prepare", "recipe": recipe_path, "steps": specs},
         "parent": parent.ref,
         "inputs": parent.manifest.get("inputs", []),
-        "documents": funnel[-1]["docs_out"] if funnel else parent.manifest["documents"],
+        "documents": documents,
         "bytes": out_bytes,
         "languages": dict(languages.most_common()),
         "funnel": funnel,
     }
     return catalog.publish(target, staging, manifest)
+
+
+def _emptied_by(funnel: list[dict[str, Any]]) -> str:
+    """Which step left no document, and why (its most common drop reasons)."""
+    for f in funnel:
+        if f["docs_in"] and not f["docs_out"]:
+            top = Counter(f["dropped"]).most_common(3)
+            why = ", ".join(f"{n} {reason}" for reason, n in top) or "no reason recorded"
+            return f"step '{f['step']}' dropped all {f['docs_in']} documents ({why})"
+    return "no document is left"
 
 
 def _done(task: ShardTask) -> bool:
