@@ -17,6 +17,7 @@ from steep.datahub.pipeline import load_recipe, prepare
 from steep.datahub.steps.base import Doc, Drop, read_docs
 from steep.datahub.steps.gopher import GopherRepetition
 from steep.demos.corpora import python_docs
+from steep.errors import DataError
 
 RECIPES = Path(__file__).resolve().parents[1] / "examples" / "recipes"
 INLINE = LocalExecutor(1)
@@ -81,6 +82,6 @@ def test_the_docs_recipe_keeps_documentation_the_web_recipe_destroys(tmp_path: P
     raw2 = tmp_path / "spam.jsonl"
     raw2.write_text(json.dumps({"text": spam + MANUAL}) + "\n")
     add_dataset("spam", [str(raw2)], executor=INLINE)
-    cleaned = prepare("spam@1", _steps("docs.yaml"), executor=INLINE)
-    assert cleaned.manifest["documents"] == 0
-    assert "gopher_repetition.dup_para_frac" in cleaned.manifest["funnel"][3]["dropped"]
+    # its only document dropped: prepare refuses to publish an empty version (#29 item 2)
+    with pytest.raises(DataError, match="step 'gopher_repetition' dropped all 1 documents"):
+        prepare("spam@1", _steps("docs.yaml"), executor=INLINE)
