@@ -56,6 +56,38 @@ def test_sigterm_cancels_a_run_and_every_listing_says_cancelled(
     assert records and records[0]["kind"] in ("eval", "train")
 
 
+HOLD = """
+import sys, time
+from steep.artifacts.runstatus import write_status
+from steep.train.runfolder.lock import RunLock
+lock = RunLock(sys.argv[1])
+lock.acquire()
+write_status(sys.argv[1], sys.argv[2])
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def _writer(run: Path, state: str = "running") -> subprocess.Popen:
+    """A run's writer in its own session, as the studio starts a job: it holds the run's
+    lock and wrote status.json."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(run), state],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env=env,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def test_a_run_killed_after_its_grace_is_recorded_cancelled(tmp_path: Path) -> None:
     """The studio SIGKILLs a job that outlives its grace: the run never wrote its end."""
     from steep.artifacts.runstatus import write_status
@@ -63,12 +95,70 @@ def test_a_run_killed_after_its_grace_is_recorded_cancelled(tmp_path: Path) -> N
 
     run = tmp_path / "run"
     run.mkdir()
-    write_status(run, "running")
-    _record_cancel(run)
+    job = _writer(run)  # the job's session: its process was the run's writer
+    _kill(job)
+    _record_cancel(run, job.pid)
     assert read_status(run).state == "cancelled"
     write_status(run, "done")
-    _record_cancel(run)  # a run that finished before the signal landed stays done
+    _record_cancel(run, job.pid)  # a run that finished before the signal landed stays done
     assert read_status(run).state == "done"
+
+
+def test_a_cancelled_job_that_never_held_the_lock_leaves_the_run_s_status(
+    tmp_path: Path,
+) -> None:
+    """Before (#29.10): cancelling a studio resume job that lost the run lock to a CLI
+    resume rewrote the running run's status.json to cancelled. Only the lock holder writes
+    status: another process holds it, or held it last (its run failed), or nobody ever did."""
+    from steep.studio.runner import _record_cancel
+
+    run = tmp_path / "run"
+    run.mkdir()
+    cli = _writer(run)  # the CLI resume, running
+    lost = subprocess.Popen(["sleep", "60"], start_new_session=True)  # the refused job
+    try:
+        before = (run / "status.json").read_bytes()
+        _record_cancel(run, lost.pid)
+        assert (run / "status.json").read_bytes() == before
+        _kill(cli)  # the CLI run dies, its lock freed: its last status still is not ours
+        _record_cancel(run, lost.pid)
+        assert (run / "status.json").read_bytes() == before
+        (run / ".lock").unlink()  # a run folder whose lock nobody ever took
+        _record_cancel(run, lost.pid)
+        assert (run / "status.json").read_bytes() == before
+    finally:
+        _kill(lost)
+
+
+def test_cancelling_a_studio_job_that_lost_the_lock_leaves_the_run_s_status(
+    tmp_path: Path, _steep_home: Path
+) -> None:
+    """The studio's whole cancel path: request, SIGTERM, the job's end, its record."""
+    import pytest
+
+    pytest.importorskip("fastapi", reason="studio extra not installed")
+    from steep.studio.jobs import JobQueue
+    from steep.studio.runner import Runner
+
+    run = _steep_home / "runs" / "r"
+    run.mkdir(parents=True)
+    cli = _writer(run)
+    try:
+        before = (run / "status.json").read_bytes()
+        queue = JobQueue(_steep_home)
+        job_id = queue.submit("r", "train: {}\n", run, resume=True).id
+        runner = Runner(queue, command_for=lambda job: ["sleep", "60"])  # refused, waiting
+        runner.tick()
+        assert queue.get(job_id).status == "running"
+        queue.request_cancel(job_id)
+        deadline = time.time() + 30
+        while queue.get(job_id).status == "running" and time.time() < deadline:
+            runner.tick()
+            time.sleep(0.1)
+        assert queue.get(job_id).status == "cancelled"
+        assert (run / "status.json").read_bytes() == before
+    finally:
+        _kill(cli)
 
 
 def test_a_cancel_that_lands_while_a_checkpoint_is_written_stays_a_cancel(

@@ -186,3 +186,37 @@ def test_a_budget_that_stops_ends_with_its_best_checkpoint_kept_past_keep_last(
     dcp.load({"model": want}, checkpoint_id=str(run / "checkpoints" / "step_0000004"), no_dist=True)
     assert all(torch.equal(saved[k], v) for k, v in want.items())  # model/ is step 4's
     assert json.loads((run / "status.json").read_text())["state"] == "done"
+
+
+@pytest.mark.parametrize("until", [0.75, 0.79])  # the anneal begins with step 10, or within it
+def test_a_resume_from_a_checkpoint_on_a_phase_boundary_logs_each_phase_once(
+    tmp_path, corpora, tiny_model, until
+):
+    """Before (#29.6): the phase event that began with step 10 says step 9 (the steps done
+    before it) but is written after step 10; a resume from step 9 kept it and wrote it
+    again, so the studio and trackers saw two phase starts."""
+    cfg = tiny_config(tmp_path, corpora, tiny_model, steps=12)
+    cfg["data"]["phases"] = [
+        {"name": "mix", "until_fraction": until},
+        {"name": "anneal", "weights": {"general": 0}},
+    ]
+    cfg["checkpoint"] = {"every_steps": 3, "keep_last": 10}
+    run = train(parse_config(cfg)).run_dir
+    cut = tmp_path / "cut"
+    shutil.copytree(run, cut)
+    for later in checkpoint_dirs(cut / "checkpoints")[3:]:  # keep steps 3, 6 and 9
+        shutil.rmtree(later)
+    shutil.rmtree(cut / "model")
+    resume_run(cut)
+
+    def phase_events(folder):  # the lines as written: read_events keeps one of each
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+        recs = [json.loads(line) for line in lines]
+        return [
+            {k: v for k, v in r.items() if k != "time"}
+            for r in recs
+            if r["kind"] == "event" and r["event"] == "phase"
+        ]
+
+    assert [(e["step"], e["phase"]) for e in phase_events(run)] == [(0, "mix"), (9, "anneal")]
+    assert phase_events(cut) == phase_events(run)

@@ -200,3 +200,35 @@ def test_status_json_says_what_the_run_does_before_its_first_step(
     # the step-0 eval says how far it is (#28: the demo's was silent for minutes)
     assert any(what == "evaluating the base (step 0)" and sized for _, what, sized in seen)
     assert seen[-1][0] == "done"
+
+
+def test_a_killed_adapter_save_s_folder_goes_at_the_next_start(
+    tmp_path, corpora, tiny_model, capsys
+):
+    """Before (#29.5): a SIGKILL during a LoRA run's adapter save left ``.adapter.*`` for
+    good: leftovers knew only ``.model.*``. A save killed between its two renames leaves
+    ``.adapter.old``, the last good adapter, which is put back."""
+    from steep.train.loop import resume_run
+
+    run = train(parse_config(tiny_config(tmp_path, corpora, tiny_model, steps=4))).run_dir
+    (run / ".adapter.k1ll3d").mkdir()
+    (run / ".adapter.k1ll3d" / "adapter_model.safetensors").write_bytes(b"\0" * 4096)
+    (run / ".adapter.old").mkdir()  # the previous adapter, moved aside, adapter/ missing
+    (run / ".adapter.old" / "adapter_config.json").write_text("{}")
+    capsys.readouterr()
+    resume_run(run)
+    assert "removed what a killed run left: .adapter.k1ll3d" in capsys.readouterr().out
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == [".lock"]
+    assert (run / "adapter" / "adapter_config.json").read_text() == "{}"
+
+
+def test_every_aside_folder_a_run_writes_is_a_leftover_at_its_next_start(tmp_path):
+    """The prefix each writer builds its folder under is the one leftovers clears: one
+    definition (artifacts.atomic.aside_dir), for every folder a run writes whole."""
+    from steep.artifacts.atomic import aside_dir
+    from steep.train.runfolder.leftovers import RUN_FOLDERS, clear_leftovers
+
+    assert {"model", "adapter"} <= set(RUN_FOLDERS)
+    made = sorted(aside_dir(tmp_path / name).name for name in RUN_FOLDERS)
+    assert sorted(clear_leftovers(tmp_path)) == made
+    assert not list(tmp_path.iterdir())

@@ -64,3 +64,34 @@ def test_the_lock_is_released_when_a_run_ends(tmp_path):
     again = RunLock(tmp_path)
     again.acquire()  # free once released
     again.release()
+
+
+def test_a_refused_or_sigtermed_second_writer_leaves_the_holder_s_status(
+    tmp_path, corpora, tiny_model, monkeypatch
+):
+    """#29.10: only the lock's holder writes status.json. A resume refused for the lock,
+    or SIGTERMed (the studio's cancel) while it asks for it, leaves the holder's words."""
+    from steep.artifacts.runstatus import write_status
+    from steep.train.runfolder.state import RunCancelled
+
+    run = train(parse_config(tiny_config(tmp_path, corpora, tiny_model, steps=3))).run_dir
+    proc = _hold(run)
+    try:
+        write_status(run, "running", phase={"what": "the holder's phase"})
+        before = (run / "status.json").read_bytes()
+        with pytest.raises(RunLockedError):
+            resume_run(run)
+        assert (run / "status.json").read_bytes() == before
+        refuse = RunLock.acquire
+
+        def sigterm_then_ask(self):
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler raises RunCancelled here
+            refuse(self)
+
+        monkeypatch.setattr(RunLock, "acquire", sigterm_then_ask)
+        with pytest.raises(RunCancelled):
+            resume_run(run)
+        assert (run / "status.json").read_bytes() == before
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -28,6 +28,23 @@ def write_text(path: Path, text: str) -> None:
         raise
 
 
+def aside_prefix(dest: Path) -> str:
+    """The name prefix of the hidden folders ``dest`` is built in (``aside_dir``) and moved
+    aside to (``old_aside``): the one definition that a killed writer's cleanup
+    (``train.runfolder.leftovers``) matches."""
+    return f".{Path(dest).name}."
+
+
+def old_aside(dest: Path) -> Path:
+    """Where ``replace_dir`` moves the previous ``dest`` between its two renames."""
+    return Path(dest).with_name(f"{aside_prefix(dest)}old")
+
+
+def aside_dir(dest: Path) -> Path:
+    """A new hidden sibling of ``dest`` to build it in, renamed into place when whole."""
+    return temp_dir(Path(dest).parent, aside_prefix(dest))
+
+
 def replace_dir(tmp: Path, dest: Path) -> None:
     """Put the finished folder ``tmp`` at ``dest``, replacing what was there.
 
@@ -35,7 +52,7 @@ def replace_dir(tmp: Path, dest: Path) -> None:
     between the two renames leaves it at ``.<name>.old``, not deleted.
     """
     if dest.exists():
-        old = dest.with_name(f".{dest.name}.old")
+        old = old_aside(dest)
         shutil.rmtree(old, ignore_errors=True)
         os.replace(dest, old)
         os.replace(tmp, dest)
@@ -74,7 +91,7 @@ def new_folder(dest: Path) -> Iterator[Path]:
     if dest.exists():
         raise AlreadyExistsError(f"{dest} already exists: choose a new folder")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_dir(dest.parent, f".{dest.name}.")
+    tmp = aside_dir(dest)
     try:
         yield tmp
         if dest.exists():

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from steep.artifacts.atomic import temp_dir
+from steep.artifacts.atomic import aside_dir
 from steep.errors import SteepError
 
 FORMAT = "steep-token-shard"
@@ -43,7 +43,7 @@ class ShardWriter:
     def __init__(self, out_dir: Path, tokenizer_meta: dict[str, Any], extra: dict | None = None):
         self.out_dir = Path(out_dir)
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = temp_dir(self.out_dir.parent, f".{self.out_dir.name}.")
+        self.tmp = aside_dir(self.out_dir)
         self.dtype = dtype_for_vocab(int(tokenizer_meta["vocab_size"]))
         self.tokenizer_meta = tokenizer_meta
         self.extra = extra or {}

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from steep.artifacts.atomic import replace_dir, temp_dir
+from steep.artifacts.atomic import aside_dir, replace_dir
 from steep.artifacts.fmt import change_pct, markdown_table, multiline_cell, num, signed
 from steep.artifacts.lineage import record_eval
 from steep.eval.lineage import local_dir, model_lineage
@@ -93,7 +93,7 @@ def write_report_dir(dest: Path, result: dict[str, Any]) -> Path:
     """Build eval.json, eval.md and plots/ in a hidden sibling folder, then swap it in."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_dir(dest.parent, f".{dest.name}.")
+    tmp = aside_dir(dest)
     try:
         plots = write_plots(tmp / PLOTS_DIR, result)
         doc = {**result, "files": {"markdown": MARKDOWN_FILE, "plots": plots}}

@@ -25,7 +25,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from steep.artifacts.atomic import temp_dir
+from steep.artifacts.atomic import aside_dir
 from steep.errors import SteepError
 from steep.workspace import Workspace
 
@@ -88,7 +88,7 @@ def converter_dir(home: Path) -> Path:
         return folder
     sdist = _sdist(ws.downloads, release)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_dir(folder.parent, f".{folder.name}.")
+    tmp = aside_dir(folder)
     try:
         _extract_converter(sdist, tmp)
         os.replace(tmp, folder)

@@ -24,7 +24,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from steep.artifacts.atomic import replace_dir, temp_dir, umask_permissions
+from steep.artifacts.atomic import aside_dir, replace_dir, umask_permissions
 from steep.artifacts.fingerprint import file_sha256, tokenizer_fingerprint
 from steep.artifacts.ggufmeta import GgufMetadata
 from steep.artifacts.lineage import Lineage, LineageError, lineage_text, read_lineage
@@ -290,7 +290,7 @@ def save_hf(
     if state_dict is not None:
         model = _plain_model(model.config, state_dict)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_dir(out_dir.parent, f".{out_dir.name}.")
+    tmp = aside_dir(out_dir)
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

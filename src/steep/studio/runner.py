@@ -32,6 +32,7 @@ from steep.launch import command as launch_command
 from steep.launch.slurm import SlurmOptions, run_script, write_script
 from steep.launch.slurmjob import slurm_job_command
 from steep.studio.jobs import Job, JobQueue, read_exit
+from steep.train.runfolder.lock import held_last_by
 from steep.workspace import CONFIG_FILE
 
 CANCEL_GRACE_S = 10.0  # SIGTERM first; SIGKILL the group if it is still there after this
@@ -219,8 +220,8 @@ class Runner:
             finished=time.time(),
         ):
             self._log(job, f"[steep studio] job {status}" + (f": {error}" if error else ""))
-            if status == "cancelled":
-                _record_cancel(job.run_dir)
+            if status == "cancelled" and job.pid is not None:
+                _record_cancel(job.run_dir, job.pid)
             if self.on_finish is not None:
                 try:
                     self.on_finish(self.queue.get(job.id))
@@ -264,12 +265,17 @@ class Runner:
         )
 
 
-def _record_cancel(run_dir: Path) -> None:
+def _record_cancel(run_dir: Path, session: int) -> None:
     """A run killed past its grace period never wrote its own end: say it was cancelled,
-    so the hub and ``steep`` listings agree with the job (a finished run is left alone)."""
-    status = read_status(run_dir)
-    if status is not None and status.state in ("running", "failed"):
-        write_status(run_dir, "cancelled", "cancelled from the studio")
+    so the hub and ``steep`` listings agree with the job (a finished run is left alone).
+    Only the lock's holder writes status: when the job's process (its session, ``session``)
+    never held the run's lock (a resume refused because a CLI resume holds it), the status
+    is another run's. A Slurm job's run holds it on another host: its own SIGTERM handler
+    (scancel) writes its end."""
+    with held_last_by(run_dir, session) as ours:
+        status = read_status(run_dir) if ours else None
+        if status is not None and status.state in ("running", "failed"):
+            write_status(run_dir, "cancelled", "cancelled from the studio")
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

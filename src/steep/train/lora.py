@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from steep.artifacts.atomic import replace_dir, temp_dir, umask_permissions
+from steep.artifacts.atomic import aside_dir, replace_dir, umask_permissions
 from steep.config import RunConfig
 from steep.errors import ConfigError, SteepError
 from steep.model.io import LoadedBase, load_base
@@ -219,7 +219,7 @@ def merge(
     peft_model.load_state_dict(trained, strict=False)
     keep_embeddings = config.train.lora.embeddings == "train"
     adapter_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_dir(adapter_dir.parent, f".{adapter_dir.name}.")
+    tmp = aside_dir(adapter_dir)
     try:
         peft_model.save_pretrained(tmp, save_embedding_layers=keep_embeddings)
         fresh.tokenizer.save_pretrained(tmp)

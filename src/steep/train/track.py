@@ -26,8 +26,16 @@ from steep.train.trackers import TensorBoardBackend, flat_metrics, open_trackers
 from steep.workspace import METRICS_FILE
 
 
+def _written_at(rec: dict[str, Any]) -> int:
+    """The step after which a record was written. A phase event's step is the steps done
+    before the phase began (train.mixcontrol); it is written with the phase's first train
+    record, one step later: a resume from that step drops it and its run writes it again."""
+    step = rec.get("step", 0)
+    return step + 1 if rec.get("kind") == "event" and rec.get("event") == "phase" else step
+
+
 def _truncate_after(path: Path, step: int) -> set[tuple[str, int]]:
-    """Keep only complete records with step <= ``step``; rewrite atomically.
+    """Keep only complete records written up to ``step``; rewrite atomically.
 
     Returns the (kind, step) of the records dropped: the trackers already have them.
     """
@@ -39,7 +47,7 @@ def _truncate_after(path: Path, step: int) -> set[tuple[str, int]]:
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut short by the crash
-        if rec.get("step", 0) <= step:
+        if _written_at(rec) <= step:
             kept.append(line)
         else:
             dropped.add((rec.get("kind"), rec.get("step")))

@@ -17,6 +17,8 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -47,6 +49,30 @@ def holder(run_dir: Path) -> dict[str, Any] | None:
     return None
 
 
+@contextmanager
+def held_last_by(run_dir: Path, session: int) -> Iterator[bool]:
+    """True when the folder's lock is free and was last held by a process of ``session``
+    on this host: that session's run was the folder's writer and nobody took it since. The
+    lock is held while the body runs, so no writer starts in between; False when another
+    process holds it, when nobody ever held it, or when it was held by another run."""
+    try:
+        f = open(Path(run_dir) / LOCK_FILE, encoding="utf-8")
+    except OSError:  # no lock file: nobody ever wrote the folder
+        yield False
+        return
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # its writer is running
+            yield False
+            return
+        try:
+            who = _who(f.read())
+            yield who.get("sid") == session and who.get("host") == socket.gethostname()
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 class RunLock:
     """``acquire()`` or raise ``RunLockedError`` naming the holder; ``release()`` frees."""
 
@@ -71,6 +97,7 @@ class RunLock:
             raise RunLockedError(_refusal(self.path.parent, text)) from None
         me = {
             "pid": os.getpid(),
+            "sid": os.getsid(0),  # the session: a studio job's, whose id is its pid
             "host": socket.gethostname(),
             "since": time.strftime("%Y-%m-%d %H:%M:%S"),
             "command": " ".join(sys.argv)[:500],
