@@ -114,6 +114,27 @@ def test_archive_and_delete_runs_refused_while_a_run_starts_from_their_model(
     assert c.delete("/api/runs/first", headers=CHANGE).status_code == 404
 
 
+def test_a_run_is_kept_while_a_queued_or_running_job_starts_from_its_model(
+    tmp_path, corpora, tiny_model, _steep_home
+):
+    """#29.8: before, deleting the run succeeded and the queued job then failed."""
+    first = _trained(tmp_path, corpora, tiny_model, _steep_home, "first", steps=3)
+    queue = JobQueue(_steep_home)
+    child = tiny_config(tmp_path, corpora, first / "model", steps=3)
+    job = queue.submit("child", yaml.safe_dump(child), _steep_home / "runs" / "child", 1, None)
+    c = client(_steep_home)
+    for remove in (lambda: c.delete("/api/runs/first", headers=CHANGE),
+                   lambda: c.post("/api/runs/first/archive", headers=CHANGE)):  # fmt: skip
+        refused = remove()
+        assert refused.status_code == 409
+        message = refused.json()["error"]
+        assert f"job {job.id} (child, queued) starts from its model" in message
+        assert "\n" not in message and first.is_dir()
+    queue.request_cancel(job.id)  # a queued job cancelled never starts: the run may go
+    assert c.delete("/api/runs/first", headers=CHANGE).status_code == 200
+    assert not first.exists()
+
+
 def test_the_run_page_gets_its_phase_steps_and_files(tmp_path, corpora, tiny_model, _steep_home):
     run = _trained(tmp_path, corpora, tiny_model, _steep_home, "r", steps=3)
     c = client(_steep_home)

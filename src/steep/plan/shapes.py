@@ -24,11 +24,11 @@ from typing import Any
 
 from steep.artifacts.ggufmeta import GgufMetadata
 from steep.config import ModelSection
+from steep.config.locate import ModelLoadError, resolve_base
 from steep.errors import ConfigError
 from steep.workspace import Workspace, converted_gguf_name, steep_home
 
 NON_GATED = ("gpt2", "gpt_neox", "gptj", "opt", "phi", "starcoder2", "bloom", "falcon")
-PKG_SCHEME = "pkg://"  # as steep.model.io.resolve_base: a file inside an installed package
 
 
 @dataclass(frozen=True)
@@ -142,16 +142,12 @@ def known_key(name: str) -> str | None:
 
 
 def _resolve(base: str) -> str:
-    """``pkg://PACKAGE/FILE`` -> the file inside the installed package (as model.io does)."""
-    if not base.startswith(PKG_SCHEME):
+    """``pkg://PACKAGE/FILE`` -> the file inside the installed package, as the job finds it
+    (a package not installed, or a path leaving it, stays a name and sizes nothing)."""
+    try:
+        return resolve_base(base)
+    except ModelLoadError:
         return base
-    import importlib.util  # deferred: only for a pkg:// base
-
-    package, _, rel = base.removeprefix(PKG_SCHEME).partition("/")
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return base
-    return str(Path(list(spec.submodule_search_locations)[0]) / rel)
 
 
 def _first(cfg: dict[str, Any], *keys: str) -> Any:

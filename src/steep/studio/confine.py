@@ -4,20 +4,27 @@ The CLI trusts its user with any path; the studio serves whoever holds its token
 path a New-run config names (data and eval files, the base model, the tokenizer) must lie
 inside ``STEEP_HOME`` after symlinks are resolved, a folder's files one by one (a link
 inside a workspace folder that points out of it does not pass), and URLs are refused
-(a studio job must not fetch from the studio's network). Hub ids and ``pkg://`` bases are
-names, not paths, and pass; names that become paths are checked by the config itself.
+(a studio job must not fetch from the studio's network). Each value is read as the job
+reads it (``steep.config.load``: ``~`` and ``$VAR`` expanded, ``*.gguf`` and ``./``
+values local; ``steep.config.locate``: ``pkg://`` a package's own files): a ``pkg://``
+base that stays in its package and a plain hub id (``name`` or ``org/name``) pass,
+anything else must be an absolute path in the workspace.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from steep.config.load import expand_path, looks_local
+from steep.config.locate import PKG_SCHEME, ModelLoadError, resolve_base
 from steep.data.locations import is_url
 
 MAX_FILES_CHECKED = 100_000  # a folder larger than this is refused rather than walked for ever
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")  # name or org/name
 
 
 def inside(path: Path, root: Path) -> bool:
@@ -42,16 +49,32 @@ def _escapes(path: Path, root: Path) -> Path | None:
     return None
 
 
-def _path_like(value: str) -> bool:
-    """A local path rather than a hub id (``org/name``) or a package resource."""
-    if value.startswith("pkg://"):
-        return False
-    p = Path(os.path.expanduser(value))
-    return p.is_absolute() or value.startswith((".", "~")) or p.exists()
+def _model_value(where: str, value: str, root: Path) -> str | _Refused | None:
+    """A model.base or model.tokenizer value as the job reads it: a local path to check
+    (returned), a name that reads no local file (None), or a refusal line."""
+    if value.startswith(PKG_SCHEME) and where == "model.base":
+        try:
+            resolve_base(value)  # the job's own lookup: refuses a '..' out of the package
+        except ModelLoadError as exc:
+            return _Refused(f"{where}: {value!r}: {str(exc).partition(': ')[2] or exc}")
+        return None
+    # the job's own test, against a folder with nothing in it (a job's folder is new)
+    if looks_local(value, root / ".no-such-folder") or ".." in value.split("/"):
+        return value
+    if HUB_ID.fullmatch(value):
+        return None
+    return _Refused(
+        f"{where}: {value!r} is neither a hub id (org/name) nor a path in the workspace {root}"
+    )
 
 
-def _named_paths(raw: dict[str, Any]) -> Iterator[tuple[str, Any]]:
-    """(field, value) for every path the config lets a job read."""
+class _Refused(str):
+    """A problem line standing in for a value (see _named_paths)."""
+
+
+def _named_paths(raw: dict[str, Any], root: Path) -> Iterator[tuple[str, Any]]:
+    """(field, value) for every path the config lets a job read; a model value the job
+    would read no file for is left out, one it must not use is a _Refused line."""
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
     for i, src in enumerate(data.get("sources") or []):
         if isinstance(src, dict) and isinstance(src.get("paths"), list):
@@ -62,15 +85,21 @@ def _named_paths(raw: dict[str, Any]) -> Iterator[tuple[str, Any]]:
     model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
     for key in ("base", "tokenizer"):
         value = model.get(key)
-        if isinstance(value, str) and value != "bytes" and _path_like(value):
-            yield f"model.{key}", value
+        if value is None or value == "bytes":
+            continue
+        checked = _model_value(f"model.{key}", value, root) if isinstance(value, str) else value
+        if checked is not None:
+            yield f"model.{key}", checked
 
 
 def outside_workspace(raw: dict[str, Any], home: Path) -> list[str]:
     """One line per path a studio job would read outside the workspace ``home``."""
     root = home.resolve()
     problems = []
-    for where, value in _named_paths(raw):
+    for where, value in _named_paths(raw, root):
+        if isinstance(value, _Refused):
+            problems.append(str(value))
+            continue
         if not isinstance(value, str):
             problems.append(f"{where}: {value!r} is not a path")
             continue
@@ -80,7 +109,7 @@ def outside_workspace(raw: dict[str, Any], home: Path) -> list[str]:
                 "Data Hub page (the CLI reads URLs)"
             )
             continue
-        p = Path(os.path.expanduser(value))
+        p = Path(expand_path(value))  # as the job reads it: ~ and $VARs expanded
         if not p.is_absolute():
             problems.append(f"{where}: {value!r}: give an absolute path inside {root}")
             continue

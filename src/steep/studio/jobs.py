@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from steep.config.load import expand_path
 from steep.errors import SteepError
 from steep.hub import Hub
 from steep.workspace import CONFIG_FILE, Workspace
@@ -178,6 +181,23 @@ class JobQueue:
             out.add(self._resolved[job_id])
         return out
 
+    def using(self, folder: Path) -> list[tuple[Job, str]]:
+        """(job, how) for each queued or running job that needs ``folder`` or a file in it:
+        it resumes a run there, or starts from a model or tokenizer there. Deleting such a
+        folder would make the job fail when it starts (or mid-run)."""
+        root = folder.resolve()
+        out = []
+        for job in self.jobs(ACTIVE):
+            if _within(job.run_dir, root):
+                out.append((job, "resumes it" if job.resume else "writes into it"))
+                continue
+            for key, what in (("base", "model"), ("tokenizer", "tokenizer")):
+                value = _model_value(job.config, key)
+                if value is not None and _within(Path(expand_path(value)), root):
+                    out.append((job, f"starts from its {what}"))
+                    break
+        return out
+
     def count(self, statuses: tuple[str, ...] | None = None, name: str | None = None) -> int:
         where, args = self._filter(statuses, name)
         with self._read() as db:
@@ -235,6 +255,26 @@ class JobQueue:
         ):
             self.transition(job_id, ("starting", "running"), cancel_requested=now)
         return self.get(job_id)
+
+
+def _within(path: Path, root: Path) -> bool:
+    """``path`` is ``root`` or lies in it (an absolute path, symlinks resolved)."""
+    if not path.is_absolute():
+        return False
+    real = path.resolve()
+    return real == root or root in real.parents
+
+
+def _model_value(config_yaml: str, key: str) -> str | None:
+    """``model.<key>`` of a job's stored config, or None (a config that does not parse
+    names nothing the job could start from)."""
+    try:
+        config = yaml.safe_load(config_yaml)
+    except yaml.YAMLError:
+        return None
+    model = config.get("model") if isinstance(config, dict) else None
+    value = model.get(key) if isinstance(model, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def read_exit(path: Path) -> dict[str, Any] | None:

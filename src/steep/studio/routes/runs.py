@@ -135,8 +135,10 @@ def router(studio: Studio) -> APIRouter:
 
     def _remove(name: str, archive: bool) -> JSONResponse:
         run = studio.hub_call(hub.run, name)
-        if str(Path(run["path"]).resolve()) in queue.run_dirs(ACTIVE):
-            return _refuse(409, f"run {name!r} has a job queued or running: cancel it first")
+        users = queue.using(Path(run["path"]))
+        if users:  # the job would fail when it starts, or mid-run
+            used = "; ".join(f"job {j.id} ({j.name}, {j.status}) {how}" for j, how in users)
+            return _refuse(409, f"run {name!r} is in use: {used}: cancel it first")
         try:
             moved = hub.remove_run(name, archive=archive)
         except HubError as exc:
