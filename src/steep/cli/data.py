@@ -219,7 +219,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--max-input-mb",
         type=float,
         metavar="MB",
-        help="skip a file that decompresses past this (a .gz of a few KB can hold GBs)",
+        help="skip, whole, a file that decompresses past this (default: no cap; the studio sets one)",
     )
     engine(a, units=True)
     a.set_defaults(func=cmd_add)

@@ -4,7 +4,7 @@ Ingest reads whatever was uploaded: a 300 KB ``.gz`` can hold 300 MB, and a serv
 decompresses it in its own process grows by as much (and dies with every job it watches).
 So the studio runs ``steep data add`` as a child process, as it runs training, with an
 address-space limit, and with ``--max-input-mb`` set from the upload's size, so a file
-that decompresses far past what text compresses to is skipped with its reason.
+that decompresses far past what text compresses to is skipped whole with its reason.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from steep.datahub.catalog import Catalog
 from steep.errors import SteepError
 
 MEMORY_BYTES = 2 << 30  # ingest streams; this is room for the interpreter, pyarrow, fastText
-RATIO = 20  # text compresses 3-10x; a bomb 1000x
-MIN_INPUT_BYTES = 64 << 20
+RATIO = 100  # text compresses 3-10x (zstd -19 on logs, 20x); a bomb 1000x
+MIN_INPUT_BYTES = 16 << 20  # room for a tiny upload's headers and a few documents
+MAX_INPUT_BYTES = 16 << 30  # whatever the ratio: more than the studio's machine should read
 TIMEOUT_S = 4 * 3600
 
 # the child limits itself before importing steep: preexec_fn is not safe in a threaded server
@@ -37,9 +38,12 @@ class IngestJobError(SteepError):
 
 
 def max_input_bytes(files: list[Path]) -> int:
-    """What one uploaded file may decompress to: RATIO x the largest upload, at least 64 MB."""
+    """What one uploaded file may decompress to: RATIO x the largest upload, at least
+    MIN_INPUT_BYTES and at most MAX_INPUT_BYTES. A file over it is skipped whole, with its
+    reason (``steep.data.input_caps``); the CLI caps nothing unless asked, as datatrove and
+    HF ``datasets`` do, since a user's own 20 GB .zst is data, not an attack."""
     largest = max((f.stat().st_size for f in files), default=0)
-    return max(MIN_INPUT_BYTES, RATIO * largest)
+    return min(MAX_INPUT_BYTES, max(MIN_INPUT_BYTES, RATIO * largest))
 
 
 def ingest_upload(
