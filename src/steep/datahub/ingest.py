@@ -172,7 +172,7 @@ def add_dataset(
     """
     catalog = catalog or Catalog()
     check_name(name)
-    with adding(catalog.root / name, name):  # one add per name at once (name_lock)
+    with adding(catalog.root, name):  # one add per name at once (name_lock)
         return _add(
             name,
             paths,

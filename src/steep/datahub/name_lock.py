@@ -3,9 +3,10 @@
 ``add`` makes ``NAME@1`` and refuses a name already taken; two at once both passed that
 check, then raced in one staging folder (the same input: the loser died with a
 FileNotFoundError) or published ``@1`` and ``@2`` (different input). So ``add`` holds
-``datasets/NAME/.add.lock`` from its check to its publish, and a second ``add`` of the
-name is refused at once, naming the holder. ``flock`` belongs to the open file: a killed
-``add`` holds nothing, and its rerun resumes from its staging folder.
+``datasets/.locks/NAME.add`` from its check to its publish (outside the dataset's folder:
+a refused add leaves that untouched), and a second ``add`` of the name is refused at once,
+naming the holder. ``flock`` belongs to the open file: a killed ``add`` holds nothing, and
+its rerun resumes from its staging folder.
 """
 
 from __future__ import annotations
@@ -22,15 +23,15 @@ from pathlib import Path
 
 from steep.datahub.catalog import CatalogError
 
-LOCK = ".add.lock"
+LOCKS = ".locks"
 
 
 @contextmanager
-def adding(folder: Path, name: str) -> Iterator[None]:
-    """Hold ``folder/.add.lock`` (``folder`` is the dataset's) while the body runs; raise
-    ``CatalogError`` naming the holder when another process holds it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK, "a+", encoding="utf-8") as f:
+def adding(root: Path, name: str) -> Iterator[None]:
+    """Hold ``root/.locks/NAME.add`` (``root`` is the datasets folder) while the body runs;
+    raise ``CatalogError`` naming the holder when another process holds it."""
+    (root / LOCKS).mkdir(parents=True, exist_ok=True)
+    with open(root / LOCKS / f"{name}.add", "a+", encoding="utf-8") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
