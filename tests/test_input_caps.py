@@ -15,7 +15,6 @@ import pytest
 import zstandard
 
 from steep.data.documents import SkipLog, read_documents
-from steep.studio.ingest_job import max_input_bytes
 
 LINE = json.dumps({"text": "the same sentence again and again. " * 20}).encode() + b"\n"
 INSIDE = LINE * 30_000  # ~21 MB of documents, a few KB compressed
@@ -55,18 +54,6 @@ def test_under_its_cap_a_file_is_read_whole(tmp_path: Path, name: str) -> None:
     assert not skips.skips
 
 
-def test_the_studio_cap_is_a_ratio_of_the_upload_under_an_absolute_cap(tmp_path: Path) -> None:
-    small = tmp_path / "s.gz"
-    small.write_bytes(b"x" * 300_000)  # the 295 KB bomb of the finding: 300 MB inside
-    assert max_input_bytes([small]) < 300 << 20
-    from steep.studio import ingest_job
-
-    big = tmp_path / "big.zst"
-    with open(big, "wb") as f:
-        f.truncate(ingest_job.MAX_INPUT_BYTES)  # sparse: a huge upload
-    assert max_input_bytes([big]) == ingest_job.MAX_INPUT_BYTES
-
-
 def test_a_parquet_bomb_read_in_units_is_one_skipped_record(tmp_path: Path) -> None:
     """Ingest reads a parquet file as runs of row groups: each refuses the file, the first
     says so, and the result is the same at any unit size."""
@@ -78,3 +65,20 @@ def test_a_parquet_bomb_read_in_units_is_one_skipped_record(tmp_path: Path) -> N
     skips = SkipLog()
     docs = [d for s in spans for d in read_span(s, skips, max_bytes=CAP)]
     assert docs == [] and len(skips.skips) == 1 and "too large" in skips.skips[0].reason
+
+
+def test_the_studio_caps_each_file_by_its_own_size(tmp_path: Path) -> None:
+    """A ratio of the largest upload let a bomb through beside one big plain file: each
+    file's cap is a multiple of its own size (at least a floor), under an absolute cap."""
+    from steep.data.executor import LocalExecutor
+    from steep.datahub.ingest import add_dataset
+
+    bomb = _write(tmp_path / "b.jsonl.gz")  # ~21 MB inside a few KB: over the 16 MB floor
+    plain = tmp_path / "plain.jsonl"
+    plain.write_bytes(LINE * 3000)  # ~2 MB: 100x is 200 MB
+    ds = add_dataset(
+        "mix", [str(bomb), str(plain)], langid=False, executor=LocalExecutor(1),
+        max_input_ratio=100, max_input_bytes=16 << 30,
+    )  # fmt: skip
+    assert ds.manifest["documents"] == 3000
+    assert ds.manifest["skipped"] == {"too large": 1}

@@ -4,7 +4,7 @@ Reading a bomb until the cap and skipping it then kept every document read befor
 (a 295 KB upload became 67 MB of text): so a compressed stream is first decompressed and
 counted (at most the cap, then stopped), and a parquet file's text column is measured from
 its footer. The cap is the caller's: the studio sets one per upload, the CLI none unless
-``--max-input-mb`` is given (see ``steep.studio.ingest_job``).
+``--max-input-mb`` or ``--max-input-ratio`` is given (see ``steep.studio.ingest_job``).
 """
 
 from __future__ import annotations
@@ -14,10 +14,21 @@ from pathlib import Path
 from typing import IO, Any
 
 CHUNK = 1 << 20
+FLOOR = 16 << 20  # a ratio cap's least: room for a tiny file's headers and a few documents
 
 
 class InputLimitError(OSError):
     """A file that decompresses past the limit it was read under (a decompression bomb)."""
+
+
+def file_cap(size: int, max_bytes: int | None, ratio: float | None) -> int | None:
+    """What a file of ``size`` bytes may decompress to: ``ratio`` x its own size (at least
+    ``FLOOR``; never one file's size for another's: a bomb beside a big plain file is
+    still a bomb), under ``max_bytes``; None caps nothing."""
+    if ratio is None:
+        return max_bytes
+    cap = max(FLOOR, int(ratio * size))
+    return cap if max_bytes is None else min(cap, max_bytes)
 
 
 def _message(limit: int) -> str:
