@@ -2,8 +2,8 @@
 
 Reading a bomb until the cap and skipping it then kept every document read before the cap
 (a 295 KB upload became 67 MB of text): so a compressed stream is first decompressed and
-counted (at most the cap, then stopped), and a parquet file's text column is measured from
-its footer. The cap is the caller's: the studio sets one per upload, the CLI none unless
+counted (at most the cap, then stopped), and a parquet file's text column is decoded and
+counted alike. The cap is the caller's: the studio sets one per file, the CLI none unless
 ``--max-input-mb`` or ``--max-input-ratio`` is given (see ``steep.studio.ingest_job``).
 """
 
