@@ -24,6 +24,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         unit_bytes=int(args.unit_mb * (1 << 20)),
         executor=make_executor(args.executor, args.workers, args.ray_address),
         max_input_bytes=int(args.max_input_mb * (1 << 20)) if args.max_input_mb else None,
+        max_input_ratio=args.max_input_ratio,
     )
     print(show_dataset(ds, examples=1))
     return 0
@@ -219,7 +220,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--max-input-mb",
         type=float,
         metavar="MB",
-        help="skip a file that decompresses past this (a .gz of a few KB can hold GBs)",
+        help="skip, whole, a file that decompresses past this (default: no cap; the studio sets one)",
+    )
+    a.add_argument(
+        "--max-input-ratio",
+        type=float,
+        metavar="X",
+        help="skip, whole, a file that decompresses past X times its own size (at least 16 MB)",
     )
     engine(a, units=True)
     a.set_defaults(func=cmd_add)

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO
 
+from steep.data.input_caps import InputLimitError, check_parquet, check_stream
 from steep.data.jsondoc import JsonRefused, NotADocument, is_json_document, json_records
 from steep.data.locations import as_input, is_url, open_input, remote_error
 from steep.errors import MissingInputError
@@ -34,10 +35,6 @@ COMPRESSIONS = (".gz", ".zst", ".bz2")
 # JSON may escape half of a UTF-16 pair ("\ud800"): Python accepts it, but no UTF-8 file,
 # shard or tokenizer can hold it, so the record is skipped where it is decoded
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-class InputLimitError(OSError):
-    """A file that decompresses past the limit it was read under (a decompression bomb)."""
 
 
 @dataclass
@@ -301,12 +298,14 @@ def read_documents(
     for path in expand_paths(paths):
         fmt = _format_of(path)
         try:
+            if max_bytes is not None and path.name.lower().endswith(COMPRESSIONS):
+                check_stream(path, max_bytes, _open_binary)  # skipped whole, or read whole
             if fmt in (".jsonl", ".ndjson"):
                 yield from _read_jsonl(path, text_field, skips, max_bytes)
             elif fmt == ".json":
                 yield from _read_json(path, text_field, skips, max_bytes)
             elif fmt == ".parquet":
-                yield from _read_parquet(path, text_field, skips)
+                yield from _read_parquet(path, text_field, skips, max_bytes=max_bytes)
             elif fmt == ".arrow":
                 yield from _read_arrow(path, text_field, skips)
             elif fmt in (".txt", ".md"):
@@ -434,8 +433,10 @@ def _read_parquet(
     skips: SkipLog,
     groups: range | None = None,
     first_row: int = 1,
+    max_bytes: int | None = None,
 ) -> Iterator[Document]:
-    """Rows of a parquet file (or of the row groups ``groups``), numbered from ``first_row``."""
+    """Rows of a parquet file (or of the row groups ``groups``), numbered from ``first_row``;
+    a text column over ``max_bytes`` skips the file (one record, at its first span)."""
     import pyarrow as pa  # deferred: parquet only where a .parquet file is read
     import pyarrow.parquet as pq
 
@@ -447,6 +448,13 @@ def _read_parquet(
     if text_field not in pf.schema_arrow.names:
         skips.add(path, None, f"bad field: no column '{text_field}' (has {pf.schema_arrow.names})")
         return
+    if max_bytes is not None:
+        try:
+            check_parquet(pf, text_field, max_bytes)
+        except InputLimitError as exc:
+            if groups is None or groups.start == 0:
+                skips.add(path, None, f"too large: {exc}")
+            return
     row = first_row - 1
     for g in groups if groups is not None else range(pf.metadata.num_row_groups):
         # a row group at a time, so a damaged page costs its group and no more, and the

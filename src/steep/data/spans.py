@@ -152,7 +152,7 @@ def read_span(
     try:
         if span.kind == "rows":
             groups = range(span.start, span.end if span.end is not None else span.start + 1)
-            yield from _read_parquet(path, text_field, skips, groups, span.first)
+            yield from _read_parquet(path, text_field, skips, groups, span.first, max_bytes)
             return
         with open_input(path) as f:
             f.seek(span.start)

@@ -21,10 +21,12 @@ from typing import Any
 
 from steep.data.documents import MAX_DOC_BYTES, SkipLog, expand_paths
 from steep.data.executor import Executor, LocalExecutor
+from steep.data.input_caps import file_cap
 from steep.data.locations import as_input
 from steep.data.spans import UNIT_BYTES, Span, plan_file, read_span
 from steep.datahub.catalog import Catalog, CatalogError, DatasetVersion, check_name
 from steep.datahub.exclusions import Exclusion, write_exclusions
+from steep.datahub.name_lock import adding
 from steep.datahub.steps.base import Doc, write_docs
 from steep.datahub.steps.langid import identify
 from steep.errors import DataError
@@ -159,17 +161,47 @@ def add_dataset(
     catalog: Catalog | None = None,
     executor: Executor | None = None,
     max_input_bytes: int | None = None,
+    max_input_ratio: float | None = None,
 ) -> DatasetVersion:
     """Ingest files and folders as ``name@1``; a name already taken is refused, and so is
     input that yields no document (nothing is published; the reasons are in the error).
+    One ``add`` of a name runs at a time: a second, whatever its input, is refused at once
+    naming the first (``name_lock``); a new version of a dataset is ``prepare``'s.
 
     Work runs in units of about ``unit_bytes`` of input (spans of a big file, or a whole
     small one), each into its own shard, so one huge file keeps every worker busy.
-    ``max_input_bytes`` skips a file that decompresses past it (uploads to the studio).
+    ``max_input_bytes`` skips, whole, a file that decompresses past it, and
+    ``max_input_ratio`` one past that multiple of its own size (``input_caps.file_cap``):
+    the studio sets both for uploads; the CLI neither unless asked.
     """
     catalog = catalog or Catalog()
-    executor = executor or LocalExecutor()
     check_name(name)
+    with adding(catalog.root, name):  # one add per name at once (name_lock)
+        return _add(
+            name,
+            paths,
+            text_field,
+            langid,
+            max_doc_bytes,
+            unit_bytes,
+            catalog,
+            executor or LocalExecutor(),
+            (max_input_bytes, max_input_ratio),
+        )
+
+
+def _add(
+    name: str,
+    paths: list[str],
+    text_field: str,
+    langid: bool,
+    max_doc_bytes: int,
+    unit_bytes: int,
+    catalog: Catalog,
+    executor: Executor,
+    caps: tuple[int | None, float | None],
+) -> DatasetVersion:
+    """``add_dataset``'s work, under the name's lock: the name is checked free again here."""
     if catalog.versions(name):
         raise CatalogError(
             f"dataset {name!r} exists (latest {catalog.get(name).ref}); pick another name, "
@@ -202,7 +234,7 @@ def add_dataset(
     tasks = [
         replace(
             _unit_task(staging, plan, j, text_field, max_doc_bytes, langid),
-            max_input_bytes=max_input_bytes,
+            max_input_bytes=file_cap(plan.size, *caps),
         )
         for plan in plans
         if plan.index not in dupes

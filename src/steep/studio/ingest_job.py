@@ -3,8 +3,8 @@
 Ingest reads whatever was uploaded: a 300 KB ``.gz`` can hold 300 MB, and a server that
 decompresses it in its own process grows by as much (and dies with every job it watches).
 So the studio runs ``steep data add`` as a child process, as it runs training, with an
-address-space limit, and with ``--max-input-mb`` set from the upload's size, so a file
-that decompresses far past what text compresses to is skipped with its reason.
+address-space limit, and with ``--max-input-ratio`` and ``--max-input-mb`` set, so a file
+that decompresses far past what text compresses to is skipped whole with its reason.
 """
 
 from __future__ import annotations
@@ -18,8 +18,11 @@ from steep.datahub.catalog import Catalog
 from steep.errors import SteepError
 
 MEMORY_BYTES = 2 << 30  # ingest streams; this is room for the interpreter, pyarrow, fastText
-RATIO = 20  # text compresses 3-10x; a bomb 1000x
-MIN_INPUT_BYTES = 64 << 20
+# each uploaded file may decompress to RATIO x its own size (at least 16 MB) and never past
+# MAX_INPUT_MB; a file over it is skipped whole with its reason (steep.data.input_caps). The
+# CLI caps nothing unless asked, as datatrove and HF datasets: a user's 20 GB .zst is data
+RATIO = 100  # text compresses 3-10x (zstd -19 on logs, 20x); a bomb 1000x
+MAX_INPUT_MB = 16 << 10
 TIMEOUT_S = 4 * 3600
 
 # the child limits itself before importing steep: preexec_fn is not safe in a threaded server
@@ -36,12 +39,6 @@ class IngestJobError(SteepError):
     """The upload could not become a dataset; the message is ``steep data add``'s own."""
 
 
-def max_input_bytes(files: list[Path]) -> int:
-    """What one uploaded file may decompress to: RATIO x the largest upload, at least 64 MB."""
-    largest = max((f.stat().st_size for f in files), default=0)
-    return max(MIN_INPUT_BYTES, RATIO * largest)
-
-
 def ingest_upload(
     home: Path,
     name: str,
@@ -53,10 +50,10 @@ def ingest_upload(
     timeout_s: float = TIMEOUT_S,
 ) -> str:
     """``steep data add NAME FILES`` in a child process; returns the new version's ref."""
-    limit_mb = max_input_bytes(files) / (1 << 20)
     cmd = [sys.executable, "-c", _LAUNCH, str(memory_bytes), "data", "add", name]
     cmd += [str(f) for f in files]
-    cmd += ["--text-field", text_field, "--workers", "1", "--max-input-mb", f"{limit_mb:.3f}"]
+    cmd += ["--text-field", text_field, "--workers", "1", "--max-input-mb", str(MAX_INPUT_MB)]
+    cmd += ["--max-input-ratio", str(RATIO)]
     if not langid:
         cmd.append("--no-langid")
     env = {**os.environ, "STEEP_HOME": str(home), "TQDM_DISABLE": "1"}
