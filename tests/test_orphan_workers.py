@@ -9,12 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
 
 from tests import held_datahub
 from tests.held_steep import wait_until
 
+psutil = pytest.importorskip("psutil")  # finds the pool's workers; not a steep dependency
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 pytestmark = pytest.mark.skipif(
