@@ -8,8 +8,12 @@ processes itself.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -20,6 +24,7 @@ from tqdm import tqdm
 from steep.errors import SteepError
 
 T = TypeVar("T")
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 WAIT_S = 0.5  # how often Ray results are collected
 R = TypeVar("R")
 
@@ -50,6 +55,24 @@ def _progress(tasks: Sequence[Any], desc: str, docs_of: Callable[[Any], int]) ->
     return bar, done
 
 
+def _die_with_parent(parent: int) -> None:
+    """Pool worker initializer: end this worker when the steep that started it dies.
+
+    A SIGKILLed parent (the OOM killer, a job scheduler) runs no cleanup, and its pool's
+    workers would go on writing ``.partial-*`` files, then idle forever: one per core.
+    Linux sends the signal when the thread that forked the worker ends (the pool is
+    started by the thread that iterates ``run``: the command's main thread). Elsewhere
+    there is no such signal, and this does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return  # cannot arm it (a seccomp sandbox): run as before rather than fail
+    if os.getppid() != parent:  # the parent died before prctl: no signal will come
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class LocalExecutor:
     """A process pool on this machine (``workers=1`` runs inline, handy for debugging)."""
 
@@ -71,7 +94,9 @@ class LocalExecutor:
                 for task in tasks:
                     yield done(fn(task))
                 return
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with ProcessPoolExecutor(
+                max_workers=workers, initializer=_die_with_parent, initargs=(os.getpid(),)
+            ) as pool:
                 # as_completed, not wait(FIRST_COMPLETED) in a loop: that rescans every
                 # pending future per result, quadratic in the tens of thousands of units
                 for future in as_completed([pool.submit(fn, task) for task in tasks]):
