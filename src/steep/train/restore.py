@@ -30,8 +30,9 @@ def restore(run: Run, resume: bool, allow: tuple[bool, bool] = (False, False)) -
     if run.d.is_main:
         run.tracker = Tracker(run.run_dir, resume_step=kept, config=run.config)
     if run.step == 0:  # the base model is the baseline every later eval is compared with
-        run.status.phase("evaluating the base (step 0)")
-        run.baseline = run.eval_and_log("evaluating the base (step 0)")
+        phase = "evaluating the base (step 0)"
+        run.status.phase(phase)  # at once: the first batch's progress comes seconds later
+        run.baseline = run.eval_and_log(phase)
     run.log(*run.mix.events(run.step, changed))  # a mix changed on resume: its step, what
     run.status.phase(("compiling, then " if run.config.train.compile else "") + "the first step")
 
