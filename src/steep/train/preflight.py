@@ -27,13 +27,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from steep.config.locate import resolve_base
 from steep.config.schema import RunConfig, eval_set_roles
 from steep.data.documents import expand_paths
 from steep.data.locations import is_url
 from steep.datahub.catalog import Catalog, CatalogError
 from steep.errors import ConfigError, MissingInputError, SteepError
 from steep.model.base_lr import resolve_max_lr
-from steep.model.io import resolve_base
 from steep.train.schedule import schedule_for, warmup_steps_for
 from steep.workspace import Workspace, steep_home
 
