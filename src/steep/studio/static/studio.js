@@ -73,91 +73,7 @@ const studio = (() => {
     });
   }
 
-  // --- New run ---------------------------------------------------------------------------
-
-  function newRunPage() {
-    const form = document.getElementById("run-form");
-    const sources = document.getElementById("sources");
-    const tpl = document.getElementById("source-row");
-    const launch = document.getElementById("launch");
-    let timer = null;
-    let seq = 0;
-
-    function addSource() {
-      const row = tpl.content.firstElementChild.cloneNode(true);
-      row.querySelector(".remove").addEventListener("click", () => { row.remove(); schedule(); });
-      sources.append(row);
-      schedule();
-    }
-    document.getElementById("add-source").addEventListener("click", addSource);
-    if (tpl.content.querySelector("option")) addSource();
-
-    function formData() {
-      const get = (n) => form.elements[n].value.trim();
-      const numOr = (n, dflt) => (get(n) === "" ? dflt : Number(get(n)));
-      return {
-        name: get("name") || "run",
-        base: get("base"),
-        base_max_lr: numOr("base_max_lr", null),
-        sources: Array.from(sources.querySelectorAll(".source")).map((r) => ({
-          dataset: r.querySelector("[name=dataset]").value,
-          weight: Number(r.querySelector("[name=weight]").value || 1),
-          role: r.querySelector("[name=role]").value,
-        })),
-        domain_share: numOr("domain_share", null),
-        lr_fraction: numOr("lr_fraction", 0.1),
-        steps: numOr("steps", 100),
-        global_batch_tokens: numOr("global_batch_tokens", 16384),
-        seq_len: numOr("seq_len", 512),
-        micro_batch_size: numOr("micro_batch_size", 1),
-        eval_every: numOr("eval_every", null),
-        gpus: numOr("gpus", 0),
-        cuda_visible_devices: get("cuda_visible_devices"),
-        extra_yaml: form.elements["extra_yaml"].value,
-      };
-    }
-
-    function show(res) {
-      const list = (id, items) => {
-        const ul = document.getElementById(id);
-        ul.replaceChildren(...(items || []).map((t) => el("li", {}, t)));
-      };
-      list("errors", res.errors);
-      list("warnings", res.warnings);
-      document.getElementById("resolved").textContent = res.yaml || "";
-      const s = res.summary || {};
-      document.getElementById("summary").textContent = res.ok
-        ? `ok · max LR ${Number(s.max_lr).toExponential(2)} (${s.max_lr_source}) · ` +
-          `${Number(s.tokens).toLocaleString()} training tokens · ${res.nproc} process(es), ` +
-          `${s.grad_accum} micro-batch(es) per step` + (s.plan ? ` · plan: ${s.plan}` : "")
-        : `${res.errors.length} problem(s) to fix before launch`;
-      launch.disabled = !res.ok;
-    }
-
-    async function resolve() {
-      const mine = ++seq;
-      const res = await api("POST", "/api/config/resolve", formData());
-      if (mine === seq) show(res.data);  // an older answer never overwrites a newer one
-    }
-    function schedule() { clearTimeout(timer); timer = setTimeout(resolve, 250); }
-    form.addEventListener("input", schedule);
-    form.addEventListener("change", schedule);
-
-    form.addEventListener("submit", async (ev) => {
-      ev.preventDefault();
-      launch.disabled = true;
-      const status = document.getElementById("launch-status");
-      status.textContent = "launching...";
-      const res = await api("POST", "/api/jobs", formData());
-      if (!res.ok) {
-        status.textContent = res.data.error || "not launched: fix the errors";
-        if (res.data.errors) show(res.data);
-        return;
-      }
-      location.href = `/runs/${res.data.job.id}`;
-    });
-    resolve();
-  }
+  // --- New run: static/new_run.js ------------------------------------------------------
 
   // --- Runs list -------------------------------------------------------------------------
 
@@ -496,7 +412,6 @@ const studio = (() => {
     el,
     num,
     datasetsPage: once("datasets", datasetsPage),
-    newRunPage: once("new_run", newRunPage),
     runsPage: once("runs", runsPage),
     runPage: once("run", runPage),
   };
@@ -507,7 +422,6 @@ document.addEventListener("DOMContentLoaded", () => {
   const d = document.body.dataset;
   const pages = {
     datasets: () => studio.datasetsPage(),
-    new_run: () => studio.newRunPage(),
     runs: () => studio.runsPage(),
     run: () => studio.runPage({ metricsUrl: d.metricsUrl, jobId: d.jobId ? Number(d.jobId) : null }),
   };
