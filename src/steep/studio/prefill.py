@@ -47,7 +47,7 @@ def prefill(home: Path, run: str | None, base: str | None) -> dict[str, Any] | N
     if problem or not path.is_file():
         why = problem or f"{path} not found"
         return {"form": {}, "note": "", "problems": [f"?from={run}: no such run ({why})"]}
-    config = load_yaml(path)
+    config = load_yaml(path.read_text(), str(path))
     form, problems = form_values(config if isinstance(config, dict) else {}, home)
     if base:
         form["basic"]["base"] = base

@@ -120,8 +120,7 @@
       if (!command.hidden) command.textContent = res.command || "";
       const save = document.getElementById("save-config");
       save.hidden = !res.yaml;
-      if (save.href) URL.revokeObjectURL(save.href);
-      save.href = URL.createObjectURL(new Blob([res.yaml || ""], { type: "application/yaml" }));
+      save.href = "data:application/yaml;charset=utf-8," + encodeURIComponent(res.yaml || "");
       save.download = `${(formData().name || "run")}.yaml`;
       launch.disabled = !res.ok;
     }
