@@ -126,6 +126,7 @@ def test_fields_and_rows_resolve_into_the_config(_steep_home: Path) -> None:
     assert [p["name"] for p in cfg["data"]["phases"]] == ["warm", "end"]
     assert cfg["data"]["phases"][0]["until_step"] == 5
     assert res["command"] == "CUDA_VISIBLE_DEVICES='' python -m steep train ok.yaml"
+    assert res["summary"]["estimate"].startswith("time unknown: no earlier run of this shape")
 
     form["fields"] = {"train.lora.rank": "eight", "nope.field": "1"}
     form["rows"] = {"data.phases": [{"until_fraction": "half"}]}
@@ -171,3 +172,87 @@ def test_a_new_run_starts_from_a_past_runs_config(_steep_home: Path) -> None:
     assert "no such run" in c.get("/runs/new?from=nothing-here").text
     assert _prefill(c.get("/runs/new?base=/models/x").text)["basic"] == {"base": "/models/x"}
     assert f'href="/runs/new?from={name}"' in c.get(f"/runs/r/{name}").text  # the clone link
+
+
+# --- the time a run takes ---------------------------------------------------------------------
+
+
+def _measured_run(home: Path, config: dict[str, Any], speeds: list[float]) -> None:
+    """A finished CPU run of ``config``'s shape: its config.yaml and train records."""
+    run = home / "runs" / "old-cpu-run"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    recs = [
+        {"kind": "train", "step": i + 1, "tokens_per_s": v, "mfu": None}
+        for i, v in enumerate(speeds)
+    ]
+    recs.append({"kind": "train", "step": 9, "tokens_per_s": 1e9, "mfu": 0.3})  # a GPU's step
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+
+def test_cpu_time_comes_from_runs_measured_here(
+    _steep_home: Path, tmp_path: Path, corpora, tiny_model, capsys
+) -> None:
+    """On CPU `steep plan` and the studio's estimate read one function: an earlier run
+    of the same shape's tokens/s (first step left out), labelled as measured here."""
+    from steep.cli import main
+    from steep.config import parse_config
+    from steep.plan.estimate import make_plan, resolve_device
+    from steep.plan.text import time_line
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(tmp_path, corpora, tiny_model)
+    cfg["train"]["device"] = "cpu"
+    config = parse_config(cfg)
+    plan = make_plan(config, 1, resolve_device(config, None), home=_steep_home)
+    assert plan.step_s is None and "time unknown: no earlier run of this shape" in time_line(plan)
+
+    _measured_run(
+        _steep_home, {**cfg, "train": {**cfg["train"], "device": "auto"}}, [5, 64, 64, 32]
+    )
+    plan = make_plan(config, 1, resolve_device(config, None), home=_steep_home)
+    assert plan.measured.tokens_per_s == 64 and plan.step_s == 256 / 64
+    assert "4 s a step measured on this machine (64 tokens/s, run old-cpu-run)" in time_line(plan)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["plan", str(path)]) == 0
+    assert "4 s measured on this machine (64 tokens/s, run old-cpu-run)" in capsys.readouterr().out
+
+    other = parse_config({**cfg, "data": {**cfg["data"], "seq_len": 32}})  # another shape
+    assert make_plan(other, 1, resolve_device(other, None), home=_steep_home).measured is None
+
+
+# --- eval sets from the Data Hub -----------------------------------------------------------
+
+
+def test_an_eval_set_is_picked_from_the_data_hub(_steep_home: Path, tmp_path: Path) -> None:
+    """The form's eval-set rows become data.eval_sets {NAME: {dataset: REF}} and
+    data.eval_roles; a general one is independent of the training data, so the warning
+    that shows on every run without one is gone; training reads it as a source's shards."""
+    from steep.config import parse_config
+    from steep.model.io import byte_tokenizer
+    from steep.train.inputs import run_eval_sets
+
+    c = _client(_steep_home)
+    dom, news = _dataset(c, "dom"), _dataset(c, "news")
+    form = _form(_steep_home, dom)
+    res = c.post("/api/config/resolve", json=form, headers=CHANGE).json()
+    assert any("no general eval set is independent" in w for w in res["warnings"])
+    form["eval_sets"] = [{"dataset": "news@1", "role": "general"}]
+    res = c.post("/api/config/resolve", json=form, headers=CHANGE).json()
+    assert res["ok"], res["errors"]
+    data = yaml.safe_load(res["yaml"])["data"]
+    assert data["eval_sets"] == {"news": {"dataset": "news@1"}}
+    assert data["eval_roles"] == {"news": "general"}
+    assert not any("independent" in w for w in res["warnings"])
+    form["eval_sets"] = [{"dataset": "dom@1", "role": "general"}]  # the trained dataset
+    res = c.post("/api/config/resolve", json=form, headers=CHANGE).json()
+    assert any("no general eval set is independent" in w for w in res["warnings"])
+    form["eval_sets"] = [{"dataset": "gone@3", "role": "general"}]
+    res = c.post("/api/config/resolve", json=form, headers=CHANGE).json()
+    assert any(e.startswith("config: data.eval_sets.gone.dataset: ") for e in res["errors"])
+
+    raw = yaml.safe_load(c.post("/api/config/resolve", json={**form, "eval_sets": [{"dataset": news}]}, headers=CHANGE).json()["yaml"])  # fmt: skip
+    raw["data"]["sources"][0]["heldout_fraction"] = 0  # only the eval set is evaluated
+    sets, _ = run_eval_sets(parse_config(raw), byte_tokenizer(), _steep_home)
+    assert [s.name for s in sets] == ["news"] and sets[0].tokens > 0

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from steep.config import ConfigError, dump_config, parse_config
 from steep.launch.command import shell_join
 from steep.plan.estimate import make_plan, resolve_device
-from steep.plan.text import summary_line
+from steep.plan.text import summary_line, time_line
 from steep.studio.confine import outside_workspace
 from steep.studio.runner import start_command
 from steep.studio.safe_yaml import load_studio_yaml
@@ -40,6 +40,14 @@ class SourceRow(BaseModel):
     role: Literal["domain", "general", ""] = ""
 
 
+class EvalRow(BaseModel):
+    """An extra eval set picked on the Data Hub: data.eval_sets + data.eval_roles."""
+
+    model_config = ConfigDict(extra="forbid")
+    dataset: str = Field(min_length=1)
+    role: Literal["domain", "general", ""] = "general"
+
+
 class RunForm(BaseModel):
     """What the New run page posts (JSON)."""
 
@@ -48,6 +56,7 @@ class RunForm(BaseModel):
     base: str = ""
     base_max_lr: float | None = None
     sources: list[SourceRow] = Field(default_factory=list)
+    eval_sets: list[EvalRow] = Field(default_factory=list)
     domain_share: float | None = None
     lr_fraction: float = 0.1
     steps: int = 100
@@ -134,21 +143,31 @@ def force_no_remote_code(node: Any, allowed: bool, where: str = "") -> list[str]
 def _form_config(form: RunForm) -> dict[str, Any]:
     sources = []
     seen: dict[str, int] = {}
-    for row in form.sources:
-        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", row.dataset.partition("@")[0]) or "source"
+
+    def name_of(dataset: str) -> str:  # unique among sources and eval sets
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", dataset.partition("@")[0]) or "source"
         seen[stem] = seen.get(stem, 0) + 1
-        src: dict[str, Any] = {
-            "name": stem if seen[stem] == 1 else f"{stem}-{seen[stem]}",
-            "dataset": row.dataset,
-            "weight": row.weight,
-        }
+        return stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"
+
+    for row in form.sources:
+        src: dict[str, Any] = {"name": name_of(row.dataset), "dataset": row.dataset}
+        src["weight"] = row.weight
         if row.role:
             src["role"] = row.role
         sources.append(src)
+    eval_sets: dict[str, Any] = {}
+    eval_roles: dict[str, str] = {}
+    for ev in form.eval_sets:
+        name = name_of(ev.dataset)
+        eval_sets[name] = {"dataset": ev.dataset}
+        if ev.role:
+            eval_roles[name] = ev.role
     model: dict[str, Any] = {"base": form.base or None}
     if form.base_max_lr is not None:
         model["base_max_lr"] = form.base_max_lr
     data: dict[str, Any] = {"seq_len": form.seq_len, "sources": sources}
+    if eval_sets:
+        data.update(eval_sets=eval_sets, eval_roles=eval_roles)
     if form.domain_share is not None:
         data["domain_share"] = form.domain_share
     every = form.eval_every or max(1, form.steps // 10)
@@ -299,4 +318,5 @@ def _plan(config: Any, nproc: int, summary: dict[str, Any], home: Path) -> list[
     except (ConfigError, OSError, ValueError):  # a base it cannot size: the run may start
         return []
     summary["plan"] = summary_line(plan)
+    summary["estimate"] = time_line(plan)  # `steep plan`'s words for the time
     return [f"plan: {summary['plan']}"] if plan.fits is False else []

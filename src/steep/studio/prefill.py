@@ -62,31 +62,48 @@ def form_values(config: dict[str, Any], home: Path) -> tuple[dict[str, Any], lis
     basic = {k: v for k, v in basic.items() if v is not None}
     fields, rows = take_fields(config)
     data = config.get("data") if isinstance(config.get("data"), dict) else {}
-    sources, problems = _sources(data.get("sources") or [], home)
+    catalog = Catalog(Workspace(home).datasets)
+    sources, problems = _sources(data.get("sources") or [], catalog)
     if sources is not None:
         data.pop("sources", None)
+    eval_sets = _eval_sets(data, catalog, problems)
     _drop_defaults(config, "")
     extra = yaml.safe_dump(config, sort_keys=False) if config else ""
     form = {"basic": basic, "fields": fields, "rows": rows, "sources": sources or []}
-    form["extra_yaml"] = extra
+    form.update(eval_sets=eval_sets, extra_yaml=extra)
     return form, problems
 
 
-def _sources(rows: list[Any], home: Path) -> tuple[list[dict] | None, list[str]]:
+def _known(catalog: Catalog, ref: str, where: str, problems: list[str]) -> str:
+    """``ref`` as the catalog resolves it; a dataset it lost since is a line in problems."""
+    try:
+        return catalog.get(ref).ref
+    except CatalogError as exc:
+        problems.append(f"{where}: {ref} is not in the Data Hub any more ({exc}); pick another")
+        return ref
+
+
+def _eval_sets(data: dict[str, Any], catalog: Catalog, problems: list[str]) -> list[dict]:
+    """The Data Hub eval sets as the form's rows, taken out of ``data`` with their roles."""
+    sets, roles = data.get("eval_sets") or {}, data.get("eval_roles") or {}
+    out = []
+    for name, value in list(sets.items()):
+        if isinstance(value, dict) and value.get("dataset"):
+            ref = _known(catalog, str(value["dataset"]), f"data.eval_sets.{name}", problems)
+            out.append({"dataset": ref, "role": roles.pop(name, "") or ""})
+            sets.pop(name)
+    return out
+
+
+def _sources(rows: list[Any], catalog: Catalog) -> tuple[list[dict] | None, list[str]]:
     """Data Hub sources as the form's rows, or None when one is files (they stay YAML)."""
     if not all(isinstance(r, dict) and r.get("dataset") for r in rows):
         return None, []
-    catalog = Catalog(Workspace(home).datasets)
-    out, problems = [], []
+    out: list[dict] = []
+    problems: list[str] = []
     for i, row in enumerate(rows):
-        ref = str(row["dataset"])
-        try:
-            ref = catalog.get(ref).ref
-        except CatalogError as exc:
-            problems.append(
-                f"data.sources.{i}.dataset (source {row.get('name')!r}): {ref} is not in the "
-                f"Data Hub any more ({exc}); pick another dataset"
-            )
+        where = f"data.sources.{i}.dataset (source {row.get('name')!r})"
+        ref = _known(catalog, str(row["dataset"]), where, problems)
         out.append({"dataset": ref, "weight": row.get("weight", 1), "role": row.get("role") or ""})
     return out, problems
 

@@ -16,15 +16,18 @@
     let shown = 0;     // the revision on screen
     let last = null;   // the newest answer
 
+    function pickDataset(row, ref) {  // a dataset the Data Hub lost is shown, marked
+      const pick = row.querySelector("[name=dataset]");
+      if (![...pick.options].some((o) => o.value === ref)) {
+        pick.append(el("option", { value: ref }, `${ref} (missing)`));
+      }
+      pick.value = ref;
+    }
     function addSource(values) {
       const row = tpl.content.firstElementChild.cloneNode(true);
       row.querySelector(".remove").addEventListener("click", () => { row.remove(); schedule(); });
       if (values) {
-        const pick = row.querySelector("[name=dataset]");
-        if (![...pick.options].some((o) => o.value === values.dataset)) {
-          pick.append(el("option", { value: values.dataset }, `${values.dataset} (missing)`));
-        }
-        pick.value = values.dataset;
+        pickDataset(row, values.dataset);
         row.querySelector("[name=weight]").value = values.weight ?? 1;
         row.querySelector("[name=role]").value = values.role || "";
       }
@@ -32,6 +35,19 @@
       schedule();
     }
     document.getElementById("add-source").addEventListener("click", () => addSource());
+
+    const evalSets = document.getElementById("eval-sets");
+    function addEvalSet(values) {
+      const row = document.getElementById("eval-row").content.firstElementChild.cloneNode(true);
+      row.querySelector(".remove").addEventListener("click", () => { row.remove(); schedule(); });
+      if (values) {
+        pickDataset(row, values.dataset);
+        row.querySelector("[name=role]").value = values.role ?? "general";
+      }
+      evalSets.append(row);
+      schedule();
+    }
+    document.getElementById("add-eval-set").addEventListener("click", () => addEvalSet());
 
     // --- schema fields: sections switched on and off, table rows --------------------------
     function sectionsShown() {
@@ -85,6 +101,10 @@
           weight: Number(r.querySelector("[name=weight]").value || 1),
           role: r.querySelector("[name=role]").value,
         })),
+        eval_sets: Array.from(evalSets.querySelectorAll(".eval-set")).map((r) => ({
+          dataset: r.querySelector("[name=dataset]").value,
+          role: r.querySelector("[name=role]").value,
+        })),
         domain_share: numOr("domain_share", null),
         lr_fraction: numOr("lr_fraction", 0.1),
         steps: numOr("steps", 100),
@@ -128,7 +148,6 @@
     async function resolve() {
       const mine = ++seq;
       checking.hidden = false;
-      launch.disabled = true;
       document.getElementById("resolved").classList.add("stale");
       const res = await api("POST", "/api/config/resolve", formData());
       if (mine !== seq) return;  // an older revision's answer: the newer one is on its way
@@ -141,8 +160,7 @@
     }
     function schedule() {
       seq++;  // the form changed: what is on screen is for an older revision now
-      checking.hidden = false;
-      launch.disabled = true;
+      checking.hidden = false;  // Launch stays as it was: the server checks the form it gets
       document.getElementById("resolved").classList.add("stale");
       clearTimeout(timer);
       timer = setTimeout(resolve, 250);
@@ -189,6 +207,7 @@
         if (box) { rows.forEach((r) => addRow(box, r)); box.closest("details").open = true; }
       }
       (filled.sources || []).forEach((s) => addSource(s));
+      (filled.eval_sets || []).forEach((s) => addEvalSet(s));
       if (filled.extra_yaml) {
         form.elements["extra_yaml"].value = filled.extra_yaml;
         form.elements["extra_yaml"].closest("details").open = true;
