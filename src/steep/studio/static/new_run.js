@@ -135,7 +135,7 @@
           `${s.grad_accum} micro-batch(es) per step` + (s.plan ? ` · plan: ${s.plan}` : "")
         : `${res.errors.length} problem(s) to fix before launch`;
       const estimate = document.getElementById("estimate");
-      if (estimate) estimate.textContent = s.estimate || "";
+      if (estimate) estimate.textContent = s.estimate ? `time: ${s.estimate}` : "";
       const command = document.getElementById("command");
       if (!command.hidden) command.textContent = res.command || "";
       const save = document.getElementById("save-config");
