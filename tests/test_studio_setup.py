@@ -166,6 +166,11 @@ def test_a_new_run_starts_from_a_past_runs_config(_steep_home: Path) -> None:
     assert yaml.safe_load(filled["extra_yaml"]) == {"data": {"max_epochs": 2.0}}  # no defaults
     assert "is not in the Data Hub" not in page
 
+    job = c.post("/api/jobs", json=_form(_steep_home, ref, steps=12), headers=CHANGE).json()
+    assert f'href="/runs/new?job={job["job"]["id"]}"' in c.get(f"/runs/{job['job']['id']}").text
+    filled = _prefill(c.get(f"/runs/new?job={job['job']['id']}").text)  # queued: no run folder
+    assert filled["basic"]["steps"] == 12
+
     shutil.rmtree(_steep_home / "datasets" / "dom")  # its dataset deleted since
     page = c.get(f"/runs/new?from={name}").text
     assert "data.sources.0.dataset (source &#39;dom&#39;): dom@1 is not in the Data Hub" in page

@@ -36,14 +36,17 @@ BASIC = {
 STUDIO_SET = ("run.out_dir", "train.device")  # the studio chooses these for each launch
 
 
-def prefill(home: Path, run: str | None, base: str | None) -> dict[str, Any] | None:
-    """What the page fills in: ``form`` (for the script), ``note`` and ``problems``."""
-    if run is None and not base:
+def prefill(
+    home: Path, run: str | None, base: str | None, job_config: Path | None = None
+) -> dict[str, Any] | None:
+    """What the page fills in: ``form`` (for the script), ``note`` and ``problems``.
+    ``job_config``: a studio job's config (?job=ID: one that never made its run folder)."""
+    if run is None and not base and job_config is None:
         return None
-    if run is None:
+    if run is None and job_config is None:
         return {"form": {"basic": {"base": base}}, "note": f"base: {base}", "problems": []}
-    problem = run_name_problem(run)
-    path = Workspace(home).runs / run / CONFIG_FILE
+    problem = run_name_problem(run) if run is not None else None
+    path = job_config or Workspace(home).runs / str(run) / CONFIG_FILE
     if problem or not path.is_file():
         why = problem or f"{path} not found"
         return {"form": {}, "note": "", "problems": [f"?from={run}: no such run ({why})"]}
@@ -51,7 +54,7 @@ def prefill(home: Path, run: str | None, base: str | None) -> dict[str, Any] | N
     form, problems = form_values(config if isinstance(config, dict) else {}, home)
     if base:
         form["basic"]["base"] = base
-    return {"form": form, "note": f"filled from run {run} ({path})", "problems": problems}
+    return {"form": form, "note": f"filled from {path}", "problems": problems}
 
 
 def form_values(config: dict[str, Any], home: Path) -> tuple[dict[str, Any], list[str]]:

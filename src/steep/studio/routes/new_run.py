@@ -22,18 +22,21 @@ def router(studio: Studio) -> APIRouter:
         request: Request,
         from_run: str | None = Query(None, alias="from", description="a run to start from"),
         base: str | None = Query(None, description="a base model to start from"),
+        job: int | None = Query(None, description="a studio job to start from"),
     ) -> HTMLResponse:
         bases = [{"label": f"model {m['name']}", "value": m["path"]} for m in hub.models()]
         bases.append({"label": "SmolLM2-135M (offline default, GGUF)", "value": PKG_BASE})
         return studio.page(
             request,
             "new_run.html",
-            title=f"New run from {from_run}" if from_run else "New run",
+            title=f"New run from {from_run or f'job {job}'}" if from_run or job else "New run",
             datasets=hub.datasets(),
             bases=bases,
             gpus=settings.gpus_available,
             sections=form_sections(),
-            prefill=prefill(home, from_run, base),
+            prefill=prefill(
+                home, from_run, base, studio.job_or_404(job).config_path if job else None
+            ),
         )
 
     @routes.post("/api/config/resolve")
