@@ -314,6 +314,8 @@ def take_fields(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[
         if not isinstance(node, dict) or leaf not in node:
             continue
         value = node[leaf]
+        if value is None and f.kind in ("number", "select"):  # no input shows null: YAML
+            continue
         if f.kind == "section":
             values[path] = value is not None
             if not value:
