@@ -93,6 +93,11 @@ def test_new_run_form_checks_previews_saves_and_clones(studio, browser, _steep_h
     wait.until(lambda d: "project: cpt" in d.find_element(By.ID, "resolved").text)
     resolved = browser.find_element(By.ID, "resolved").text
     assert "method: lora" in resolved and "rank: 4" in resolved
+    assert browser.find_element(By.ID, "estimate").text.startswith("time: unknown: no earlier run")
+
+    # an eval set from the Data Hub, with its role
+    browser.find_element(By.ID, "add-eval-set").click()
+    wait.until(lambda d: "dom-2: general" in d.find_element(By.ID, "resolved").text)
 
     # checks held in the browser: "checking…" while out; the older answer, last, is dropped
     browser.execute_script(HOLD)
@@ -142,4 +147,6 @@ def test_new_run_form_checks_previews_saves_and_clones(studio, browser, _steep_h
     )
     rows = browser.find_elements(By.CSS_SELECTOR, "#sources .source [name=dataset]")
     assert [Select(r).first_selected_option.get_attribute("value") for r in rows] == ["dom@1"]
+    evals = browser.find_elements(By.CSS_SELECTOR, "#eval-sets .eval-set [name=role]")
+    assert [Select(r).first_selected_option.get_attribute("value") for r in evals] == ["general"]
     wait.until(lambda d: d.find_element(By.ID, "launch").is_enabled())

@@ -60,10 +60,10 @@ def time_line(plan: Plan) -> str:
         return f"~{duration(step)} a step {rate(plan)}, {duration(plan.steps * step)} for {plan.steps:,} steps"
     if plan.device is not None and plan.device.kind == "cpu":
         return (
-            "time unknown: no earlier run of this shape on this CPU; train a few steps "
+            "unknown: no earlier run of this shape on this CPU; train a few steps "
             "(--set train.steps=5) and the plan uses their tokens/s"
         )
-    return "time unknown: give --peak-tflops (the device's peak)"
+    return "unknown: give --peak-tflops (the device's peak)"
 
 
 def render(plan: Plan) -> str:
