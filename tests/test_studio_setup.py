@@ -129,8 +129,12 @@ def test_fields_and_rows_resolve_into_the_config(_steep_home: Path) -> None:
     assert res["summary"]["estimate"].startswith("unknown: no earlier run of this shape")
 
     form["fields"] = {"train.lora.rank": "eight", "nope.field": "1"}
-    form["rows"] = {"data.phases": [{"until_fraction": "half"}]}
+    form["rows"] = {"data.phases": [{"until_fraction": "half", "weights": "{a: &x 1, b: *x}"}]}
     res = c.post("/api/config/resolve", json=form, headers=CHANGE).json()
+    assert any(
+        e.startswith("data.phases.0.weights: not valid YAML: line 1: anchors")
+        for e in res["errors"]
+    )
     assert "train.lora.rank: 'eight' is not a whole number" in res["errors"]
     assert "form: nope.field: not a field of this form" in res["errors"]
     assert "data.phases.0.until_fraction: 'half' is not a number" in res["errors"]

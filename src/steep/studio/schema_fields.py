@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from steep.config.schema import RunConfig
+from steep.studio.safe_yaml import load_studio_yaml
 
 SECTIONS: list[tuple[str, list[str]]] = [
     (
@@ -235,8 +236,8 @@ def coerce(f: FormField, raw: Any) -> Any:
         return [part.strip() for part in text.split(",") if part.strip()]
     if f.kind == "select" or f.string_only:
         return text
-    try:
-        value = yaml.safe_load(text)
+    try:  # the studio's loader: no anchors or aliases (a YAML bomb), bounded depth
+        value = load_studio_yaml(text, f.path)
     except yaml.YAMLError as exc:
         raise ValueError(f"not valid YAML: {str(exc).splitlines()[0]}") from None
     if f.kind == "yaml" and not isinstance(value, dict):
