@@ -63,7 +63,7 @@ def _value(field: Any) -> Any:
 def _kept(path: str, size: int, mtime_ns: int) -> tuple[dict[str, Any], frozenset[str], tuple]:
     """(small fields, names of long ones, tensor names) of the file at this size and mtime."""
     key = hashlib.sha256(f"{CACHE_VERSION}\0{path}\0{size}\0{mtime_ns}".encode()).hexdigest()
-    cached = Workspace.current().home / "cache" / "gguf-meta" / f"{key[:32]}.json"
+    cached = Workspace.current().gguf_meta / f"{key[:32]}.json"
     with contextlib.suppress(OSError, ValueError, KeyError):
         data = json.loads(cached.read_text())
         return data["kept"], frozenset(data["long"]), tuple(data["tensors"])
