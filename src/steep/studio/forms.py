@@ -11,6 +11,7 @@ the workspace, and ``trust_remote_code`` is forced off unless the studio was sta
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,7 +285,11 @@ def command_line(config_file: str, nproc: int, cuda_visible_devices: str | None)
     (``runner.start_command``) with the devices the studio would give it."""
     argv = start_command(config_file, nproc)
     argv[0] = "python" if argv[0] == sys.executable else argv[0]
-    env = "" if cuda_visible_devices is None else f"CUDA_VISIBLE_DEVICES={cuda_visible_devices!r} "
+    env = (
+        ""
+        if cuda_visible_devices is None
+        else f"CUDA_VISIBLE_DEVICES={shlex.quote(cuda_visible_devices)} "
+    )
     return env + shell_join(argv)
 
 
