@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
+from steep.artifacts import atomic
 from steep.artifacts.yamlload import load_yaml
 from steep.config import ConfigError
 from steep.data.executor import Executor, LocalExecutor
@@ -198,7 +199,7 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
         "languages": dict(langs),
         "steps": {name: _stats_dict(s) for name, s in stats.items()},
     }
-    Path(task.result).write_text(json.dumps(result))
+    atomic.write_text(Path(task.result), json.dumps(result))  # the done-marker: whole or absent
     return result
 
 
