@@ -5,6 +5,7 @@ with a way to delete them."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ pytest.importorskip("fastapi", reason="studio extra not installed: pip install -
 from fastapi.testclient import TestClient  # noqa: E402
 
 from steep.studio.app import Settings, create_app  # noqa: E402
+from steep.studio.prepare_job import PrepareJobs, progress_line  # noqa: E402
 
 CHANGE = {"X-Steep-Request": "1"}
 INLINE = LocalExecutor(1)
@@ -95,3 +97,21 @@ def test_unused_uploads_are_listed_and_can_be_deleted(_steep_home: Path) -> None
     assert c.delete(f"/api/uploads/{up}", headers=CHANGE).is_success
     assert f'data-upload="{up}"' not in c.get("/datasets").text
     assert c.get("/api/uploads").json() == []
+
+
+def test_a_job_shows_its_progress_and_one_that_lost_its_studio_is_stopped(
+    _steep_home: Path,
+) -> None:
+    """The state a page polls: the progress bar's last redraw while the child runs; a job
+    whose studio ended (no exit.json, no thread here) is not left 'running' forever."""
+    log = _steep_home / "log.txt"
+    log.parent.mkdir(parents=True)
+    log.write_bytes(b"exact_dedup: scanning 1 shards\nstage 1/2:   0%|\rstage 1/2:  50%| 1/2\r")
+    assert progress_line(log) == "stage 1/2:  50%| 1/2"
+    jobs = PrepareJobs(_steep_home)
+    folder = jobs.root / "0123456789ab"
+    folder.mkdir(parents=True)
+    record = {"id": folder.name, "ref": "notes@1", "name": "notes", "recipe": "web", "started": 1}
+    (folder / "job.json").write_text(json.dumps(record))
+    job = jobs.for_dataset("notes")[0]
+    assert job["status"] == "failed" and "stopped" in job["error"]
