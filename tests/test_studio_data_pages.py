@@ -43,7 +43,7 @@ def test_a_dataset_has_a_page_with_funnel_drops_and_documents(_steep_home: Path)
     texts = make_dataset(_steep_home)
     prepare("notes@1", [("exact_dedup", {})], executor=INLINE)
     c = client(_steep_home)
-    assert 'href="/datasets/notes#notes%402"' in c.get("/datasets").text  # the name is a link
+    assert 'href="/datasets/notes#notes@2"' in c.get("/datasets").text  # the name is a link
     page = c.get("/datasets/notes").text
     assert page.index('id="notes@2"') < page.index('id="notes@1"')  # newest first
     assert "exact_dedup" in page and "13" in page and "12" in page  # the funnel: in, out
@@ -84,6 +84,21 @@ def test_prepare_runs_the_command_as_a_child_job(
     assert 'id="notes@2"' in page and "with recipe <strong>docs</strong>" in page
     assert "gopher_repetition" in page  # the new version's funnel
     assert c.get("/api/prepare/ffffffffffff").status_code == 404
+
+
+def test_a_failed_prepare_is_its_one_line_error(_steep_home: Path) -> None:
+    """A recipe that keeps nothing: the job fails with the command's own one line."""
+    write_jsonl(_steep_home.parent / "short.jsonl", ["too short to keep", "also too short"])
+    add_dataset("short", [str(_steep_home.parent / "short.jsonl")], langid=False, executor=INLINE)
+    c = client(_steep_home)
+    job = c.post("/api/datasets/short/prepare", json={"recipe": "docs"}, headers=CHANGE).json()
+    deadline = time.time() + 180
+    while job["status"] == "running" and time.time() < deadline:
+        time.sleep(0.5)
+        job = c.get(f"/api/prepare/{job['id']}").json()
+    assert job["status"] == "failed" and "nothing was published" in job["error"], job
+    assert "\n" not in job["error"] and "Traceback" not in job["error"]
+    assert "nothing was published" in c.get("/datasets/short").text
 
 
 def test_unused_uploads_are_listed_and_can_be_deleted(_steep_home: Path) -> None:
