@@ -78,8 +78,8 @@ class ModelJob:
             text = self.log_path.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return []
-        # a progress bar rewrites its line with \r: its newest state is the last part
-        return [p.strip() for line in text.splitlines() for p in line.split("\r")[-1:] if p.strip()]
+        # splitlines() splits at a progress bar's \r too: each state is a line, newest last
+        return [line.strip() for line in text.splitlines() if line.strip()]
 
     def view(self) -> dict[str, Any]:
         """What the model page polls: the state, the newest progress line, the error line."""
