@@ -107,7 +107,7 @@ def test_model_page_actions_run_the_cli_commands(studio, browser, trained, _stee
     assert _error(browser).startswith("push: cannot push 't' to me/t: HF_HUB_OFFLINE is set")
 
     # generate: steep eval --prompts on the model alone, its sample shown
-    _submit(browser, "generate-form", prompt="alpha beta", max_new_tokens="4")
+    _submit(browser, "generate-form", prompt="alpha beta", max_new_tokens="4", temperature="0.8")
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#samples .sample"))
     assert browser.find_element(By.CSS_SELECTOR, "#samples .sample .hint").text == "alpha beta"
     assert _job_status(browser, "generate") == "done"

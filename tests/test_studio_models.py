@@ -198,3 +198,11 @@ def test_bad_action_input_is_refused_in_one_line(_steep_home: Path, monkeypatch)
     )
     page = c.get("/models/m").text  # the GGUF picker offers the types the CLI takes
     assert all(f'<option value="{q}">' in page for q in DIRECT + QUANTIZED)
+
+
+def test_steep_eval_refuses_a_negative_temperature(capsys) -> None:
+    """The generate box's temperature is `steep eval --temperature` (0: greedy)."""
+    assert main(["eval", "any-model", "--prompts", "p.txt", "--temperature", "-1"]) != 0
+    assert "--temperature -1: give 0 (greedy) or more" in capsys.readouterr().err
+    argv = model_actions.generate_argv("/m", 8, 0.7)
+    assert argv[:2] == ["eval", "/m"] and argv[argv.index("--temperature") + 1] == "0.7"

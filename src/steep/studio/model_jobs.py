@@ -11,6 +11,7 @@ them. One action per model at a time: a second is refused with a line naming the
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shlex
@@ -121,14 +122,15 @@ class ModelJobs:
     ) -> ModelJob:
         """Start ``steep ARGV`` for ``model``; refused while another action runs on it.
         ``files`` (name -> text) are written into the job's folder first."""
-        with self._lock:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._lock, open(self.root / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # two studios on one workspace check in turn
             busy = self.active(model)
             if busy is not None:
                 raise ModelJobError(
                     f"model {model}: {busy.action} (job {busy.id}) is still running; "
                     "wait for it to finish"
                 )
-            self.root.mkdir(parents=True, exist_ok=True)
             ids = [int(p.name) for p in self.root.iterdir() if p.name.isdigit()]
             job_id = max(ids, default=0) + 1
             folder = self.root / str(job_id)
