@@ -20,7 +20,8 @@ from steep.data.selection import slice_label
 from steep.hub.scan import eval_report_path, norm_ref, read_json
 from steep.workspace import CARD_FILE, EVAL_DIR, EVAL_JSON, LINEAGE_FILE, MANIFEST_FILE, Workspace
 
-CARD_MARK = "<!-- steep model card:"  # a README.md with this line is ours to rewrite
+CARD_MARK = "<!-- steep model card:"
+LEGEND_LINE = f"{CHANGE_LEGEND[0].upper()}{CHANGE_LEGEND[1:]}."  # under each table of changes  # a README.md with this line is ours to rewrite
 
 
 def training_change(model: dict[str, Any]) -> dict[str, Any] | None:
@@ -289,7 +290,7 @@ def _training_loss_section(lin: Lineage) -> list[str]:
         b = metrics.baseline.get(set_name)
         change = pct(rel_change(loss, b))  # "–" when the baseline is missing, 0 or not finite
         lines.append(f"| {cell(set_name)} | {num(b)} | {num(loss)} | {change} |")
-    return [*lines, "", f"{CHANGE_LEGEND[0].upper()}{CHANGE_LEGEND[1:]}."]
+    return [*lines, "", LEGEND_LINE]
 
 
 def _eval_section(ev: dict[str, Any]) -> list[str]:
@@ -315,10 +316,10 @@ def _eval_section(ev: dict[str, Any]) -> list[str]:
             f"| {cell(set_name)} | {s.get('role') or MISSING} | {num(base)} | {num(adapted)} | "
             f"{pct(rel_change(adapted, base))} |"
         )
-    lines += ["", f"{CHANGE_LEGEND[0].upper()}{CHANGE_LEGEND[1:]}."]
+    lines += ["", LEGEND_LINE]
     tasks = ev.get("tasks") or {}
     if tasks:
-        lines += ["", "| task | role | improvement |", "|---|---|---:|"]
+        lines += ["", "| task | role | improvement (> 0 is better) |", "|---|---|---:|"]
         for task, t in tasks.items():
             if isinstance(t, dict):
                 lines.append(

@@ -66,6 +66,11 @@ const modelPage = (() => {
       return body;
     }
 
+    const exportForm = document.getElementById("export-form");
+    const quant = exportForm.elements.quant;  // a GGUF's type: an HF folder keeps its weights
+    const gguf = () => { quant.disabled = exportForm.elements.format.value !== "gguf"; };
+    exportForm.elements.format.addEventListener("change", gguf);
+    gguf();
     document.getElementById("evaluate").addEventListener("click", () => start("evaluate", {}));
     for (const action of ["export", "push", "generate"]) {
       const form = document.getElementById(`${action}-form`);
