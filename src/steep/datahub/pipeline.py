@@ -26,6 +26,7 @@ from steep.config import ConfigError
 from steep.data.executor import Executor, LocalExecutor
 from steep.datahub.catalog import Catalog, DatasetRef, DatasetVersion, check_name
 from steep.datahub.exclusions import Exclusion, write_exclusions
+from steep.datahub.name_lock import preparing
 from steep.datahub.steps.base import (
     STEP_TYPES,
     CorpusStep,
@@ -311,7 +312,34 @@ def prepare(
     parent = catalog.get(DatasetRef.parse(ref))
     target = check_name(into or parent.name)
     key = hashlib.sha256(json.dumps([parent.ref, specs], sort_keys=True).encode()).hexdigest()
-    staging = catalog.staging(target, f"prepare-{key[:16]}")
+    what = f"{parent.ref} with {recipe_path or 'these steps'}"
+    with preparing(catalog.root, target, f"prepare-{key[:16]}", what):
+        staging = catalog.staging(target, f"prepare-{key[:16]}")
+        shards, funnel, languages, out_bytes = _run_stages(parent, specs, staging, executor)
+        documents = funnel[-1]["docs_out"] if funnel else parent.manifest["documents"]
+        if not documents:  # as ``add``: a version of nothing is refused, with the step to blame
+            shutil.rmtree(staging, ignore_errors=True)
+            raise DataError(f"prepare {parent.ref}: {_emptied_by(funnel)}; nothing was published")
+        for shard in shards:
+            shutil.move(str(shard), staging / "shards" / shard.name)
+        manifest = {
+            "created_by": created_by
+            or {"command": "prepare", "recipe": recipe_path, "steps": specs},
+            "parent": parent.ref,
+            "inputs": parent.manifest.get("inputs", []),
+            "documents": documents,
+            "bytes": out_bytes,
+            "languages": dict(languages.most_common()),
+            "funnel": funnel,
+        }
+        return catalog.publish(target, staging, manifest)
+
+
+def _run_stages(
+    parent: DatasetVersion, specs: list[StepSpec], staging: Path, executor: Executor
+) -> tuple[list[Path], list[dict[str, Any]], Counter[str], int]:
+    """Each stage over the shards (a killed run resumes from the shards a stage finished):
+    the last stage's shards, the funnel, the languages and the bytes kept."""
     for sub in ("shards", "exclusions", "work"):
         (staging / sub).mkdir(exist_ok=True)
 
@@ -366,22 +394,7 @@ def prepare(
             funnel.append({"step": kind, "params": params, **_stats_dict(totals[kind])})
         shards = [Path(t.shard_out) for t in tasks]
 
-    documents = funnel[-1]["docs_out"] if funnel else parent.manifest["documents"]
-    if not documents:  # as ``add``: a version of nothing is refused, with the step to blame
-        shutil.rmtree(staging, ignore_errors=True)
-        raise DataError(f"prepare {parent.ref}: {_emptied_by(funnel)}; nothing was published")
-    for shard in shards:
-        shutil.move(str(shard), staging / "shards" / shard.name)
-    manifest = {
-        "created_by": created_by or {"command": "prepare", "recipe": recipe_path, "steps": specs},
-        "parent": parent.ref,
-        "inputs": parent.manifest.get("inputs", []),
-        "documents": documents,
-        "bytes": out_bytes,
-        "languages": dict(languages.most_common()),
-        "funnel": funnel,
-    }
-    return catalog.publish(target, staging, manifest)
+    return shards, funnel, languages, out_bytes
 
 
 def _emptied_by(funnel: list[dict[str, Any]]) -> str:
