@@ -8,6 +8,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,20 @@ from steep.artifacts.runstatus import write_status  # noqa: E402
 from steep.studio.app import Settings, create_app  # noqa: E402
 from steep.studio.jobs import JobQueue  # noqa: E402
 
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+
+def _png() -> bytes:
+    """A real 1x1 PNG, so a browser shows it (a plot as the report links it)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00\xff\x00\x00")
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+PNG = _png()
 REPORT = "# steep run watched\n\n| set | change |\n|---|---:|\n| domain | -10.0% |\n\n![loss](plots/loss.png)\n"
 
 
@@ -37,6 +52,9 @@ def write_run(home: Path, name: str = "watched") -> Path:
     for step in range(1, 5):
         lines.append({"kind": "train", "step": step, "tokens": 100 * step, "loss": 3.0 - step / 10})
     lines.insert(3, {"kind": "event", "event": "phase", "step": 2, "phase": "anneal"})
+    lines.insert(4, {"kind": "event", "event": "mixture_change", "step": 3, "changed": ["w"]})
+    budget = {"action": "replay", "reason": "general +2% > 1%", "regression": 0.02}
+    lines.append({"kind": "event", "event": "forgetting_budget", "step": 4, **budget})
     lines.append(eval_record(4, 400, {"domain": 2.7, "general": 2.1}, base))
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     for step in (2, 4):
