@@ -31,6 +31,8 @@ def router(studio: Studio) -> APIRouter:
     listed: dict[tuple[Any, ...], tuple[float, bytes]] = {}
     listed_lock = threading.Lock()
 
+    routes.include_router(_file_routes(studio))
+
     def forget() -> None:
         with listed_lock:
             listed.clear()
@@ -65,34 +67,6 @@ def router(studio: Studio) -> APIRouter:
             config=yaml.safe_dump(run.get("config"), sort_keys=False),
             metrics_url=f"/api/runs/{name}/metrics",
         )
-
-    @routes.get("/runs/{job_id:int}/report", response_class=HTMLResponse)
-    def job_report(request: Request, job_id: int) -> HTMLResponse:
-        job = studio.job_or_404(job_id)
-        return _report(request, job.run_dir, f"/runs/{job.id}", f"/api/jobs/{job.id}/files/")
-
-    @routes.get("/runs/r/{name}/report", response_class=HTMLResponse)
-    def hub_run_report(request: Request, name: str) -> HTMLResponse:
-        run = studio.hub_call(hub.run, name)
-        files = f"/api/runs/{quote(name, safe='')}/files/"
-        return _report(request, Path(run["path"]), run_url(name), files)
-
-    def _report(request: Request, run_dir: Path, page: str, files: str) -> HTMLResponse:
-        """report.md as HTML, its plots loading through the run's file route."""
-        html = report_html(run_dir, files)
-        if html is None:
-            raise HTTPException(404, f"no report yet in {run_dir}: it is written when the run ends")
-        title = f"Report: {run_dir.name}"
-        return studio.page(request, "report.html", title=title, report=html, run_page=page)
-
-    @routes.get("/api/jobs/{job_id}/metrics.csv")
-    def api_job_csv(job_id: JobId) -> Response:
-        job = studio.job_or_404(job_id)
-        return _csv(job.run_dir, job.name)
-
-    @routes.get("/api/runs/{name}/metrics.csv")
-    def api_run_csv(name: str) -> Response:
-        return _csv(Path(studio.hub_call(hub.run, name)["path"]), name)
 
     @routes.get("/api/runs")
     def api_runs(
@@ -203,6 +177,41 @@ def router(studio: Studio) -> APIRouter:
 
 
 PAGE = 50  # rows per page of the Runs list
+
+
+def _file_routes(studio: Studio) -> APIRouter:
+    """A run's report as a page and its metrics as CSV, for a studio job and a hub run."""
+    routes, hub = APIRouter(), studio.hub
+
+    @routes.get("/runs/{job_id:int}/report", response_class=HTMLResponse)
+    def job_report(request: Request, job_id: int) -> HTMLResponse:
+        job = studio.job_or_404(job_id)
+        return _report(request, job.run_dir, f"/runs/{job.id}", f"/api/jobs/{job.id}/files/")
+
+    @routes.get("/runs/r/{name}/report", response_class=HTMLResponse)
+    def hub_run_report(request: Request, name: str) -> HTMLResponse:
+        run = studio.hub_call(hub.run, name)
+        files = f"/api/runs/{quote(name, safe='')}/files/"
+        return _report(request, Path(run["path"]), run_url(name), files)
+
+    def _report(request: Request, run_dir: Path, page: str, files: str) -> HTMLResponse:
+        """report.md as HTML, its plots loading through the run's file route."""
+        html = report_html(run_dir, files)
+        if html is None:
+            raise HTTPException(404, f"no report yet in {run_dir}: it is written when the run ends")
+        title = f"Report: {run_dir.name}"
+        return studio.page(request, "report.html", title=title, report=html, run_page=page)
+
+    @routes.get("/api/jobs/{job_id}/metrics.csv")
+    def api_job_csv(job_id: JobId) -> Response:
+        job = studio.job_or_404(job_id)
+        return _csv(job.run_dir, job.name)
+
+    @routes.get("/api/runs/{name}/metrics.csv")
+    def api_run_csv(name: str) -> Response:
+        return _csv(Path(studio.hub_call(hub.run, name)["path"]), name)
+
+    return routes
 
 
 def _csv(run_dir: Path, name: str) -> Response:
