@@ -89,6 +89,8 @@ def test_compare_overlays_by_role_and_lists_config_differences(studio, browser, 
         browser, 'figure[data-role="general"] .u-legend', "textContent"
     )
     assert not browser.find_elements(By.CSS_SELECTOR, 'figure[data-set="vi-man"]')
+    ticks = attr(browser, "#chart-train", "data-x-ticks").split()  # 6 steps: no 1.5
+    assert ticks and all(float(t).is_integer() for t in ticks)
     row = text_of(browser, '#config-diff tr[data-key="train.lr_fraction"]')
     assert row.split() == ["train.lr_fraction", "0.3", "0.2"]
     assert browser.find_elements(By.CSS_SELECTOR, '#config-diff tr[data-key="train.steps"]')

@@ -50,7 +50,7 @@ const compare = (() => {
       height: 240,
       scales: { x: { time: false } },
       legend: { live: true },
-      axes: [{ ...axis, label: "step" },
+      axes: [{ ...axis, ...watch.countAxis(div, "step") },  // whole steps (watch.js)
         { ...axis, size: 70, label: opts.yLabel, values: opts.tick ? (u, vals) => vals.map(opts.tick) : undefined }],
       series: [{ label: "step" }, ...labels.map((l, i) => ({
         label: l, stroke: colors[i], width: 2, spanGaps: true,

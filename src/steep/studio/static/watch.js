@@ -20,9 +20,15 @@ const watch = (() => {
   const count = (v) => (Math.abs(v) >= 1e9 ? `${+(v / 1e9).toFixed(2)}G` : Math.abs(v) >= 1e6
     ? `${+(v / 1e6).toFixed(2)}M` : Math.abs(v) >= 1e4 ? `${+(v / 1e3).toFixed(1)}k` : String(v));
 
-  // the marker lines, drawn under the series on every chart that gets them
+  // an x axis of steps or tokens: whole-number ticks, written short (the ticks shown are
+  // kept in data-x-ticks, for a look from outside)
+  function countAxis(div, label) {
+    return { label, incrs: INT_INCRS, values: (u, vals) => { div.dataset.xTicks = vals.join(" "); return vals.map(count); } };
+  }
+
+  // the marker lines, drawn last (over the grid, which would hide a line at a tick)
   function markerPlugin(get) {
-    return { hooks: { drawClear: [(u) => {
+    return { hooks: { draw: [(u) => {
       const { left, top, width, height } = u.bbox;
       const ctx = u.ctx;
       for (const m of get()) {
@@ -64,8 +70,7 @@ const watch = (() => {
             scales: { x: { time: false }, y: opts.logY ? { distr: 3 } : {} },
             legend: { live: true },
             plugins: [markerPlugin(() => markers)],
-            axes: [{ ...axis, label: opts.xLabel || "step", incrs: INT_INCRS,
-              values: (u, vals) => { div.dataset.xTicks = vals.join(" "); return vals.map(count); } },
+            axes: [{ ...axis, ...countAxis(div, opts.xLabel || "step") },
               { ...axis, size: 64, values: yFormat ? (u, vals) => vals.map(yFormat) : undefined }],
             series: [{ label: opts.xLabel || "step" }, ...labels.map((l, i) => ({
               label: l, width: 2, spanGaps: true, stroke: COLORS[i % COLORS.length],
@@ -195,5 +200,5 @@ const watch = (() => {
     });
   }
 
-  return { chart, draw, files, controls, smooth, MARKS };
+  return { chart, draw, files, controls, smooth, countAxis, MARKS };
 })();
