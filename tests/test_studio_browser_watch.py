@@ -20,6 +20,7 @@ from tests.test_studio_watch import write_run as write_watched
 
 pytest.importorskip("selenium", reason="selenium not installed: pip install -e '.[dev]'")
 
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
@@ -57,6 +58,11 @@ def test_run_page_charts_mark_events_and_change_their_view(studio, browser, runs
     }
     ticks = attr(browser, "#chart-loss", "data-x-ticks").split()
     assert ticks and all(float(t).is_integer() for t in ticks)  # steps: never 2.5
+    over = browser.find_element(By.CSS_SELECTOR, "#chart-loss .u-over")  # steps 1..4
+    at_step_2 = round(over.size["width"] / 3 - over.size["width"] / 2)
+    ActionChains(browser).move_to_element_with_offset(over, at_step_2, 0).perform()
+    wait.until(lambda d: "phase start at step 2: anneal" in attr(d, "#chart-loss", "title"))
+    assert "checkpoint at step 2" in attr(browser, "#chart-loss", "title")
     Select(browser.find_element(By.ID, "x-axis")).select_by_value("tokens")
     wait.until(lambda d: attr(d, "#chart-eval", "data-x") == "tokens")
     assert attr(browser, "#chart-loss", "data-x") == "tokens"

@@ -41,6 +41,12 @@ const watch = (() => {
         ctx.beginPath(); ctx.moveTo(px, top); ctx.lineTo(px, top + height); ctx.stroke();
         ctx.restore();
       }
+    }],
+    // the pointer on a marker line: what happened there, as the chart's tooltip
+    setCursor: [(u) => {
+      const left = u.cursor.left;
+      const near = left == null || left < 0 ? [] : get().filter((m) => Math.abs(u.valToPos(m.x, "x") - left) <= 4);
+      u.root.parentElement.title = near.map((m) => `${(MARKS[m.kind] || { label: m.kind }).label} at ${m.at}`).join("\n");
     }] } };
   }
 
@@ -115,7 +121,7 @@ const watch = (() => {
     return [
       ...evalSteps.map((step) => ({ kind: "eval", step })),
       ...(checkpoints || []).map((step) => ({ kind: "checkpoint", step })),
-      ...events.map((e) => ({ kind: e.event, step: e.step })),
+      ...events.map((e) => ({ kind: e.event, step: e.step, what: e.phase || e.reason || "" })),
     ];
   }
 
@@ -139,13 +145,14 @@ const watch = (() => {
     const xOf = (step) => (useTokens ? tokenAt.get(step) ?? null : step);
     const xLabel = useTokens ? "tokens" : "step";
     const marks = markersOf(ev.step, checkpoints, events);
-    const markers = marks.map((m) => ({ kind: m.kind, x: xOf(m.step) })).filter((m) => m.x != null);
+    const markers = marks.map((m) => ({ kind: m.kind, x: xOf(m.step), at: `step ${m.step}` + (m.what ? `: ${m.what}` : "") }))
+      .filter((m) => m.x != null);
     legend(marks);
     const tx = train.step.map(xOf), ex = ev.step.map(xOf);
     const base = { xLabel, markers };
     const fmt = (d) => (v) => (v == null ? "–" : d(v));
     if (opt.smooth > 0) {
-      charts.loss.update(tx, [train.loss, smooth(train.loss, opt.smooth)], ["train loss", `smoothed (${opt.smooth})`],
+      charts.loss.update(tx, [train.loss, smooth(train.loss, opt.smooth)], ["train loss", "smoothed"],
         undefined, { ...base, logY: opt.logY, styles: [{ stroke: "#93c5fd", width: 1 }, { stroke: COLORS[0], width: 2 }] });
     } else {
       charts.loss.update(tx, [train.loss], ["train loss"], undefined, { ...base, logY: opt.logY });
