@@ -133,3 +133,22 @@ def test_one_date_and_size_format(client: TestClient, _steep_home: Path) -> None
     write_status(run_dir, "running", phase=phase)
     watched = JobQueue(_steep_home).submit("w", "{}\n", run_dir)
     assert client.get(f"/api/jobs/{watched.id}/metrics").json()["phase_size"] == "425.8 KB"
+
+
+def test_data_hub_pages_write_sizes_and_dates_as_the_cli(_steep_home: Path) -> None:
+    """The Data Hub's sizes by fmt.data_size (decimal, as ``steep data list``), not Jinja's
+    KiB, and its dates by fmt.timestamp, as the Runs list and Compare write them."""
+    from steep.datahub.catalog import Catalog
+    from steep.studio import uploads
+    from tests.test_studio_data_pages import make_dataset
+
+    make_dataset(_steep_home)
+    manifest = Catalog().get("notes@1").manifest
+    upload = uploads.upload_dir(_steep_home, uploads.new_upload(_steep_home))
+    (upload / "big.jsonl").write_bytes(b"x" * 425_800)
+    c = TestClient(create_app(Settings(home=_steep_home, run_jobs=False)))
+    listing, page = c.get("/datasets").text, c.get("/datasets/notes").text
+    size = data_size(manifest["bytes"])
+    assert f">{size}<" in listing and f"{size} of text" in page
+    assert ">425.8 KB<" in listing and "KiB" not in listing
+    assert timestamp(manifest["created"]) in listing and timestamp(manifest["created"]) in page

@@ -53,7 +53,7 @@ const studio = (() => {
         const up = await api("POST", "/api/uploads");
         if (!up.ok) return say(up.data.error, "bad");
         for (const f of files) {
-          say(`uploading ${f.name} (${(f.size / 1024).toFixed(0)} KiB)...`);
+          say(`uploading ${f.name}...`);  // its size: the Data Hub's list, by fmt.data_size
           const put = await api("PUT", `/api/uploads/${up.data.id}/${encodeURIComponent(f.name)}`, undefined, f);
           if (!put.ok) return say(`${f.name}: ${put.data.error}`, "bad");
         }
