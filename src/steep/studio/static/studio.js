@@ -4,8 +4,6 @@
 "use strict";
 
 const studio = (() => {
-  const COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#be185d"];
-
   async function api(method, url, body, rawBody) {
     const opts = { method, headers: { "X-Steep-Request": "1" } };
     if (rawBody !== undefined) {
@@ -447,6 +445,7 @@ const studio = (() => {
     api,
     el,
     num,
+    pct,
     datasetsPage: once("datasets", datasetsPage),
     newRunPage: once("new_run", newRunPage),
     runsPage: once("runs", runsPage),

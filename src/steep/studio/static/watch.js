@@ -163,7 +163,7 @@ const watch = (() => {
     charts.ev.update(ex, names.map((n) => ev.sets[n]), names, (v, i, idx) => {
       if (v == null) return "–";
       const rel = ev.rel[names[i]][idx ?? ev.step.length - 1];
-      return `${v.toFixed(3)} (${rel == null ? "–" : (rel >= 0 ? "+" : "") + (100 * rel).toFixed(1) + "%"} vs step 0)`;
+      return `${v.toFixed(3)} (${studio.pct(rel)} vs step 0)`;
     }, { ...base, logY: opt.logY });
   }
 
