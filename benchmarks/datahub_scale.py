@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "examples" / "recipes" / "web.yaml"
+RECIPE = "web"  # the packaged recipe (src/steep/datahub/recipes/web.yaml)
 
 
 def _machine_cpu_seconds() -> float:

@@ -44,11 +44,13 @@ def test_a_wrong_path_is_one_line(
     assert err.startswith(f"steep {argv[0]}: error: ") and "Traceback" not in err
 
 
-def test_a_recipe_name_points_to_the_example_recipes(
+def test_an_unknown_recipe_is_one_line_listing_the_packaged_ones(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
+    """#30: a name that is neither a file nor a packaged recipe names the packaged ones."""
     monkeypatch.setenv(HOME_ENV, str(tmp_path / "home"))
-    assert main(["data", "prepare", "web", "--recipe", "web"]) == 2
+    monkeypatch.chdir(tmp_path)
+    assert main(["data", "prepare", "web", "--recipe", "nope"]) == 2
     err = capsys.readouterr().err
-    assert "recipe 'web' not found" in err
-    assert "did you mean --recipe " in err and "examples/recipes/web.yaml" in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "recipe 'nope' not found" in err and "(docs, web)" in err

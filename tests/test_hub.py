@@ -128,8 +128,8 @@ def test_model_card_has_lineage_and_eval_numbers(hub: Hub, ws: dict[str, Path]) 
     card = (ws["a"] / "README.md").read_text()
     head = json.loads((ws["a"] / "steep.json").read_text())["eval"]["headline"]
     assert CARD_MARK in card and card.startswith("---\nlibrary_name: transformers")
-    assert f"domain gain **{100 * head['domain_gain']:+.2f}%**" in card
-    assert f"general regression **{100 * head['general_regression']:+.2f}%**" in card
+    assert f"domain sets **{-100 * head['domain_gain']:+.2f}%**" in card  # one sign: change
+    assert f"general sets **{100 * head['general_regression']:+.2f}%**" in card
     code = json.loads((ws["a"] / "eval" / "eval.json").read_text())["sets"]["code"]
     assert f"{code['adapted']['bpb']:.4f}" in card and f"{code['base']['bpb']:.4f}" in card
     assert "dom@1" in card and "| 0.3 |" in card and "| 1,024 |" in card  # 4 x 256 tokens

@@ -188,6 +188,27 @@ def test_a_budget_that_stops_ends_with_its_best_checkpoint_kept_past_keep_last(
     assert json.loads((run / "status.json").read_text())["state"] == "done"
 
 
+def test_a_mixture_change_resumed_twice_from_its_checkpoint_is_logged_once(
+    tmp_path, corpora, tiny_model
+):
+    """Before (#29.6): the change made on resume from step 8 is written with step 9's
+    record but said step 8; killed before the next checkpoint and resumed from step 8
+    again (the config now differs from the checkpoint's mix again), it was kept and
+    written a second time."""
+    cfg = tiny_config(tmp_path, corpora, tiny_model)
+    cfg["checkpoint"] = {"every_steps": 4, "keep_last": 10}
+    run = train(parse_config(cfg)).run_dir
+    cut = _cut(run, tmp_path)  # resumes from step 8
+    resume_run(cut, overrides=["data.sources.0.weight=3"], allow_mixture_change=True)
+    again = _cut(cut, tmp_path, "again")  # as if killed before its step-12 checkpoint
+    resume_run(again, allow_mixture_change=True)
+    lines = [json.loads(x) for x in (again / "metrics.jsonl").read_text().splitlines()]
+    changes = [r for r in lines if r["kind"] == "event" and r["event"] == "mixture_change"]
+    assert [(c["step"], c["changed"]) for c in changes] == [
+        (8, ["phase 'all': 'domain' weight 1 -> 3"])
+    ]
+
+
 @pytest.mark.parametrize("until", [0.75, 0.79])  # the anneal begins with step 10, or within it
 def test_a_resume_from_a_checkpoint_on_a_phase_boundary_logs_each_phase_once(
     tmp_path, corpora, tiny_model, until

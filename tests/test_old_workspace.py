@@ -323,9 +323,10 @@ def test_model_card_renders_with_the_eval_numbers(home: Path) -> None:
     card = render_model_card(MODEL, lineage, report, home)
     assert card.startswith("---\nlibrary_name: transformers") and CARD_MARK in card
     assert f"# {MODEL}\n" in card
-    assert "domain gain **+9.86%**, general regression **-10.41%**" in card
-    assert "| code | domain | 8.0195 | 7.2289 | +9.86% |" in card
-    assert "| general | general | 8.0367 | 7.1997 | +10.41% |" in card
+    # one sign convention in the whole card: the change, negative is better
+    assert "the domain sets **-9.86%**, on the general sets **-10.41%**" in card
+    assert "| code | domain | 8.0195 | 7.2289 | -9.86% |" in card
+    assert "| general | general | 8.0367 | 7.1997 | -10.41% |" in card
     assert "| code | 5.5603 | 5.0116 | -9.87% |" in card  # held-out loss during training
     assert "| 0.3 | 0.003 | cosine | 6 | 256 | 1,536 | 64 |" in card
     manifest = home / "datasets" / "code" / "v2" / "manifest.json"

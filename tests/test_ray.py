@@ -20,7 +20,7 @@ from tests.conftest import write_jsonl
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'steep[ray]')")
 
-RECIPE = Path(__file__).resolve().parents[1] / "examples" / "recipes" / "web.yaml"
+RECIPE = "web"  # a packaged recipe, by name
 # fields that differ between two publications of the same content
 VOLATILE = {"created", "name", "argv", "parent"}
 

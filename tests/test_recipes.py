@@ -11,15 +11,17 @@ from pathlib import Path
 import pytest
 
 from steep.artifacts.yamlload import load_yaml
+from steep.cli import main
 from steep.data.executor import LocalExecutor
+from steep.datahub.catalog import Catalog
 from steep.datahub.ingest import add_dataset
-from steep.datahub.pipeline import load_recipe, prepare
+from steep.datahub.pipeline import RECIPES, load_recipe, packaged_recipes, prepare
 from steep.datahub.steps.base import Doc, Drop, read_docs
 from steep.datahub.steps.gopher import GopherRepetition
 from steep.demos.corpora import python_docs
 from steep.errors import DataError
+from tests.conftest import WORDS_B, synthetic_docs
 
-RECIPES = Path(__file__).resolve().parents[1] / "examples" / "recipes"
 INLINE = LocalExecutor(1)
 
 TABLE_ROWS = "\n".join(
@@ -85,3 +87,30 @@ def test_the_docs_recipe_keeps_documentation_the_web_recipe_destroys(tmp_path: P
     # its only document dropped: prepare refuses to publish an empty version (#29 item 2)
     with pytest.raises(DataError, match="step 'gopher_repetition' dropped all 1 documents"):
         prepare("spam@1", _steps("docs.yaml"), executor=INLINE)
+
+
+def test_the_recipes_are_packaged_and_found_by_name() -> None:
+    """#30: a pip-installed steep has its recipes: they are package data, `--recipe web`
+    finds one by name, and examples/recipes is the same folder (one copy)."""
+    assert set(packaged_recipes()) == {"web", "docs"}
+    assert all(packaged_recipes().values())  # each says which text it is for
+    assert load_recipe("web") == load_recipe(RECIPES / "web.yaml")
+    root = Path(__file__).resolve().parents[1]
+    pyproject = (root / "pyproject.toml").read_text(encoding="utf-8")
+    assert '"steep.datahub" = ["recipes/*.yaml"]' in pyproject  # in the wheel
+    assert (root / "examples" / "recipes").resolve() == RECIPES
+
+
+def test_prepare_takes_a_packaged_recipe_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """#30: `steep data prepare NAME --recipe docs` in any directory, no file needed."""
+    monkeypatch.setenv("STEEP_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    docs = synthetic_docs(WORDS_B, 6, seed=5)
+    path = tmp_path / "notes.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in docs), encoding="utf-8")
+    add_dataset("notes", [str(path)], langid=False, executor=INLINE)
+    assert main(["data", "prepare", "notes", "--recipe", "docs", "--workers", "1"]) == 0
+    made = Catalog().get("notes@2").manifest
+    assert made["created_by"]["recipe"] == "docs" and made["funnel"][0]["step"] == "normalize"

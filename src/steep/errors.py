@@ -7,6 +7,11 @@ error subclasses ``SteepError`` in the module that raises it; the ones that were
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+import shutil
+
 
 class SteepError(Exception):
     """Something the user asked for that cannot be done; the message says what and where."""
@@ -30,3 +35,38 @@ class DataError(SteepError, ValueError):
 
 class UsageError(SteepError, ValueError):
     """Command-line arguments that do not fit together."""
+
+
+# errnos of a write that no fix in steep can avoid: the user frees space or raises a quota
+OUT_OF_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_ERRNO_TEXT = re.compile(r"\[Errno (\d+)\]")
+_RUST_OS_ERROR = re.compile(r"os error (\d+)|Os \{ code: (\d+)")
+
+
+def os_error_code(exc: BaseException) -> int | None:
+    """The errno behind ``exc``: an ``OSError``'s own, or the one a Rust library
+    (safetensors, tokenizers) prints in its message."""
+    code = getattr(exc, "errno", None)
+    if isinstance(code, int):
+        return code
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list):
+        for *_, why in exc.args[0]:  # copytree's (src, dst, "[Errno 28] ...") per file
+            found = _ERRNO_TEXT.search(str(why))
+            if found:
+                return int(found.group(1))
+    rust = _RUST_OS_ERROR.search(str(exc))
+    return int(rust.group(1) or rust.group(2)) if rust else None
+
+
+def out_of_room(exc: BaseException) -> str | None:
+    """``"ENOSPC, No space left on device"`` when ``exc`` (or an error it was raised from
+    or while handling) is a full disk or quota, else None: such a failure is the
+    machine's state, not a bug, and gets one line instead of a traceback."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        code = os_error_code(exc)
+        if code in OUT_OF_ROOM:
+            return f"{errno.errorcode[code]}, {os.strerror(code)}"
+        exc = exc.__cause__ or exc.__context__
+    return None

@@ -16,6 +16,7 @@ Layout (docs/formats.md has the files inside each)::
       cache/gguf-meta/         a GGUF's small metadata fields, so checks skip its vocabulary
       demo/, downloads/        the offline demos' corpora and the packages they came from
       studio/jobs/, uploads/   the studio's job folders and upload staging
+      studio/data-jobs/        the studio's prepare jobs (output, exit.json)
       hub.sqlite               the registry over all of the above
 """
 
@@ -153,6 +154,11 @@ class Workspace:
     @property
     def studio_jobs(self) -> Path:
         return self.home / "studio" / "jobs"
+
+    @property
+    def studio_data_jobs(self) -> Path:
+        """The studio's ``steep data prepare`` jobs (studio/prepare_job.py)."""
+        return self.home / "studio" / "data-jobs"
 
     @property
     def archive(self) -> Path:

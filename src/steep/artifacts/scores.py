@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 Role = Literal["domain", "general"]
+# how every table of a change is read (model card, studio): the sign of ``rel_change``
+CHANGE_LEGEND = "change = (model - base) / base: negative is better (lower loss, bits per byte)"
 ROLES: tuple[Role, ...] = ("domain", "general")
 
 
@@ -89,3 +91,15 @@ def loss_headline(
 ) -> Headline:
     """The headline of a loss-like metric (lower is better), from its base and final values."""
     return headline({n: improvement(base.get(n), v) for n, v in final.items()}, roles)
+
+
+def role_changes(head: Mapping[str, Any] | None) -> dict[Role, float | None]:
+    """A headline of a lower-is-better metric (loss, bits per byte) as relative changes,
+    the sign every report table uses (``rel_change``: negative is better): the mean change
+    on the domain sets is ``-domain_gain``, on the general sets ``+general_regression``."""
+    head = head or {}
+    gain, regression = head.get("domain_gain"), head.get("general_regression")
+    return {
+        "domain": -gain if finite(gain) else None,
+        "general": regression if finite(regression) else None,
+    }

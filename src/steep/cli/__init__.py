@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 
-from steep.errors import SteepError
+from steep.errors import SteepError, out_of_room
 from steep.workspace import HOME_ENV, steep_home
 
 # command group -> module with add_parsers(sub); the order is the order of `steep --help`
@@ -52,6 +52,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        full = out_of_room(exc)
+        if full is None:
+            raise  # a bug: its traceback stays
+        print(f"steep {args.command}: error: {full_disk_line(exc, full)}", file=sys.stderr)
+        return 2
+
+
+def full_disk_line(exc: BaseException, why: str) -> str:
+    """A full disk or quota in one line: every writing command builds its output aside
+    and publishes it whole, so what was there before is untouched (tests/test_faults_disk.py)."""
+    where = getattr(exc, "filename", None)
+    at = f" writing {where}" if where else ""
+    return f"out of disk space{at} ({why}); nothing was changed: free space, then run it again"
 
 
 if __name__ == "__main__":

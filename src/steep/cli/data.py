@@ -241,7 +241,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     p = dsub.add_parser("prepare", help="run a recipe of steps -> a new version")
     p.add_argument("ref", metavar="NAME[@VERSION]")
-    p.add_argument("--recipe", required=True, help="recipe YAML (see examples/recipes/)")
+    p.add_argument(
+        "--recipe",
+        required=True,
+        metavar="NAME|FILE",
+        help="a packaged recipe (web: crawled pages; docs: documentation and code) or a "
+        "recipe YAML file",
+    )
     p.add_argument("--into", metavar="NAME", help="publish into another dataset name")
     engine(p)
     p.set_defaults(func=cmd_prepare)

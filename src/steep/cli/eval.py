@@ -44,6 +44,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for name, paths in tasks.items():
         if len(paths) > 1:
             raise UsageError(f"--tasks: task '{name}' given twice ({', '.join(paths)})")
+    if args.temperature < 0:
+        raise UsageError(f"--temperature {args.temperature:g}: give 0 (greedy) or more")
     both = sorted(set(args.domain) & set(args.general))
     if both:
         raise UsageError(f"marked both --domain and --general: {', '.join(both)}")
@@ -70,6 +72,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         seq_len=args.seq_len,
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
         device=args.device,
         dtype=args.dtype,
         text_field=args.text_field,
@@ -116,6 +119,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--num-fewshot", type=int, help="few-shot examples for lm_eval tasks")
     e.add_argument("--prompts", metavar="FILE", help="prompts for samples (.txt lines or .jsonl)")
     e.add_argument("--max-new-tokens", type=int, default=48, help="sample length (default 48)")
+    e.add_argument(
+        "--temperature",
+        type=float,
+        default=0.0,
+        help="sample at this temperature (default 0: greedy, the same text every run)",
+    )
     e.add_argument("--seq-len", type=int, help="window length (default: 1024 or the model's max)")
     e.add_argument("--batch-size", type=int, default=4)
     e.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda, cuda:1, ...")

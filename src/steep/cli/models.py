@@ -7,11 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from steep.artifacts.fmt import num, pct, text_table
+from steep.artifacts.fmt import num, pct, text_table, timestamp
 from steep.artifacts.lineage import parse_lineage
 from steep.data.selection import slice_label
-
-EXPORT_FORMATS = ("hf", "gguf")
 
 
 def _pct(x: Any) -> str:
@@ -19,10 +17,8 @@ def _pct(x: Any) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from steep.hub import (  # deferred: keeps `steep --help` light (no torch until a command runs)
-        Hub,
-        training_change,
-    )
+    # deferred: keeps `steep --help` light (no torch until a command runs)
+    from steep.hub import Hub, listed_change
 
     models = Hub().models()
     if args.json:
@@ -34,15 +30,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = [["NAME", "KIND", "RUN", "CREATED", "DOMAIN GAIN", "GENERAL REGR.", "PATH"]]
     from_training = False
     for m in models:
-        ev = m["eval"] or {}
-        if not ev and (ev := training_change(m) or {}):
-            from_training = True  # no steep eval yet: the run's own step-0-vs-end losses
+        ev, trained = listed_change(m)  # unknown in the eval: the run's own step-0-vs-end
+        from_training |= trained
         rows.append(
             [
                 m["name"],
                 m["kind"] or "-",
                 m["run"] or "-",
-                (m["created"] or "-")[:19],
+                timestamp(m["created"], missing="-"),
                 _pct(ev.get("domain_gain")),
                 _pct(ev.get("general_regression")),
                 m["path"],
@@ -50,7 +45,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         )
     print(text_table(rows))
     if from_training:
-        print("(no `steep eval` report yet for some models: their change is the training run's")
+        print(
+            "(no `steep eval` score yet for some models or roles: their change is the training run's"
+        )
         print(" own held-out loss, step 0 vs end; `steep eval MODEL` scores bits per byte)")
     return 0
 
@@ -113,6 +110,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     # deferred: keeps `steep --help` light (no torch until a command runs)
     from steep.errors import UsageError
     from steep.hub import Hub
+    from steep.hub.publish import EXPORT_FORMATS
 
     if args.format not in EXPORT_FORMATS:
         raise UsageError(

@@ -13,6 +13,7 @@ the whole version or nothing (plus a partial folder a rerun can resume from).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -32,6 +33,7 @@ from steep.workspace import (
 )
 
 MANIFEST = MANIFEST_FILE
+PUBLISH_TRIES = 100  # versions another process may publish while this one renames
 
 
 class CatalogError(SteepError, ValueError):
@@ -132,24 +134,37 @@ class Catalog:
         return path
 
     def publish(self, name: str, staging: Path, manifest: dict[str, Any]) -> DatasetVersion:
-        """Write the manifest and rename the staging folder to the next version number."""
-        version = self.next_version(name)
-        checked = Manifest.model_validate(
-            {
-                "name": name,
-                "version": version,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                **manifest,
-            }
-        )
+        """Write the manifest and rename the staging folder to the next version number.
+
+        Versions are appends: when another process published that number first (two
+        different prepares of one dataset at once), this one takes the number after it.
+        """
         for scratch in ("work",):
             shutil.rmtree(staging / scratch, ignore_errors=True)
-        write_json(staging / MANIFEST, checked.dump())
-        target = self.root / name / version_dir_name(version)
-        try:
-            os.rename(staging, target)  # fails if another process published v<N> first
-        except OSError as exc:
-            raise CatalogError(f"could not publish {name}@{version} at {target}: {exc}") from exc
+        for _ in range(PUBLISH_TRIES):
+            version = self.next_version(name)
+            checked = Manifest.model_validate(
+                {
+                    "name": name,
+                    "version": version,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    **manifest,
+                }
+            )
+            write_json(staging / MANIFEST, checked.dump())
+            target = self.root / name / version_dir_name(version)
+            try:
+                os.rename(staging, target)  # fails if another process published v<N> first
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not target.is_dir():
+                    raise CatalogError(
+                        f"could not publish {name}@{version} at {target}: {exc}"
+                    ) from exc
+        else:
+            raise CatalogError(
+                f"could not publish {name}: {PUBLISH_TRIES} versions taken meanwhile"
+            )
         # no call up to the hub: its sync asks this catalog on every query, so the new
         # version is listed at the next one
         return self.get(DatasetRef(name, version))

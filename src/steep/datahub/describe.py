@@ -1,12 +1,15 @@
-"""Text views of datasets for ``steep data list`` and ``steep data show``."""
+"""Views of datasets: `steep data list` and `steep data show`, and the studio's dataset page."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
 from steep.artifacts.fmt import data_size, num, text_table
+from steep.data.docshards import read_docs
 from steep.datahub.catalog import Catalog, DatasetVersion
 from steep.datahub.exclusions import read_exclusions
+
+PAGE_ROWS = 20_000  # a page reads at most this many exclusions for its examples
 
 
 def _langs(manifest: dict, top: int = 4) -> str:
@@ -71,23 +74,19 @@ def show_dataset(ds: DatasetVersion, examples: int = 2, example_chars: int = 160
     if m.get("funnel"):
         out.append("")
         out.append(funnel_table(m["funnel"]))
-    samples = exclusion_examples(ds, examples)
-    if samples:
+    drops = drop_examples(ds, examples, example_chars)
+    if drops:
         out.append("")
         out.append(
             f"examples (up to {examples} per reason; all of them in {ds.path / 'exclusions'}):"
         )
-        for (step, action, reason), rows in samples.items():
-            out.append(f"  [{step}] {action} {reason}")
-            for r in rows:
-                where = _where(r)
-                text = " ".join((r["text"] or "").split())
-                if len(text) > example_chars:
-                    text = text[:example_chars] + "..."
+        for d in drops:
+            out.append(f"  [{d['step']}] {d['action']} {d['reason']}")
+            for r in d["examples"]:
                 detail = f" ({r['detail']})" if r["detail"] else ""
-                out.append(f"    {where}{detail}")
-                if text:
-                    out.append(f"      {text}")
+                out.append(f"    {r['where']}{detail}")
+                if r["text"]:
+                    out.append(f"      {r['text']}")
     return "\n".join(out)
 
 
@@ -126,12 +125,61 @@ def exclusion_examples(
     return dict(found)
 
 
+def drop_examples(
+    ds: DatasetVersion, per_reason: int, example_chars: int = 160, max_rows: int | None = None
+) -> list[dict]:
+    """Each (step, action, reason) with up to ``per_reason`` examples, as ``steep data show``
+    prints them and the studio's dataset page lists them: where, detail, the text cut short;
+    ``count`` is how many the funnel (or ingest) says the reason took."""
+    out = []
+    for (step, action, reason), rows in exclusion_examples(ds, per_reason, max_rows).items():
+        examples = [
+            {
+                "where": _where(r),
+                "detail": r["detail"] or "",
+                "text": _short(r["text"], example_chars),
+            }
+            for r in rows
+        ]
+        out.append({"step": step, "action": action, "reason": reason,
+                    "count": _reason_count(ds.manifest, step, action, reason),
+                    "examples": examples})  # fmt: skip
+    return out
+
+
+def _reason_count(manifest: dict, step: str, action: str, reason: str) -> int | None:
+    if step == "ingest":
+        return (manifest.get("skipped") or {}).get(reason)
+    for f in manifest.get("funnel") or []:
+        if f["step"] == step:
+            return (f["dropped"] if action == "drop" else f["edited"]).get(reason)
+    return None
+
+
+def _short(text: str | None, chars: int) -> str:
+    text = " ".join((text or "").split())
+    return text[:chars] + "..." if len(text) > chars else text
+
+
+def preview(ds: DatasetVersion, n: int = 3, chars: int = 600) -> list[dict]:
+    """The first ``n`` documents of a version (id, language, text cut at ``chars``): what
+    the studio's dataset page shows of the text itself. Reads one batch, not the shards."""
+    out: list[dict] = []
+    for shard in ds.shards:
+        for doc in read_docs(shard, batch_size=max(n, 1)):
+            text = doc.text if len(doc.text) <= chars else doc.text[:chars] + "..."
+            out.append({"id": doc.id, "lang": doc.meta.get("lang"), "text": text})
+            if len(out) >= n:
+                return out
+    return out
+
+
 def skipped_at_ingest(ds: DatasetVersion, per_reason: int = 3) -> list[dict]:
     """What ``data add`` could not read, by reason: count, and examples as file:line."""
     counts = ds.manifest.get("skipped") or {}
     if not counts:
         return []
-    examples = exclusion_examples(ds, per_reason, max_rows=20_000)
+    examples = exclusion_examples(ds, per_reason, max_rows=PAGE_ROWS)
     out = []
     for reason, n in counts.items():
         rows = [r for (step, _, why), rs in examples.items() if step == "ingest" and why == reason

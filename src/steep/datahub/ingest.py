@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from steep.artifacts import atomic
 from steep.data.documents import MAX_DOC_BYTES, SkipLog, expand_paths
 from steep.data.executor import Executor, LocalExecutor
 from steep.data.input_caps import file_cap
@@ -100,7 +101,9 @@ def plan_input(task: PlanTask) -> FilePlanResult:
     except OSError as exc:
         whole = asdict(Span(task.path, "whole"))
         result = FilePlanResult(task.index, task.path, "", 0, [whole], str(exc))
-    Path(task.result).write_text(json.dumps(asdict(result)))
+    atomic.write_text(
+        Path(task.result), json.dumps(asdict(result))
+    )  # the done-marker: whole or absent
     return result
 
 
@@ -113,7 +116,7 @@ def ingest_unit(task: IngestTask) -> UnitResult:
             [Exclusion(None, "ingest", "skip", "unreadable file", task.error, task.path)],
         )
         result.skipped = {"unreadable file": 1}
-        Path(task.result).write_text(json.dumps(asdict(result)))
+        atomic.write_text(Path(task.result), json.dumps(asdict(result)))
         return result
     skips = SkipLog()
     giant: list[Exclusion] = []
@@ -146,7 +149,7 @@ def ingest_unit(task: IngestTask) -> UnitResult:
     write_exclusions(Path(task.exclusions), rows)
     result.skipped = dict(Counter(r.reason for r in rows))
     result.languages = dict(langs)
-    Path(task.result).write_text(json.dumps(asdict(result)))
+    atomic.write_text(Path(task.result), json.dumps(asdict(result)))
     return result
 
 

@@ -1,4 +1,5 @@
-"""One ``steep data add NAME`` at a time: an exclusive lock on the name while it ingests.
+"""One ``steep data add NAME`` at a time, and one run of the same ``prepare`` at a time:
+an exclusive lock held while the work runs.
 
 ``add`` makes ``NAME@1`` and refuses a name already taken; two at once both passed that
 check, then raced in one staging folder (the same input: the loser died with a
@@ -7,6 +8,11 @@ FileNotFoundError) or published ``@1`` and ``@2`` (different input). So ``add`` 
 a refused add leaves that untouched), and a second ``add`` of the name is refused at once,
 naming the holder. ``flock`` belongs to the open file: a killed ``add`` holds nothing, and
 its rerun resumes from its staging folder.
+
+``prepare`` is the same with the same parent and recipe (they share a staging folder, so
+the second is refused naming the first). Different prepares of one dataset run at once:
+versions are appends, each takes the next number when it publishes
+(``Catalog.publish``).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from steep.datahub.catalog import CatalogError
@@ -26,17 +32,31 @@ from steep.datahub.catalog import CatalogError
 LOCKS = ".locks"
 
 
-@contextmanager
-def adding(root: Path, name: str) -> Iterator[None]:
+def adding(root: Path, name: str) -> AbstractContextManager[None]:
     """Hold ``root/.locks/NAME.add`` (``root`` is the datasets folder) while the body runs;
     raise ``CatalogError`` naming the holder when another process holds it."""
-    (root / LOCKS).mkdir(parents=True, exist_ok=True)
-    with open(root / LOCKS / f"{name}.add", "a+", encoding="utf-8") as f:
+    then = f"`steep data prepare {name}` for a new version (a killed add holds nothing)"
+    return _holding(root / LOCKS / f"{name}.add", f"dataset {name!r} is being added", then)
+
+
+def preparing(root: Path, name: str, key: str, what: str) -> AbstractContextManager[None]:
+    """Hold the lock of one prepare (``key``: its staging folder's) into dataset ``name``."""
+    return _holding(
+        root / LOCKS / f"{name}.{key}",
+        f"the same prepare ({what}) is running",
+        "rerun it to find its result (a killed prepare holds nothing; its rerun resumes)",
+    )
+
+
+@contextmanager
+def _holding(path: Path, busy: str, then: str) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
-            raise CatalogError(_refusal(name, f.read())) from None
+            raise CatalogError(_refusal(busy, then, f.read())) from None
         try:
             f.seek(0)
             f.truncate()
@@ -53,7 +73,7 @@ def adding(root: Path, name: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _refusal(name: str, text: str) -> str:
+def _refusal(busy: str, then: str, text: str) -> str:
     try:
         who = json.loads(text or "{}")
     except ValueError:
@@ -61,7 +81,4 @@ def _refusal(name: str, text: str) -> str:
     who = who if isinstance(who, dict) else {}
     by = f"pid {who.get('pid', '?')} on {who.get('host', '?')}"
     since = f" since {who['since']}" if who.get("since") else ""
-    return (
-        f"dataset {name!r} is being added by {by}{since}: wait for it to end, then "
-        f"`steep data prepare {name}` for a new version (a killed add holds nothing)"
-    )
+    return f"{busy} by {by}{since}: wait for it to end, then {then}"

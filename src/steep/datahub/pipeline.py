@@ -20,11 +20,13 @@ from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
+from steep.artifacts import atomic
 from steep.artifacts.yamlload import load_yaml
 from steep.config import ConfigError
 from steep.data.executor import Executor, LocalExecutor
 from steep.datahub.catalog import Catalog, DatasetRef, DatasetVersion, check_name
 from steep.datahub.exclusions import Exclusion, write_exclusions
+from steep.datahub.name_lock import preparing
 from steep.datahub.steps.base import (
     STEP_TYPES,
     CorpusStep,
@@ -41,8 +43,8 @@ from steep.datahub.steps.drops import DONE as DROPS_DONE
 from steep.datahub.steps.drops import drop_file, load_drops
 from steep.errors import DataError, MissingInputError
 
-# the example recipes of a source checkout (absent from an installed wheel)
-EXAMPLE_RECIPES = Path(__file__).resolve().parents[3] / "examples" / "recipes"
+# the recipes shipped in the package (package data): `--recipe web` in any install
+RECIPES = Path(__file__).resolve().parent / "recipes"
 # modules whose import registers steps: every family in datahub/steps/, and the classifier's
 STEP_MODULES = ("steep.datahub.steps", "steep.datahub.classify")
 
@@ -86,30 +88,39 @@ def parse_recipe(data: Any, where: str = "recipe") -> list[StepSpec]:
     return specs
 
 
-def load_recipe(path: str | Path) -> list[StepSpec]:
-    """The steps of a recipe YAML file; a name or a wrong path is one line that says where
-    the example recipes are."""
-    path = Path(path)
+def load_recipe(recipe: str | Path) -> list[StepSpec]:
+    """The steps of a recipe: a YAML file's path, or a packaged recipe's name (``web``)."""
+    path = recipe_file(recipe)
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise MissingInputError(f"recipe {str(path)!r} not found: {_recipe_hint(path)}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read recipe {path}: {exc.strerror}") from None
     return parse_recipe(load_yaml(text, str(path)), str(path))
 
 
-def _recipe_hint(path: Path) -> str:
-    """Where recipes are: examples/recipes/ of the source tree, when there is one."""
-    if not EXAMPLE_RECIPES.is_dir():
-        return "give the path of a recipe YAML file"
-    names = sorted(p.name for p in EXAMPLE_RECIPES.glob("*.yaml"))
-    folder = EXAMPLE_RECIPES
-    if folder.is_relative_to(Path.cwd()):  # short, as the user would type it
-        folder = folder.relative_to(Path.cwd())
-    match = next((n for n in names if Path(n).stem == path.stem), None)
-    hint = f" (did you mean --recipe {folder / match}?)" if match else ""
-    return f"give a recipe YAML path; {folder}/ has {', '.join(names)}{hint}"
+def packaged_recipes() -> dict[str, str]:
+    """Name -> description of each recipe shipped with steep: what ``--recipe NAME`` takes
+    and what the studio's Prepare picker lists."""
+    out = {}
+    for path in sorted(RECIPES.glob("*.yaml")):
+        data = load_yaml(path.read_text(encoding="utf-8"), str(path))
+        out[path.stem] = str(data.get("description") or "") if isinstance(data, dict) else ""
+    return out
+
+
+def recipe_file(recipe: str | Path) -> Path:
+    """A recipe file: the path given when it is a file, else the packaged recipe of that
+    name; neither is one line listing the packaged recipes."""
+    path = Path(recipe)
+    if path.is_file():
+        return path
+    packaged = RECIPES / f"{recipe}.yaml"
+    if str(recipe) and "/" not in str(recipe) and packaged.is_file():
+        return packaged
+    raise MissingInputError(
+        f"recipe {str(recipe)!r} not found: give a recipe YAML file or a packaged recipe "
+        f"({', '.join(packaged_recipes()) or 'none'})"
+    )
 
 
 def build_step(spec: StepSpec, where: str = "recipe") -> Step:
@@ -198,7 +209,7 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
         "languages": dict(langs),
         "steps": {name: _stats_dict(s) for name, s in stats.items()},
     }
-    Path(task.result).write_text(json.dumps(result))
+    atomic.write_text(Path(task.result), json.dumps(result))  # the done-marker: whole or absent
     return result
 
 
@@ -301,7 +312,34 @@ def prepare(
     parent = catalog.get(DatasetRef.parse(ref))
     target = check_name(into or parent.name)
     key = hashlib.sha256(json.dumps([parent.ref, specs], sort_keys=True).encode()).hexdigest()
-    staging = catalog.staging(target, f"prepare-{key[:16]}")
+    what = f"{parent.ref} with {recipe_path or 'these steps'}"
+    with preparing(catalog.root, target, f"prepare-{key[:16]}", what):
+        staging = catalog.staging(target, f"prepare-{key[:16]}")
+        shards, funnel, languages, out_bytes = _run_stages(parent, specs, staging, executor)
+        documents = funnel[-1]["docs_out"] if funnel else parent.manifest["documents"]
+        if not documents:  # as ``add``: a version of nothing is refused, with the step to blame
+            shutil.rmtree(staging, ignore_errors=True)
+            raise DataError(f"prepare {parent.ref}: {_emptied_by(funnel)}; nothing was published")
+        for shard in shards:
+            shutil.move(str(shard), staging / "shards" / shard.name)
+        manifest = {
+            "created_by": created_by
+            or {"command": "prepare", "recipe": recipe_path, "steps": specs},
+            "parent": parent.ref,
+            "inputs": parent.manifest.get("inputs", []),
+            "documents": documents,
+            "bytes": out_bytes,
+            "languages": dict(languages.most_common()),
+            "funnel": funnel,
+        }
+        return catalog.publish(target, staging, manifest)
+
+
+def _run_stages(
+    parent: DatasetVersion, specs: list[StepSpec], staging: Path, executor: Executor
+) -> tuple[list[Path], list[dict[str, Any]], Counter[str], int]:
+    """Each stage over the shards (a killed run resumes from the shards a stage finished):
+    the last stage's shards, the funnel, the languages and the bytes kept."""
     for sub in ("shards", "exclusions", "work"):
         (staging / sub).mkdir(exist_ok=True)
 
@@ -356,22 +394,7 @@ def prepare(
             funnel.append({"step": kind, "params": params, **_stats_dict(totals[kind])})
         shards = [Path(t.shard_out) for t in tasks]
 
-    documents = funnel[-1]["docs_out"] if funnel else parent.manifest["documents"]
-    if not documents:  # as ``add``: a version of nothing is refused, with the step to blame
-        shutil.rmtree(staging, ignore_errors=True)
-        raise DataError(f"prepare {parent.ref}: {_emptied_by(funnel)}; nothing was published")
-    for shard in shards:
-        shutil.move(str(shard), staging / "shards" / shard.name)
-    manifest = {
-        "created_by": created_by or {"command": "prepare", "recipe": recipe_path, "steps": specs},
-        "parent": parent.ref,
-        "inputs": parent.manifest.get("inputs", []),
-        "documents": documents,
-        "bytes": out_bytes,
-        "languages": dict(languages.most_common()),
-        "funnel": funnel,
-    }
-    return catalog.publish(target, staging, manifest)
+    return shards, funnel, languages, out_bytes
 
 
 def _emptied_by(funnel: list[dict[str, Any]]) -> str:

@@ -78,6 +78,7 @@ class EvalSpec:
     seq_len: int | None = None
     batch_size: int = 4
     max_new_tokens: int = 48
+    temperature: float = 0.0  # samples: 0 is greedy
     device: str = "auto"
     dtype: str = "float32"
     text_field: str = "text"
@@ -211,7 +212,9 @@ def _score_model(
         m = out["tasks"][task.name]
         print(f"[{label}] task {task.name}: acc {m['acc']:.3f}  acc_norm {m['acc_norm']:.3f}")
     if inputs.prompts:
-        out["samples"] = complete(model, tokenizer, inputs.prompts, spec.max_new_tokens, device)
+        out["samples"] = complete(
+            model, tokenizer, inputs.prompts, spec.max_new_tokens, device, spec.temperature
+        )
     del model
     gc.collect()
     if device.type == "cuda":
@@ -368,6 +371,7 @@ def build_result(
             "device": device,
             "dtype": spec.dtype,
             "max_new_tokens": spec.max_new_tokens,
+            "temperature": spec.temperature,
             "harness_limit": spec.harness_limit,
             "harness_fewshot": spec.harness_fewshot,
             "set_rule": document_rule(seq_len, spec.dtype),

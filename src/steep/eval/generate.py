@@ -1,7 +1,8 @@
-"""Greedy completions of the same prompts, so base and adapted model read side by side.
+"""Completions of the same prompts, so base and adapted model read side by side.
 
-Greedy (no sampling) so a sample changes only when the model does: two runs of the
-same comparison show the same text.
+Greedy (no sampling) by default, so a sample changes only when the model does: two runs
+of the same comparison show the same text. A temperature above 0 samples instead (the
+studio's generate box, ``--temperature``).
 """
 
 from __future__ import annotations
@@ -62,8 +63,10 @@ def complete(
     prompts: Sequence[str],
     max_new_tokens: int,
     device: torch.device,
+    temperature: float = 0.0,
 ) -> list[str]:
-    """The greedy continuation of each prompt (the prompt itself not repeated).
+    """The continuation of each prompt (the prompt itself not repeated): greedy at
+    ``temperature`` 0, else sampled at that temperature.
 
     One prompt at a time: a handful of prompts does not need batching, and unbatched
     generation needs no pad token, which many base tokenizers lack.
@@ -83,7 +86,8 @@ def complete(
             input_ids=input_ids,
             attention_mask=torch.ones_like(input_ids),
             max_new_tokens=max_new_tokens,
-            do_sample=False,
+            do_sample=temperature > 0,
+            **({"temperature": temperature} if temperature > 0 else {}),
             pad_token_id=pad,
         )
         out.append(tokenizer.decode(generated[0, len(ids) :], skip_special_tokens=True))

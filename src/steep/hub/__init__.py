@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from steep.hub.card import (
     CARD_MARK,
+    listed_change,
     render_model_card,
     training_change,
     write_model_card,
@@ -43,6 +44,7 @@ __all__ = [
     "Hub",
     "HubError",
     "attach_eval_report",
+    "listed_change",
     "record_run",
     "render_model_card",
     "training_change",

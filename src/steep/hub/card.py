@@ -15,12 +15,13 @@ from steep.artifacts.atomic import write_text
 from steep.artifacts.fingerprint import file_sha256
 from steep.artifacts.fmt import MISSING, cell, num, pct
 from steep.artifacts.lineage import Lineage, parse_lineage, try_read_lineage
-from steep.artifacts.scores import rel_change
+from steep.artifacts.scores import CHANGE_LEGEND, rel_change, role_changes
 from steep.data.selection import slice_label
 from steep.hub.scan import eval_report_path, norm_ref, read_json
 from steep.workspace import CARD_FILE, EVAL_DIR, EVAL_JSON, LINEAGE_FILE, MANIFEST_FILE, Workspace
 
-CARD_MARK = "<!-- steep model card:"  # a README.md with this line is ours to rewrite
+CARD_MARK = "<!-- steep model card:"
+LEGEND_LINE = f"{CHANGE_LEGEND[0].upper()}{CHANGE_LEGEND[1:]}."  # under each table of changes  # a README.md with this line is ours to rewrite
 
 
 def training_change(model: dict[str, Any]) -> dict[str, Any] | None:
@@ -39,6 +40,21 @@ def training_change(model: dict[str, Any]) -> dict[str, Any] | None:
         "general_regression": head.general_regression,
         "metric": "train eval loss",
     }
+
+
+def listed_change(model: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Domain gain and general regression as the model lists show them, and whether any
+    came from training: the ``steep eval`` report's, each one it left unknown (it scored
+    no set of that role, e.g. only ``--run-windows`` or samples) taken from the run's own
+    step-0-vs-end eval. An eval report with no headline used to hide what training measured."""
+    ev = model.get("eval") or {}
+    train = training_change(model) or {}
+    out, from_training = {}, False
+    for key in ("domain_gain", "general_regression"):
+        out[key] = ev.get(key)
+        if out[key] is None and train.get(key) is not None:
+            out[key], from_training = train[key], True
+    return out, from_training
 
 
 def try_write_card(model_dir: Path, name: str, home: Path | None = None) -> None:
@@ -274,7 +290,7 @@ def _training_loss_section(lin: Lineage) -> list[str]:
         b = metrics.baseline.get(set_name)
         change = pct(rel_change(loss, b))  # "–" when the baseline is missing, 0 or not finite
         lines.append(f"| {cell(set_name)} | {num(b)} | {num(loss)} | {change} |")
-    return lines
+    return [*lines, "", LEGEND_LINE]
 
 
 def _eval_section(ev: dict[str, Any]) -> list[str]:
@@ -282,26 +298,28 @@ def _eval_section(ev: dict[str, Any]) -> list[str]:
     lines = ["", "## Evaluation", ""]
     if head:
         metric = head.get("metric", "bpb")
+        roles = role_changes(head)  # the tables' sign: negative is better
         lines.append(
-            f"Against the base ({metric}): domain gain **{pct(head.get('domain_gain'))}**, "
-            f"general regression **{pct(head.get('general_regression'))}**."
+            f"Against the base ({metric}), the mean change on the domain sets "
+            f"**{pct(roles['domain'])}**, on the general sets **{pct(roles['general'])}**."
         )
         lines.append("")
     lines += [
-        "| set | role | base bpb | adapted bpb | improvement |",
+        "| set | role | base bpb | adapted bpb | change |",
         "|---|---|---:|---:|---:|",
     ]
     for set_name, s in (ev.get("sets") or {}).items():
         if not isinstance(s, dict):
             continue
+        base, adapted = (s.get("base") or {}).get("bpb"), (s.get("adapted") or {}).get("bpb")
         lines.append(
-            f"| {cell(set_name)} | {s.get('role') or MISSING} | "
-            f"{num((s.get('base') or {}).get('bpb'))} | "
-            f"{num((s.get('adapted') or {}).get('bpb'))} | {pct(s.get('improvement'))} |"
+            f"| {cell(set_name)} | {s.get('role') or MISSING} | {num(base)} | {num(adapted)} | "
+            f"{pct(rel_change(adapted, base))} |"
         )
+    lines += ["", LEGEND_LINE]
     tasks = ev.get("tasks") or {}
     if tasks:
-        lines += ["", "| task | role | improvement |", "|---|---|---:|"]
+        lines += ["", "| task | role | improvement (> 0 is better) |", "|---|---|---:|"]
         for task, t in tasks.items():
             if isinstance(t, dict):
                 lines.append(

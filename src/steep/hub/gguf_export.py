@@ -16,7 +16,7 @@ from steep import __version__
 from steep.artifacts.atomic import new_folder, write_text
 from steep.artifacts.ggufmeta import GgufMetadata
 from steep.artifacts.lineage import Lineage, try_read_lineage, write_lineage
-from steep.hub.schema import HubError
+from steep.hub.publish import new_export_dest
 from steep.model import gguf_convert
 from steep.model.io import file_sha256
 
@@ -34,9 +34,7 @@ def export_gguf(hub: Hub, name: str, dest: Path, quant: str = "f16") -> Path:
     """Convert model ``name`` to ``dest/NAME-QUANT.gguf`` (+ Modelfile, steep.json)."""
     gguf_convert.check_quant(quant)  # before any work: a wrong type or missing extra
     info = hub.model(name)
-    src, dest = Path(info["path"]), Path(dest).resolve()
-    if dest.exists():
-        raise HubError(f"export destination {dest} already exists: choose a new folder")
+    src, dest = Path(info["path"]), new_export_dest(dest)
     lineage, why = try_read_lineage(src)
     with new_folder(dest) as tmp:
         gguf = tmp / gguf_file_name(name, quant)

@@ -15,13 +15,21 @@ from steep.artifacts.atomic import new_folder
 from steep.hub.card import try_write_card
 from steep.hub.schema import HubError
 
+EXPORT_FORMATS = ("hf", "gguf")  # `steep models export --format`, the studio's picker
+
+
+def new_export_dest(dest: Path) -> Path:
+    """``dest`` resolved; refused in one line when it exists (an export never merges)."""
+    dest = Path(dest).resolve()
+    if dest.exists():
+        raise HubError(f"export destination {dest} already exists: choose a new folder")
+    return dest
+
 
 def export_model(src: Path, name: str, home: Path, dest: Path) -> Path:
     """Copy model ``name``'s folder ``src`` to ``dest`` (built aside, then renamed: all or
     nothing); ``home`` is the workspace its card reads."""
-    dest = Path(dest).resolve()
-    if dest.exists():
-        raise HubError(f"export destination {dest} already exists: choose a new folder")
+    dest = new_export_dest(dest)
     try_write_card(src, name, home)
     with new_folder(dest) as tmp:
         shutil.copytree(src, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".*"))

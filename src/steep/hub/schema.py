@@ -10,6 +10,9 @@ process doing the same). The rows' shapes as the hub's queries return them are h
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -187,9 +190,34 @@ MIGRATIONS: list[str] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+# SQLite reports a full disk as SQLITE_FULL, or, when the WAL index cannot grow, as a
+# plain I/O error; either one with this little room left is the disk, not the file
+_NEARLY_FULL = 1 << 20
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose full-disk failures are ``OSError(ENOSPC)`` naming the registry:
+    the CLI says so in one line, as it does for every other write (sqlite3 has no errno)."""
+
+    path: Path
+
+    def execute(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:
+        try:
+            return super().execute(*args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            name = getattr(exc, "sqlite_errorname", "")
+            if name == "SQLITE_FULL" or (
+                name.startswith("SQLITE_IOERR")
+                and shutil.disk_usage(self.path.parent).free < _NEARLY_FULL
+            ):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path)) from exc
+            raise
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """A new connection (rows as ``sqlite3.Row``, autocommit, foreign keys on); callers close it."""
-    con = sqlite3.connect(path, timeout=30, isolation_level=None)
+    con = sqlite3.connect(path, timeout=30, isolation_level=None, factory=_Connection)
+    con.path = Path(path)
     con.row_factory = sqlite3.Row
     con.execute("PRAGMA foreign_keys=ON")
     con.execute("PRAGMA busy_timeout=30000")

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,18 @@ def peak_flops(name: str) -> float | None:
 def host_memory_gib() -> float:
     """This machine's physical RAM (all of it, as a CPU run may fill it)."""
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
+def available_memory_bytes() -> int:
+    """RAM a new process can have now without swapping (the kernel's MemAvailable; all of
+    it where /proc/meminfo is missing)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(host_memory_gib() * 2**30)
 
 
 def cpu_device() -> Device:

@@ -361,3 +361,13 @@ def flops_per_token(config: RunConfig, shape: Shape, sharded: bool) -> tuple[flo
 
 def trainable_params(config: RunConfig, shape: Shape) -> int:
     return _weights(config, shape, False)[1]
+
+
+def generation_bytes(shape: Shape, positions: int, dtype_bytes: int = 4) -> float:
+    """What generating up to ``positions`` tokens holds on one device (``steep eval
+    --prompts``, the studio's generate box): the weights in the eval's dtype (float32 by
+    default: 4 B), the KV cache (keys and values of every layer, every position) and one
+    position's fp32 logits with their softmax."""
+    weights = shape.params() * dtype_bytes
+    kv_cache = 2 * shape.layers * shape.kv_dim * positions * dtype_bytes
+    return weights + kv_cache + 2 * 4 * shape.vocab

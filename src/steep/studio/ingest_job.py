@@ -10,6 +10,7 @@ that decompresses far past what text compresses to is skipped whole with its rea
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,9 +65,19 @@ def ingest_upload(
     except subprocess.TimeoutExpired:
         raise IngestJobError(f"ingest of {name!r} took over {timeout_s:g} s; stopped") from None
     if done.returncode != 0:
-        lines = [x for x in done.stderr.strip().splitlines() if x.strip()]
-        last = lines[-1] if lines else f"exited with code {done.returncode}"
         if "MemoryError" in done.stderr or done.returncode < 0:
-            last = f"ingest of {name!r} needed more than {memory_bytes / 2**30:g} GiB of memory"
-        raise IngestJobError(last.removeprefix("steep data: error: "))
+            raise IngestJobError(
+                f"ingest of {name!r} needed more than {memory_bytes / 2**30:g} GiB of memory"
+            )
+        raise IngestJobError(command_error(done.stderr, done.returncode))
     return Catalog(home / "datasets").get(name).ref
+
+
+def command_error(stderr: str, code: int) -> str:
+    """What a failed ``steep data`` child said last (its one-line error, or a traceback's
+    last line), without the command's prefix; a progress bar's redraws are lines too."""
+    lines = [x.strip() for x in re.split(r"[\r\n]", stderr) if x.strip()]
+    if code < 0:
+        return f"stopped by signal {-code}"
+    last = lines[-1] if lines else f"exited with code {code}"
+    return last.removeprefix("steep data: error: ")

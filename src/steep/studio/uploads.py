@@ -71,6 +71,21 @@ def upload_dir(home: Path, upload_id: str) -> Path:
     return folder
 
 
+def unused_uploads(home: Path) -> list[dict]:
+    """Uploads not (yet) turned into a dataset, oldest first: an ingested upload is removed,
+    so what is here was abandoned, failed to ingest, or is being added now."""
+    root = uploads_root(home)
+    folders = (
+        [p for p in root.iterdir() if p.is_dir() and _ID.match(p.name)] if root.is_dir() else []
+    )
+    rows = [
+        {"id": f.name, "files": [x.name for x in uploaded_files(f)], "bytes": used_bytes(f),
+         "modified": f.stat().st_mtime}
+        for f in folders
+    ]  # fmt: skip
+    return sorted(rows, key=lambda r: r["modified"])
+
+
 def check_filename(name: str) -> str:
     """One path component, no dot start, a readable data suffix; else UploadError(400)."""
     if not name or "/" in name or "\\" in name or "\x00" in name or os.path.isabs(name):

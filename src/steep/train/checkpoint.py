@@ -42,6 +42,7 @@ from steep.config.schema import CheckpointSection
 from steep.errors import SteepError
 from steep.train.parallel import Dist
 from steep.train.runfolder.state import RunCancelled, cancel_asked
+from steep.train.runfolder.write_errors import CONTINUE
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
 
@@ -255,7 +256,7 @@ class PendingCheckpoint:
             raise CheckpointError(
                 f"could not write checkpoint for step {self.step} in {self.root}: "
                 f"{getattr(cause, 'strerror', None) or cause} ({type(cause).__name__}); "
-                f"{kept}, untouched"
+                f"{kept}, untouched: {CONTINUE.format(run=self.root.parent)}"
             ) from exc
 
     def wait(self) -> Path:

@@ -48,7 +48,13 @@ def finish(run: Run, best: int | None = None) -> RunResult:
     kept_eval = [r for r in evals if r["step"] == best] if best is not None else evals[-1:]
     final = {name: m["loss"] for name, m in kept_eval[0]["sets"].items()} if kept_eval else {}
     model_dir = _save_model(run, _lineage(run, final, best), weights)
-    _write_report(run, model_dir)
+    try:
+        _write_report(run, model_dir)
+    except OSError as exc:  # a full disk after the model was saved: the resume writes it
+        raise folder_error(
+            "write the report", run.run_dir / REPORT_FILE, exc, run.run_dir,
+            f"the model is saved in {model_dir} and the checkpoints are intact",
+        ) from exc  # fmt: skip
     run.tracker.finish(run.run_dir)  # W&B / MLflow: report, plots, steep.json; then they end
     run.status.set("done")  # last: the model and its report are on disk
     print(format_table(eval_table(evals)))

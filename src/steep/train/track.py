@@ -26,12 +26,18 @@ from steep.train.trackers import TensorBoardBackend, flat_metrics, open_trackers
 from steep.workspace import METRICS_FILE
 
 
+# events that say the step before the one they are written with (train.mixcontrol): a
+# phase that began after step N; a mix changed on resume from checkpoint N
+_SAID_A_STEP_EARLY = ("phase", "mixture_change")
+
+
 def _written_at(rec: dict[str, Any]) -> int:
-    """The step after which a record was written. A phase event's step is the steps done
-    before the phase began (train.mixcontrol); it is written with the phase's first train
-    record, one step later: a resume from that step drops it and its run writes it again."""
+    """The step after which a record was written. A phase or mixture change event is
+    written with the first train record after its step: a resume from that step drops it,
+    and its run writes it again (once) if it still holds."""
     step = rec.get("step", 0)
-    return step + 1 if rec.get("kind") == "event" and rec.get("event") == "phase" else step
+    early = rec.get("kind") == "event" and rec.get("event") in _SAID_A_STEP_EARLY
+    return step + 1 if early else step
 
 
 def _truncate_after(path: Path, step: int) -> set[tuple[str, int]]:

@@ -4,8 +4,6 @@
 "use strict";
 
 const studio = (() => {
-  const COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#be185d"];
-
   async function api(method, url, body, rawBody) {
     const opts = { method, headers: { "X-Steep-Request": "1" } };
     if (rawBody !== undefined) {
@@ -36,7 +34,6 @@ const studio = (() => {
 
   const num = (v, d = 3) => (v === null || v === undefined ? "–" : Number(v).toFixed(d));
   const pct = (v) => (v === null || v === undefined ? "–" : (v >= 0 ? "+" : "") + (100 * v).toFixed(1) + "%");
-  const when = (t) => (t ? new Date(t * 1000).toLocaleString() : "");
 
   // --- Data Hub --------------------------------------------------------------------------
 
@@ -54,7 +51,7 @@ const studio = (() => {
         const up = await api("POST", "/api/uploads");
         if (!up.ok) return say(up.data.error, "bad");
         for (const f of files) {
-          say(`uploading ${f.name} (${(f.size / 1024).toFixed(0)} KiB)...`);
+          say(`uploading ${f.name}...`);  // its size: the Data Hub's list, by fmt.data_size
           const put = await api("PUT", `/api/uploads/${up.data.id}/${encodeURIComponent(f.name)}`, undefined, f);
           if (!put.ok) return say(`${f.name}: ${put.data.error}`, "bad");
         }
@@ -105,8 +102,8 @@ const studio = (() => {
       return el("span", { class: "actions" },
         resumable && ["cancelled", "failed"].includes(status)
           ? el("button", { class: "resume", "data-run": name }, "Resume") : "",
-        el("button", { class: "archive", "data-run": name }, "Archive"),
-        el("button", { class: "delete", "data-run": name }, "Delete"));
+        el("button", { class: "archive secondary", "data-run": name }, "Archive"),
+        el("button", { class: "delete danger", "data-run": name, title: "delete the run and its model for good" }, "Delete"));
     }
 
     async function refresh() {
@@ -129,7 +126,7 @@ const studio = (() => {
         el("td", { class: "num" }, j.step != null && j.steps ? `${j.step} / ${j.steps}` : ""),
         el("td", { class: "num" }, num(j.loss)),
         el("td", {}, j.cuda_visible_devices === "" ? "CPU" : (j.cuda_visible_devices || `${j.nproc}`)),
-        el("td", {}, when(j.created)),
+        el("td", { class: "when" }, j.created_text),  // fmt.timestamp, as every page writes it
         el("td", {}, j.model ? el("a", { href: `/models/${j.model}` }, j.model) : ""),
         el("td", {}, actions(j.run, j.status, j.resumable)),
         el("td", { class: "bad" }, j.error || ""),
@@ -143,7 +140,7 @@ const studio = (() => {
         el("td", { class: "num" }, (r.metrics || {}).step ?? ""),
         el("td", { class: "num" }, num((r.metrics || {}).loss)),
         el("td", { class: "path" }, r.base || ""),
-        el("td", {}, (r.created || "").slice(0, 19)),
+        el("td", { class: "when" }, r.created_text),
         el("td", {}, r.model ? el("a", { href: `/models/${r.model}` }, r.model) : ""),
         el("td", {}, actions(r.name, r.status, r.resumable)),
       )));
@@ -164,6 +161,7 @@ const studio = (() => {
       if (b.classList.contains("delete")) act("DELETE", url, `Delete ${name} and its model for good?`);
     });
     for (const f of Object.values(filter)) f.addEventListener("input", () => { offset = 0; refresh(); });
+    document.getElementById("filters").addEventListener("submit", (e) => { e.preventDefault(); offset = 0; refresh(); });
     document.getElementById("prev").addEventListener("click", () => { offset = Math.max(0, offset - LIMIT); refresh(); });
     document.getElementById("next").addEventListener("click", () => { offset += LIMIT; refresh(); });
     refresh();
@@ -172,50 +170,13 @@ const studio = (() => {
 
   // --- One run: live charts --------------------------------------------------------------
 
-  function chart(divId, yFormat) {
-    const div = document.getElementById(divId);
-    let plot = null;
-    let names = [];
-    let current = [];
-    return {
-      update(x, series, labels, valueFmt) {
-        current = series;
-        div.dataset.points = String(x.length);
-        if (!x.length) return;
-        const key = labels.join("\u0000");
-        if (!plot || key !== names.join("\u0000")) {
-          if (plot) plot.destroy();
-          names = labels;
-          const axis = { stroke: "#555", grid: { stroke: "#eee" } };
-          plot = new uPlot({
-            width: Math.max(div.clientWidth, 300),
-            height: 220,
-            scales: { x: { time: false } },
-            legend: { live: true },
-            axes: [{ ...axis, label: "step" }, { ...axis, size: 64, values: yFormat ? (u, vals) => vals.map(yFormat) : undefined }],
-            series: [{ label: "step" }, ...labels.map((l, i) => ({
-              label: l, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: true,
-              points: { show: x.length < 60 },
-              // off the plot (a reloaded, finished run) uPlot passes no index: show the last
-              value: (u, v, si, idx) => {
-                const k = idx ?? x.length - 1;
-                const val = v ?? (current[i] || [])[k];
-                return valueFmt ? valueFmt(val, i, k) : (val == null ? "–" : Number(val).toPrecision(4));
-              },
-            }))],
-          }, [x, ...series], div);
-        } else {
-          plot.setData([x, ...series]);
-        }
-        if (plot.cursor.left == null || plot.cursor.left < 0) plot.setLegend({ idx: x.length - 1 });  // latest values
-      },
-    };
-  }
+  const chart = (divId, yFormat) => watch.chart(divId, yFormat);  // watch.js
 
   function runPage({ metricsUrl, jobId }) {
     const train = { step: [], loss: [], lr: [], tps: [], time: [], tokens: [] };
-    const ev = { step: [], sets: {}, rel: {} };
+    const ev = { step: [], tokens: [], sets: {}, rel: {} };
     let events = [];  // kind "event": phases, mix changes on resume, budget actions
+    let checkpoints = [];  // steps of the checkpoints on disk: markers on the charts
     const charts = {
       loss: chart("chart-loss"),
       ev: chart("chart-eval"),
@@ -226,7 +187,7 @@ const studio = (() => {
 
     function reset() {
       for (const k of Object.keys(train)) train[k] = [];
-      ev.step = []; ev.sets = {}; ev.rel = {}; events = [];
+      ev.step = []; ev.tokens = []; ev.sets = {}; ev.rel = {}; events = [];
     }
 
     function eventText(e) {
@@ -253,7 +214,7 @@ const studio = (() => {
         events.push(rec);
       } else if (rec.kind === "eval") {
         const i = ev.step.length;
-        ev.step.push(rec.step);
+        ev.step.push(rec.step); ev.tokens.push(rec.tokens ?? null);
         for (const [name, m] of Object.entries(rec.sets || {})) {
           if (!ev.sets[name]) { ev.sets[name] = Array(i).fill(null); ev.rel[name] = Array(i).fill(null); }
         }
@@ -266,15 +227,8 @@ const studio = (() => {
     }
 
     function draw() {
-      charts.loss.update(train.step, [train.loss], ["train loss"]);
-      charts.lr.update(train.step, [train.lr], ["lr"], (v) => (v == null ? "–" : v.toExponential(2)));
-      charts.tps.update(train.step, [train.tps], ["tokens/s"], (v) => (v == null ? "–" : v.toFixed(0)));
+      watch.draw(charts, train, ev, events, checkpoints);  // markers, smoothing, x axis, log y
       const names = Object.keys(ev.sets);
-      charts.ev.update(ev.step, names.map((n) => ev.sets[n]), names, (v, i, idx) => {
-        if (v == null) return "–";
-        const rel = ev.rel[names[i]][idx ?? ev.step.length - 1];
-        return `${v.toFixed(3)} (${pct(rel)} vs step 0)`;
-      });
       showProgress();
       drawEvents();
       const body = document.querySelector("#eval-table tbody");
@@ -290,14 +244,14 @@ const studio = (() => {
 
     let steps = null;
     const ago = (sec) => sec < 90 ? `${Math.round(sec)}s` : sec < 5400 ? `${Math.round(sec / 60)}m` : `${(sec / 3600).toFixed(1)}h`;
-    const size = (b) => b >= 1e9 ? `${(b / 1e9).toFixed(1)} GB` : b >= 1e6 ? `${(b / 1e6).toFixed(1)} MB` : `${(b / 1e3).toFixed(0)} kB`;
+    let phaseSize = null;  // the server's fmt.data_size of the phase's total, as the CLI writes it
 
     function showPhase(ph) {
       const line = document.getElementById("phase");
       if (!ph) { line.hidden = true; return; }
       let text = ph.what;
       if (ph.total) {
-        text += `: ${(100 * ph.done / ph.total).toFixed(0)}% of ${size(ph.total)}`;
+        text += `: ${(100 * ph.done / ph.total).toFixed(0)}% of ${phaseSize || ph.total}`;
         const spent = ph.time - ph.started;
         if (ph.done > 0 && spent > 0) text += `, ETA ${ago((ph.total - ph.done) * spent / ph.done)}`;
       }
@@ -318,15 +272,7 @@ const studio = (() => {
       document.getElementById("progress").textContent = text;
     }
 
-    function showFiles(files) {
-      if (!files) return;
-      const base = metricsUrl.replace(/\/metrics$/, "/files/");
-      const links = [];
-      if (files.report) links.push(el("a", { href: base + "report.md" }, "report.md"));
-      for (const p of files.plots || []) links.push(el("a", { href: base + "plots/" + encodeURIComponent(p) }, p));
-      if (files.tensorboard) links.push(el("code", { title: "tensorboard --logdir <this folder>" }, `TensorBoard: ${files.tensorboard}`));
-      document.getElementById("files").replaceChildren(...links.flatMap((a) => [" · ", a]));
-    }
+    const showFiles = (files) => watch.files(files, metricsUrl);  // watch.js
 
     function setStatus(status) {
       const badge = document.getElementById("status");
@@ -344,7 +290,10 @@ const studio = (() => {
         d.records.forEach(add);
         offset = d.offset; inode = d.inode;
         if (d.steps) steps = d.steps;
-        if (d.records.length || d.reset) draw();
+        phaseSize = d.phase_size;
+        const marked = JSON.stringify(d.checkpoints || []) !== JSON.stringify(checkpoints);
+        checkpoints = d.checkpoints || [];
+        if (d.records.length || d.reset || marked) draw();
         setStatus(d.status);
         showPhase(d.phase);
         showFiles(d.files);
@@ -386,6 +335,7 @@ const studio = (() => {
       setTimeout(pollLog, 1500);
     }
 
+    watch.controls(draw, metricsUrl);
     if (jobId !== null) {
       pollLog();
       const cancel = document.getElementById("cancel");
@@ -411,6 +361,7 @@ const studio = (() => {
     api,
     el,
     num,
+    pct,
     datasetsPage: once("datasets", datasetsPage),
     runsPage: once("runs", runsPage),
     runPage: once("run", runPage),

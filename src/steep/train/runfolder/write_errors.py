@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 from pathlib import Path
 
-from steep.errors import SteepError
+from steep.errors import SteepError, os_error_code
 
-_RUST_OS_ERROR = re.compile(r"os error (\d+)|Os \{ code: (\d+)")
 CONTINUE = "free space (or fix the permission), then `steep train --resume {run}`"
 
 
@@ -25,10 +23,7 @@ class RunFolderError(SteepError):
 
 
 def _why(exc: BaseException) -> str:
-    code = getattr(exc, "errno", None)
-    rust = _RUST_OS_ERROR.search(str(exc))  # safetensors' Rust I/O error, shown or debugged
-    if code is None and rust:
-        code = int(rust.group(1) or rust.group(2))
+    code = os_error_code(exc)  # an OSError's, or safetensors' Rust I/O error's
     if code is not None:
         return f"{errno.errorcode.get(code, code)}, {os.strerror(code)}"
     first = str(exc).splitlines()[0] if str(exc) else ""
