@@ -24,6 +24,7 @@ from steep.data.documents import (
     MAX_LINE_BYTES,
     Document,
     SkipLog,
+    TextSource,
     _format_of,
     _read_parquet,
     bounded_lines,
@@ -141,7 +142,7 @@ def _plan_rows(path: Path, unit_bytes: int) -> list[Span]:
 
 
 def read_span(
-    span: Span, skips: SkipLog, text_field: str = "text", max_bytes: int | None = None
+    span: Span, skips: SkipLog, text_field: TextSource = "text", max_bytes: int | None = None
 ) -> Iterator[Document]:
     """The documents of one span, numbered as a read of the whole file would number them;
     ``max_bytes`` caps a whole (compressed) file's decompressed size (``read_documents``)."""
