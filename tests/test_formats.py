@@ -12,6 +12,7 @@ import gzip
 import io
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import matplotlib
@@ -278,3 +279,55 @@ def test_the_studio_upload_takes_the_same_formats() -> None:
         "d.csv",
     ):
         assert check_filename(name) == name
+
+
+def _repo(tmp_path: Path) -> Path:
+    """A git checkout of real sources: jinja2's package, a vendored JavaScript library, a
+    protobuf-generated module, a JPEG, a 1 GB (sparse) binary and an ignored file."""
+    import google.protobuf.descriptor_pb2 as generated
+    import jinja2
+
+    repo = tmp_path / "repo"
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(Path(jinja2.__file__).parent, repo / "jinja2", ignore=ignore)
+    vendor = repo / "web" / "node_modules" / "uplot"
+    vendor.mkdir(parents=True)
+    shutil.copy(
+        Path(__file__).parents[1] / "src/steep/studio/static/vendor/uPlot.iife.min.js",
+        vendor / "uplot.js",
+    )
+    shutil.copy(generated.__file__, repo / "descriptor_pb2.py")
+    shutil.copy(SAMPLES / "grace_hopper.jpg", repo / "logo.jpg")
+    with open(repo / "weights.bin", "wb") as f:
+        f.truncate(1 << 30)  # sparse: no disk, never read
+    (repo / ".gitignore").write_text("notes.txt\n")
+    (repo / "notes.txt").write_text("not tracked")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A", "--", ":!weights.bin"], check=True)
+    subprocess.run([*git, "add", "-N", "weights.bin"], check=True)  # tracked, not hashed
+    return repo
+
+
+def test_a_code_repository_per_file_and_per_repository(tmp_path: Path) -> None:
+    repo = _repo(tmp_path)
+    ds = add_dataset("code", [str(repo)], langid=False, executor=INLINE, code="file")
+    docs = _docs(ds)
+    paths = [d.meta["path"] for d in docs]
+    assert paths == sorted(paths) and "jinja2/__init__.py" in paths and ".gitignore" in paths
+    assert {d.meta["language"] for d in docs if d.meta["path"].endswith(".py")} == {"Python"}
+    assert not any(p.startswith(("web/", "notes")) or p.endswith((".jpg", ".bin")) for p in paths)
+    skipped = ds.manifest["formats"]["code"]["skipped"]
+    assert skipped == {
+        "vendored file": 1,
+        "generated file": 2,  # descriptor_pb2.py, and _identifier.py by its header
+        "binary file": 1,
+        "oversized file": 1,
+        "empty document": 1,  # py.typed
+    }
+    whole = add_dataset("repo", [str(repo)], langid=False, executor=INLINE, code="repo")
+    (doc,) = _docs(whole)
+    assert doc.text.index('<file path="jinja2/__init__.py">') < doc.text.index(
+        '<file path="jinja2/utils.py">'
+    )
+    assert "Python" in doc.meta["languages"]

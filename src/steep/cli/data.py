@@ -28,6 +28,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         max_input_bytes=int(args.max_input_mb * (1 << 20)) if args.max_input_mb else None,
         max_input_ratio=args.max_input_ratio,
         template=template,
+        code=args.code,
     )
     print(show_dataset(ds, examples=1))
     return 0
@@ -219,6 +220,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     a.add_argument("paths", nargs="+", metavar="PATH")
     a.add_argument("--text-field", default="text", help="jsonl/parquet field with the text")
     a.add_argument("--no-langid", action="store_true", help="skip language identification")
+    a.add_argument(
+        "--code",
+        choices=("file", "repo"),
+        help="each PATH is a code repository: one document per file, or per repository "
+        "(its files concatenated in path order); vendored, generated, binary and oversized "
+        "files are skipped by rule",
+    )
     a.add_argument(
         "--template",
         metavar="TEMPLATE|FILE.j2",

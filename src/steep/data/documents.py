@@ -285,7 +285,13 @@ def _read_format(
     path: Path, read: Callable[..., Items], skips: SkipLog, max_bytes: int | None
 ) -> Iterator[Document]:
     """A ``steep.data.formats`` reader's documents, each under the same checks as any."""
-    for item in read(lambda: _open_binary(path, max_bytes), str(path), max_bytes=max_bytes):
+    items = read(lambda: _open_binary(path, max_bytes), str(path), max_bytes=max_bytes)
+    yield from item_documents(path, items, skips)
+
+
+def item_documents(path: Path, items: Items, skips: SkipLog) -> Iterator[Document]:
+    """Documents of a format reader's items; its skips go to ``skips``."""
+    for item in items:
         if not isinstance(item, Extracted):
             skips.add(path, item.line, item.reason)
             continue

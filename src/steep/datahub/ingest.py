@@ -26,7 +26,7 @@ from steep.data.formats import format_for, missing_libraries
 from steep.data.formats.template import RecordTemplate
 from steep.data.input_caps import file_cap
 from steep.data.locations import as_input
-from steep.data.spans import UNIT_BYTES, Span, plan_file, read_span
+from steep.data.spans import UNIT_BYTES, Span, plan_file, plan_repo, read_span
 from steep.datahub.catalog import Catalog, CatalogError, DatasetVersion, check_name
 from steep.datahub.exclusions import Exclusion, write_exclusions
 from steep.datahub.name_lock import adding
@@ -41,6 +41,7 @@ class PlanTask:
     path: str
     unit_bytes: int
     result: str  # the plan as JSON: a rerun after a crash does not read the file again
+    code: str | None = None  # "file" or "repo": the path is a code repository
 
 
 @dataclass
@@ -97,7 +98,11 @@ def plan_input(task: PlanTask) -> FilePlanResult:
     """Hash one input file and cut it into spans; runs in a worker (a big file is read by
     one worker here, so planning many files is as parallel as reading them)."""
     try:
-        plan = plan_file(as_input(task.path), task.unit_bytes)
+        path = as_input(task.path)
+        if task.code:
+            plan = plan_repo(path, task.code, task.unit_bytes)
+        else:
+            plan = plan_file(path, task.unit_bytes)
         result = FilePlanResult(
             task.index, task.path, plan.sha256, plan.size, [asdict(s) for s in plan.spans]
         )
@@ -170,6 +175,7 @@ def add_dataset(
     max_input_bytes: int | None = None,
     max_input_ratio: float | None = None,
     template: RecordTemplate | None = None,
+    code: str | None = None,
 ) -> DatasetVersion:
     """Ingest files and folders as ``name@1``; a name already taken is refused, and so is
     input that yields no document (nothing is published; the reasons are in the error).
@@ -182,7 +188,8 @@ def add_dataset(
     ``max_input_ratio`` one past that multiple of its own size (``input_caps.file_cap``):
     the studio sets both for uploads; the CLI neither unless asked. ``template`` makes
     each record's text of its fields (``steep.data.formats.template``), recorded in the
-    manifest.
+    manifest. ``code`` ("file" or "repo") reads each path as a code repository, one
+    document per file or per repository (``steep.data.formats.code``).
     """
     catalog = catalog or Catalog()
     check_name(name)
@@ -198,6 +205,7 @@ def add_dataset(
             executor or LocalExecutor(),
             (max_input_bytes, max_input_ratio),
             template,
+            code,
         )
 
 
@@ -212,6 +220,7 @@ def _add(
     executor: Executor,
     caps: tuple[int | None, float | None],
     template: RecordTemplate | None = None,
+    code: str | None = None,
 ) -> DatasetVersion:
     """``add_dataset``'s work, under the name's lock: the name is checked free again here."""
     if catalog.versions(name):
@@ -219,21 +228,21 @@ def _add(
             f"dataset {name!r} exists (latest {catalog.get(name).ref}); pick another name, "
             f"or `steep data prepare {name}` to make a new version from it"
         )
-    files = expand_paths(paths)  # raises MissingInputError naming a missing path
+    files = repositories(paths) if code else expand_paths(paths)  # MissingInputError
     if not files:
         raise CatalogError(f"no files found in {', '.join(paths)}")
-    lacking = missing_libraries((f, _format_of(f)) for f in files)
+    lacking = missing_libraries((f, "code" if code else _format_of(f)) for f in files)
     if lacking:  # before any work: not after hours of reading the other files
         raise DataError(lacking)
     options = [[str(f) for f in files], text_field, langid, max_doc_bytes, unit_bytes]
-    options += [template.describe() if template else None]
+    options += [template.describe() if template else None, code]
     key = hashlib.sha256(json.dumps(options).encode()).hexdigest()[:16]
     staging = catalog.staging(name, f"add-{key}")
     for sub in ("shards", "exclusions", "work"):
         (staging / sub).mkdir(exist_ok=True)
 
     plan_tasks = [
-        PlanTask(i, str(p), unit_bytes, str(staging / "work" / f"plan-{i:05d}.json"))
+        PlanTask(i, str(p), unit_bytes, str(staging / "work" / f"plan-{i:05d}.json"), code)
         for i, p in enumerate(files)
     ]
     plans = [
@@ -287,6 +296,7 @@ def _add(
             "langid": langid,
             "max_doc_bytes": max_doc_bytes,
             "template": template.describe() if template else None,
+            "code": code,
         },
         "parent": None,
         "inputs": [
@@ -303,17 +313,26 @@ def _add(
         "bytes": sum(r.bytes for r in results),
         "languages": dict(languages.most_common()),
         "skipped": dict(skipped.most_common()),
-        "formats": format_funnel(results),
+        "formats": format_funnel(results, code),
         "funnel": [],
     }
     return catalog.publish(name, staging, manifest)
 
 
-def format_funnel(results: list[FileResult]) -> dict[str, dict[str, Any]]:
+def repositories(paths: list[str]) -> list[Path]:
+    """The code repositories named (folders); anything else is one line."""
+    out = [as_input(p) for p in paths]
+    for raw, p in zip(paths, out, strict=True):
+        if not p.is_dir():
+            raise DataError(f"--code reads folders (a checkout or a source tree): {raw} is not one")
+    return out
+
+
+def format_funnel(results: list[FileResult], code: str | None = None) -> dict[str, dict[str, Any]]:
     """Per input format: files read, documents extracted, records skipped by reason."""
     out: dict[str, dict[str, Any]] = {}
     for r in results:
-        suffix = _format_of(Path(r.path))
+        suffix = "code" if code else _format_of(Path(r.path))
         fmt = format_for(suffix)
         name = fmt.name if fmt else (suffix or "unknown").lstrip(".")
         row = out.setdefault(name, {"files": 0, "documents": 0, "skipped": {}})

@@ -36,7 +36,9 @@ FORMATS = (
     Format("csv", (".csv", ".tsv"), (), "", None),
 )
 SUFFIXES = tuple(s for f in FORMATS for s in f.suffixes)
-_BY_SUFFIX = {s: f for f in FORMATS for s in f.suffixes}
+# a code repository is named by ``--code``, not by a suffix: "code" stands for it here
+CODE = Format("code", ("code",), (("pygments", "pygments"),), "code", None)
+_BY_SUFFIX = {s: f for f in (*FORMATS, CODE) for s in f.suffixes}
 
 
 def format_for(suffix: str | None) -> Format | None:
