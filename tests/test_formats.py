@@ -331,3 +331,36 @@ def test_a_code_repository_per_file_and_per_repository(tmp_path: Path) -> None:
         '<file path="jinja2/utils.py">'
     )
     assert "Python" in doc.meta["languages"]
+
+
+def test_the_studio_upload_ingests_the_same_formats_with_a_template(
+    _steep_home: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("fastapi", reason="studio extra not installed")
+    from fastapi.testclient import TestClient
+
+    from steep.studio.app import Settings, create_app
+
+    _need(POLICY)
+    change = {"X-Steep-Request": "1"}
+    c = TestClient(create_app(Settings(home=_steep_home, run_jobs=False)))
+    assert ".warc" in c.get("/datasets").text  # the file picker offers what data add reads
+
+    def upload(name: str, body: bytes) -> str:
+        up = c.post("/api/uploads", headers=change).json()["id"]
+        assert c.put(f"/api/uploads/{up}/{name}", content=body, headers=change).status_code == 200
+        return up
+
+    csv_body = _listings(tmp_path).read_bytes()
+    bad = {"name": "bad", "upload": upload("msft.csv", csv_body), "template": "{Date"}
+    r = c.post("/api/datasets", json=bad, headers=change)
+    assert r.status_code == 400 and "--template" in r.json()["error"]
+    assert "\n" not in r.json()["error"]
+    form = {"name": "msft", "upload": upload("msft.csv", csv_body), "langid": False,
+            "template": r"{Date}: closed at {Close}"}  # fmt: skip
+    r = c.post("/api/datasets", json=form, headers=change)
+    assert r.status_code == 200, r.text
+    page = c.get("/datasets/msft").text
+    assert "19-Sep-03: closed at 29.96" in page and "ragged row" in page
+    web = {"name": "web", "upload": upload("policy.html", POLICY.read_bytes()), "langid": False}
+    assert c.post("/api/datasets", json=web, headers=change).json()["documents"] == 1
