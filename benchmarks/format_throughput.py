@@ -11,8 +11,9 @@ in this process pinned to one CPU, on real samples:
   the test fixture;
 - pdf, epub, docx: Debian's licence texts (/usr/share/common-licenses), written by fpdf2,
   ebooklib and python-docx, one file per licence;
-- csv: matplotlib's Stocks.csv rows through an inline template, repeated to 50,000 rows;
-- code: the Python standard library's own sources (per-file mode).
+- csv: matplotlib's msft.csv rows through an inline template, repeated to 50,000 rows;
+- code: jinja2's package and the standard library's asyncio, email, json, unittest and xml
+  folders (per-file mode; ``__pycache__`` files are skipped as binary).
 
 Quality: for each Debian manual shipped as both HTML and plain text, the words (``\\w+``,
 lower case, as a multiset) of the extracted text against those of the text version:
@@ -37,6 +38,7 @@ import zipfile
 from collections import Counter
 from pathlib import Path
 
+import jinja2
 import matplotlib
 
 from steep.data.documents import SkipLog, read_documents
@@ -49,7 +51,6 @@ LICENSES = Path("/usr/share/common-licenses")
 PAIRS = [  # Debian manuals shipped as HTML and as text
     (DOC / "python3/python-policy.html", DOC / "python3/python-policy.txt.gz"),
     (DOC / "base-passwd/users-and-groups.html", DOC / "base-passwd/users-and-groups.txt.gz"),
-    (DOC / "libjson-c5/README.html", DOC / "libjson-c5/README"),
 ]
 WIKI_MEMBER = (
     "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
@@ -115,6 +116,7 @@ def _epubs(folder: Path) -> list[Path]:
             book.add_item(ch)
             chapters.append(ch)
         book.spine = chapters
+        book.add_item(epub.EpubNav())
         out.append(folder / f"{name}.epub")
         epub.write_epub(str(out[-1]), book)
     return out
@@ -135,11 +137,9 @@ def _docxs(folder: Path) -> list[Path]:
 
 
 def _csv(folder: Path) -> Path:
-    lines = (
-        (Path(matplotlib.get_data_path()) / "sample_data" / "Stocks.csv").read_text().splitlines()
-    )
+    lines = (Path(matplotlib.get_data_path()) / "sample_data" / "msft.csv").read_text().splitlines()
     rows = [r for r in lines[1:] if r.strip()]
-    out = folder / "stocks.csv"
+    out = folder / "msft.csv"
     body = (rows * (50_000 // len(rows) + 1))[:50_000]
     out.write_text("\n".join([lines[0], *body]) + "\n")
     return out
@@ -169,11 +169,11 @@ def _measure(name: str, paths: list[Path], **kw) -> dict:
             "cpu_s": cpu, "MB_s": size / 1e6 / cpu, "docs_s": docs / cpu, "text_MB": chars / 1e6}  # fmt: skip
 
 
-def _measure_code(root: Path) -> dict:
-    files = code.listing(root)
+def _measure_code(roots: list[Path]) -> dict:
+    files = [f for root in roots for f in code.listing(root)]
     size = sum(n for _, n in files)
     start = time.process_time()
-    items = list(code.read(root, "file", 0, None))
+    items = [i for root in roots for i in code.read(root, "file", 0, None)]
     cpu = time.process_time() - start
     docs = sum(1 for i in items if hasattr(i, "text"))
     return {"format": "code (file)", "files": len(files), "MB": size / 1e6, "docs": docs,
@@ -218,9 +218,13 @@ def main() -> None:
         rows.append(_measure("pdf", _pdfs(folder)))
         rows.append(_measure("epub", _epubs(folder)))
         rows.append(_measure("docx", _docxs(folder)))
-        template = load_template("{Symbol} on {date}: {price}")
+        template = load_template(r"On {Date} Microsoft opened at {Open}\nand closed at {Close}.")
         rows.append(_measure("csv + template", [_csv(folder)], text_field=template))
-        rows.append(_measure_code(Path(sysconfig.get_paths()["stdlib"]) / "email"))
+        stdlib = Path(sysconfig.get_paths()["stdlib"])
+        trees = [Path(jinja2.__file__).parent] + [
+            stdlib / n for n in ("asyncio", "email", "json", "unittest", "xml")
+        ]
+        rows.append(_measure_code(trees))
     lines = ["| format | files | input MB | documents | skipped | CPU s | MB/s per core | docs/s per core |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in rows:
