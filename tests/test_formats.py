@@ -13,6 +13,7 @@ import io
 import json
 import shutil
 import subprocess
+import tracemalloc
 from pathlib import Path
 
 import matplotlib
@@ -201,6 +202,14 @@ def test_epub_chapters_in_reading_order_and_docx_structure(tmp_path: Path) -> No
     assert text.index(" ".join(first.split()[:6])) < text.index(" ".join(second.split()[:6]))
     _, skips = _read(tmp_path / "gpl.epub", max_bytes=1000)  # a book past the cap
     assert [s.reason.split(":")[0] for s in skips.skips] == ["too large"]
+    with open(tmp_path / "huge.epub", "wb") as f:
+        f.truncate(2 << 30)  # a 2 GB EPUB (sparse): refused by its size, never read
+    tracemalloc.start()
+    _, skips = _read(tmp_path / "huge.epub")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert [s.reason.split(":")[0] for s in skips.skips] == ["too large"]
+    assert peak < 64 << 20  # not held: the cap is 1 GiB
 
     d = docx.Document()
     d.core_properties.title = "Licence"

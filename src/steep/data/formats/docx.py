@@ -15,7 +15,7 @@ def read(open_bytes: Opener, path: str, max_bytes: int | None = None, **_: Any) 
     import docx  # optional: the docs extra (pip install 'steep[docs]')
     from docx.table import Table
 
-    data = held_zip(open_bytes, max_bytes)  # too large or a zip bomb: skipped whole
+    data = held_zip(open_bytes, path, max_bytes)  # too large or a zip bomb: skipped whole
     try:
         doc = docx.Document(data)
     except Exception as exc:  # python-docx raises PackageNotFoundError, KeyError, XML errors

@@ -17,7 +17,7 @@ from steep.data.formats.html import extract_page
 def read(open_bytes: Opener, path: str, max_bytes: int | None = None, **_: Any) -> Items:
     from ebooklib import ITEM_DOCUMENT, epub  # optional: the docs extra
 
-    data = held_zip(open_bytes, max_bytes)  # too large or a zip bomb: skipped whole
+    data = held_zip(open_bytes, path, max_bytes)  # too large or a zip bomb: skipped whole
     try:
         with warnings.catch_warnings():  # ebooklib warns of its own future defaults
             warnings.simplefilter("ignore")

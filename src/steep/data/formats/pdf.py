@@ -10,10 +10,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from steep.data.formats.base import Extracted, Items, Opener, Skipped
-from steep.data.input_caps import InputLimitError
-
-MAX_PDF_BYTES = 1 << 30
+from steep.data.formats.base import Extracted, Items, Opener, Skipped, held
 
 
 def read(open_bytes: Opener, path: str, max_bytes: int | None = None, **_: Any) -> Items:
@@ -21,11 +18,7 @@ def read(open_bytes: Opener, path: str, max_bytes: int | None = None, **_: Any) 
     from pypdf import PdfReader  # optional: the docs extra (pip install 'steep[docs]')
     from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
 
-    cap = min(max_bytes or MAX_PDF_BYTES, MAX_PDF_BYTES)
-    with open_bytes() as raw:
-        data = raw.read(cap + 1)  # pypdf seeks: the file is held whole, under the cap
-    if len(data) > cap:
-        raise InputLimitError(f"a PDF of more than {cap:,} bytes")
+    data = held(open_bytes, path, max_bytes, "PDF")  # pypdf seeks: held whole, under the cap
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
