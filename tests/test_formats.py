@@ -23,6 +23,7 @@ from steep.cli import main
 from steep.data.documents import SkipLog, read_documents
 from steep.data.executor import LocalExecutor
 from steep.data.formats.template import load_template
+from steep.datahub.describe import show_dataset
 from steep.datahub.ingest import add_dataset
 from steep.datahub.steps.base import read_docs
 from steep.errors import DataError, UsageError
@@ -77,6 +78,9 @@ def test_html_pages_keep_structure_title_and_path(tmp_path: Path) -> None:
     assert "libffi" in docs[BASICS.name].meta["title"]
     funnel = ds.manifest["formats"]["html"]
     assert funnel == {"files": 3, "documents": 2, "skipped": {"no main content": 1}}
+    shown = show_dataset(ds)  # `steep data show`: per format, and documents beside their source
+    assert "html: 3 files read, 2 documents extracted, skipped 1 no main content" in shown
+    assert f"{folder / POLICY.name}  {policy.meta['title']!r}" in shown
 
 
 def _warc(path: Path, pages: list[Path], cut: int = 0) -> None:

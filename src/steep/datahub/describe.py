@@ -199,14 +199,21 @@ def preview(ds: DatasetVersion, n: int = 3, chars: int = 600) -> list[dict]:
     for shard in ds.shards:
         for doc in read_docs(shard, batch_size=max(n, 1)):
             text = doc.text if len(doc.text) <= chars else doc.text[:chars] + "..."
-            where = doc.meta.get("url") or doc.meta.get("source") or ""
-            if doc.meta.get("line") is not None and not doc.meta.get("url"):
-                where = f"{where}:{doc.meta['line']}"
             out.append({"id": doc.id, "lang": doc.meta.get("lang"), "text": text,
-                        "where": where, "title": doc.meta.get("title")})  # fmt: skip
+                        "where": _source(doc.meta), "title": doc.meta.get("title")})  # fmt: skip
             if len(out) >= n:
                 return out
     return out
+
+
+def _source(meta: dict) -> str:
+    """Where a document came from: its URL, a repository's file, or file:line."""
+    if meta.get("url"):
+        return meta["url"]
+    source = meta.get("source") or ""
+    if meta.get("format") == "code":  # a file of the repository, or the whole of it
+        return f"{source}/{meta['path']}" if "language" in meta else source
+    return f"{source}:{meta['line']}" if meta.get("line") is not None else source
 
 
 def skipped_at_ingest(ds: DatasetVersion, per_reason: int = 3) -> list[dict]:
