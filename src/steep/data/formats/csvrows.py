@@ -14,12 +14,14 @@ from typing import Any
 
 from steep.data.formats.base import Opener, Skipped
 
-csv.field_size_limit(16 << 20)  # a long description is a field, not an error
+FIELD_BYTES = 16 << 20  # a long description is a field, not an error (csv's default: 128 KB)
 
 
 def records(open_bytes: Opener, path: str) -> Iterator[tuple[int, dict[str, Any]] | Skipped]:
     """(line, record) per row, numbered by the line it starts on; Skipped for a bad row."""
     delimiter = "\t" if path.lower().split(".")[-1] == "tsv" or ".tsv." in path.lower() else ","
+    if csv.field_size_limit() < FIELD_BYTES:
+        csv.field_size_limit(FIELD_BYTES)
     with open_bytes() as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
         reader = csv.reader(text, delimiter=delimiter)
