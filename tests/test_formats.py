@@ -123,6 +123,9 @@ def test_warc_keeps_html_responses_with_url_and_skips_the_rest(tmp_path: Path) -
     docs, skips = _read(cut)  # cut inside the second page: the first is kept
     assert [d.line for d in docs] == [3]
     assert any(s.reason.startswith("truncated archive") for s in skips.skips)
+    shutil.copy(POLICY, tmp_path / "page.warc")  # not a WARC at all
+    docs, skips = _read(tmp_path / "page.warc")
+    assert not docs and skips.skips[0].reason.startswith("not a WARC archive")
 
 
 def test_a_wikipedia_dump_is_articles_with_titles(tmp_path: Path) -> None:

@@ -30,9 +30,15 @@ def read(open_bytes: Opener, path: str, **_: Any) -> Items:
                 return
             except Exception as exc:  # warcio's ArchiveLoadFailed, EOFError of a cut .gz
                 why = " ".join(str(exc).split())[:200]
-                yield Skipped(n + 1, f"truncated archive: after record {n} ({why})")
+                if n == 0:
+                    yield Skipped(None, f"not a WARC archive: {why}")
+                else:
+                    yield Skipped(n + 1, f"truncated archive: after record {n} ({why})")
                 return
             n += 1
+            if record.rec_type is None:  # no WARC-Type: not a WARC (or ARC) record at all
+                yield Skipped(n, "not a WARC archive: a record with no WARC-Type header")
+                return
             try:
                 yield from _record(record, n)
             except Exception as exc:  # a record cut short inside its payload
