@@ -263,6 +263,10 @@ def test_a_template_error_is_one_line_before_any_work(tmp_path: Path, capsys) ->
     csv_path = _listings(tmp_path)
     with pytest.raises(UsageError, match="expected '}'"):
         load_template("Title: {Date")
+    broken = tmp_path / "listing.j2"
+    broken.write_text("Title: {{ Date }}\n{% if Open %}opened at {{ Open }}\n")  # no endif
+    with pytest.raises(UsageError, match=r"listing.j2:\d+: .*endif"):
+        load_template(str(broken))
     assert main(["data", "add", "x", str(csv_path), "--template", "Title: {Date"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--template" in err[0]

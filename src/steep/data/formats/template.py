@@ -100,8 +100,12 @@ def _jinja_env() -> Any:
 
 
 def _check_jinja(source: str, where: str) -> None:
-    from jinja2 import TemplateSyntaxError  # deferred: Jinja only for a Jinja template
-
+    try:
+        from jinja2 import TemplateSyntaxError  # deferred: Jinja only for a Jinja template
+    except ImportError:
+        raise UsageError(
+            f"--template {where}: a Jinja template needs jinja2 (pip install jinja2)"
+        ) from None
     try:
         _jinja_env().parse(source)
     except TemplateSyntaxError as exc:
