@@ -217,7 +217,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     a = dsub.add_parser("add", help="ingest files or folders as a new dataset (version 1)")
     a.add_argument("name")
-    a.add_argument("paths", nargs="+", metavar="PATH")
+    a.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="files or folders: jsonl, json, parquet, arrow, txt, md, html, warc, MediaWiki "
+        "xml dumps, pdf, epub, docx, csv/tsv, optionally .gz .zst .bz2 (docs/formats.md)",
+    )
     a.add_argument("--text-field", default="text", help="jsonl/parquet field with the text")
     a.add_argument("--no-langid", action="store_true", help="skip language identification")
     a.add_argument(
