@@ -59,6 +59,7 @@ const studio = (() => {
         const add = await api("POST", "/api/datasets", {
           name, upload: up.data.id,
           text_field: document.getElementById("ds-text-field").value || "text",
+          template: document.getElementById("ds-template").value || null,
           langid: document.getElementById("ds-langid").checked,
         });
         if (!add.ok) return say(add.data.error, "bad");
