@@ -171,6 +171,7 @@ def tokenize_source(
         _check_counts(name, files, info, heldout_fraction)
         _merge_skips(partial, len(units))
         clear_unit_leftovers(partial)
+        (partial / FALLBACK_FILE).unlink(missing_ok=True)  # source.json records it
         write_text(partial / "source.json", json.dumps(info, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
