@@ -29,6 +29,11 @@ def _fresh_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(tokengine.ENGINE_ENV, raising=False)
 
 
+def _force_hf(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(tokengine.ENGINE_ENV, "hf")
+    monkeypatch.setattr(tokengine, "_CHOSEN", {})
+
+
 def _smollm2():
     """The offline default base's tokenizer (49,152 tokens), read from its GGUF."""
     from transformers import AutoTokenizer
@@ -109,8 +114,7 @@ def corpus(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("make", [byte_tokenizer, tiny_tokenizer])
 def test_both_engines_write_the_same_shards_under_the_same_key(tmp_path, corpus, monkeypatch, make):
     fast = _tokenize(corpus, tmp_path / "fast", make())
-    monkeypatch.setenv(tokengine.ENGINE_ENV, "hf")
-    monkeypatch.setattr(tokengine, "_CHOSEN", {})
+    _force_hf(monkeypatch)
     hf = _tokenize(corpus, tmp_path / "hf", make())
     assert fast.info["engine"]["name"] == FAST and fast.info["engine"]["version"]
     assert hf.info["engine"]["name"] == HF and hf.info["engine"]["version"]
@@ -145,7 +149,21 @@ def test_a_unit_whose_sample_differs_makes_its_source_fall_back_to_hf(
         assert json.loads(marker.read_text())["engine"] == HF
 
     monkeypatch.setattr(tokenunits, "_encoder", real)
-    monkeypatch.setenv(tokengine.ENGINE_ENV, "hf")
-    monkeypatch.setattr(tokengine, "_CHOSEN", {})
+    _force_hf(monkeypatch)
     hf = _tokenize(corpus, tmp_path / "hf", byte_tokenizer())
     assert _shards(fell.dir) == _shards(hf.dir) and len(_shards(hf.dir)) > 6
+
+
+def test_the_pretokenize_hint_follows_the_engine(tmp_path, corpus, monkeypatch, capsys):
+    """Inside a job, a source past the engine's threshold earns the hint: a size HF takes
+    too long on is fine for the fast engine."""
+    from steep.data import tokenize
+
+    size = corpus.stat().st_size
+    monkeypatch.setitem(tokenize.LARGE_SOURCE_BYTES, HF, size // 2)
+    monkeypatch.setitem(tokenize.LARGE_SOURCE_BYTES, FAST, size * 2)
+    _tokenize(corpus, tmp_path / "fast", byte_tokenizer())
+    assert "inside this job" not in capsys.readouterr().out
+    _force_hf(monkeypatch)
+    _tokenize(corpus, tmp_path / "hf", byte_tokenizer())
+    assert "inside this job" in capsys.readouterr().out
