@@ -335,6 +335,7 @@ def test_ngram_rules_on_ids_equal_the_rules_on_tuples() -> None:
             for n in range(2, 11):
                 assert _dup_ngram_chars(grams, n) == _tuples_dup_chars(ws, n)
                 assert _top_ngram_chars(grams, n) == _tuples_top_chars(ws, n)
+                assert _dup_ngram_chars(_NGrams(ws), n) == _tuples_dup_chars(ws, n)  # alone
 
 
 # ---------------------------------------------------------------- c4
