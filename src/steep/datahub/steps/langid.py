@@ -83,8 +83,8 @@ def _get_model() -> Any:
 def _prepare(text: str) -> str:
     """fastText reads one line; all-caps text confuses it, so such text is lowercased."""
     text = " ".join(text[:MAX_CHARS].split())
-    letters = [c for c in text if c.isalpha()]
-    if letters and sum(c.isupper() for c in letters) > 0.8 * len(letters):
+    letters = list(filter(str.isalpha, text))  # at C speed: this runs on every sample
+    if letters and sum(map(str.isupper, letters)) > 0.8 * len(letters):
         text = text.lower()
     return text
 
