@@ -183,9 +183,11 @@ def _tokenize_run(args: argparse.Namespace) -> int:
 
 
 def _splits(info: dict) -> str:
-    return ", ".join(
+    splits = ", ".join(
         f"{k} {v['tokens']:,} tokens / {v['documents']:,} docs" for k, v in info["splits"].items()
     )
+    engine = info.get("engine")  # none in a cache written before the engine was recorded
+    return f"{splits} (by {engine['name']} {engine['version']})" if engine else splits
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
