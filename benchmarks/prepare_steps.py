@@ -44,7 +44,7 @@ def time_steps(recipe: str, docs: list[Doc]) -> list[dict]:
         t0, kept = time.process_time(), []
         for i in range(0, len(docs), BATCH):
             batch = docs[i : i + BATCH]
-            for doc, out in zip(batch, step.apply_batch(batch), strict=True):
+            for out in step.apply_batch(batch):
                 if isinstance(out, Drop):
                     continue
                 kept.append(out.doc if isinstance(out, Edit) else out)
