@@ -237,9 +237,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     a.add_argument(
         "--template",
-        metavar="TEMPLATE|FILE.j2",
+        metavar="TEMPLATE|FILE.j2|NAME",
         help="make each CSV/jsonl/parquet record's text of its fields: 'Title: {title}\\n"
-        "{description}', or a Jinja file; a record missing a field is skipped with its name",
+        "{description}', a Jinja file, or a packaged one (listing, review, qa); a record "
+        "missing a field the template needs is skipped with its name",
     )
     a.add_argument(
         "--max-input-mb",

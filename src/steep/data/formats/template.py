@@ -1,18 +1,21 @@
 """Structured records as text, through a template (e-Llama's "serialized listings").
 
-Two kinds: an inline template, ``"Title: {title}\\nBrand: {brand}\\n{description}"``
+Three kinds: an inline template, ``"Title: {title}\\nBrand: {brand}\\n{description}"``
 (Python format fields; ``\\n`` and ``\\t`` written in a shell mean a newline and a tab),
-or a Jinja file (``.j2``, ``.jinja``, ``.jinja2``) for anything longer, run sandboxed.
+a Jinja file (``.j2``, ``.jinja``, ``.jinja2``) for anything longer, run sandboxed, or a
+named one that ships with steep (``listing``, ``review``, ``qa``: ``templates/*.j2``).
 
 The missing-field rule: a record without a field the template uses (absent, null or an
 empty string, as an empty CSV cell, for an inline template; undefined, for a Jinja one) is
-skipped with the field's name as its reason. A Jinja template makes a field optional itself (``{{ brand | default('') }}``,
-``{% if brand is defined %}``). A template that does not parse is one line, before any
-work.
+skipped with the field's name as its reason. A Jinja template makes a field optional itself
+(``{{ brand | default('') }}``, ``{% if brand is defined %}``) and may list the fields that
+must not be empty on a ``{#- required: title, text -#}`` line. A template that does not
+parse is one line, before any work.
 """
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,7 @@ from typing import Any
 from steep.errors import UsageError
 
 JINJA_SUFFIXES = (".j2", ".jinja", ".jinja2")
+_REQUIRED = re.compile(r"\{#-?\s*required:\s*([\w ,]+?)\s*-?#\}")
 
 
 class MissingField(Exception):
@@ -42,12 +46,21 @@ class RecordTemplate:
 
         return tuple(sorted(meta.find_undeclared_variables(_jinja_env().parse(self.source))))
 
+    @property
+    def required(self) -> tuple[str, ...]:
+        """Fields a record must have non-empty: all of an inline template's; a Jinja
+        template's from its ``{#- required: a, b -#}`` line, if it has one."""
+        if self.kind == "format":
+            return self.fields
+        found = _REQUIRED.search(self.source)
+        return tuple(f.strip() for f in found.group(1).split(",")) if found else ()
+
     def render(self, record: dict[str, Any]) -> str:
         """The record's text; ``MissingField`` under the rule above."""
+        for name in self.required:
+            if record.get(name) in (None, ""):
+                raise MissingField(name)
         if self.kind == "format":
-            for name in self.fields:
-                if record.get(name) in (None, ""):
-                    raise MissingField(name)
             return self.source.format_map(record)
         return _render_jinja(self.source, record)
 
@@ -56,9 +69,21 @@ class RecordTemplate:
         return {"kind": self.kind, "origin": self.origin, "source": self.source}
 
 
+PACKAGED = Path(__file__).with_name("templates")
+
+
+def packaged_templates() -> list[str]:
+    """The names ``--template`` takes for the templates that ship with steep."""
+    return sorted(p.stem for p in PACKAGED.glob("*.j2"))
+
+
 def load_template(value: str) -> RecordTemplate:
-    """``--template``'s value: a Jinja file's path, or an inline template; a template that
-    does not parse is a ``UsageError`` naming where."""
+    """``--template``'s value: a packaged template's name, a Jinja file's path, or an inline
+    template; a template that does not parse is a ``UsageError`` naming where."""
+    if value in packaged_templates():
+        source = (PACKAGED / f"{value}.j2").read_text(encoding="utf-8")
+        _check_jinja(source, value)
+        return RecordTemplate(source, "jinja", f"packaged:{value}")
     path = Path(value).expanduser()
     if value.lower().endswith(JINJA_SUFFIXES):
         try:
@@ -73,7 +98,10 @@ def load_template(value: str) -> RecordTemplate:
     except ValueError as exc:
         raise UsageError(f"--template {value!r}: {exc}") from None
     if not fields:
-        raise UsageError(f"--template {value!r} names no field: write fields as {{title}}")
+        raise UsageError(
+            f"--template {value!r} names no field: write fields as {{title}}, or name a "
+            f"packaged template ({', '.join(packaged_templates())})"
+        )
     return RecordTemplate(source, "format", "inline")
 
 

@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from steep.data.documents import COMPRESSIONS, TEXT_SUFFIXES
+from steep.data.formats.template import packaged_templates
 from steep.datahub.catalog import Catalog, CatalogError, DatasetRef, check_name
 from steep.datahub.describe import PAGE_ROWS, drop_examples, preview, skipped_at_ingest
 from steep.datahub.pipeline import packaged_recipes
@@ -42,6 +43,7 @@ def router(studio: Studio) -> APIRouter:
             title="Data Hub",
             datasets=datasets,
             skipped=skipped,
+            templates=packaged_templates(),
             limit=settings.max_upload_bytes,
             uploads=uploads.unused_uploads(home),
             accept=",".join(TEXT_SUFFIXES + COMPRESSIONS),  # what `steep data add` reads
