@@ -1,0 +1,207 @@
+"""steep sweep --predict: the CPT law fitted on a sweep's evals, predictions, bad input."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from steep.cli import main
+from steep.config import load_config
+from steep.sweep.law import law
+from steep.sweep.observe import curve
+from steep.sweep.predict import predict_sweep, target_config
+
+# the known law the synthetic points follow (normalised parameters, see steep.sweep.law)
+TRUE = {
+    "domain": np.array([0.6, 0.6, 0.05, 0.02, 0.05, 0.3]),
+    "general": np.array([0.1, 0.6, 0.05, 0.01, 0.15, 0.2]),
+}
+BASE = {"domain": 4.0, "general": 3.0}
+LRS = ["0.1", "0.3"]
+SHARES = ["0.2", "0.4", "0.6", "0.8"]
+STEPS, EVERY, BATCH = 64, 8, 256
+SCALE = 20.0  # areas are normalised by this in the synthetic truth
+
+
+def _raw(tmp: Path) -> dict:
+    return {
+        "run": {"name": "synth", "seed": 0},
+        "model": {"base": str(tmp / "base"), "base_max_lr": 1e-3},
+        "data": {
+            "seq_len": 64,
+            "sources": [
+                {"name": "domain", "paths": [str(tmp / "d.txt")], "heldout_fraction": 0.1},
+                {"name": "general", "paths": [str(tmp / "g.txt")], "heldout_fraction": 0.1},
+            ],
+        },
+        "train": {"steps": STEPS, "global_batch_tokens": BATCH, "warmup_steps": 4},
+        "eval": {"every_steps": EVERY},
+    }
+
+
+def true_losses(cfg, steps, noise=0.0, rng=None) -> dict[str, np.ndarray]:
+    c = curve(cfg)
+    out = {}
+    for role in ("domain", "general"):
+        a = c.areas(role, steps)
+        clean = law(TRUE[role], np.full(len(steps), BASE[role]), a, SCALE)
+        out[role] = clean * (1 + (noise * rng.standard_normal(len(steps)) if noise else 0))
+    return out
+
+
+def synthetic_sweep(tmp: Path, lrs=LRS, shares=SHARES, noise=0.002, broken=()) -> Path:
+    """A finished sweep folder whose evals follow ``TRUE``: sweep.json, each point's
+    config.yaml and metrics.jsonl (step-0 baseline, an eval every EVERY steps)."""
+    root = tmp / "sweep"
+    base_cfg = tmp / "base.yaml"
+    base_cfg.write_text(yaml.safe_dump(_raw(tmp)))
+    rng = np.random.default_rng(1)
+    points = []
+    for lr in lrs:
+        for share in shares:
+            pid = f"lr_fraction={lr},domain_share={share}"
+            run = root / "points" / pid
+            run.mkdir(parents=True)
+            sets = [f"train.lr_fraction={lr}", f"data.domain_share={share}"]
+            cfg = load_config(base_cfg, sets)
+            (run / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+            steps = list(range(EVERY, STEPS + 1, EVERY))
+            losses = true_losses(cfg, steps, noise, rng)
+            recs = [{"kind": "eval", "step": 0, "tokens": 0, "sets": _sets(BASE)}]
+            for i, s in enumerate(steps):
+                got = {r: float(losses[r][i]) for r in losses}
+                if pid in broken and i == len(steps) - 1:
+                    got["domain"] = float("nan")
+                recs.append({"kind": "eval", "step": s, "tokens": s * BATCH, "sets": _sets(got)})
+            (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+            points.append(
+                {
+                    "id": pid,
+                    "values": {"train.lr_fraction": lr, "data.domain_share": share},
+                    "overrides": sets,
+                    "steps": STEPS,
+                    "roles": {"domain": "domain", "general": "general"},
+                    "run_dir": f"points/{pid}",
+                    "log": f"logs/{pid}.log",
+                    "status": "finished",
+                }
+            )
+    spec = {
+        "config": str(base_cfg),
+        "set": [],
+        "grid": [
+            {"key": "train.lr_fraction", "values": list(lrs)},
+            {"key": "data.domain_share", "values": list(shares)},
+        ],
+        "budget_tokens": STEPS * BATCH,
+    }
+    data = {
+        "format": "steep-sweep",
+        "version": 1,
+        "spec": spec,
+        "max_regression": 0.01,
+        "points": points,
+        "recommendation": None,
+    }
+    (root / "sweep.json").write_text(json.dumps(data))
+    (root / "results.md").write_text("# steep sweep\n")
+    return root
+
+
+def _sets(losses: dict[str, float]) -> dict:
+    return {k: {"loss": v} for k, v in losses.items()}
+
+
+TARGET = 4 * STEPS * BATCH
+
+
+def _truth(root: Path, pid: str, tokens: int) -> dict[str, float]:
+    cfg = target_config(load_config(root / "points" / pid / "config.yaml"), tokens)
+    return {r: float(v[0]) for r, v in true_losses(cfg, [cfg.train.steps]).items()}
+
+
+def test_fit_recovers_the_known_law_and_intervals_cover(tmp_path):
+    root = synthetic_sweep(tmp_path)
+    pred, _ = predict_sweep(root, TARGET, 0.02, n_boot=30)
+    assert pred["fit"]["r2"] > 0.99 and pred["fit"]["holdout_error"] < 0.005
+    assert pred["extrapolation_factor"] == pytest.approx(4.0)
+    grid = [p for p in pred["points"] if p["grid_point"]]
+    assert len(grid) == 8 and len(pred["points"]) > 8  # mixes between grid values too
+    errors, inside = [], 0
+    for p in grid:
+        truth = _truth(root, p["id"], TARGET)
+        for role in ("domain", "general"):
+            got = p[role]
+            errors.append(abs(got["loss"] - truth[role]) / truth[role])
+            inside += got["lo"] <= truth[role] <= got["hi"]
+    assert np.median(errors) < 0.005 and max(errors) < 0.02
+    assert inside >= 0.75 * len(errors)
+    # the pick: the most predicted gain among candidates whose regression bound fits
+    rec = pred["recommended"]
+    ok = [p for p in pred["points"] if p["intervals"]["general_regression"]["hi"] <= 0.02]
+    assert rec["domain_gain"] == max(p["domain_gain"] for p in ok)
+    assert rec["intervals"]["general_regression"]["hi"] <= 0.02
+    assert set(rec["overrides"]) == {"train.lr_fraction", "data.domain_share"}
+    saved = json.loads((root / "sweep.json").read_text())["prediction"]
+    assert saved["recommended"]["id"] == rec["id"] and saved["target_tokens"] == TARGET
+
+
+def test_cli_predict_writes_section_plot_and_refuses_far_targets(tmp_path, capsys):
+    root = synthetic_sweep(tmp_path)
+    assert main(["sweep", "--predict", str(root), "--at", str(64 * STEPS * BATCH)]) == 2
+    assert "64x the sweep's 16,384" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "sweep",
+                "--predict",
+                str(root),
+                "--at",
+                "8K",
+                "--max-regression",
+                "2%",
+                "--bootstrap",
+                "8",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "interpolating" in out and "Tissue et al. 2024" in out
+    text = (root / "results.md").read_text()
+    assert text.count("## Prediction") == 1 and "![Prediction](prediction.png)" in text
+    assert (root / "prediction.png").stat().st_size > 10_000
+    assert (
+        main(["sweep", "--predict", str(root), "--at", "64K", "--bootstrap", "8"]) == 0
+    )  # replaces the section
+    text = (root / "results.md").read_text()
+    assert text.count("## Prediction") == 1 and "64,000 tokens" in text
+    capsys.readouterr()
+    assert main(["sweep", "--predict", str(root), "--at", "1M", "--force", "--bootstrap", "8"]) == 0
+    assert "61.04x the sweep's" in capsys.readouterr().out
+
+
+def test_one_mix_value_and_broken_points_are_said(tmp_path):
+    root = synthetic_sweep(tmp_path, shares=["0.5"], broken={"lr_fraction=0.3,domain_share=0.5"})
+    pred, _ = predict_sweep(root, TARGET, 0.05, n_boot=10)
+    assert any("one mix value" in w for w in pred["warnings"])
+    assert any("only 1 usable point" in w for w in pred["warnings"])
+    assert pred["left_out"] == {"lr_fraction=0.3,domain_share=0.5": "non-finite loss on domain"}
+    assert [p["id"] for p in pred["points"]] == ["lr_fraction=0.1,domain_share=0.5"]
+
+
+def test_points_with_different_eval_sets_are_refused(tmp_path, capsys):
+    root = synthetic_sweep(tmp_path, shares=["0.4", "0.6"])
+    run = root / "points" / "lr_fraction=0.3,domain_share=0.6"
+    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    for r in recs:
+        r["sets"]["extra"] = r["sets"].pop("general")
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    data = json.loads((root / "sweep.json").read_text())
+    data["points"][-1]["roles"] = {"domain": "domain", "extra": "general"}
+    (root / "sweep.json").write_text(json.dumps(data))
+    assert main(["sweep", "--predict", str(root), "--at", "64K"]) == 2
+    err = capsys.readouterr().err
+    assert "different eval sets" in err and "extra (general)" in err
