@@ -12,6 +12,7 @@ from steep.config import load_config
 from steep.sweep.law import law
 from steep.sweep.observe import curve
 from steep.sweep.predict import predict_sweep, target_config
+from tests.conftest import tiny_config
 
 # the known law the synthetic points follow (normalised parameters, see steep.sweep.law)
 TRUE = {
@@ -205,3 +206,28 @@ def test_points_with_different_eval_sets_are_refused(tmp_path, capsys):
     assert main(["sweep", "--predict", str(root), "--at", "64K"]) == 2
     err = capsys.readouterr().err
     assert "different eval sets" in err and "extra (general)" in err
+
+
+def test_real_tiny_sweep_with_predict_at(tmp_path, corpora, tiny_model, capsys):
+    """A real `steep sweep` of a tiny model (two LRs, one mix), then the fit at 4x."""
+    raw = tiny_config(tmp_path, corpora, tiny_model)
+    del raw["run"]["out_dir"]
+    raw["train"].update(threads=1, warmup_steps=1)
+    raw["eval"]["every_steps"] = 2
+    cfg = tmp_path / "base.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "sweep"
+    argv = ["sweep", str(cfg), "--grid", "train.lr_fraction=0.1,1.0", "--budget-tokens", "2048",
+            "--out", str(out), "--predict-at", "8192", "--max-regression", "50%",
+            "--bootstrap", "8"]  # fmt: skip
+    assert main(argv) == 0
+    assert "prediction at 8,192 tokens" in capsys.readouterr().out
+    pred = json.loads((out / "sweep.json").read_text())["prediction"]
+    assert pred["target_tokens"] == 8192 and pred["extrapolation_factor"] == pytest.approx(4)
+    assert pred["fit"]["points"] == 2 and pred["fit"]["evals"] == 8
+    assert [p["id"] for p in pred["points"]] == ["lr_fraction=0.1", "lr_fraction=1.0"]
+    for p in pred["points"]:
+        for role in ("domain", "general"):
+            assert p[role]["lo"] <= p[role]["loss"] <= p[role]["hi"]
+    assert any("one mix value" in w for w in pred["warnings"])
+    assert "## Prediction" in (out / "results.md").read_text()
