@@ -231,3 +231,23 @@ def test_real_tiny_sweep_with_predict_at(tmp_path, corpora, tiny_model, capsys):
             assert p[role]["lo"] <= p[role]["loss"] <= p[role]["hi"]
     assert any("one mix value" in w for w in pred["warnings"])
     assert "## Prediction" in (out / "results.md").read_text()
+
+
+def test_plan_shows_the_sweeps_prediction_for_a_config(tmp_path, tiny_model, capsys):
+    root = synthetic_sweep(tmp_path)
+    pred, _ = predict_sweep(root, TARGET, 0.02, n_boot=10)
+    pid = "lr_fraction=0.3,domain_share=0.6"
+    cfg = root / "points" / pid / "config.yaml"
+    sets = ["--set", f"model.base={tiny_model}", "--set", f"train.steps={4 * STEPS}"]
+    assert main(["plan", str(cfg), *sets, "--gpu", "H100", "--sweep", str(root)]) == 0
+    text = capsys.readouterr().out
+    assert "days" in text or "step time" in text
+    assert "domain gain" in text and "4.0x the sweep's" in text
+    assert main(["plan", str(cfg), *sets, "--gpu", "H100", "--sweep", str(root), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)["prediction"]
+    want = next(p for p in pred["points"] if p["id"] == pid)
+    assert got["domain_gain"] == pytest.approx(want["domain_gain"])
+    for k in ("domain_gain", "general_regression"):
+        assert got["intervals"][k] == pytest.approx(want["intervals"][k])
+    assert main(["plan", str(cfg), *sets, "--sweep", str(tmp_path)]) == 2  # no fit there
+    assert "has no fitted law" in capsys.readouterr().err

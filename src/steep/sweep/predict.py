@@ -379,3 +379,14 @@ def load_fit(sweep_dir: Path) -> tuple[dict[str, SetFit], dict[str, float], dict
         for s, f in raw["sets"].items()
     }
     return sets, {s: float(v) for s, v in raw["base"].items()}, raw
+
+
+def predict_run(sweep_dir: Path, cfg: RunConfig) -> dict[str, Any]:
+    """What the sweep's saved law predicts for the run ``cfg`` as configured (its steps,
+    LR fraction, mix): ``steep plan --sweep``. Says the extrapolation factor, refuses none."""
+    sets, base, raw = load_fit(sweep_dir)
+    pred = predict_config(sets, base, cfg)
+    pred["extrapolation_factor"] = pred["tokens"] / raw["budget_tokens"]
+    pred["law"] = raw["law"]
+    pred["sweep"] = str(sweep_dir)
+    return pred

@@ -16,7 +16,7 @@ from steep.artifacts.atomic import write_text
 from steep.sweep.law import law
 from steep.sweep.observe import curve
 from steep.sweep.pareto import pct
-from steep.sweep.predict import N_BOOT, Fitted, predict_sweep, target_config
+from steep.sweep.predict import N_BOOT, WEAK_FACTOR, Fitted, predict_sweep, target_config
 from steep.sweep.report import RESULTS_FILE
 
 PREDICTION_PLOT = "prediction.png"
@@ -163,3 +163,17 @@ def run_prediction(
         print("  " + line.removeprefix("- ").replace("**", ""))
     print(f"prediction: {sweep_dir / RESULTS_FILE}")
     return pred
+
+
+def run_lines(pred: dict[str, Any]) -> list[str]:
+    """``steep plan --sweep``'s lines: the run's predicted gain and regression."""
+    factor = pred["extrapolation_factor"]
+    weak = f" (beyond {WEAK_FACTOR:g}x: weak)" if factor > WEAK_FACTOR else ""
+    return [
+        f"predicted (the CPT law fitted on sweep {pred['sweep']}, 90% intervals)",
+        f"  domain gain               {_iv(pred, 'domain_gain')}",
+        f"  general regression        {_iv(pred, 'general_regression')}",
+        f"  domain loss               {_iv(pred['domain'])}",
+        f"  general loss              {_iv(pred['general'])}",
+        f"  {pred['tokens']:,} tokens: {factor:.1f}x the sweep's{weak}",
+    ]
