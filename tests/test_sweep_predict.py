@@ -251,3 +251,30 @@ def test_plan_shows_the_sweeps_prediction_for_a_config(tmp_path, tiny_model, cap
         assert got["intervals"][k] == pytest.approx(want["intervals"][k])
     assert main(["plan", str(cfg), *sets, "--sweep", str(tmp_path)]) == 2  # no fit there
     assert "has no fitted law" in capsys.readouterr().err
+
+
+def test_studio_sweep_view_shows_the_prediction(tmp_path, _steep_home):
+    from fastapi.testclient import TestClient
+
+    from steep.studio.app import create_app
+    from steep.studio.state import Settings
+
+    synthetic_sweep(tmp_path)
+    root = _steep_home / "sweeps" / "syn"
+    root.parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "sweep").rename(root)
+    client = TestClient(create_app(Settings(home=_steep_home, run_jobs=False)))
+    before = client.get("/compare?sweep=syn").text
+    assert 'id="sweep-prediction"' not in before
+    assert client.get("/api/sweeps/syn/prediction.png").status_code == 404
+    assert main(["sweep", "--predict", str(root), "--at", "64K", "--bootstrap", "8"]) == 0
+    rec = json.loads((root / "sweep.json").read_text())["prediction"]["recommended"]
+    page = client.get("/compare?sweep=syn").text
+    assert 'id="sweep-prediction"' in page and "Tissue et al. 2024" in page
+    assert 'src="/api/sweeps/syn/prediction.png"' in page
+    assert ", ".join(f"{k}={v}" for k, v in rec["overrides"].items()) in page
+    png = client.get("/api/sweeps/syn/prediction.png")
+    assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+    api = client.get("/api/compare?sweep=syn").json()["sweep"]["prediction"]
+    assert api["recommended"]["id"] == rec["id"] and api["target_tokens"] == 64_000
+    assert client.get("/api/sweeps/syn/sweep.json").status_code == 404  # plots only

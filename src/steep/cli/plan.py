@@ -35,7 +35,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     shape = shape_from_file(Path(args.model_config)) if args.model_config else None
     plan = make_plan(config, args.gpus, device, args.mfu, shape, config_name=args.config)
     predicted = None
-    if args.sweep:  # deferred: the law's fit (scipy, the sweep package) only when asked
+    if args.sweep:
+        # deferred: the sweep package (and its torch) loads only when a prediction is asked
         from steep.sweep.predict import predict_run
 
         predicted = predict_run(Path(args.sweep).resolve(), config)
@@ -47,7 +48,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return 0
     print(render(plan))
     if predicted is not None:
-        from steep.sweep.predreport import run_lines
+        from steep.sweep.predreport import run_lines  # deferred: as predict_run above
 
         print("\n" + "\n".join(run_lines(predicted)))
     return 0

@@ -50,6 +50,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         _need_scipy()
     result = run_sweep(spec, out, max_reg, slurm)
     if args.predict_at is not None and result.finished:
+        # deferred: keeps `steep --help` light, as above
         from steep.sweep.predreport import run_prediction
 
         run_prediction(result.sweep_dir, args.predict_at, max_reg, args.force, args.bootstrap)
@@ -68,6 +69,7 @@ def _need_scipy() -> None:
 
 def _predict_only(args: argparse.Namespace) -> int:
     """``steep sweep --predict SWEEP_DIR --at TOKENS``: refit a finished sweep, no runs."""
+    # deferred: keeps `steep --help` light (the sweep package loads torch)
     from steep.sweep import read_sweep
 
     if args.config or args.grid or args.set or args.resume or args.predict_at is not None:
@@ -78,7 +80,7 @@ def _predict_only(args: argparse.Namespace) -> int:
     if args.at is None:
         raise ConfigError("--predict SWEEP_DIR needs --at TOKENS (the big run's tokens)")
     _need_scipy()
-    from steep.sweep.predreport import run_prediction
+    from steep.sweep.predreport import run_prediction  # deferred: as read_sweep above
 
     sweep_dir = Path(args.predict).resolve()
     max_reg = args.max_regression

@@ -87,6 +87,7 @@ def write_section(sweep_dir: Path, pred: dict[str, Any], plot: Path | None) -> N
 def plot(fitted: Fitted, pred: dict[str, Any], path: Path) -> Path:
     """Per role: observed evals, the fitted law along each run and along the target's
     schedule, the target's interval, and the recommended point."""
+    # deferred: matplotlib loads only when a plot is drawn
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
