@@ -310,6 +310,13 @@ def predict_sweep(
             "left out of the fit: "
             + "; ".join(f"{k} ({v})" for k, v in fitted.obs.left_out.items())
         )
+    if rec is not None:
+        dom = int(rec["domain_share"] * rec["tokens"])
+        notes.append(
+            f"the recommended run trains on {dom:,} domain tokens: if the domain sources hold "
+            "fewer, it repeats them, which the fit has not seen (no sweep point repeated "
+            "more than the sweep's own budget), and the predicted gain is then optimistic"
+        )
     keep = ("overrides", "domain", "general", "domain_gain", "general_regression", "intervals")
     prediction = {
         "target_tokens": target,
