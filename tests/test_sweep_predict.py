@@ -153,6 +153,13 @@ def test_cli_predict_writes_section_plot_and_refuses_far_targets(tmp_path, capsy
     root = synthetic_sweep(tmp_path)
     assert main(["sweep", "--predict", str(root), "--at", str(64 * STEPS * BATCH)]) == 2
     assert "64x the sweep's 16,384" in capsys.readouterr().err
+    new = ["sweep", str(tmp_path / "base.yaml"), "--grid", "train.lr_fraction=0.1,0.3"]
+    assert (
+        main([*new, "--budget-tokens", "1024", "--predict-at", "1M", "--out", str(tmp_path / "x")])
+        == 2
+    )
+    assert "977x --budget-tokens 1,024" in capsys.readouterr().err  # before any run
+    assert not (tmp_path / "x").exists()
     assert (
         main(
             [

@@ -48,6 +48,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     max_reg = DEFAULT_MAX_REGRESSION if max_reg is None else max_reg
     if args.predict_at is not None:
         _need_scipy()
+        _check_factor(args.predict_at, spec.budget_tokens, args.force)
     result = run_sweep(spec, out, max_reg, slurm)
     if args.predict_at is not None and result.finished:
         # deferred: keeps `steep --help` light, as above
@@ -65,6 +66,19 @@ def _need_scipy() -> None:
         raise ConfigError(
             "--predict needs scipy: pip install 'steep[predict]' (or pip install scipy)"
         ) from None
+
+
+def _check_factor(target: int, budget: int | None, force: bool) -> None:
+    """Refuse a target too far beyond the budget before the sweep runs, not after."""
+    # deferred: keeps `steep --help` light (the sweep package loads torch)
+    from steep.sweep.predict import MAX_FACTOR
+
+    if budget and target / budget > MAX_FACTOR and not force:
+        raise ConfigError(
+            f"--predict-at {target:,} is {target / budget:.0f}x --budget-tokens {budget:,}: "
+            f"more than {MAX_FACTOR:g}x beyond what the fit will see; give --force to "
+            "predict anyway"
+        )
 
 
 def _predict_only(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ import numpy as np
 from steep.artifacts.atomic import write_text
 from steep.artifacts.scores import loss_headline
 from steep.config import RunConfig, load_config
-from steep.sweep.law import LAW_NAME, Areas, fit, law, r_squared
+from steep.sweep.law import LAW_NAME, PARAMS, Areas, fit, law, r_squared
 from steep.sweep.observe import Observations, Observed, curve, observe
 from steep.sweep.pareto import pct
 from steep.sweep.plan import Axis, point_ids
@@ -89,6 +89,8 @@ def _holdout(obs: list[Observed], sets: list[str], scale: float) -> dict[str, di
     for s in sets:
         role = obs[0].roles[s]
         loss, base, a, _ = _stack(obs, s, role, last=False)
+        if len(loss) <= len(PARAMS):  # too few evals left to fit without the last ones
+            return {}
         theta = fit(loss, base, a, scale).theta
         for o in obs:
             last = o.curve.areas(role, o.steps[-1:])
@@ -258,7 +260,12 @@ def _warnings(fitted: Fitted, factor: float, n_mix: int) -> list[str]:
         )
     if fitted.r2 is None or fitted.r2 < 0.9:
         out.append(f"the law fits badly: R^2 {_num(fitted.r2)} (below 0.9)")
-    if fitted.holdout_error > 0.02:
+    if not math.isfinite(fitted.holdout_error):
+        out.append(
+            "too few evals to hold each point's last one out: the fit's error on unseen "
+            "evals is unknown (lower train.eval_every)"
+        )
+    elif fitted.holdout_error > 0.02:
         out.append(
             f"held-out last evals are off by {pct(fitted.holdout_error, signed=False)} "
             "(median): the law does not extrapolate these curves well"

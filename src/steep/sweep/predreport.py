@@ -34,12 +34,14 @@ def lines(pred: dict[str, Any]) -> list[str]:
     """The prediction as text: target, law, fit quality, the pick, warnings."""
     fit, rec = pred["fit"], pred["recommended"]
     r2 = "n/a" if fit["r2"] is None else f"{fit['r2']:.4f}"
+    err = fit["holdout_error"]
+    held = "n/a" if err is None or err != err else pct(err, signed=False)  # NaN: none held out
     out = [
         f"- target: {pred['target_tokens']:,} tokens, {pred['extrapolation_factor']:.2f}x the "
         f"sweep's {pred['budget_tokens']:,}",
         f"- law: {pred['law']}",
         f"- fit: R^2 {r2} on {fit['evals']} evals of {fit['points']} points; each point's last "
-        f"eval held out and predicted: median error {pct(fit['holdout_error'], signed=False)}",
+        f"eval held out and predicted: median error {held}",
         f"- intervals: 90%, bootstrap over points ({fit['bootstrap']} refits) plus residuals",
     ]
     if rec is None:
