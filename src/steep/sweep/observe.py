@@ -111,8 +111,7 @@ def _observe(sweep_dir: Path, p: dict[str, Any]) -> Observed | str:
     if not later:
         return "no eval after step 0"
     losses = {s: [e["sets"].get(s, {}).get("loss", math.nan) for e in later] for s in base}
-    bad = [s for s, v in [*base.items(), *((s, x) for s, xs in losses.items() for x in xs)]]
-    bad = sorted({s for s in bad if not _finite_all(base, losses, s)})
+    bad = sorted(s for s in base if not _finite_all(base, losses, s))
     if bad:
         return f"non-finite loss on {', '.join(bad)}"
     return Observed(

@@ -19,7 +19,7 @@ import numpy as np
 
 from steep.artifacts.atomic import write_text
 from steep.artifacts.scores import loss_headline
-from steep.config import RunConfig, load_config
+from steep.config import ConfigError, RunConfig, load_config
 from steep.sweep.law import LAW_NAME, PARAMS, Areas, fit, law, r_squared
 from steep.sweep.observe import Observations, Observed, curve, observe
 from steep.sweep.pareto import pct
@@ -223,7 +223,7 @@ def candidates(sweep_dir: Path, data: dict[str, Any], obs: Observations):
                     cfg = load_config(
                         sweep_dir / POINTS_DIR / o.id / CONFIG_FILE, [f"{axis.key}={v:.6g}"]
                     )
-                except Exception:  # noqa: BLE001 - a value the config refuses is no candidate
+                except ConfigError:  # a value the config refuses is no candidate
                     continue
                 pid = point_ids(grid, [[values[a.key] for a in grid]])[0]
                 out.append((pid, values, cfg, False))
