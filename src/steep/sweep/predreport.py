@@ -86,6 +86,16 @@ def write_section(sweep_dir: Path, pred: dict[str, Any], plot: Path | None) -> N
     write_text(path, head + "\n\n" + markdown(pred, plot))
 
 
+def _fitted(fitted: Fitted, base, names: list[str], role: str, c, steps) -> np.ndarray:
+    """The law's mean loss over the role's sets ``names`` along the schedule ``c``."""
+    a = c.areas(role, steps)
+    n = len(steps)
+    return np.mean(
+        [law(fitted.sets[s].theta, np.full(n, base[s]), a, fitted.sets[s].scale) for s in names],
+        axis=0,
+    )
+
+
 def plot(fitted: Fitted, pred: dict[str, Any], path: Path) -> Path:
     """Per role: observed evals, the fitted law along each run and along the target's
     schedule, the target's interval, and the recommended point."""
@@ -108,22 +118,11 @@ def plot(fitted: Fitted, pred: dict[str, Any], path: Path) -> Path:
             color = f"C{i % 10}"
             obs = np.mean([o.losses[s] for s in names], axis=0)
             ax.plot(o.tokens, obs, "o", color=color, ms=3)
-            big = target_config(o.cfg, target)
-            c = curve(big)
-            steps = np.unique(np.geomspace(1, c.steps, 60).astype(int))
-            fitc = np.mean(
-                [
-                    law(
-                        fitted.sets[s].theta,
-                        np.full(len(steps), o.base[s]),
-                        c.areas(role, steps),
-                        fitted.sets[s].scale,
-                    )
-                    for s in names
-                ],
-                axis=0,
-            )
-            ax.plot(steps * o.cfg.train.global_batch_tokens, fitc, "--", color=color, lw=0.8)
+            batch = o.cfg.train.global_batch_tokens
+            for c, style in ((o.curve, "-"), (curve(target_config(o.cfg, target)), "--")):
+                steps = np.unique(np.geomspace(1, c.steps, 60).astype(int))
+                ax.plot(steps * batch, _fitted(fitted, o.base, names, role, c, steps), style,
+                        color=color, lw=0.8)  # fmt: skip
             p = by_id.get(o.id)
             if p is not None:
                 y = p[role]
@@ -143,7 +142,7 @@ def plot(fitted: Fitted, pred: dict[str, Any], path: Path) -> Path:
     fig.text(
         0.5,
         0.01,
-        "dots: evals; dashes: the law on the target's schedule; bars: 90% "
+        "dots: evals; lines: the law on each point's own schedule, dashes: on the target's; bars: 90% "
         "intervals at the target (red line); star: recommended; dotted: sweep budget",
         ha="center",
         fontsize=8,
