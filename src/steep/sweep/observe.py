@@ -121,7 +121,7 @@ def _observe(sweep_dir: Path, p: dict[str, Any]) -> Observed | str:
         {s: roles[s] for s in base},
         base,
         [e["step"] for e in later],
-        [int(e.get("tokens") or 0) for e in later],
+        [int(e.get("tokens") or e["step"] * cfg.train.global_batch_tokens) for e in later],
         losses,
     )
 
