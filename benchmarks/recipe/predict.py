@@ -106,7 +106,7 @@ def main() -> None:
     grid = parse_grid(
         [f"train.lr_fraction={','.join(LRS)}", f"data.domain_share={','.join(SHARES)}"]
     )
-    sweep_dir = args.root / "predict-sweep"
+    sweep_dir = args.root / f"predict-sweep-{args.steps}"
     result = run_sweep(Spec(str(cfg_path), grid, budget_tokens=budget), sweep_dir, MAX_REGRESSION)
     target = FACTOR * budget
     sweep_s = time.perf_counter() - t0 - pretrain_s
@@ -125,16 +125,16 @@ def main() -> None:
             break
         if extra not in check:
             check.append(extra)
-    actual = {pid: validate(args.root, sweep_dir, pid, target) for pid in check}
+    actual = {pid: validate(args.root, sweep_dir, pid, target, args.steps) for pid in check}
     text = report(pred, by_id, actual, rec, naive, budget, target, sweep_s, fit_s)
-    write_result(args.out, "predict", text, started, pretrain_s)
+    write_result(args.out, f"predict-{args.steps}", text, started, pretrain_s)
 
 
-def validate(root: Path, sweep_dir: Path, pid: str, tokens: int) -> dict[str, float]:
+def validate(root: Path, sweep_dir: Path, pid: str, tokens: int, b: int) -> dict[str, float]:
     """Train the point at ``tokens`` (same config, more steps); its final role losses."""
     raw = yaml.safe_load((sweep_dir / "points" / pid / "config.yaml").read_text())
     raw["train"]["steps"] = tokens // raw["train"]["global_batch_tokens"]
-    raw["run"]["out_dir"] = str(root / "predict-validate" / pid.replace(",", "_"))
+    raw["run"]["out_dir"] = str(root / f"predict-validate-{b}" / pid.replace(",", "_"))
     raw["eval"]["every_steps"] = raw["train"]["steps"]
     raw["checkpoint"] = {"every_steps": raw["train"]["steps"], "keep_last": 1}
     run = train_run(root, raw)
