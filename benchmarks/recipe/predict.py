@@ -28,6 +28,7 @@ from common import (  # noqa: E402 - the folder's shared setup, as the other scr
     markdown_table,
     parse_args,
     prepare_corpora,
+    read_run,
     run_config,
     source,
     train_run,
@@ -113,31 +114,49 @@ def main() -> None:
     t1 = time.perf_counter()
     pred = run_prediction(result.sweep_dir, target, MAX_REGRESSION, force=False)
     fit_s = time.perf_counter() - t1
-    by_id = {p["id"]: p for p in pred["points"] if p["grid_point"]}
+    by_id = {p["id"]: p for p in pred["points"]}
     data = json.loads((sweep_dir / "sweep.json").read_text())
     at_b = {p["id"]: p for p in data["points"] if p.get("domain_gain") is not None}
     naive = data["recommendation"]["id"]
     rec = (pred["recommended"] or {}).get("id")
     most = max(at_b, key=lambda i: at_b[i]["domain_gain"])
     check = list(dict.fromkeys(x for x in (rec, naive, most) if x in by_id))
-    for extra in by_id:  # at least three points trained at 4B
+    for extra in (i for i, p in by_id.items() if p["grid_point"]):  # at least three at 4B
         if len(check) >= 3:
             break
         if extra not in check:
             check.append(extra)
-    actual = {pid: validate(args.root, sweep_dir, pid, target, args.steps) for pid in check}
+    actual = {pid: validate(args.root, sweep_dir, by_id[pid], target, args.steps) for pid in check}
     text = report(pred, by_id, actual, rec, naive, budget, target, sweep_s, fit_s)
     write_result(args.out, f"predict-{args.steps}", text, started, pretrain_s)
 
 
-def validate(root: Path, sweep_dir: Path, pid: str, tokens: int, b: int) -> dict[str, float]:
-    """Train the point at ``tokens`` (same config, more steps); its final role losses."""
-    raw = yaml.safe_load((sweep_dir / "points" / pid / "config.yaml").read_text())
+def validate(root: Path, sweep_dir: Path, p: dict, tokens: int, b: int) -> dict[str, float]:
+    """Train the point ``p`` at ``tokens`` (its config, more steps; a mix between grid
+    values takes a grid point's config with that mix); its final role losses. A finished
+    validation run is read back, not trained again."""
+    pid = p["id"]
+    data = json.loads((sweep_dir / "sweep.json").read_text())
+    keys = [a["key"] for a in data["spec"]["grid"]]
+    near = min(
+        data["points"],
+        key=lambda q: sum(abs(float(q["values"][k]) - float(p["overrides"][k])) for k in keys),
+    )
+    raw = yaml.safe_load((sweep_dir / near["run_dir"] / "config.yaml").read_text())
+    raw["train"]["lr_fraction"] = float(
+        p["overrides"].get("train.lr_fraction", raw["train"]["lr_fraction"])
+    )
+    if "data.domain_share" in p["overrides"]:
+        raw["data"]["domain_share"] = float(p["overrides"]["data.domain_share"])
     raw["train"]["steps"] = tokens // raw["train"]["global_batch_tokens"]
     raw["run"]["out_dir"] = str(root / f"predict-validate-{b}" / pid.replace(",", "_"))
     raw["eval"]["every_steps"] = raw["train"]["steps"]
     raw["checkpoint"] = {"every_steps": raw["train"]["steps"], "keep_last": 1}
-    run = train_run(root, raw)
+    out = Path(raw["run"]["out_dir"])
+    if (out / "model" / "steep.json").exists():
+        run = read_run(pid, out, 0.0)
+    else:
+        run = train_run(root, raw)
     base, final = run.evals[0][1], run.evals[-1][1]
     return {
         "domain": final[NEW],
