@@ -34,7 +34,23 @@ def cmd_plan(args: argparse.Namespace) -> int:
     device = resolve_device(config, args.gpu, args.peak_tflops, args.memory_gib)
     shape = shape_from_file(Path(args.model_config)) if args.model_config else None
     plan = make_plan(config, args.gpus, device, args.mfu, shape, config_name=args.config)
-    print(json.dumps(plan.to_dict(), indent=2) if args.json else render(plan))
+    predicted = None
+    if args.sweep:
+        # deferred: the sweep package (and its torch) loads only when a prediction is asked
+        from steep.sweep.predict import predict_run
+
+        predicted = predict_run(Path(args.sweep).resolve(), config)
+    if args.json:
+        out = plan.to_dict()
+        if predicted is not None:
+            out["prediction"] = predicted
+        print(json.dumps(out, indent=2))
+        return 0
+    print(render(plan))
+    if predicted is not None:
+        from steep.sweep.predreport import run_lines  # deferred: as predict_run above
+
+        print("\n" + "\n".join(run_lines(predicted)))
     return 0
 
 
@@ -66,6 +82,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--model-config",
         metavar="CONFIG.json",
         help="the model's config.json, for a base the plan cannot find offline",
+    )
+    p.add_argument(
+        "--sweep",
+        metavar="SWEEP_DIR",
+        help="also the domain gain and general regression the sweep's fitted law predicts for "
+        "this run (after `steep sweep --predict SWEEP_DIR --at TOKENS`)",
     )
     p.add_argument("--json", action="store_true", help="the plan as JSON")
     p.set_defaults(func=cmd_plan)

@@ -23,6 +23,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     quiet_libraries()
     max_reg = args.max_regression
+    if args.predict:
+        return _predict_only(args)
+    if args.at is not None:
+        raise ConfigError("--at goes with --predict SWEEP_DIR; a new sweep takes --predict-at")
     if args.resume:
         if args.config or args.grid or args.set or args.budget_tokens is not None:
             raise ConfigError(
@@ -42,8 +46,77 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.slurm:
         slurm = slurm_options(args, nodes=args.nodes, gpus_per_node=args.gpus_per_node)
     max_reg = DEFAULT_MAX_REGRESSION if max_reg is None else max_reg
+    if args.predict_at is not None:
+        _need_scipy()
+        _check_factor(args.predict_at, spec.budget_tokens, args.force)
     result = run_sweep(spec, out, max_reg, slurm)
+    if args.predict_at is not None and result.finished:
+        # deferred: keeps `steep --help` light, as above
+        from steep.sweep.predreport import run_prediction
+
+        run_prediction(result.sweep_dir, args.predict_at, max_reg, args.force, args.bootstrap)
     return 1 if result.failed else 0
+
+
+def _need_scipy() -> None:
+    """The law is fitted with scipy (the ``predict`` extra): say so before any work."""
+    try:
+        import scipy.optimize  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "--predict needs scipy: pip install 'steep[predict]' (or pip install scipy)"
+        ) from None
+
+
+def _check_factor(target: int, budget: int | None, force: bool) -> None:
+    """Refuse a target too far beyond the budget before the sweep runs, not after."""
+    # deferred: keeps `steep --help` light (the sweep package loads torch)
+    from steep.sweep.predict import MAX_FACTOR
+
+    if budget and target / budget > MAX_FACTOR and not force:
+        raise ConfigError(
+            f"--predict-at {target:,} is {target / budget:.0f}x --budget-tokens {budget:,}: "
+            f"more than {MAX_FACTOR:g}x beyond what the fit will see; give --force to "
+            "predict anyway"
+        )
+
+
+def _predict_only(args: argparse.Namespace) -> int:
+    """``steep sweep --predict SWEEP_DIR --at TOKENS``: refit a finished sweep, no runs."""
+    # deferred: keeps `steep --help` light (the sweep package loads torch)
+    from steep.sweep import read_sweep
+
+    if args.config or args.grid or args.set or args.resume or args.predict_at is not None:
+        raise ConfigError(
+            "--predict refits a finished sweep: give only SWEEP_DIR, --at, --max-regression "
+            "and --force"
+        )
+    if args.at is None:
+        raise ConfigError("--predict SWEEP_DIR needs --at TOKENS (the big run's tokens)")
+    _need_scipy()
+    from steep.sweep.predreport import run_prediction  # deferred: as read_sweep above
+
+    sweep_dir = Path(args.predict).resolve()
+    max_reg = args.max_regression
+    if max_reg is None:
+        max_reg = read_sweep(sweep_dir)["max_regression"]
+    run_prediction(sweep_dir, args.at, max_reg, args.force, args.bootstrap)
+    return 0
+
+
+def tokens(text: str) -> int:
+    """A token count: 400000000, 4e8, 400M, 1.5B (K, M, B, T: powers of 1000)."""
+    units = {"K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
+    raw = text.strip().upper()
+    try:
+        value = float(raw[:-1]) * units[raw[-1]] if raw[-1:] in units else float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a token count: {text!r} (e.g. 4e8 or 400M)"
+        ) from None
+    if not value >= 1:
+        raise argparse.ArgumentTypeError(f"a token count must be at least 1, got {text!r}")
+    return int(value)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -88,6 +161,29 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         default=1,
         metavar="N",
         help="with --slurm: ranks per node (GPUs, or processes on a CPU run)",
+    )
+    w.add_argument(
+        "--predict-at",
+        type=tokens,
+        metavar="TOKENS",
+        help="after the grid, fit the CPT law on every eval and predict each point (and mixes "
+        "between grid values) at TOKENS, e.g. 1B: results.md 'Prediction', sweep.json",
+    )
+    w.add_argument(
+        "--predict", metavar="SWEEP_DIR", help="refit a finished sweep for --at TOKENS, no runs"
+    )
+    w.add_argument("--at", type=tokens, metavar="TOKENS", help="with --predict: the target")
+    w.add_argument(
+        "--force",
+        action="store_true",
+        help="predict a target more than 16x the sweep's tokens (the output states the factor)",
+    )
+    w.add_argument(
+        "--bootstrap",
+        type=positive,
+        default=60,
+        metavar="N",
+        help="refits over resampled points for the prediction's intervals (default 60)",
     )
     add_slurm_options(w)
     w.set_defaults(func=cmd_sweep)

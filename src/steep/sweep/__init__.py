@@ -8,7 +8,9 @@ command with ``--out SWEEP_DIR`` (or ``steep sweep --resume SWEEP_DIR``).
 - ``state``: ``sweep.json``, where the sweep stands, rewritten after every point;
 - ``scheduler``: running the points on the devices there are, and ``run_sweep``;
 - ``report``: each point's scores, the results table, results.md and the pick;
-- ``pareto``: the Pareto front and the rule for the recommendation.
+- ``pareto``: the Pareto front and the rule for the recommendation;
+- ``law``, ``observe``, ``predict``, ``predreport``: the CPT law fitted on every eval and
+  the big run predicted from it (``--predict-at``, ``--predict SWEEP_DIR --at``).
 """
 
 from steep.sweep.pareto import DEFAULT_MAX_REGRESSION, Recommendation, Scored

@@ -9,7 +9,10 @@ Format (``"format": "steep-sweep"``, ``"version": 1``)::
                  # once run: "device", "started", "returncode", "seconds",
                  # once scored: "sets", "domain_gain", "general_regression"}],
      "recommendation": null | {"id", "reason", "within_budget", "over_budget",
-                               "pareto_front"}}
+                               "pareto_front"},
+     # after --predict-at / --predict (steep.sweep.predict; docs/formats.md):
+     "prediction": {"target_tokens", "law", "fit": {"r2", "holdout_error", ...},
+                    "points": [...], "recommended": {...}, "warnings", "notes", ...}}
 
 ``run_dir`` and ``log`` are relative to the sweep folder; status is pending, running,
 finished or failed. A rerun into the same folder must have the same spec.

@@ -28,6 +28,7 @@ from steep.artifacts.metrics import read_metrics
 from steep.artifacts.scores import ROLES, finite, loss_headline, mean, rel_change
 from steep.config.flat import dotted
 from steep.hub import scan
+from steep.studio.markdown import render
 from steep.studio.state import Studio
 from steep.train.report import eval_table
 from steep.workspace import METRICS_FILE, Workspace
@@ -40,6 +41,11 @@ MAX_SWEEP_POINTS = 48  # a sweep's answer stays bounded too; the page says how m
 SWEEP_FILE = "sweep.json"
 SWEEP_FORMAT = "steep-sweep"
 PARETO_FILE = "pareto.png"
+# results.md's "Prediction" section and its plot (steep.sweep.predreport)
+RESULTS_FILE = "results.md"
+PREDICTION_HEADING = "## Prediction"
+PREDICTION_FILE = "prediction.png"
+SWEEP_PLOTS = (PARETO_FILE, PREDICTION_FILE)  # the only files of a sweep the studio serves
 
 Names = Annotated[list[str] | None, Query(description="run names, comma-separated")]
 OneName = Annotated[list[str] | None, Query(description="one run name each, commas and all")]
@@ -61,6 +67,7 @@ def router(studio: Studio) -> APIRouter:
             folder = sweep_folder(sweeps_root, sweep)
             query = [("sweep", folder.name)]
             context.update(title=f"Compare: sweep {folder.name}", sweep=folder.name, runs=[])
+            context["prediction_html"] = prediction_html(folder)
         else:
             query = [("run", n) for n in selected]
             context.update(title="Compare runs", runs=hub.runs(), sweeps=list_sweeps(sweeps_root))
@@ -86,13 +93,16 @@ def router(studio: Studio) -> APIRouter:
             "max_train_points": MAX_TRAIN_POINTS,
         }
 
-    @routes.get("/api/sweeps/{name}/pareto.png")
-    def api_pareto(name: str) -> FileResponse:
-        """Only a sweep folder's pareto.png: no other file, nothing outside the sweeps."""
+    @routes.get("/api/sweeps/{name}/{plot}")
+    def api_sweep_plot(name: str, plot: str) -> FileResponse:
+        """Only a sweep folder's pareto.png or prediction.png: no other file, nothing
+        outside the sweeps."""
         folder = sweep_folder(sweeps_root, name)
-        path = folder / PARETO_FILE
+        if plot not in SWEEP_PLOTS:
+            raise HTTPException(404, f"a sweep serves only {', '.join(SWEEP_PLOTS)}")
+        path = folder / plot
         if path.is_symlink() or not path.is_file():
-            raise HTTPException(404, f"sweep {name} has no {PARETO_FILE}")
+            raise HTTPException(404, f"sweep {name} has no {plot}")
         return FileResponse(path, media_type="image/png")
 
     return routes
@@ -137,6 +147,19 @@ def read_sweep_file(folder: Path) -> dict[str, Any]:
     if not isinstance(data.get("points"), list):
         data["points"] = []
     return data
+
+
+def prediction_html(folder: Path) -> str:
+    """results.md's Prediction section as HTML (its plot served by ``api_sweep_plot``);
+    empty when the sweep has not been predicted."""
+    path = folder / RESULTS_FILE
+    if path.is_symlink() or not path.is_file():
+        return ""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    _, found, section = text.partition("\n" + PREDICTION_HEADING)
+    if not found:
+        return ""
+    return render(PREDICTION_HEADING + section, f"/api/sweeps/{quote(folder.name)}/")
 
 
 def list_sweeps(root: Path) -> list[dict[str, Any]]:
@@ -345,6 +368,10 @@ def sweep_view(studio: Studio, folder: Path) -> dict[str, Any]:
             "pareto_front": rec.get("pareto_front") or [],
             "pareto_url": f"/api/sweeps/{folder.name}/pareto.png" if pareto else None,
             "points": len(data["points"]),
+            # `steep sweep --predict`: target, law, fit quality, points, the pick at the target
+            "prediction": data.get("prediction")
+            if isinstance(data.get("prediction"), dict)
+            else None,
         },
         "runs": runs,
         "config_diff": config_diff(configs),
