@@ -18,7 +18,7 @@ from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 from steep.artifacts.lineage import Lineage, read_lineage, write_lineage
 from steep.cli import main
 from steep.config import parse_config
-from steep.eval.merge_curve import pick
+from steep.eval.merge_spec import pick
 from steep.hub import Hub
 from steep.model.io import byte_tokenizer, load_tokenizer
 from steep.model.merge import Weights, interpolated, plan_merge

@@ -176,8 +176,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
     # deferred: keeps `steep --help` light (no torch until a command runs)
     from steep.artifacts.fmt import text_table
     from steep.errors import UsageError
-    from steep.eval.merge_curve import MergeSpec, curve_table
+    from steep.eval.merge_curve import curve_table
     from steep.eval.merge_save import MERGE_JSON, default_out, run_merge
+    from steep.eval.merge_spec import MergeSpec
     from steep.workspace import Workspace, plain_name_problem
 
     spec = MergeSpec(
@@ -219,11 +220,14 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def _alphas(text: str) -> list[float]:
-    """``0,0.25,0.5``: the alphas as numbers (range checks are the merge's own)."""
+    # deferred: keeps `steep --help` light
+    from steep.errors import UsageError
+    from steep.eval.merge_spec import parse_alphas
+
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give numbers separated by commas") from None
+        return parse_alphas(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_merge(msub: argparse._SubParsersAction) -> None:

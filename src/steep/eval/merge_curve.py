@@ -10,10 +10,9 @@ general regression are ``steep.artifacts.scores``'s, against the base (alpha 0).
 from __future__ import annotations
 
 import gc
-import math
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,8 @@ from steep.artifacts.fmt import pct
 from steep.artifacts.lineage import Lineage, read_lineage
 from steep.artifacts.scores import loss_headline
 from steep.config import ModelSection, RunConfig
-from steep.errors import MissingInputError, UsageError
+from steep.errors import MissingInputError
+from steep.eval.merge_spec import CHAT_VECTOR, LINEAR, MergeSpec, pick
 from steep.eval.run_windows import load_scored, logged_losses, run_config, score_loaded
 from steep.model.io import load_tokenizer
 from steep.model.merge import (
@@ -39,53 +39,6 @@ from steep.train.forward import use_document_mask
 from steep.train.inputs import run_eval_sets
 from steep.train.runtime import Runtime
 from steep.workspace import steep_home
-
-LINEAR, CHAT_VECTOR = "linear", "chat-vector"
-METHODS = (LINEAR, CHAT_VECTOR)
-
-
-@dataclass
-class MergeSpec:
-    """What ``steep models merge`` was asked: the models, the method and its numbers."""
-
-    model: Path
-    base: Path | None = None
-    alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
-    method: str = LINEAR
-    instruct: Path | None = None
-    weight: float = 1.0
-    max_regression: float | None = None
-    allow_extrapolation: bool = False
-
-    def check(self) -> None:
-        """Refuse bad numbers in one line before any model is read."""
-        if self.method not in METHODS:
-            raise UsageError(f"--method {self.method!r}: use {' or '.join(METHODS)}")
-        if self.method == CHAT_VECTOR and (self.instruct is None or self.base is None):
-            raise UsageError("--method chat-vector needs --instruct INSTRUCT and --base BASE")
-        if self.method == LINEAR and self.instruct is not None:
-            raise UsageError("--instruct applies to --method chat-vector")
-        if not self.alphas:
-            raise UsageError("--alphas: give at least one alpha, e.g. 0,0.5,1")
-        for a in self.alphas:
-            if not math.isfinite(a):
-                raise UsageError(f"--alphas: {a} is not a number")
-            if not 0.0 <= a <= 1.0 and not self.allow_extrapolation:
-                raise UsageError(
-                    f"--alphas: {a:g} is outside [0, 1] (an extrapolation past a parent); "
-                    "add --allow-extrapolation to score it anyway"
-                )
-        if self.max_regression is not None and not math.isfinite(self.max_regression):
-            raise UsageError("--max-regression: give a fraction, e.g. 0.02 for 2%")
-
-    @property
-    def points(self) -> list[float]:
-        """The numbers a curve is scored at: the alphas, or the chat vector's one weight."""
-        return [self.weight] if self.method == CHAT_VECTOR else sorted(set(self.alphas))
-
-    @property
-    def key(self) -> str:
-        return "weight" if self.method == CHAT_VECTOR else "alpha"
 
 
 @dataclass
@@ -141,19 +94,6 @@ def open_parents(spec: MergeSpec, stack: ExitStack) -> Parents:
         plan_merge(instruct, {"base": base}, extension=False)  # the delta: same shapes
     plan = plan_merge(cpt, others, extension=new_tokens > 0)
     return Parents(cpt, base, instruct, plan, new_tokens, rows, read_lineage(spec.model))
-
-
-def pick(curve: list[dict[str, Any]], key: str, bound: float | None) -> float | None:
-    """The largest alpha whose general regression is within ``bound``; None when none is
-    (or no bound was given)."""
-    if bound is None:
-        return None
-    within = [
-        p[key]
-        for p in curve
-        if p["general_regression"] is not None and p["general_regression"] <= bound
-    ]
-    return max(within) if within else None
 
 
 def score_curve(

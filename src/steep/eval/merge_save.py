@@ -19,14 +19,8 @@ from steep.artifacts.fingerprint import tokenizer_fingerprint
 from steep.artifacts.fmt import pct, text_table
 from steep.artifacts.lineage import BaseInfo, Lineage, TrainMetrics, lineage_text
 from steep.errors import UsageError
-from steep.eval.merge_curve import (
-    CHAT_VECTOR,
-    MergeSpec,
-    Parents,
-    curve_table,
-    open_parents,
-    score_curve,
-)
+from steep.eval.merge_curve import Parents, curve_table, open_parents, score_curve
+from steep.eval.merge_spec import CHAT_VECTOR, MergeSpec
 from steep.model.io import load_tokenizer
 from steep.model.merge import GENERATION_FILE, MergeError, copy_files, write_weights
 from steep.workspace import LINEAGE_FILE, stamp
@@ -37,15 +31,11 @@ MERGE_JSON, MERGE_MD, MERGE_PNG = "merge.json", "merge.md", "merge.png"
 def run_merge(spec: MergeSpec, out: Path, save: Path | None = None) -> dict[str, Any]:
     """Score the curve, write ``out`` (refused if it exists) and, with ``save``, the model
     at the picked point (the only point when one was asked; else ``--max-regression``'s)."""
-    spec.check()
+    spec.check(saving=save is not None)
     if out.exists():
         raise UsageError(f"--out {out} already exists: choose a new folder")
     if save is not None and save.exists():
         raise UsageError(f"--save: {save} already exists: choose a new name")
-    if save is not None and len(spec.points) > 1 and spec.max_regression is None:
-        raise UsageError(
-            "--save with several alphas needs --max-regression to pick one (or give one alpha)"
-        )
     with ExitStack() as stack:
         parents = open_parents(spec, stack)
         result = score_curve(spec, parents)
