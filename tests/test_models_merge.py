@@ -48,9 +48,11 @@ def _instruct(path: Path) -> Path:
 def test_the_curve_ends_at_the_run_s_own_losses_and_saves_with_lineage(
     tmp_path: Path, corpora, tiny_model, capsys
 ) -> None:
-    raw = tiny_config(tmp_path, corpora, tiny_model, steps=4)
+    # a LoRA run: its model/ is the merged full model, which merges like any other
+    raw = tiny_config(tmp_path, corpora, tiny_model, steps=4, method="lora", lr_fraction=1.0)
     raw["eval"] = {"every_steps": 4, "max_windows": 3, "batch_size": 2}
     result = train(parse_config(raw))
+    assert read_lineage(result.model_dir).method["name"] == "lora"
     evals = [
         r
         for r in map(json.loads, (result.run_dir / "metrics.jsonl").read_text().splitlines())
