@@ -151,6 +151,11 @@ def _other_shape(path: Path) -> Path:
         ("tokenizer", [], "the tokenizers differ (token"),
         ("out", [], "already exists: choose a new folder"),
         ("chat", ["--method", "chat-vector"], "--method chat-vector needs --instruct"),
+        (
+            "chat-shape",
+            ["--method", "chat-vector"],
+            "tensor model.layers.0.mlp.down_proj.weight differs",
+        ),
     ],
 )
 def test_bad_input_is_refused_in_one_line(
@@ -165,6 +170,8 @@ def test_bad_input_is_refused_in_one_line(
         vocab = tok.get_vocab()
         swapped = {**vocab, "a": vocab["b"], "b": vocab["a"]}
         model = _retokenized(tmp_path / "cpt2", model, swapped)
+    if case == "chat-shape":  # the instruct model is not the base's architecture
+        extra = [*extra, "--instruct", str(_other_shape(tmp_path / "other"))]
     out = tmp_path / "curve"
     if case == "out":
         out.mkdir()
