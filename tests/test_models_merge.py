@@ -111,9 +111,21 @@ def test_the_curve_ends_at_the_run_s_own_losses_and_saves_with_lineage(
     assert set(lin.merge["parents"]) == {"base", "model", "instruct"}
     assert "Chat-vector merge" in Path(Hub().model("chatty")["card"]).read_text()
 
-    # refusals after the work: the output folder exists, the name is taken
+    # refusals: the output folder exists; no alpha within the bound (the curve is kept)
     assert main([*argv, "--alphas", "0.5"]) == 2
     assert f"--out {out} already exists" in capsys.readouterr().err
+    none = tmp_path / "none"
+    argv = ["models", "merge", str(result.run_dir), "--alphas", "1", "--out", str(none)]
+    assert main([*argv, "--max-regression", "-5", "--save", "nothing"]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            f"no alpha keeps general regression within -500.00%: nothing saved; the curve is in {none}"
+        )
+    )
+    assert json.loads((none / "merge.json").read_text())["picked"] is None
+    assert not (Workspace_models() / "nothing").exists()
 
 
 def Workspace_models() -> Path:  # noqa: N802 - reads as the path it is

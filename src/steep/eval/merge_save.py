@@ -42,19 +42,16 @@ def run_merge(spec: MergeSpec, out: Path, save: Path | None = None) -> dict[str,
         if len(spec.points) == 1 and result["picked"] is None and spec.max_regression is None:
             result["picked"] = spec.points[0]
         with new_folder(out) as tmp_out:
+            if save is not None and result["picked"] is not None:
+                with new_folder(save) as tmp_model:
+                    save_model(spec, parents, result, tmp_model)
+                    result["saved"] = str(save)
             write_report(result, tmp_out)
-            if save is None:
-                return result
-            if result["picked"] is None:
-                raise MergeError(
-                    f"no {spec.key} keeps general regression within "
-                    f"{pct(spec.max_regression)}: nothing saved (see the curve: "
-                    f"{', '.join(f'{p[spec.key]:g}' for p in result['curve'])})"
-                )
-            with new_folder(save) as tmp_model:
-                save_model(spec, parents, result, tmp_model)
-                result["saved"] = str(save)
-                write_report(result, tmp_out)
+    if save is not None and result["picked"] is None:
+        raise MergeError(
+            f"no {spec.key} keeps general regression within {pct(spec.max_regression)}: "
+            f"nothing saved; the curve is in {out}"
+        )
     return result
 
 
