@@ -143,6 +143,7 @@ def main() -> None:
     p.add_argument("run", type=Path, help="a finished steep demo run folder")
     p.add_argument("--sft-steps", type=int, default=16)
     p.add_argument("--out", type=Path, default=Path("/tmp/m33-chat-vector"))
+    p.add_argument("--timed", action="store_true", help="also time `steep models merge --save`")
     args = p.parse_args()
     from steep.artifacts.lineage import read_lineage
     from steep.artifacts.scores import loss_headline
@@ -180,12 +181,13 @@ def main() -> None:
         chat = (row["chat"] - losses["base"]["chat"]) / losses["base"]["chat"]
         lines.append(f"| {model} | " + " | ".join(f"{row[n]:.4f}" for n in names)
                      + f" | {100 * (head.domain_gain or 0):+.1f}% | {100 * chat:+.1f}% |")  # fmt: skip
-    shutil.rmtree(args.out / "cv-curve", ignore_errors=True)
-    shutil.rmtree(Workspace.current().models / "demo-chat-vector", ignore_errors=True)
-    wall, peak = timed_merge(cpt, base, instruct, args.out)
-    size = (cpt / "model.safetensors").stat().st_size / 2**30
-    lines += ["", f"`steep models merge --method chat-vector --save`: {wall:.0f} s, peak RSS "
-              f"{peak:.2f} GiB; one model's weights are {size:.2f} GiB on disk (x3 inputs)"]  # fmt: skip
+    if args.timed:
+        shutil.rmtree(args.out / "cv-curve", ignore_errors=True)
+        shutil.rmtree(Workspace.current().models / "demo-chat-vector", ignore_errors=True)
+        wall, peak = timed_merge(cpt, base, instruct, args.out)
+        size = (cpt / "model.safetensors").stat().st_size / 2**30
+        lines += ["", f"`steep models merge --method chat-vector --save`: {wall:.0f} s, peak "
+                  f"RSS {peak:.2f} GiB; one model's weights are {size:.2f} GiB on disk"]  # fmt: skip
     text = "\n".join(lines) + "\n"
     print(text)
     (args.out / "chat_vector.md").write_text(text, encoding="utf-8")

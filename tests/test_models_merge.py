@@ -90,6 +90,9 @@ def test_the_curve_ends_at_the_run_s_own_losses_and_saves_with_lineage(
     model = Hub().model("halfway")
     card = Path(model["card"]).read_text()
     assert f"Linear weight merge: (1 - {a:g}) x" in card
+    capsys.readouterr()
+    assert main(["models", "show", "halfway"]) == 0
+    assert "model    halfway (merge)" in capsys.readouterr().out
 
     # the same run's model, plus a chat vector from a stand-in instruct model
     instruct = _instruct(tmp_path / "instruct")
