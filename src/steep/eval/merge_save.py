@@ -41,12 +41,15 @@ def run_merge(spec: MergeSpec, out: Path, save: Path | None = None) -> dict[str,
         result = score_curve(spec, parents)
         if len(spec.points) == 1 and result["picked"] is None and spec.max_regression is None:
             result["picked"] = spec.points[0]
+        # everything is written aside first; the two renames at the end need no room
         with new_folder(out) as tmp_out:
             if save is not None and result["picked"] is not None:
                 with new_folder(save) as tmp_model:
                     save_model(spec, parents, result, tmp_model)
                     result["saved"] = str(save)
-            write_report(result, tmp_out)
+                    write_report(result, tmp_out)
+            else:
+                write_report(result, tmp_out)
     if save is not None and result["picked"] is None:
         raise MergeError(
             f"no {spec.key} keeps general regression within {pct(spec.max_regression)}: "
