@@ -31,7 +31,6 @@ from steep.errors import SteepError
 SAFE_FILE = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
 SHARD_BYTES = 2 * 2**30  # a written shard holds at most this much (one shard in memory)
-CONFIG_FILES = ("config.json",)
 GENERATION_FILE = "generation_config.json"
 
 
