@@ -248,7 +248,9 @@ def _add_merge(msub: argparse._SubParsersAction) -> None:
                    help="pick the largest alpha whose general regression is at most this "
                    "fraction (0.02 = 2%%)")  # fmt: skip
     p.add_argument("--save", default=None, help="save the picked merge as this hub model")
-    p.add_argument("--out", default=None, help="new folder for merge.json/.md/.png")
+    p.add_argument(
+        "--out", default=None, help="new folder for merge.json/.md/.png (default: ./merge-RUN-TIME)"
+    )
     p.add_argument("--method", default="linear", help="linear (default) or chat-vector")
     p.add_argument("--instruct", default=None, help="chat-vector: the instruct model")
     p.add_argument("--weight", type=float, default=1.0,
