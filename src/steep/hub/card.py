@@ -114,6 +114,8 @@ def render_model_card(
     hub_id = source.removeprefix("hub:") if source.startswith("hub:") else None
     names = lin.base_names
     lines = ["---", "library_name: transformers", "tags:", "- steep", "- continued-pretraining"]
+    if lin.kind == "merge":
+        lines.append("- merge")
     if hub_id:
         lines.append(f"base_model: {hub_id}")
     lines += [
