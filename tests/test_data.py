@@ -176,20 +176,20 @@ def test_document_separator_must_be_a_real_token():
         tokenizer_meta(tok, "<|nope|>")
 
 
-def test_batch_encoder_matches_the_tokenizer_call():
-    from steep.data.tokenunits import batch_encoder
+def test_hf_encoder_matches_the_tokenizer_call():
+    from steep.data.tokengine import hf_encoder
     from steep.model.io import byte_tokenizer
 
     tok = byte_tokenizer()
     texts = ["plain text", "Tiếng Việt có dấu", "a<|endoftext|>b", "", "tab\there"] * 5
-    encode = batch_encoder(tok)
+    encode = hf_encoder(tok)
     assert encode(texts) == tok(texts, add_special_tokens=False)["input_ids"]
     assert encode(texts[:3]) == tok(texts[:3], add_special_tokens=False)["input_ids"]
 
 
-def test_batch_encoder_falls_back_when_python_preprocessing_differs():
+def test_hf_encoder_falls_back_when_python_preprocessing_differs():
     """A tokenizer class that rewrites text before the Rust call keeps its own path."""
-    from steep.data.tokenunits import batch_encoder
+    from steep.data.tokengine import hf_encoder
     from steep.model.io import byte_tokenizer
 
     tok = byte_tokenizer()
@@ -199,7 +199,7 @@ def test_batch_encoder_falls_back_when_python_preprocessing_differs():
             return super().__call__([t.lower() for t in texts], **kw)
 
     lowering = Lowering(tokenizer_object=tok.backend_tokenizer, eos_token="<|endoftext|>")
-    encode = batch_encoder(lowering)
+    encode = hf_encoder(lowering)
     texts = ["MiXeD Case", "UPPER"]
     assert encode(texts) == tok([t.lower() for t in texts], add_special_tokens=False)["input_ids"]
     assert encode(["ABC"]) == tok(["abc"], add_special_tokens=False)["input_ids"]

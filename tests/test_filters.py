@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
+import random
 
 import pytest
 from pydantic import ValidationError
@@ -10,7 +12,7 @@ from pydantic import ValidationError
 from steep.datahub.steps import filters
 from steep.datahub.steps.base import STEP_TYPES, Doc, Drop, Edit
 from steep.datahub.steps.filters import C4, FineWeb, GopherQuality, GopherRepetition, Normalize, Pii
-from steep.datahub.steps.gopher import _dup_ngram_chars
+from steep.datahub.steps.gopher import _dup_ngram_chars, _NGrams, _top_ngram_chars
 from steep.datahub.steps.text import _WORD, _ends_sentence
 
 EN = (
@@ -291,12 +293,49 @@ def test_gopher_repetition_duplicated_ngrams() -> None:
 
 
 def test_dup_ngram_chars_counts_overlaps_once() -> None:
-    words = list("abcabcabc")
-    prefix = [0, *itertools.accumulate(map(len, words))]
     # Repeats of "abc", "bca", "cab" start at 3..6 and cover words 3..8: six characters,
     # not 4 occurrences x 3.
-    assert _dup_ngram_chars(words, prefix, 3) == 6
-    assert _dup_ngram_chars(list("abcdefgh"), list(range(9)), 3) == 0
+    assert _dup_ngram_chars(_NGrams(list("abcabcabc")), 3) == 6
+    assert _dup_ngram_chars(_NGrams(list("abcdefgh")), 3) == 0
+    assert _dup_ngram_chars(_NGrams(["a", "b"]), 3) == 0 == _top_ngram_chars(_NGrams([]), 2)
+
+
+def _tuples_dup_chars(words: list[str], n: int) -> int:
+    """The rule on tuples of strings, as it was written before numpy (the reference)."""
+    prefix = [0, *itertools.accumulate(map(len, words))]
+    keys = list(zip(*(words[k:] for k in range(n)), strict=False))
+    first = dict(zip(reversed(keys), range(len(keys) - 1, -1, -1), strict=True))
+    chars = covered_to = 0
+    for i, key in enumerate(keys):
+        if first[key] != i:
+            start = max(i, covered_to)
+            covered_to = i + n
+            chars += prefix[covered_to] - prefix[start]
+    return chars
+
+
+def _tuples_top_chars(words: list[str], n: int) -> int:
+    grams = collections.Counter(zip(*(words[k:] for k in range(n)), strict=False))
+    if not grams or (top := grams.most_common(1)[0])[1] < 2:
+        return 0
+    return (sum(map(len, top[0])) + n - 1) * top[1]
+
+
+def test_ngram_rules_on_ids_equal_the_rules_on_tuples() -> None:
+    """Real text (the standard library's help topics), alone and with its own sentences
+    repeated, scores the same on integer ids as on tuples of words, for every n."""
+    import pydoc_data.topics
+
+    rng = random.Random(0)
+    for text in list(pydoc_data.topics.topics.values())[:60]:
+        words = _WORD.findall(text)
+        pasted = words + words[: rng.randint(0, 40)] + words[5:30] + words[: rng.randint(0, 9)]
+        for ws in (words, pasted, words[:7]):
+            grams = _NGrams(ws)
+            for n in range(2, 11):
+                assert _dup_ngram_chars(grams, n) == _tuples_dup_chars(ws, n)
+                assert _top_ngram_chars(grams, n) == _tuples_top_chars(ws, n)
+                assert _dup_ngram_chars(_NGrams(ws), n) == _tuples_dup_chars(ws, n)  # alone
 
 
 # ---------------------------------------------------------------- c4

@@ -143,3 +143,24 @@ def test_one_threshold_rule_for_ingest_and_the_step(tmp_path) -> None:
     assert tags[0] == ("und", pytest.approx(score))
     assert tags[1][0] == "de"
     assert version.manifest["languages"] == {"und": 1, "de": 1}
+
+
+def test_words_counted_in_one_pass_per_line_equal_the_per_token_rule():
+    """prose_lines counts a line's words with one regex pass; on real text (the standard
+    library's help topics and the Vietnamese test documents), also with its spaces turned
+    into other Unicode whitespace, that count is the per-token ``_WORD.match`` count."""
+    import pydoc_data.topics
+
+    from steep.datahub.steps.langid import _WORD, _WORDS_IN_LINE
+    from tests.test_vocab import vi_docs
+
+    texts = list(pydoc_data.topics.topics.values())[:80] + vi_docs(20)
+    lines = 0
+    for text in texts:
+        for space in (" ", "\u00a0", "\u2003", "\x1f", "\u3000", " ,"):
+            for line in text.replace(" ", space).splitlines():
+                stripped = line.strip()
+                per_token = sum(1 for t in stripped.split() if _WORD.match(t))
+                assert len(_WORDS_IN_LINE.findall(stripped)) == per_token, stripped
+                lines += 1
+    assert lines > 10_000

@@ -15,9 +15,10 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from steep.artifacts import fmt
 from steep.config import ConfigError, parse_config
+from steep.config.locate import resolve_base
 from steep.config.schema import ModelSection, loss_chunk_in_use
 from steep.launch.torchrun import micro_batches_per_rank
-from steep.model.io import base_names, resolve_base
+from steep.model.basenames import base_names
 from steep.plan.memory import flops_per_token as plan_flops
 from steep.plan.memory import micro_batches
 from steep.plan.shapes import model_shape

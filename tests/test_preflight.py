@@ -63,7 +63,8 @@ def test_forgetting_is_warned_about_until_a_general_set_is_independent(tmp_path,
     assert replay_only == [
         "no general eval set is independent of the training data: general regression is "
         "measured on general: text from the replay the run trains on, which understates "
-        "forgetting. Add text the run never trains on: data.eval_sets: {NAME: [FILES]} with "
+        "forgetting. Add text the run never trains on: data.eval_sets: {NAME: [FILES]} or "
+        "{NAME: {dataset: NAME@V}} (the New run form's eval sets) with "
         "data.eval_roles: {NAME: general}"
     ]
     # an eval set of the replay's own file is not independent either

@@ -243,3 +243,47 @@ def test_sweep_names_cannot_leave_the_sweeps_folder(
     assert client.get("/api/compare?sweep=linked").status_code == 404
     assert client.get("/api/sweeps/sw-1/pareto.png").status_code == 404  # file links out
     assert client.get("/api/compare?sweep=no-plot").json()["sweep"]["pareto_url"] is None
+
+
+# --- runs whose eval sets are named differently (#30 finding 9) ---------------------------
+
+
+def write_named_run(folder: Path, domain: str, general: str, lr_fraction: float) -> Path:
+    """A run whose sources carry their roles under their own names (vi-man, en-debref)."""
+    folder.mkdir(parents=True)
+    src = {"weight": 1, "heldout_fraction": 0.1, "paths": ["x.jsonl"]}
+    cfg = config(folder.name, 4, lr_fraction)
+    cfg["data"]["sources"] = [
+        {"name": domain, "role": "domain", **src},
+        {"name": general, "role": "general", **src},
+    ]
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
+    base = {domain: 3.0, general: 2.0}
+    after = {domain: 2.4, general: 2.1}
+    lines = [eval_record(0, 0, base, base), eval_record(4, 1024, after, base)]
+    lines += [{"kind": "train", "step": s, "tokens": 256 * s, "loss": 3.0} for s in range(1, 5)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    write_status(folder, "done")
+    return folder
+
+
+def test_eval_curves_align_by_role_and_the_config_diff_shows(client: TestClient, home: Path):
+    write_named_run(home / "runs" / "demo", "vi-man", "en-debref", 0.2)
+    body = client.get("/api/compare?runs=beta,demo").json()
+    beta, demo = body["runs"]
+    for run, domain_set in ((beta, "domain"), (demo, "vi-man")):
+        dom = run["by_role"]["domain"]
+        assert dom["sets"] == [domain_set] and dom["step"][0] == 0
+        assert dom["rel_change"][-1] == pytest.approx(-run["domain_gain"])  # chart = table
+        assert run["by_role"]["general"]["rel_change"][-1] == pytest.approx(
+            run["general_regression"]
+        )
+    assert demo["by_role"]["domain"]["rel_change"] == [0.0, pytest.approx(-0.2)]
+    diff = body["config_diff"]
+    assert diff["train.lr_fraction"] == [0.3, 0.2] and diff["train.steps"] == [6, 4]
+    assert diff["data.sources.0.name"] == ["domain", "vi-man"]
+    assert diff["data.sources.0.role"] == [None, "domain"]
+    assert "model.base" not in diff and "data.sources.0.weight" not in diff  # the same
+    sweep = client.get(f"/api/compare?sweep={write_sweep(home).name}").json()
+    assert sweep["config_diff"]["train.lr_fraction"] == [0.1, 0.3, None]
+    assert "config" not in sweep["runs"][0]

@@ -200,7 +200,13 @@ def test_unused_uploads_are_listed_and_deleted(_steep_home: Path) -> None:
     c = client(_steep_home)
     up = c.post("/api/uploads", headers=CHANGE).json()["id"]
     c.put(f"/api/uploads/{up}/a.jsonl", content=b'{"text": "x"}\n', headers=CHANGE)
-    assert c.get("/api/uploads").json() == [{"id": up, "files": ["a.jsonl"], "bytes": 14}]
+    (listed,) = c.get("/api/uploads").json()
+    assert {k: listed[k] for k in ("id", "files", "bytes")} == {
+        "id": up,
+        "files": ["a.jsonl"],
+        "bytes": 14,
+    }
+    assert isinstance(listed["modified"], float)  # shown as the page's one date format
     assert c.delete(f"/api/uploads/{up}", headers=CHANGE).status_code == 200
     assert c.get("/api/uploads").json() == []
     assert c.delete(f"/api/uploads/{up}", headers=CHANGE).status_code == 404

@@ -13,6 +13,7 @@ Layout (docs/formats.md has the files inside each)::
       classifiers/NAME/        domain classifiers for mining
       cache/tokens/            tokenized sources, shared by runs
       cache/tools/             programs steep runs (llama.cpp's GGUF converter)
+      cache/gguf-meta/         a GGUF's small metadata fields, so checks skip its vocabulary
       demo/, downloads/        the offline demos' corpora and the packages they came from
       studio/jobs/, uploads/   the studio's job folders and upload staging
       studio/data-jobs/        the studio's prepare jobs (output, exit.json)
@@ -144,6 +145,11 @@ class Workspace:
     def tools(self) -> Path:
         """Programs steep fetches once and runs (llama.cpp's GGUF converter)."""
         return self.home / "cache" / "tools"
+
+    @property
+    def gguf_meta(self) -> Path:
+        """A GGUF file's small metadata fields as JSON (``artifacts.ggufmeta``)."""
+        return self.home / "cache" / "gguf-meta"
 
     @property
     def studio_jobs(self) -> Path:

@@ -7,6 +7,7 @@ that is not a number (see ``steep.artifacts.scores`` for when a score is None).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 from steep.artifacts.scores import finite
@@ -72,6 +73,23 @@ def clock(seconds: float) -> str:
     """A wait or an ETA as a clock reads: '4m05s', '1h12m'."""
     s = int(seconds)
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def timestamp(value: Any, missing: str = "") -> str:
+    """When something happened, one way everywhere: '2026-12-07 22:56 UTC', from epoch
+    seconds or an ISO 8601 string (one without a zone is read as UTC); ``missing`` else."""
+    if isinstance(value, bool) or value in (None, ""):
+        return missing
+    try:
+        if isinstance(value, int | float):
+            when = datetime.fromtimestamp(float(value), timezone.utc)
+        else:
+            when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except (ValueError, OverflowError, OSError):
+        return str(value)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def cell(x: Any) -> str:

@@ -13,9 +13,11 @@ from steep.workspace import Workspace
 def cmd_add(args: argparse.Namespace) -> int:
     # deferred: keeps `steep --help` light (no torch until a command runs)
     from steep.data.executor import make_executor
+    from steep.data.formats.template import load_template
     from steep.datahub.describe import show_dataset
     from steep.datahub.ingest import add_dataset
 
+    template = load_template(args.template) if args.template else None  # one line, first
     ds = add_dataset(
         args.name,
         args.paths,
@@ -25,6 +27,8 @@ def cmd_add(args: argparse.Namespace) -> int:
         executor=make_executor(args.executor, args.workers, args.ray_address),
         max_input_bytes=int(args.max_input_mb * (1 << 20)) if args.max_input_mb else None,
         max_input_ratio=args.max_input_ratio,
+        template=template,
+        code=args.code,
     )
     print(show_dataset(ds, examples=1))
     return 0
@@ -179,9 +183,11 @@ def _tokenize_run(args: argparse.Namespace) -> int:
 
 
 def _splits(info: dict) -> str:
-    return ", ".join(
+    splits = ", ".join(
         f"{k} {v['tokens']:,} tokens / {v['documents']:,} docs" for k, v in info["splits"].items()
     )
+    engine = info.get("engine")  # none in a cache written before the engine was recorded
+    return f"{splits} (by {engine['name']} {engine['version']})" if engine else splits
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -213,9 +219,29 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     a = dsub.add_parser("add", help="ingest files or folders as a new dataset (version 1)")
     a.add_argument("name")
-    a.add_argument("paths", nargs="+", metavar="PATH")
+    a.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="files or folders: jsonl, json, parquet, arrow, txt, md, html, warc, MediaWiki "
+        "xml dumps, pdf, epub, docx, csv/tsv, optionally .gz .zst .bz2 (docs/formats.md)",
+    )
     a.add_argument("--text-field", default="text", help="jsonl/parquet field with the text")
     a.add_argument("--no-langid", action="store_true", help="skip language identification")
+    a.add_argument(
+        "--code",
+        choices=("file", "repo"),
+        help="each PATH is a code repository: one document per file, or per repository "
+        "(its files concatenated in path order); vendored, generated, binary and oversized "
+        "files are skipped by rule",
+    )
+    a.add_argument(
+        "--template",
+        metavar="TEMPLATE|FILE.j2|NAME",
+        help="make each CSV/jsonl/parquet record's text of its fields: 'Title: {title}\\n"
+        "{description}', a Jinja file, or a packaged one (listing, review, qa); a record "
+        "missing a field the template needs is skipped with its name",
+    )
     a.add_argument(
         "--max-input-mb",
         type=float,

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from steep.artifacts.fmt import num, pct, text_table
+from steep.artifacts.fmt import num, pct, text_table, timestamp
 from steep.artifacts.lineage import parse_lineage
 from steep.data.selection import slice_label
 
@@ -37,7 +37,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 m["name"],
                 m["kind"] or "-",
                 m["run"] or "-",
-                (m["created"] or "-")[:19],
+                timestamp(m["created"], missing="-"),
                 _pct(ev.get("domain_gain")),
                 _pct(ev.get("general_regression")),
                 m["path"],

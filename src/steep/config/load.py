@@ -105,7 +105,10 @@ def resolve_paths(config: RunConfig, root: Path) -> RunConfig:
     for src in config.data.sources:
         if src.paths is not None:
             src.paths = [fix(p) for p in src.paths]
-    config.data.eval_sets = {k: [fix(p) for p in v] for k, v in config.data.eval_sets.items()}
+    config.data.eval_sets = {
+        k: [fix(p) for p in v] if isinstance(v, list) else v
+        for k, v in config.data.eval_sets.items()
+    }
     for attr in ("base", "tokenizer"):
         value = getattr(config.model, attr)
         if value and value != "bytes" and looks_local(value, root):

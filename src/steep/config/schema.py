@@ -132,10 +132,24 @@ class SourceSection(_Strict):
         return self
 
 
+class EvalDataset(_Strict):
+    """An extra eval set that is a Data Hub dataset: every document of it is evaluated."""
+
+    dataset: str = Field(description="a Data Hub dataset, NAME@VERSION (or NAME for the latest)")
+
+    @field_validator("dataset")
+    @classmethod
+    def _plain_dataset(cls, v: str) -> str:
+        _plain(v.partition("@")[0], "dataset name")
+        return v
+
+
 class DataSection(_Strict):
     sources: list[SourceSection] = Field(min_length=1)
-    eval_sets: dict[str, list[str]] = Field(
-        default_factory=dict, description="extra held-out sets: name -> files, evaluated only"
+    eval_sets: dict[str, list[str] | EvalDataset] = Field(
+        default_factory=dict,
+        description="extra held-out sets, evaluated only: name -> files, or name -> "
+        "{dataset: NAME@VERSION} (a Data Hub dataset)",
     )
     seq_len: int = Field(512, ge=8)
     max_epochs: float = Field(

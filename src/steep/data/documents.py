@@ -1,4 +1,6 @@
-"""Read text documents from jsonl / json / txt / md / parquet files, compressed or not.
+"""Read text documents from jsonl / json / txt / md / parquet files, compressed or not,
+and from the formats of ``steep.data.formats`` (web pages, WARC, wiki dumps, PDF, EPUB,
+DOCX, CSV), each by its own reader module.
 
 A bad record never stops the job: it is skipped, counted and kept with its file, line and
 reason in a ``Skip`` so the user can see exactly what was left out and why.
@@ -6,23 +8,28 @@ reason in a ``Skip`` so the user can see exactly what was left out and why.
 
 from __future__ import annotations
 
-import bz2
-import gzip
-import io
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO
 
+from steep.data import formats
+from steep.data.formats.base import Extracted, Items
+from steep.data.formats.csvrows import records as csv_records
+from steep.data.formats.template import MissingField, RecordTemplate
 from steep.data.input_caps import InputLimitError, check_parquet, check_stream
 from steep.data.jsondoc import JsonRefused, NotADocument, is_json_document, json_records
 from steep.data.locations import as_input, is_url, open_input, remote_error
+from steep.data.streams import open_binary as _open_binary
 from steep.errors import MissingInputError
 
 TEXT_SUFFIXES = (".jsonl", ".json", ".ndjson", ".txt", ".md", ".parquet", ".arrow")
+TEXT_SUFFIXES += formats.SUFFIXES
+# where a record's text comes from: a field, or a template over its fields
+TextSource = str | RecordTemplate
 # one rule for every reader (ingest, tokenizing for training): a document above this is
 # skipped as giant (a dump of a table or a log, not text to learn from); ingest's own
 # max_doc_bytes can only be stricter
@@ -42,6 +49,7 @@ class Document:
     text: str
     path: str
     line: int  # 1-based line (jsonl), row (parquet) or 1 (whole-file formats)
+    meta: dict | None = None  # a format's own: title, url, format (``steep.data.formats``)
 
 
 @dataclass
@@ -160,47 +168,6 @@ def _format_of(path: Path) -> str | None:
     return None
 
 
-def _open_binary(path: Path, max_bytes: int | None = None) -> IO[bytes]:
-    """The file's bytes, decompressed; past ``max_bytes`` of them reading raises
-    ``InputLimitError`` (the caller skips the file) instead of filling memory or disk."""
-    name = path.name.lower()
-    raw = open_input(path)
-    stream: IO[bytes]
-    if name.endswith(".gz"):
-        stream = gzip.open(raw, "rb")  # type: ignore[assignment]
-    elif name.endswith(".bz2"):
-        stream = bz2.open(raw, "rb")  # type: ignore[assignment]
-    elif name.endswith(".zst"):
-        stream = io.BufferedReader(_ZstdReader(raw))  # adds line iteration
-    else:
-        stream = raw
-    if max_bytes is None:
-        return stream
-    return io.BufferedReader(_Limited(stream, max_bytes))
-
-
-class _Limited(io.RawIOBase):
-    """Counts the bytes read through it and stops at a limit."""
-
-    def __init__(self, raw: IO[bytes], limit: int) -> None:
-        self._raw, self._limit, self._seen = raw, limit, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, out: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self._raw.read(len(out))
-        self._seen += len(data)
-        if self._seen > self._limit:
-            raise InputLimitError(f"more than {self._limit:,} bytes once decompressed")
-        out[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        self._raw.close()
-        super().close()
-
-
 def bounded_lines(raw: IO[bytes], first: int = 1) -> Iterator[tuple[int, bytes | int]]:
     """(line number, line) of a byte stream, holding at most ``MAX_LINE_BYTES`` at once: a
     longer line is read through and given as its length (an int) instead of its bytes."""
@@ -242,58 +209,16 @@ def count_breaks(block: bytes, start: int, end: int) -> int:
     return part.count(b"\n") + part.count(b"\r") - part.count(b"\r\n")
 
 
-class _ZstdReader(io.RawIOBase):
-    """A .zst stream (one frame or several) that, like gzip and bz2, raises EOFError when
-    the file ends inside a frame: zstandard's own stream reader just stops, and a
-    truncated download would lose its last documents without a word."""
-
-    CHUNK = 1 << 20
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        import zstandard  # deferred: only for .zst inputs
-
-        self._raw, self._zstd = raw, zstandard
-        self._obj = zstandard.ZstdDecompressor().decompressobj()
-        self._buf, self._started = b"", False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, out: bytearray | memoryview) -> int:  # type: ignore[override]
-        while not self._buf:
-            data = self._raw.read(self.CHUNK)
-            if not data:
-                if self._started and not self._obj.eof:
-                    raise EOFError("compressed file ended before the end-of-stream marker")
-                return 0
-            while data:
-                if self._obj.eof:  # the next frame of a multi-frame file
-                    self._obj = self._zstd.ZstdDecompressor().decompressobj()
-                self._started = True
-                try:
-                    self._buf += self._obj.decompress(data)
-                except self._zstd.ZstdError as exc:  # as gzip's BadGzipFile: an OSError
-                    raise OSError(f"not zstd data ({exc})") from None
-                data = self._obj.unused_data if self._obj.eof else b""
-        n = min(len(out), len(self._buf))
-        out[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
-
-    def close(self) -> None:
-        self._raw.close()
-        super().close()
-
-
 def read_documents(
     paths: Iterable[str | Path],
     skips: SkipLog,
-    text_field: str = "text",
+    text_field: TextSource = "text",
     max_bytes: int | None = None,
 ) -> Iterator[Document]:
     """Yield non-empty documents from every file; anything unusable goes to ``skips``.
 
-    ``max_bytes`` caps what one jsonl or text file may decompress to (the studio's uploads).
+    ``max_bytes`` caps what one jsonl or text file may decompress to (the studio's uploads);
+    ``text_field`` may be a ``RecordTemplate`` that makes a record's text of its fields.
     """
     for path in expand_paths(paths):
         fmt = _format_of(path)
@@ -310,6 +235,10 @@ def read_documents(
                 yield from _read_arrow(path, text_field, skips)
             elif fmt in (".txt", ".md"):
                 yield from _read_whole(path, skips, max_bytes)
+            elif fmt in (".csv", ".tsv"):
+                yield from _read_csv(path, text_field, skips, max_bytes)
+            elif (reader := formats.format_for(fmt)) is not None and reader.read is not None:
+                yield from _read_format(path, reader.read, skips, max_bytes)
             else:
                 skips.add(path, None, f"unsupported file type: expected one of {TEXT_SUFFIXES}")
         except InputLimitError as exc:
@@ -337,15 +266,61 @@ def _accept(text: object, path: Path, line: int, skips: SkipLog, field_name: str
     return text
 
 
+def record_text(
+    record: dict, source: TextSource, path: Path, line: int, skips: SkipLog
+) -> str | None:
+    """A record's text: its ``source`` field, or a template's rendering (a record missing a
+    field the template uses is skipped, naming the field: ``formats.template``'s rule)."""
+    if isinstance(source, str):
+        return _accept(record.get(source), path, line, skips, source)
+    try:
+        text = source.render(record)
+    except MissingField as exc:
+        skips.add(path, line, f"missing field: '{exc}' (the template uses it)")
+        return None
+    return _accept(text, path, line, skips, "template")
+
+
+def _read_format(
+    path: Path, read: Callable[..., Items], skips: SkipLog, max_bytes: int | None
+) -> Iterator[Document]:
+    """A ``steep.data.formats`` reader's documents, each under the same checks as any."""
+    items = read(lambda: _open_binary(path, max_bytes), str(path), max_bytes=max_bytes)
+    yield from item_documents(path, items, skips)
+
+
+def item_documents(path: Path, items: Items, skips: SkipLog) -> Iterator[Document]:
+    """Documents of a format reader's items; its skips go to ``skips``."""
+    for item in items:
+        if not isinstance(item, Extracted):
+            skips.add(path, item.line, item.reason)
+            continue
+        text = _accept(item.text, path, item.line, skips, "text")
+        if text is not None:
+            yield Document(text, str(path), item.line, item.meta)
+
+
+def _read_csv(
+    path: Path, source: TextSource, skips: SkipLog, max_bytes: int | None
+) -> Iterator[Document]:
+    for row in csv_records(lambda: _open_binary(path, max_bytes), str(path)):
+        if not isinstance(row, tuple):
+            skips.add(path, row.line, row.reason)
+            continue
+        text = record_text(row[1], source, path, row[0], skips)
+        if text is not None:
+            yield Document(text, str(path), row[0], {"format": "csv"})
+
+
 def _read_jsonl(
-    path: Path, text_field: str, skips: SkipLog, max_bytes: int | None = None
+    path: Path, text_field: TextSource, skips: SkipLog, max_bytes: int | None = None
 ) -> Iterator[Document]:
     with _open_binary(path, max_bytes) as raw:
         yield from parse_jsonl_lines(bounded_lines(raw), path, text_field, skips)
 
 
 def _read_json(
-    path: Path, text_field: str, skips: SkipLog, max_bytes: int | None = None
+    path: Path, text_field: TextSource, skips: SkipLog, max_bytes: int | None = None
 ) -> Iterator[Document]:
     """One JSON document (``steep.data.jsondoc``; records numbered from 1), or JSON lines."""
     with _open_binary(path, max_bytes) as raw:
@@ -365,13 +340,13 @@ def _read_json(
         if not isinstance(record, dict):
             skips.add(path, i, f"malformed JSON: record {i} is a {type(record).__name__}")
             continue
-        text = _accept(record.get(text_field), path, i, skips, text_field)
+        text = record_text(record, text_field, path, i, skips)
         if text is not None:
             yield Document(text, str(path), i)
 
 
 def parse_jsonl_lines(
-    numbered: Iterable[tuple[int, bytes | int]], path: Path, text_field: str, skips: SkipLog
+    numbered: Iterable[tuple[int, bytes | int]], path: Path, text_field: TextSource, skips: SkipLog
 ) -> Iterator[Document]:
     """Documents of (line number, raw line) pairs: a whole file, or one span of it. A line
     given as an int was too long to hold (``bounded_lines``): a giant record."""
@@ -402,7 +377,7 @@ def parse_jsonl_lines(
                 path, lineno, f"malformed JSON: expected an object, got {type(record).__name__}"
             )
             continue
-        text = _accept(record.get(text_field), path, lineno, skips, text_field)
+        text = record_text(record, text_field, path, lineno, skips)
         if text is not None:
             yield Document(text, str(path), lineno)
 
@@ -429,7 +404,7 @@ def _read_whole(path: Path, skips: SkipLog, max_bytes: int | None = None) -> Ite
 
 def _read_parquet(
     path: Path,
-    text_field: str,
+    text_field: TextSource,
     skips: SkipLog,
     groups: range | None = None,
     first_row: int = 1,
@@ -445,12 +420,14 @@ def _read_parquet(
     except Exception as exc:  # pyarrow raises ArrowInvalid for a non-parquet file
         skips.add(path, None, f"unreadable file: not parquet ({exc})")
         return
-    if text_field not in pf.schema_arrow.names:
-        skips.add(path, None, f"bad field: no column '{text_field}' (has {pf.schema_arrow.names})")
+    columns = _columns(text_field, pf.schema_arrow.names)
+    if isinstance(columns, str):
+        skips.add(path, None, columns)
         return
     if max_bytes is not None:
         try:
-            check_parquet(pf, text_field, max_bytes)
+            for column in columns:
+                check_parquet(pf, column, max_bytes)
         except InputLimitError as exc:
             if groups is None or groups.start == 0:
                 skips.add(path, None, f"too large: {exc}")
@@ -461,10 +438,10 @@ def _read_parquet(
         # same group whatever the unit size (a unit is a run of whole groups)
         end = row + pf.metadata.row_group(g).num_rows
         try:
-            for batch in pf.iter_batches(columns=[text_field], batch_size=1024, row_groups=[g]):
-                for value in batch.column(0).to_pylist():
+            for batch in pf.iter_batches(columns=columns, batch_size=1024, row_groups=[g]):
+                for value in _batch_values(batch, text_field):
                     row += 1
-                    text = _accept(value, path, row, skips, text_field)
+                    text = _row_text(value, text_field, path, row, skips)
                     if text is not None:
                         yield Document(text, str(path), row)
         except (OSError, pa.ArrowException) as exc:  # a damaged page or column chunk
@@ -474,7 +451,7 @@ def _read_parquet(
         row = end
 
 
-def _read_arrow(path: Path, text_field: str, skips: SkipLog) -> Iterator[Document]:
+def _read_arrow(path: Path, text_field: TextSource, skips: SkipLog) -> Iterator[Document]:
     """Rows of an Arrow IPC stream (what HF ``datasets`` saves), a record batch at a time."""
     import pyarrow as pa  # deferred: Arrow only where an .arrow file is read
 
@@ -484,15 +461,35 @@ def _read_arrow(path: Path, text_field: str, skips: SkipLog) -> Iterator[Documen
         except Exception as exc:  # ArrowInvalid: not an Arrow stream
             skips.add(path, None, f"unreadable file: not an Arrow stream ({exc})")
             return
-        if text_field not in reader.schema.names:
-            skips.add(
-                path, None, f"bad field: no column '{text_field}' (has {reader.schema.names})"
-            )
+        columns = _columns(text_field, reader.schema.names)
+        if isinstance(columns, str):
+            skips.add(path, None, columns)
             return
         row = 0
         for batch in reader:
-            for value in batch.column(text_field).to_pylist():
+            for value in _batch_values(batch.select(columns), text_field):
                 row += 1
-                text = _accept(value, path, row, skips, text_field)
+                text = _row_text(value, text_field, path, row, skips)
                 if text is not None:
                     yield Document(text, str(path), row)
+
+
+def _columns(source: TextSource, names: list[str]) -> list[str] | str:
+    """The columns a table reader loads for ``source``, or why the file has none of them."""
+    if isinstance(source, str):
+        if source in names:
+            return [source]
+        return f"bad field: no column '{source}' (has {names})"
+    wanted = [n for n in source.fields if n in names]
+    return wanted or f"missing field: the template uses {list(source.fields)}, the file has {names}"
+
+
+def _batch_values(batch, source: TextSource) -> list:
+    """A record batch's texts (one column) or records (a template's columns)."""
+    return batch.column(0).to_pylist() if isinstance(source, str) else batch.to_pylist()
+
+
+def _row_text(value, source: TextSource, path: Path, row: int, skips: SkipLog) -> str | None:
+    if isinstance(source, str):
+        return _accept(value, path, row, skips, source)
+    return record_text(value, source, path, row, skips)

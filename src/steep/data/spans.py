@@ -24,13 +24,16 @@ from steep.data.documents import (
     MAX_LINE_BYTES,
     Document,
     SkipLog,
+    TextSource,
     _format_of,
     _read_parquet,
     bounded_lines,
     count_breaks,
+    item_documents,
     parse_jsonl_lines,
     read_documents,
 )
+from steep.data.formats import code
 from steep.data.jsondoc import is_json_document
 from steep.data.locations import as_input, is_url, open_input
 
@@ -42,8 +45,8 @@ LINE_FORMATS = (".jsonl", ".ndjson", ".json")
 @dataclass(frozen=True)
 class Span:
     path: str
-    kind: Literal["lines", "rows", "whole"]
-    start: int = 0  # lines: byte offset; rows: first row group
+    kind: Literal["lines", "rows", "whole", "files", "repo"]
+    start: int = 0  # lines: byte offset; rows: first row group; files: first file
     end: int | None = None  # exclusive; None: to the end of the file
     first: int = 1  # the number of the span's first line (lines) or row (rows)
     size: int = 0  # bytes of input it covers (uncompressed, for parquet): for progress
@@ -75,6 +78,24 @@ def plan_file(path: Path, unit_bytes: int = UNIT_BYTES, digest: bool = True) -> 
     if fmt == ".parquet" and not _compressed(path):
         return FilePlan(sha, size, _plan_rows(path, unit_bytes))
     return FilePlan(sha, size, [Span(str(path), "whole", size=size)])
+
+
+def plan_repo(repo: Path, mode: str, unit_bytes: int = UNIT_BYTES) -> FilePlan:
+    """A code repository's identity and units: runs of files of about ``unit_bytes`` (one
+    document per file), or the whole repository as one unit (one document)."""
+    files = code.listing(repo)
+    size = sum(n for _, n in files)
+    if mode == "repo":
+        return FilePlan(code.digest(repo, files), size, [Span(str(repo), "repo", size=size)])
+    spans: list[Span] = []
+    start, held = 0, 0
+    for i, (_, n) in enumerate(files):
+        if held and held + min(n, code.MAX_FILE_BYTES) > unit_bytes:
+            spans.append(Span(str(repo), "files", start, i, start + 1, held))
+            start, held = i, 0
+        held += min(n, code.MAX_FILE_BYTES)  # an oversized file is never read
+    spans.append(Span(str(repo), "files", start, len(files), start + 1, held))
+    return FilePlan(code.digest(repo, files), size, spans)
 
 
 def _json_document(path: Path, fmt: str | None) -> bool:
@@ -141,11 +162,15 @@ def _plan_rows(path: Path, unit_bytes: int) -> list[Span]:
 
 
 def read_span(
-    span: Span, skips: SkipLog, text_field: str = "text", max_bytes: int | None = None
+    span: Span, skips: SkipLog, text_field: TextSource = "text", max_bytes: int | None = None
 ) -> Iterator[Document]:
     """The documents of one span, numbered as a read of the whole file would number them;
     ``max_bytes`` caps a whole (compressed) file's decompressed size (``read_documents``)."""
     path = as_input(span.path)
+    if span.kind in ("files", "repo"):  # a code repository's files (``formats.code``)
+        mode = "file" if span.kind == "files" else "repo"
+        yield from item_documents(path, code.read(path, mode, span.start, span.end), skips)
+        return
     if span.kind == "whole":
         yield from read_documents([path], skips, text_field, max_bytes)
         return

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -32,6 +33,7 @@ from steep.data.locations import as_input
 from steep.data.selection import DatasetSelection, slice_report
 from steep.data.shards import VERSION
 from steep.data.spans import UNIT_BYTES, FilePlan, plan_file
+from steep.data.tokengine import FAST, HF, Engine, choose_engine, hf_engine
 from steep.data.tokensource import (
     SOURCE_FORMAT,
     SOURCE_VERSION,
@@ -78,7 +80,14 @@ def tokenizer_meta(tokenizer: PreTrainedTokenizerBase, separator: str | None) ->
 
 
 Progress = Callable[[str, int, int], None]  # (what, bytes done, bytes in all)
-LARGE_SOURCE_BYTES = 1 << 30  # above this, tokenizing inside a training job earns a hint
+# above this, tokenizing inside a training job earns a hint: ~15 minutes of one core at the
+# engine's end-to-end rate measured on a slow 2-core VM (BENCHMARKS.md, "An exact fast
+# tokenizer engine"): HF ~900 CPU s/GB, fastokens ~15 (32 GB leaves a 2x margin)
+LARGE_SOURCE_BYTES = {HF: 1 << 30, FAST: 32 << 30}
+
+
+def large_source_bytes(engine: str) -> int:
+    return LARGE_SOURCE_BYTES.get(engine, LARGE_SOURCE_BYTES[HF])
 
 
 def tokenize_source(
@@ -140,19 +149,30 @@ def tokenize_source(
         partial.mkdir(exist_ok=True)
         share_tokenizer(partial, tokenizer)
         spans = [span for plan in plans for span in plan.spans]
-        units = [
-            TokenizeUnit(
-                i, span, str(partial), tok_meta, name, text_field, heldout_fraction, dataset,
-                one_thread=executor is not None,
-            )
-            for i, span in enumerate(spans)
-        ]  # fmt: skip
-        results = _run_units(name, units, executor, progress)
+        engine = fallen_back(partial) or choose_engine(tokenizer)
+
+        def units_for(engine: str) -> list[TokenizeUnit]:
+            return [
+                TokenizeUnit(
+                    i, span, str(partial), tok_meta, name, text_field, heldout_fraction,
+                    dataset, one_thread=executor is not None, engine=engine,
+                )
+                for i, span in enumerate(spans)
+            ]  # fmt: skip
+
+        units = units_for(engine.name)
+        results = _run_units(name, units, executor, progress, engine)
+        if problems := [r.mismatch for r in results if r.mismatch]:
+            engine = fall_back(partial, name, engine, problems)
+            units = units_for(engine.name)
+            results = _run_units(name, units, executor, progress, engine)
         info = _source_info(name, partial, results, file_info, tok_meta, dataset)
         info.update(text_field=text_field, heldout_fraction=heldout_fraction)
+        info["engine"] = engine.record()
         _check_counts(name, files, info, heldout_fraction)
         _merge_skips(partial, len(units))
         clear_unit_leftovers(partial)
+        (partial / FALLBACK_FILE).unlink(missing_ok=True)  # source.json records it
         write_text(partial / "source.json", json.dumps(info, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
@@ -185,9 +205,10 @@ def _run_units(
     units: list[TokenizeUnit],
     executor: Executor | None,
     progress: Progress | None,
+    engine: Engine,
 ) -> list[UnitResult]:
     total = sum(u.span.size for u in units)  # input bytes (uncompressed, for parquet)
-    if total > LARGE_SOURCE_BYTES and executor is None:
+    if total > large_source_bytes(engine.name) and executor is None:
         print(
             f"tokenizing source '{name}' ({total / 1e9:.1f} GB) inside this job; on a "
             "cluster, tokenize first with `steep data tokenize --config RUN.yaml` (the run "
@@ -281,6 +302,38 @@ def _check_counts(name: str, files: list[Path], info: dict, heldout_fraction: fl
             f"source '{name}': heldout_fraction={heldout_fraction} picked none of its "
             f"{train['documents']} documents; raise it or add documents"
         )
+
+
+FALLBACK_FILE = "engine-fallback.json"  # in a partial source: its units re-run by HF
+
+
+def fall_back(partial: Path, name: str, engine: Engine, problems: list[str]) -> Engine:
+    """A sampled document's ids differed from HF's: every shard of the source goes and HF
+    writes them all again (a source is never a mix of engines). Recorded in the partial
+    folder, so a resumed run stays on HF, and in ``source.json``."""
+    print(
+        f"warning: source '{name}': {engine.name} {engine.version} gave other ids than HF "
+        f"tokenizers in {len(problems)} unit(s) ({problems[0]}); re-tokenizing '{name}' "
+        "with HF tokenizers",
+        file=sys.stderr,
+        flush=True,
+    )
+    record = {"from": engine.record(), "units": len(problems), "problem": problems[0]}
+    write_text(partial / FALLBACK_FILE, json.dumps(record, indent=2) + "\n")
+    for folder in (*SPLITS, "units", "skipped"):
+        shutil.rmtree(partial / folder, ignore_errors=True)
+    return fallen_back(partial) or hf_engine()
+
+
+def fallen_back(partial: Path) -> Engine | None:
+    """The HF engine of a source that fell back before (None: it did not)."""
+    path = partial / FALLBACK_FILE
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    was = record["from"]
+    reason = f"fell back from {was['name']} {was['version']}: {record['problem']}"
+    return hf_engine(reason, fallback=record)
 
 
 def _merge_skips(partial: Path, units: int) -> None:

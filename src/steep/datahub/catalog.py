@@ -162,7 +162,9 @@ class Catalog:
                         f"could not publish {name}@{version} at {target}: {exc}"
                     ) from exc
         else:
-            raise CatalogError(f"could not publish {name}: {PUBLISH_TRIES} versions taken meanwhile")
+            raise CatalogError(
+                f"could not publish {name}: {PUBLISH_TRIES} versions taken meanwhile"
+            )
         # no call up to the hub: its sync asks this catalog on every query, so the new
         # version is listed at the next one
         return self.get(DatasetRef(name, version))

@@ -71,6 +71,8 @@ def show_dataset(ds: DatasetVersion, examples: int = 2, example_chars: int = 160
         out.append(f"  ... and {len(inputs) - 10} more")
     if m.get("skipped"):
         out.append("skipped at ingest: " + ", ".join(f"{v} {k}" for k, v in m["skipped"].items()))
+    out += format_lines(m)
+    out += preview_lines(ds)
     if m.get("funnel"):
         out.append("")
         out.append(funnel_table(m["funnel"]))
@@ -88,6 +90,35 @@ def show_dataset(ds: DatasetVersion, examples: int = 2, example_chars: int = 160
                 if r["text"]:
                     out.append(f"      {r['text']}")
     return "\n".join(out)
+
+
+def format_lines(manifest: dict) -> list[str]:
+    """Per input format (``data add``'s): files read, documents extracted, skips by reason."""
+    formats = manifest.get("formats") or {}
+    if not formats:
+        return []
+    out = ["by format:"]
+    for name, f in formats.items():
+        skipped = ", ".join(f"{n} {why}" for why, n in sorted(f["skipped"].items()))
+        out.append(
+            f"  {name}: {f['files']:,} files read, {f['documents']:,} documents extracted"
+            + (f", skipped {skipped}" if skipped else "")
+        )
+    made = manifest.get("created_by", {})
+    if made.get("template"):
+        out.append(f"template ({made['template']['origin']}): {made['template']['source']!r}")
+    return out
+
+
+def preview_lines(ds: DatasetVersion, n: int = 2, chars: int = 160) -> list[str]:
+    """The first documents beside their source (file:line, title, URL): what was extracted
+    from what."""
+    out = []
+    for doc in preview(ds, n, chars * 2):
+        title = f"  {doc['title']!r}" if doc.get("title") else ""
+        out.append(f"  {doc['where']}{title}")
+        out.append(f"    {_short(doc['text'], chars)}")
+    return ["", f"first documents (of {ds.manifest['documents']:,}):", *out] if out else []
 
 
 def funnel_table(funnel: list[dict]) -> str:
@@ -168,10 +199,21 @@ def preview(ds: DatasetVersion, n: int = 3, chars: int = 600) -> list[dict]:
     for shard in ds.shards:
         for doc in read_docs(shard, batch_size=max(n, 1)):
             text = doc.text if len(doc.text) <= chars else doc.text[:chars] + "..."
-            out.append({"id": doc.id, "lang": doc.meta.get("lang"), "text": text})
+            out.append({"id": doc.id, "lang": doc.meta.get("lang"), "text": text,
+                        "where": _source(doc.meta), "title": doc.meta.get("title")})  # fmt: skip
             if len(out) >= n:
                 return out
     return out
+
+
+def _source(meta: dict) -> str:
+    """Where a document came from: its URL, a repository's file, or file:line."""
+    if meta.get("url"):
+        return meta["url"]
+    source = meta.get("source") or ""
+    if meta.get("format") == "code":  # a file of the repository, or the whole of it
+        return f"{source}/{meta['path']}" if "language" in meta else source
+    return f"{source}:{meta['line']}" if meta.get("line") is not None else source
 
 
 def skipped_at_ingest(ds: DatasetVersion, per_reason: int = 3) -> list[dict]:

@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from steep.artifacts import atomic
-from steep.data.documents import MAX_DOC_BYTES, SkipLog, expand_paths
+from steep.data.documents import MAX_DOC_BYTES, SkipLog, _format_of, expand_paths
 from steep.data.executor import Executor, LocalExecutor
+from steep.data.formats import format_for, missing_libraries
+from steep.data.formats.template import RecordTemplate
 from steep.data.input_caps import file_cap
 from steep.data.locations import as_input
-from steep.data.spans import UNIT_BYTES, Span, plan_file, read_span
+from steep.data.spans import UNIT_BYTES, Span, plan_file, plan_repo, read_span
 from steep.datahub.catalog import Catalog, CatalogError, DatasetVersion, check_name
 from steep.datahub.exclusions import Exclusion, write_exclusions
 from steep.datahub.name_lock import adding
@@ -39,6 +41,7 @@ class PlanTask:
     path: str
     unit_bytes: int
     result: str  # the plan as JSON: a rerun after a crash does not read the file again
+    code: str | None = None  # "file" or "repo": the path is a code repository
 
 
 @dataclass
@@ -66,6 +69,7 @@ class IngestTask:
     langid: bool
     result: str  # a finished unit's UnitResult as JSON: a rerun after a crash skips it
     max_input_bytes: int | None = None  # what a (compressed) file may decompress to
+    template: RecordTemplate | None = None  # records' text made of their fields
 
 
 @dataclass
@@ -94,7 +98,11 @@ def plan_input(task: PlanTask) -> FilePlanResult:
     """Hash one input file and cut it into spans; runs in a worker (a big file is read by
     one worker here, so planning many files is as parallel as reading them)."""
     try:
-        plan = plan_file(as_input(task.path), task.unit_bytes)
+        path = as_input(task.path)
+        if task.code:
+            plan = plan_repo(path, task.code, task.unit_bytes)
+        else:
+            plan = plan_file(path, task.unit_bytes)
         result = FilePlanResult(
             task.index, task.path, plan.sha256, plan.size, [asdict(s) for s in plan.spans]
         )
@@ -125,7 +133,8 @@ def ingest_unit(task: IngestTask) -> UnitResult:
     sha = task.sha256
 
     def docs() -> Iterator[Doc]:
-        for d in read_span(Span(**task.span), skips, task.text_field, task.max_input_bytes):
+        source = task.template or task.text_field
+        for d in read_span(Span(**task.span), skips, source, task.max_input_bytes):
             doc_id = f"{sha[:12]}:{d.line}"
             n_bytes = len(d.text.encode("utf-8"))
             if n_bytes > task.max_doc_bytes:
@@ -134,7 +143,7 @@ def ingest_unit(task: IngestTask) -> UnitResult:
                     Exclusion(doc_id, "ingest", "skip", "giant document", detail, d.path, d.line)
                 )
                 continue
-            meta: dict[str, Any] = {"source": d.path, "line": d.line}
+            meta: dict[str, Any] = {"source": d.path, "line": d.line, **(d.meta or {})}
             if tag is not None:
                 meta["lang"], meta["lang_score"] = tag(d.text)
                 langs[meta["lang"]] += 1
@@ -165,6 +174,8 @@ def add_dataset(
     executor: Executor | None = None,
     max_input_bytes: int | None = None,
     max_input_ratio: float | None = None,
+    template: RecordTemplate | None = None,
+    code: str | None = None,
 ) -> DatasetVersion:
     """Ingest files and folders as ``name@1``; a name already taken is refused, and so is
     input that yields no document (nothing is published; the reasons are in the error).
@@ -175,7 +186,10 @@ def add_dataset(
     small one), each into its own shard, so one huge file keeps every worker busy.
     ``max_input_bytes`` skips, whole, a file that decompresses past it, and
     ``max_input_ratio`` one past that multiple of its own size (``input_caps.file_cap``):
-    the studio sets both for uploads; the CLI neither unless asked.
+    the studio sets both for uploads; the CLI neither unless asked. ``template`` makes
+    each record's text of its fields (``steep.data.formats.template``), recorded in the
+    manifest. ``code`` ("file" or "repo") reads each path as a code repository, one
+    document per file or per repository (``steep.data.formats.code``).
     """
     catalog = catalog or Catalog()
     check_name(name)
@@ -190,6 +204,8 @@ def add_dataset(
             catalog,
             executor or LocalExecutor(),
             (max_input_bytes, max_input_ratio),
+            template,
+            code,
         )
 
 
@@ -203,6 +219,8 @@ def _add(
     catalog: Catalog,
     executor: Executor,
     caps: tuple[int | None, float | None],
+    template: RecordTemplate | None = None,
+    code: str | None = None,
 ) -> DatasetVersion:
     """``add_dataset``'s work, under the name's lock: the name is checked free again here."""
     if catalog.versions(name):
@@ -210,17 +228,21 @@ def _add(
             f"dataset {name!r} exists (latest {catalog.get(name).ref}); pick another name, "
             f"or `steep data prepare {name}` to make a new version from it"
         )
-    files = expand_paths(paths)  # raises MissingInputError naming a missing path
+    files = repositories(paths) if code else expand_paths(paths)  # MissingInputError
     if not files:
         raise CatalogError(f"no files found in {', '.join(paths)}")
+    lacking = missing_libraries((f, "code" if code else _format_of(f)) for f in files)
+    if lacking:  # before any work: not after hours of reading the other files
+        raise DataError(lacking)
     options = [[str(f) for f in files], text_field, langid, max_doc_bytes, unit_bytes]
+    options += [template.describe() if template else None, code]
     key = hashlib.sha256(json.dumps(options).encode()).hexdigest()[:16]
     staging = catalog.staging(name, f"add-{key}")
     for sub in ("shards", "exclusions", "work"):
         (staging / sub).mkdir(exist_ok=True)
 
     plan_tasks = [
-        PlanTask(i, str(p), unit_bytes, str(staging / "work" / f"plan-{i:05d}.json"))
+        PlanTask(i, str(p), unit_bytes, str(staging / "work" / f"plan-{i:05d}.json"), code)
         for i, p in enumerate(files)
     ]
     plans = [
@@ -238,6 +260,7 @@ def _add(
         replace(
             _unit_task(staging, plan, j, text_field, max_doc_bytes, langid),
             max_input_bytes=file_cap(plan.size, *caps),
+            template=template,
         )
         for plan in plans
         if plan.index not in dupes
@@ -272,6 +295,8 @@ def _add(
             "text_field": text_field,
             "langid": langid,
             "max_doc_bytes": max_doc_bytes,
+            "template": template.describe() if template else None,
+            "code": code,
         },
         "parent": None,
         "inputs": [
@@ -288,9 +313,33 @@ def _add(
         "bytes": sum(r.bytes for r in results),
         "languages": dict(languages.most_common()),
         "skipped": dict(skipped.most_common()),
+        "formats": format_funnel(results, code),
         "funnel": [],
     }
     return catalog.publish(name, staging, manifest)
+
+
+def repositories(paths: list[str]) -> list[Path]:
+    """The code repositories named (folders); anything else is one line."""
+    out = [as_input(p) for p in paths]
+    for raw, p in zip(paths, out, strict=True):
+        if not p.is_dir():
+            raise DataError(f"--code reads folders (a checkout or a source tree): {raw} is not one")
+    return out
+
+
+def format_funnel(results: list[FileResult], code: str | None = None) -> dict[str, dict[str, Any]]:
+    """Per input format: files read, documents extracted, records skipped by reason."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in results:
+        suffix = "code" if code else _format_of(Path(r.path))
+        fmt = format_for(suffix)
+        name = fmt.name if fmt else (suffix or "unknown").lstrip(".")
+        row = out.setdefault(name, {"files": 0, "documents": 0, "skipped": {}})
+        row["files"] += 1
+        row["documents"] += r.documents
+        row["skipped"] = dict(Counter(row["skipped"]) + Counter(r.skipped))
+    return out
 
 
 def _unit_paths(staging: Path, index: int, j: int, units: int) -> tuple[str, str, str]:

@@ -13,18 +13,19 @@ from __future__ import annotations
 import ast
 import bz2
 import hashlib
+import io
 import json
 import os
-import re
 import subprocess
 import sys
 import sysconfig
-import xml.etree.ElementTree as ET
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from steep.data.formats import wiki
+from steep.data.formats.base import Extracted
 from steep.errors import SteepError
 
 GENSIM_SPEC = "gensim==4.4.0"
@@ -148,36 +149,13 @@ def _download_gensim(cache_dir: Path) -> Path:
     return wheels[-1]
 
 
-def _clean_wikitext(markup: str) -> str:
-    import mwparserfromhell  # optional: the demo extra (pip install 'steep[demo]')
-
-    text = mwparserfromhell.parse(markup).strip_code(normalize=True, collapse=True)
-    lines = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith(("Category:", "File:", "Image:", "thumb|")):
-            continue
-        lines.append(line)
-    text = "\n".join(lines)
-    text = re.sub(r"\n{3,}", "\n\n", text)
-    text = re.sub(r"[ \t]+([.,;:])", r"\1", text)  # left behind by removed templates
-    return re.sub(r"[ \t]{2,}", " ", text).strip()
-
-
 def wikipedia_articles(dump_bz2: bytes) -> Iterator[str]:
-    """Plain text of each main-namespace, non-redirect article in a MediaWiki XML dump."""
-    root = ET.fromstring(bz2.decompress(dump_bz2))
-    ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
-    for page in root.iter(f"{ns}page"):
-        if (page.findtext(f"{ns}ns") or "0") != "0" or page.find(f"{ns}redirect") is not None:
-            continue
-        markup = page.findtext(f"{ns}revision/{ns}text") or ""
-        if markup.lstrip().upper().startswith("#REDIRECT"):
-            continue
-        title = (page.findtext(f"{ns}title") or "").strip()
-        body = _clean_wikitext(markup)
-        if len(body) >= MIN_ARTICLE_CHARS:
-            yield f"{title}\n\n{body}" if title else body
+    """Plain text of each main-namespace, non-redirect article in a MediaWiki XML dump, read
+    by the Data Hub's own dump reader (``steep.data.formats.wiki``), the title first."""
+    for item in wiki.pages(io.BytesIO(bz2.decompress(dump_bz2))):
+        if isinstance(item, Extracted) and len(item.text) >= MIN_ARTICLE_CHARS:
+            title = item.meta.get("title", "")
+            yield f"{title}\n\n{item.text}" if title else item.text
 
 
 def _member(wheel: Path, member: str) -> bytes:

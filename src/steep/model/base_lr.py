@@ -12,7 +12,7 @@ import re
 
 from steep.config import RunConfig
 from steep.errors import ConfigError, SteepError
-from steep.model.io import base_names, lineage_peak_lr
+from steep.model.basenames import base_names, lineage_peak_lr
 
 # family-size key -> (peak LR or None, where it was published)
 PEAK_LR: dict[str, tuple[float | None, str]] = {

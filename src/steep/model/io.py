@@ -7,7 +7,6 @@ GGUF-loaded model cannot be saved again and re-reading GGUF costs time on every 
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +24,14 @@ from transformers import (
 
 from steep.artifacts.atomic import aside_dir, replace_dir, umask_permissions
 from steep.artifacts.fingerprint import file_sha256, tokenizer_fingerprint
-from steep.artifacts.ggufmeta import GgufMetadata
-from steep.artifacts.lineage import Lineage, LineageError, lineage_text, read_lineage
+from steep.artifacts.lineage import Lineage, lineage_text
 from steep.config import ModelSection
 from steep.config.locate import ModelLoadError, resolve_base
+from steep.model.basenames import (
+    gguf_names,
+    gguf_of,
+    lineage_of,
+)
 from steep.workspace import LINEAGE_FILE, Workspace, converted_gguf_name
 
 
@@ -72,17 +75,6 @@ def load_tokenizer(spec: str) -> PreTrainedTokenizerBase:
 
 
 # --- loading -------------------------------------------------------------------------------
-
-
-def gguf_of(cfg: ModelSection) -> Path | None:
-    """The GGUF file a model section names (``model.base`` a .gguf, or a folder plus
-    ``model.gguf_file``); None for an HF folder or hub id."""
-    if cfg.base is None:
-        return None
-    base = resolve_base(cfg.base)
-    if cfg.gguf_file:
-        return Path(base) / cfg.gguf_file
-    return Path(base) if base.endswith(".gguf") else None
 
 
 def load_base(
@@ -157,51 +149,10 @@ def _load_hf_dir(path: Path, origin: str, load: dict[str, Any] | None = None) ->
         raise ModelLoadError(f"cannot load model from {origin}: {exc}") from None
     tokenizer = load_tokenizer(str(path))
     info: dict[str, Any] = {"source": origin, "path": str(path)}
-    lineage = _lineage_of(path) if local else None
+    lineage = lineage_of(path) if local else None
     if lineage is not None:
         info["lineage"] = lineage.dump()
     return LoadedBase(model, tokenizer, info)
-
-
-def _lineage_of(path: Path) -> Lineage | None:
-    """The base's steep.json, or None; an unreadable one is a load error naming the file."""
-    try:
-        return read_lineage(path)
-    except LineageError as exc:
-        raise ModelLoadError(str(exc)) from None
-
-
-def base_names(cfg: ModelSection) -> list[str]:
-    """Names the base goes by, best first, for the peak-LR table; reads metadata only."""
-    if cfg.base is None:
-        return []
-    base = resolve_base(cfg.base)
-    path = Path(base)
-    if (gguf := gguf_of(cfg)) is not None:
-        return _gguf_names(gguf) if gguf.is_file() else [gguf.name]
-    names: list[str] = []
-    if (lineage := _lineage_of(path)) is not None:
-        names += lineage.base_names
-    if (path / "config.json").exists():
-        names.append(str(json.loads((path / "config.json").read_text()).get("_name_or_path", "")))
-    names.append(base)
-    return [n for n in names if n]
-
-
-def lineage_peak_lr(cfg: ModelSection) -> tuple[float, str] | None:
-    """The base's peak LR that a steep-made model's steep.json carries (``base_peak_lr``),
-    so a derived model whose own name is in no table (a vocabulary extension of a base given
-    --base-max-lr) still resolves lr_fraction."""
-    if cfg.base is None:
-        return None
-    folder = Path(resolve_base(cfg.base))
-    lineage = _lineage_of(folder) if folder.is_dir() else None
-    carried = lineage.base_peak_lr if lineage is not None else None
-    if not isinstance(carried, dict) or not carried.get("value"):
-        return None
-    value = float(carried["value"])
-    where = folder / LINEAGE_FILE
-    return value, f"base peak {value:g} from {where} ({carried.get('source', 'lineage')})"
 
 
 def gguf_to_hf(gguf: Path, cache_root: Path) -> Path:
@@ -211,7 +162,7 @@ def gguf_to_hf(gguf: Path, cache_root: Path) -> Path:
     target = cache_root / converted_gguf_name(gguf)
     if (target / LINEAGE_FILE).exists():
         return target
-    names = _gguf_names(gguf)
+    names = gguf_names(gguf)
     print(f"converting {gguf.name} to safetensors (once) -> {target}", flush=True)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     quantized = AutoModelForCausalLM.from_pretrained(
@@ -229,21 +180,6 @@ def gguf_to_hf(gguf: Path, cache_root: Path) -> Path:
     )
     save_hf(model, tokenizer, target, lineage)
     return target
-
-
-def _gguf_names(gguf: Path) -> list[str]:
-    """Names the GGUF metadata gives the model, best first, for the peak-LR table."""
-    meta = GgufMetadata(gguf)
-
-    def get(key: str) -> str:
-        value = meta.get(key)
-        return "" if value is None else str(value)
-
-    names = []
-    if get("general.basename") and get("general.size_label"):
-        names.append(f"{get('general.basename')}-{get('general.size_label')}")
-    names += [get("general.name"), gguf.name]
-    return [n for n in names if n]
 
 
 # --- saving --------------------------------------------------------------------------------

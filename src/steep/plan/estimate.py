@@ -27,6 +27,7 @@ from steep.config.schema import loss_chunk_in_use
 from steep.errors import ConfigError
 from steep.plan.devices import KNOWN, Device, cpu_device, find_device, local_gpu
 from steep.plan.flops import step_seconds
+from steep.plan.measured import Measured, measured_throughput
 from steep.plan.memory import (
     Memory,
     chunk_in_use,
@@ -77,6 +78,7 @@ class Plan:
     offload: str
     notes: list[str] = field(default_factory=list)
     suggestions: list[Suggestion] = field(default_factory=list)
+    measured: Measured | None = None  # a CPU's speed from an earlier run of this shape
 
     @property
     def peak_gib(self) -> float:
@@ -98,7 +100,7 @@ class Plan:
     def step_s(self) -> float | None:
         peak = self.device.peak_tflops if self.device else None
         if not peak:
-            return None
+            return self.global_tokens / self.measured.tokens_per_s if self.measured else None
         return step_seconds(self.hw_flops_step, self.gpus, peak * 1e12, self.mfu)
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,6 +136,7 @@ class Plan:
             "step_s": step,
             "tokens_per_day": self.global_tokens / step * 86400 if step else None,
             "days": self.steps * step / 86400 if step else None,
+            "measured": asdict(self.measured) if self.measured else None,
             "notes": self.notes,
             "suggestions": [asdict(s) for s in self.suggestions],
         }
@@ -251,6 +254,8 @@ def make_plan(
         offload=t.offload,
         notes=notes,
     )
+    if device is not None and device.kind == "cpu" and not device.peak_tflops:
+        plan.measured = measured_throughput(config, home)
     if suggest and plan.fits is False:
         plan.suggestions = suggestions(config, plan, home)
     return plan

@@ -37,16 +37,33 @@ def summary_line(plan: Plan) -> str:
     if plan.device is None:
         return f"{memory_size(plan.peak_gib)} per device (--gpu NAME: the fit and the time)"
     line = f"{memory_size(plan.peak_gib)} per device on {where(plan)}: {verdict(plan)}"
-    step = plan.step_s
-    if step:
-        line += (
-            f"; ~{duration(step)} a step at {plan.mfu:.0%} MFU, "
-            f"{duration(plan.steps * step)} for {plan.steps:,} steps"
-        )
+    if plan.step_s:
+        line += f"; {time_line(plan)}"
     if plan.suggestions:
         first = next((s for s in plan.suggestions if s.fits), plan.suggestions[0])
         line += f"; try {first.change} ({memory_size(first.peak_gib)})"
     return line
+
+
+def rate(plan: Plan) -> str:
+    """Where the step time comes from: the MFU assumed, or the tokens/s measured here."""
+    if plan.device is not None and plan.device.peak_tflops:
+        return f"at {plan.mfu:.0%} MFU"
+    m = plan.measured
+    return f"measured on this machine ({m.tokens_per_s:,.0f} tokens/s, run {m.run})" if m else ""
+
+
+def time_line(plan: Plan) -> str:
+    """How long the run takes, and from what; or why that is unknown and how to know it."""
+    step = plan.step_s
+    if step:
+        return f"~{duration(step)} a step {rate(plan)}, {duration(plan.steps * step)} for {plan.steps:,} steps"
+    if plan.device is not None and plan.device.kind == "cpu":
+        return (
+            "unknown: no earlier run of this shape on this CPU; train a few steps "
+            "(--set train.steps=5) and the plan uses their tokens/s"
+        )
+    return "unknown: give --peak-tflops (the device's peak)"
 
 
 def render(plan: Plan) -> str:
@@ -95,13 +112,13 @@ def render(plan: Plan) -> str:
     if step:
         per_day = plan.global_tokens / step * 86400
         lines += [
-            f"  step time at {plan.mfu:.0%} MFU      {duration(step)}",
+            f"  step time                 {duration(step)} {rate(plan)}",
             f"  tokens per day            {_count(per_day)} "
             f"({plan.global_tokens / step / plan.gpus:,.0f} tokens/s per device)",
             f"  {plan.steps:,} steps               {duration(plan.steps * step)}",
         ]
     else:
-        lines.append("  step time                 unknown: give --peak-tflops (the device's peak)")
+        lines.append(f"  step time                 {time_line(plan)}")
     lines += [f"note: {n}" for n in plan.notes]
     if plan.suggestions:
         lines += ["", "what would fit (peak per device):"]

@@ -23,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from steep.artifacts.fmt import data_size, timestamp
 from steep.hub import Hub
 from steep.studio import uploads
 from steep.studio.auth import add_guard, check_token, error_response
@@ -74,6 +75,7 @@ def create_app(settings: Settings, runner: Runner | None = None) -> FastAPI:
         hub,
     )
     templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.filters.update(when=timestamp, data_size=data_size)  # one format (fmt)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     add_guard(app, settings)
     studio = Studio(settings, home, hub, queue, runner, templates)

@@ -9,8 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from steep.artifacts.fmt import data_size
 from steep.artifacts.metrics import read_from
 from steep.artifacts.runstatus import read_status
+from steep.studio.runview import checkpoint_steps, tensorboard_command
 from steep.workspace import REPORT_FILE, TENSORBOARD_DIR
 
 MAX_METRICS_CHUNK = 4 << 20  # bytes of metrics.jsonl per poll; the client asks again
@@ -113,12 +115,17 @@ def run_facts(run_dir: Path) -> dict[str, Any]:
     status = read_status(run_dir)
     plots = Path(run_dir) / "plots"
     tb = Path(run_dir) / TENSORBOARD_DIR
+    phase = status.phase if status and status.state == "running" else None
+    total = phase.get("total") if isinstance(phase, dict) else None
     return {
-        "phase": status.phase if status and status.state == "running" else None,
+        "phase": phase,
+        "phase_size": data_size(total) if isinstance(total, int | float) and total > 0 else None,
+        "checkpoints": checkpoint_steps(run_dir),  # markers on the charts
         "files": {
             "report": (Path(run_dir) / REPORT_FILE).is_file(),
             "plots": sorted(p.name for p in plots.glob("*.png")) if plots.is_dir() else [],
             "tensorboard": str(tb) if tb.is_dir() else None,
+            "tensorboard_command": tensorboard_command(tb) if tb.is_dir() else None,
         },
     }
 

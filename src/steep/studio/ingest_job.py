@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from steep.data.formats.template import JINJA_SUFFIXES
 from steep.datahub.catalog import Catalog
 from steep.errors import SteepError
 
@@ -47,6 +48,7 @@ def ingest_upload(
     *,
     text_field: str = "text",
     langid: bool = True,
+    template: str | None = None,
     memory_bytes: int = MEMORY_BYTES,
     timeout_s: float = TIMEOUT_S,
 ) -> str:
@@ -57,6 +59,10 @@ def ingest_upload(
     cmd += ["--max-input-ratio", str(RATIO)]
     if not langid:
         cmd.append("--no-langid")
+    if template is not None:
+        if template.lower().endswith(JINJA_SUFFIXES):  # a path: the server's files stay its own
+            raise IngestJobError("the studio takes an inline template; a Jinja file is the CLI's")
+        cmd.append(f"--template={template}")  # one argument, whatever it starts with
     env = {**os.environ, "STEEP_HOME": str(home), "TQDM_DISABLE": "1"}
     try:
         done = subprocess.run(

@@ -46,14 +46,20 @@ def train_command(job: Job) -> list[str]:
     ``steep.launch.command.train_command``, as ``steep launch`` and ``steep sweep`` build it."""
     if job.resume:  # its own config.yaml and newest checkpoint, on one process
         return launch_command.train_command(None, resume=job.run_dir)
-    if job.nproc > 1:
+    return start_command(job.config_path, job.nproc)
+
+
+def start_command(config_path: str | Path, nproc: int) -> list[str]:
+    """A new run's argv on ``nproc`` processes: what a job runs, and what the New run
+    page's "preview command" shows (one builder, so the preview is the command)."""
+    if nproc > 1:
         # deferred: torchrun.py imports torch (for the batch-split check), the studio need not
         from steep.launch.torchrun import default_torchrun, torchrun_command
 
         return torchrun_command(
-            str(job.config_path), [], gpus_per_node=job.nproc, torchrun=default_torchrun()
+            str(config_path), [], gpus_per_node=nproc, torchrun=default_torchrun()
         )
-    return launch_command.train_command(job.config_path)
+    return launch_command.train_command(config_path)
 
 
 def slurm_command(options: SlurmOptions) -> CommandFor:

@@ -15,7 +15,8 @@ from safetensors import SafetensorError
 
 from steep import __version__
 from steep.artifacts.lineage import Lineage, TrainMetrics
-from steep.model.io import base_names, save_hf
+from steep.model.basenames import base_names
+from steep.model.io import save_hf
 from steep.train.build import Run
 from steep.train.evaluate import window_rule
 from steep.train.lora import merged_model

@@ -183,13 +183,19 @@ def _extra_eval_sets(
 ) -> tuple[list[EvalSet], dict[str, dict[str, Any]]]:
     """The fixed windows of ``data.eval_sets`` (every token is held out), and their identity."""
     sets, ident = [], {}
-    for name, paths in config.data.eval_sets.items():
+    for name, value in config.data.eval_sets.items():
+        paths, selection = (
+            (value, None)
+            if isinstance(value, list)  # a Data Hub dataset: its shards, as a source's
+            else _source_files(SourceSection(name=name, dataset=value.dataset), quiet=True)
+        )
         ts = tokenize_source(
             name,
             paths,
             tokenizer,
             cache,
             separator=config.model.document_separator,
+            dataset=selection,
             progress=progress,
             executor=executor,
         )

@@ -27,13 +27,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from steep.config.schema import RunConfig, eval_set_roles
+from steep.config.locate import resolve_base
+from steep.config.schema import EvalDataset, RunConfig, eval_set_roles
 from steep.data.documents import expand_paths
 from steep.data.locations import is_url
 from steep.datahub.catalog import Catalog, CatalogError
 from steep.errors import ConfigError, MissingInputError, SteepError
 from steep.model.base_lr import resolve_max_lr
-from steep.model.io import resolve_base
 from steep.train.schedule import schedule_for, warmup_steps_for
 from steep.workspace import Workspace, steep_home
 
@@ -116,11 +116,11 @@ def forgetting_warning(config: RunConfig) -> str | None:
     roles = eval_set_roles(config)
     trained: set[str] = set()
     for src in config.data.sources:
-        trained |= _files(src.paths or [])
+        trained |= _files(src.paths) if src.paths else _dataset_key(src.dataset or "")
     independent = [
         name
-        for name, files in config.data.eval_sets.items()
-        if roles.get(name) == "general" and not _files(files) & trained
+        for name, value in config.data.eval_sets.items()
+        if roles.get(name) == "general" and not _eval_files(value) & trained
     ]
     if independent:
         return None
@@ -133,9 +133,18 @@ def forgetting_warning(config: RunConfig) -> str | None:
     )
     return (
         f"no general eval set is independent of the training data: {measured}. Add text the "
-        "run never trains on: data.eval_sets: {NAME: [FILES]} with data.eval_roles: "
-        "{NAME: general}"
+        "run never trains on: data.eval_sets: {NAME: [FILES]} or {NAME: {dataset: NAME@V}} "
+        "(the New run form's eval sets) with data.eval_roles: {NAME: general}"
     )
+
+
+def _eval_files(value: list[str] | EvalDataset) -> set[str]:
+    return _files(value) if isinstance(value, list) else _dataset_key(value.dataset)
+
+
+def _dataset_key(ref: str) -> set[str]:
+    """A Data Hub dataset by its name: its versions share text, so none is independent."""
+    return {f"dataset:{ref.partition('@')[0]}"}
 
 
 def _files(paths: Iterable[str]) -> set[str]:
@@ -217,8 +226,14 @@ def _data(config: RunConfig, home: Path | None, problems: list[str]) -> dict[str
             problem = language_problem(src.languages, version.manifest.get("languages") or {})
             if problem:
                 problems.append(f"data.sources.{i}.languages (source {src.name!r}): {problem}")
-    for name, files in config.data.eval_sets.items():
-        problems += _missing(files, f"data.eval_sets.{name}")
+    for name, value in config.data.eval_sets.items():
+        if isinstance(value, list):
+            problems += _missing(value, f"data.eval_sets.{name}")
+            continue
+        try:
+            datasets[name] = catalog.get(value.dataset).ref
+        except CatalogError as exc:
+            problems.append(f"data.eval_sets.{name}.dataset: {exc}")
     return datasets
 
 

@@ -25,7 +25,6 @@ from steep.train.runfolder.write_errors import folder_error
 from steep.train.trackers import TensorBoardBackend, flat_metrics, open_trackers, result_files
 from steep.workspace import METRICS_FILE
 
-
 # events that say the step before the one they are written with (train.mixcontrol): a
 # phase that began after step N; a mix changed on resume from checkpoint N
 _SAID_A_STEP_EARLY = ("phase", "mixture_change")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
-from itertools import accumulate
 from typing import ClassVar
 
+import numpy as np
 from pydantic import Field, PrivateAttr
 
 from steep.datahub.steps.base import Doc, DocStep, Drop, StepResult, register
@@ -173,40 +173,72 @@ _LINE_SPLIT = re.compile(r"\n+")
 _LETTER = re.compile(r"[^\W\d_]")
 
 
-def _top_ngram_chars(words: list[str], n: int) -> int:
+class _NGrams:
+    """A document's words as integer ids, so its n-grams are compared as integers at numpy
+    speed instead of as tuples of strings in Python (the web recipe's costliest line).
+
+    Exact, no hashing: an n-gram's label comes from the labels of its two halves, paired
+    into one int64 and numbered by ``np.unique``; each n costs one sort, and n = 10 alone
+    (the docs recipe) needs four (2, 3, 5, 10).
+    """
+
+    def __init__(self, words: list[str]):
+        index: dict[str, int] = {}
+        ids = (index.setdefault(w, len(index)) for w in words)
+        self.ids = np.fromiter(ids, dtype=np.int64, count=len(words))
+        self.lens = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+        self.vocab = max(len(index), 1)
+        self._labels: dict[int, tuple[np.ndarray, np.ndarray]] = {1: (self.ids, self.ids[:0])}
+
+    def _of(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each n-gram start's label, and each label's first start."""
+        if n not in self._labels:  # an n-gram is its first half followed by its second
+            a = n // 2
+            head, _ = self._of(a)
+            tail, tail_first = self._of(n - a)
+            starts = max(len(self.ids) - n + 1, 0)
+            kinds = self.vocab if n - a == 1 else max(len(tail_first), 1)
+            key = head[:starts] * kinds + tail[a : a + starts]
+            _, first, labels = np.unique(key, return_index=True, return_inverse=True)
+            self._labels[n] = (labels.reshape(-1), first)
+        return self._labels[n]
+
+    def groups(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For each n-gram start: the start of its first occurrence; for each distinct
+        n-gram: its count and its first start."""
+        labels, group_first = self._of(n)
+        return group_first[labels], np.bincount(labels, minlength=len(group_first)), group_first
+
+
+def _top_ngram_chars(grams: _NGrams, n: int) -> int:
     """Characters covered by the most frequent n-gram (its length, spaces included, x count).
 
     An n-gram seen once is not repetition, so a document whose top n-gram occurs once
-    scores 0 (datatrove would score short documents by their single occurrence).
+    scores 0 (datatrove would score short documents by their single occurrence). Among
+    n-grams as frequent, the first to occur counts (as ``Counter.most_common`` picks).
     """
-    grams = Counter(zip(*(words[k:] for k in range(n)), strict=False))
-    if not grams:
+    _, counts, group_first = grams.groups(n)
+    if not len(counts) or (top := int(counts.max())) < 2:
         return 0
-    gram, count = grams.most_common(1)[0]
-    if count < 2:
-        return 0
-    return (sum(map(len, gram)) + n - 1) * count
+    i = int(group_first[counts == top].min())
+    return (int(grams.lens[i : i + n].sum()) + n - 1) * top
 
 
-def _dup_ngram_chars(words: list[str], prefix: list[int], n: int) -> int:
+def _dup_ngram_chars(grams: _NGrams, n: int) -> int:
     """Characters of words inside repeated n-gram occurrences, each character counted once.
 
     The first occurrence of an n-gram is not a repeat; overlapping repeats (a phrase said
     three times in a row) do not count the shared words twice. Spaces are not counted,
     as in datatrove.
     """
-    keys = list(zip(*(words[k:] for k in range(n)), strict=False))
-    if len(set(keys)) == len(keys):
+    first, _, _ = grams.groups(n)
+    repeats = np.flatnonzero(first != np.arange(len(first)))
+    if not len(repeats):
         return 0
-    # First index of every n-gram, computed at C speed: later (smaller) indices win.
-    first = dict(zip(reversed(keys), range(len(keys) - 1, -1, -1), strict=True))
-    chars = covered_to = 0
-    for i, key in enumerate(keys):
-        if first[key] != i:
-            start = max(i, covered_to)
-            covered_to = i + n
-            chars += prefix[covered_to] - prefix[start]
-    return chars
+    size = len(grams.ids) + 1  # words inside [start, start + n) of any repeat are covered
+    edges = np.bincount(repeats, minlength=size) - np.bincount(repeats + n, minlength=size)
+    covered = np.cumsum(edges)[:-1] > 0
+    return int(grams.lens[covered].sum())
 
 
 @register
@@ -257,15 +289,14 @@ class GopherRepetition(DocStep):
                     f"gopher_repetition.dup_{unit}_char_frac", f"{ratio:.3f} > {char_frac:g}"
                 )
 
-        words = _WORD.findall(text)
+        grams = _NGrams(_WORD.findall(text))
         for n, frac in sorted(self.top_n_grams.items()):
-            ratio = _top_ngram_chars(words, n) / total
+            ratio = _top_ngram_chars(grams, n) / total
             if ratio > frac:
                 return Drop(f"gopher_repetition.top_{n}_gram", f"{ratio:.3f} > {frac:g}")
 
-        prefix = [0, *accumulate(map(len, words))]
         for n, frac in sorted(self.dup_n_grams.items()):
-            chars = _dup_ngram_chars(words, prefix, n)
+            chars = _dup_ngram_chars(grams, n)
             if chars == 0:
                 break  # no repeated n-gram means no repeated longer n-gram either
             ratio = chars / total

@@ -21,7 +21,8 @@ from steep.data.tokenunits import is_heldout
 from steep.datahub.catalog import Catalog, CatalogError
 from steep.errors import MissingInputError
 from steep.model.base_lr import UnknownBaseLR, published_peak
-from steep.model.io import base_names, load_base, save_hf
+from steep.model.basenames import base_names
+from steep.model.io import load_base, save_hf
 from steep.model.vocab.embeddings import INITS, grow_embeddings
 from steep.model.vocab.measure import _first_chars, _safe_bpb, fertility, new_token_usage
 from steep.model.vocab.report import REPORT_FILE, format_report

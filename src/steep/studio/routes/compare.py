@@ -25,7 +25,8 @@ from fastapi.responses import FileResponse, HTMLResponse
 
 from steep.artifacts.lineage import Lineage
 from steep.artifacts.metrics import read_metrics
-from steep.artifacts.scores import finite, loss_headline, rel_change
+from steep.artifacts.scores import ROLES, finite, loss_headline, mean, rel_change
+from steep.config.flat import dotted
 from steep.hub import scan
 from steep.studio.state import Studio
 from steep.train.report import eval_table
@@ -79,7 +80,11 @@ def router(studio: Studio) -> APIRouter:
                 400, f"{len(names)} runs asked for; compare at most {MAX_RUNS} at a time"
             )
         rows = [studio.hub_call(hub.run, n) for n in names]  # 404 names the unknown run
-        return {"runs": [hub_run_view(r) for r in rows], "max_train_points": MAX_TRAIN_POINTS}
+        return {
+            "runs": [hub_run_view(r) for r in rows],
+            "config_diff": config_diff([r.get("config") for r in rows]),
+            "max_train_points": MAX_TRAIN_POINTS,
+        }
 
     @routes.get("/api/sweeps/{name}/pareto.png")
     def api_pareto(name: str) -> FileResponse:
@@ -205,6 +210,7 @@ def run_numbers(run_dir: Path | None, roles: Mapping[str, str | None]) -> dict[s
                 s["step"].append(rec["step"])
                 s["rel_change"].append(rel_change(float(m["loss"]), base[name]))
     head = loss_headline(base, {r["set"]: r["final_loss"] for r in rows}, roles)
+    by_role = role_series(series, roles)
     final = {
         r["set"]: {
             "role": roles.get(r["set"]),
@@ -219,6 +225,7 @@ def run_numbers(run_dir: Path | None, roles: Mapping[str, str | None]) -> dict[s
     return {
         "train": loss,
         "eval": series,
+        "by_role": by_role,
         "final": final,
         "last_step": train[-1]["step"] if train else None,
         "domain_gain": _num(head.domain_gain),
@@ -226,6 +233,43 @@ def run_numbers(run_dir: Path | None, roles: Mapping[str, str | None]) -> dict[s
         "domain_sets": head.domain,
         "general_sets": head.general,
     }
+
+
+def role_series(
+    series: Mapping[str, Mapping[str, list[Any]]], roles: Mapping[str, str | None]
+) -> dict[str, dict[str, Any]]:
+    """Each role's eval change vs step 0, the mean over the run's sets of that role at each
+    eval step (as ``loss_headline`` averages them): two runs whose domain sets are named
+    differently (``domain`` here, ``vi-man`` there) still overlay on one chart."""
+    out: dict[str, dict[str, Any]] = {}
+    for role in ROLES:
+        sets = [n for n in series if roles.get(n) == role]
+        if not sets:
+            continue
+        at: dict[int, list[Any]] = {}
+        for name in sets:
+            for step, rel in zip(series[name]["step"], series[name]["rel_change"], strict=True):
+                at.setdefault(step, []).append(rel)
+        steps = sorted(at)
+        out[role] = {
+            "sets": sets,
+            "step": steps,
+            "rel_change": [_num(mean(at[s])) for s in steps],
+        }
+    return out
+
+
+def config_diff(configs: list[Any]) -> dict[str, list[Any]]:
+    """Every config field (dotted, sources opened by index) whose value is not the same in
+    all the compared runs, with each run's value in order (None where a run has none)."""
+    flat = [dotted(c, lists=True) if isinstance(c, dict) else {} for c in configs]
+    keys = dict.fromkeys(k for f in flat for k in f)
+    out = {}
+    for key in keys:
+        values = [f.get(key) for f in flat]
+        if any(v != values[0] for v in values[1:]):
+            out[key] = values
+    return out
 
 
 def run_url(name: str) -> str:
@@ -272,6 +316,7 @@ def point_view(
         "created": point.get("started"),
         "values": point.get("values") if isinstance(point.get("values"), dict) else {},
         "url": run_url(known["name"]) if known else None,
+        "config": config,
         **numbers,
     }
 
@@ -285,6 +330,8 @@ def sweep_view(studio: Studio, folder: Path) -> dict[str, Any]:
     grid = [a.get("key") for a in spec.get("grid") or [] if isinstance(a, dict)]
     rec = data.get("recommendation") if isinstance(data.get("recommendation"), dict) else {}
     pareto = (folder / PARETO_FILE).is_file() and not (folder / PARETO_FILE).is_symlink()
+    runs = [point_view(folder, p, hub_runs) for p in points]
+    configs = [r.pop("config") for r in runs]
     return {
         "sweep": {
             "name": folder.name,
@@ -299,6 +346,7 @@ def sweep_view(studio: Studio, folder: Path) -> dict[str, Any]:
             "pareto_url": f"/api/sweeps/{folder.name}/pareto.png" if pareto else None,
             "points": len(data["points"]),
         },
-        "runs": [point_view(folder, p, hub_runs) for p in points],
+        "runs": runs,
+        "config_diff": config_diff(configs),
         "max_train_points": MAX_TRAIN_POINTS,
     }

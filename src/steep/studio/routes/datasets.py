@@ -10,6 +10,8 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from steep.data.documents import COMPRESSIONS, TEXT_SUFFIXES
+from steep.data.formats.template import packaged_templates
 from steep.datahub.catalog import Catalog, CatalogError, DatasetRef, check_name
 from steep.datahub.describe import PAGE_ROWS, drop_examples, preview, skipped_at_ingest
 from steep.datahub.pipeline import packaged_recipes
@@ -41,8 +43,11 @@ def router(studio: Studio) -> APIRouter:
             title="Data Hub",
             datasets=datasets,
             skipped=skipped,
+            templates=packaged_templates(),
             limit=settings.max_upload_bytes,
             uploads=uploads.unused_uploads(home),
+            accept=",".join(TEXT_SUFFIXES + COMPRESSIONS),  # what `steep data add` reads
+            accept_words=" / ".join(s.lstrip(".") for s in TEXT_SUFFIXES),
         )
 
     @routes.get("/datasets/{name}", response_class=HTMLResponse)
@@ -154,6 +159,7 @@ def router(studio: Studio) -> APIRouter:
                     files,
                     text_field=str(body.get("text_field") or "text"),
                     langid=bool(body.get("langid", True)),
+                    template=str(body["template"]) if body.get("template") else None,
                 )
         except (CatalogError, IngestJobError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from steep.studio.forms import PKG_BASE, new_run_dir, resolve_form
+from steep.studio.prefill import prefill
+from steep.studio.schema_fields import form_sections
 from steep.studio.state import Studio
 
 
@@ -16,16 +18,25 @@ def router(studio: Studio) -> APIRouter:
     settings, home, hub, queue = studio.settings, studio.home, studio.hub, studio.queue
 
     @routes.get("/runs/new", response_class=HTMLResponse)
-    def new_run_page(request: Request) -> HTMLResponse:
+    def new_run_page(
+        request: Request,
+        from_run: str | None = Query(None, alias="from", description="a run to start from"),
+        base: str | None = Query(None, description="a base model to start from"),
+        job: int | None = Query(None, description="a studio job to start from"),
+    ) -> HTMLResponse:
         bases = [{"label": f"model {m['name']}", "value": m["path"]} for m in hub.models()]
         bases.append({"label": "SmolLM2-135M (offline default, GGUF)", "value": PKG_BASE})
         return studio.page(
             request,
             "new_run.html",
-            title="New run",
+            title=f"New run from {from_run or f'job {job}'}" if from_run or job else "New run",
             datasets=hub.datasets(),
             bases=bases,
             gpus=settings.gpus_available,
+            sections=form_sections(),
+            prefill=prefill(
+                home, from_run, base, studio.job_or_404(job).config_path if job else None
+            ),
         )
 
     @routes.post("/api/config/resolve")

@@ -7,16 +7,20 @@ import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import yaml
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
+from steep.artifacts.fmt import timestamp
 from steep.hub import HubError
 from steep.studio.confine import inside
 from steep.studio.files import read_jsonl_from, run_facts, run_file
 from steep.studio.jobs import ACTIVE
-from steep.studio.routes.jobs import Inode, Offset, send_run_file
+from steep.studio.routes.compare import run_url
+from steep.studio.routes.jobs import Inode, JobId, Offset, send_run_file
+from steep.studio.runview import metrics_csv, report_html
 from steep.studio.state import MAX_ID, RUNS_CACHE_S, Studio, job_view, resumable
 from steep.workspace import CONFIG_FILE, METRICS_FILE
 
@@ -26,6 +30,8 @@ def router(studio: Studio) -> APIRouter:
     hub, queue = studio.hub, studio.queue
     listed: dict[tuple[Any, ...], tuple[float, bytes]] = {}
     listed_lock = threading.Lock()
+
+    routes.include_router(_file_routes(studio))
 
     def forget() -> None:
         with listed_lock:
@@ -89,13 +95,18 @@ def router(studio: Studio) -> APIRouter:
         jobs = queue.jobs(states, name=q, newest_first=True, limit=limit, offset=offset)
         mine = queue.run_dirs()
         other = [
-            {k: v for k, v in r.items() if k != "config"} | {"resumable": resumable(Path(p))}
+            {k: v for k, v in r.items() if k != "config"}
+            | {"resumable": resumable(Path(p)), "created_text": timestamp(r.get("created"))}
             for p, r in runs.items()
             if p not in mine
             and (not state or r["status"] == state)
             and (not q or q.lower() in r["name"].lower())
         ]
-        views = [job_view(j, runs) | {"resumable": resumable(j.run_dir)} for j in jobs]
+        views = [
+            job_view(j, runs)
+            | {"resumable": resumable(j.run_dir), "created_text": timestamp(j.created)}
+            for j in jobs
+        ]
         return {
             "jobs": views,
             "total_jobs": queue.count(states, q),
@@ -166,6 +177,51 @@ def router(studio: Studio) -> APIRouter:
 
 
 PAGE = 50  # rows per page of the Runs list
+
+
+def _file_routes(studio: Studio) -> APIRouter:
+    """A run's report as a page and its metrics as CSV, for a studio job and a hub run."""
+    routes, hub = APIRouter(), studio.hub
+
+    @routes.get("/runs/{job_id:int}/report", response_class=HTMLResponse)
+    def job_report(request: Request, job_id: int) -> HTMLResponse:
+        job = studio.job_or_404(job_id)
+        return _report(request, job.run_dir, f"/runs/{job.id}", f"/api/jobs/{job.id}/files/")
+
+    @routes.get("/runs/r/{name}/report", response_class=HTMLResponse)
+    def hub_run_report(request: Request, name: str) -> HTMLResponse:
+        run = studio.hub_call(hub.run, name)
+        files = f"/api/runs/{quote(name, safe='')}/files/"
+        return _report(request, Path(run["path"]), run_url(name), files)
+
+    def _report(request: Request, run_dir: Path, page: str, files: str) -> HTMLResponse:
+        """report.md as HTML, its plots loading through the run's file route."""
+        html = report_html(run_dir, files)
+        if html is None:
+            raise HTTPException(404, f"no report yet in {run_dir}: it is written when the run ends")
+        title = f"Report: {run_dir.name}"
+        return studio.page(request, "report.html", title=title, report=html, run_page=page)
+
+    @routes.get("/api/jobs/{job_id}/metrics.csv")
+    def api_job_csv(job_id: JobId) -> Response:
+        job = studio.job_or_404(job_id)
+        return _csv(job.run_dir, job.name)
+
+    @routes.get("/api/runs/{name}/metrics.csv")
+    def api_run_csv(name: str) -> Response:
+        return _csv(Path(studio.hub_call(hub.run, name)["path"]), name)
+
+    return routes
+
+
+def _csv(run_dir: Path, name: str) -> Response:
+    """The run's metrics as a CSV download (``steep.studio.runview.metrics_csv``)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "run"
+    return Response(
+        metrics_csv(run_dir / METRICS_FILE),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{safe}-metrics.csv"'},
+    )
 
 
 def _refuse(status: int, message: str) -> JSONResponse:

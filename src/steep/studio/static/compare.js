@@ -50,7 +50,7 @@ const compare = (() => {
       height: 240,
       scales: { x: { time: false } },
       legend: { live: true },
-      axes: [{ ...axis, label: "step" },
+      axes: [{ ...axis, ...watch.countAxis(div, "step") },  // whole steps (watch.js)
         { ...axis, size: 70, label: opts.yLabel, values: opts.tick ? (u, vals) => vals.map(opts.tick) : undefined }],
       series: [{ label: "step" }, ...labels.map((l, i) => ({
         label: l, stroke: colors[i], width: 2, spanGaps: true,
@@ -66,34 +66,58 @@ const compare = (() => {
     const train = align(runs.map((r) => ({ x: r.train.step, y: r.train.loss })));
     lineChart(document.getElementById("chart-train"), train.x, train.ys, runs.map((r) => r.name),
       colors, { yLabel: "loss", value: (v) => v.toFixed(4) });
-    const sets = [...new Set(runs.flatMap((r) => Object.keys(r.eval)))];
+    // eval charts by role (domain, general): each run's mean change over its sets of that
+    // role, so runs whose sets are named differently overlay; a set with no role by name
+    const groups = new Map();
+    for (const role of ["domain", "general"]) {
+      const have = runs.map((r, j) => ({ r, j, s: (r.by_role || {})[role] })).filter((h) => h.s);
+      if (have.length) groups.set(`role:${role}`, { caption: `eval, ${role} role`, have });
+    }
+    for (const set of new Set(runs.flatMap((r) => Object.keys(r.eval)))) {
+      const have = runs.map((r, j) => ({ r, j, s: r.eval[set] }))
+        .filter((h) => h.s && !(h.r.final[set] || {}).role);
+      if (have.length) groups.set(`set:${set}`, { caption: `eval ${set}`, have });
+    }
     const box = document.getElementById("compare-charts");
-    for (const [set, id] of evalCharts) {  // a set no compared run has any more
-      if (sets.includes(set)) continue;
+    for (const [key, id] of evalCharts) {  // a group no compared run has any more
+      if (groups.has(key)) continue;
       const old = plots.get(id);
       if (old) old.plot.destroy();
       plots.delete(id);
       document.getElementById(id).closest("figure").remove();
-      evalCharts.delete(set);
+      evalCharts.delete(key);
     }
-    sets.forEach((set) => {
-      let id = evalCharts.get(set);
+    for (const [key, { caption, have }] of groups) {
+      let id = evalCharts.get(key);
       if (!id) {
         id = `chart-eval-${chartSeq++}`;
-        evalCharts.set(set, id);
-        box.append(el("figure", { "data-set": set },
-          el("figcaption", {}, `eval ${set}: change of loss vs step 0 (%, below 0 is better)`),
+        evalCharts.set(key, id);
+        const [kind, name] = [key.slice(0, key.indexOf(":")), key.slice(key.indexOf(":") + 1)];
+        box.append(el("figure", { [kind === "role" ? "data-role" : "data-set"]: name },
+          el("figcaption", {}, `${caption}: change of loss vs step 0 (%, below 0 is better)`),
           el("div", { id, class: "chart", "data-points": "0" })));
       }
-      const div = document.getElementById(id);
-      const have = runs.map((r, j) => ({ r, j })).filter(({ r }) => r.eval[set]);
-      const aligned = align(have.map(({ r }) => ({
-        x: r.eval[set].step, y: r.eval[set].rel_change.map((v) => (v == null ? null : 100 * v)),
+      const aligned = align(have.map(({ s }) => ({
+        x: s.step, y: s.rel_change.map((v) => (v == null ? null : 100 * v)),
       })));
-      lineChart(div, aligned.x, aligned.ys, have.map(({ r }) => r.name), have.map(({ j }) => colors[j]),
+      const label = ({ r, s }) => (s.sets ? `${r.name} (${s.sets.join(", ")})` : r.name);
+      lineChart(document.getElementById(id), aligned.x, aligned.ys, have.map(label),
+        have.map(({ j }) => colors[j]),
         { yLabel: "% vs step 0", tick: (v) => v.toFixed(1) + "%",
           value: (v) => (v >= 0 ? "+" : "") + v.toFixed(2) + "%" });
-    });
+    }
+  }
+
+  // Every config field that differs between the compared runs (the server's diff)
+  function drawDiff(runs, colors, diff) {
+    const keys = Object.keys(diff || {});
+    const table = document.getElementById("config-diff");
+    table.hidden = keys.length === 0;
+    const show = (v) => (v === null || v === undefined ? "–" : typeof v === "object" ? JSON.stringify(v) : String(v));
+    table.querySelector("thead tr").replaceChildren(el("th", {}, "config field"),
+      ...runs.map((r, i) => el("th", {}, el("span", { class: "swatch", style: `background:${colors[i]}` }), " ", r.name)));
+    table.querySelector("tbody").replaceChildren(...keys.map((k) => el("tr", { "data-key": k },
+      el("td", {}, el("code", {}, k)), ...diff[k].map((v) => el("td", {}, show(v))))));
   }
 
   function signed(v, goodAbove) {
@@ -105,7 +129,7 @@ const compare = (() => {
     const sets = [...new Set(runs.flatMap((r) => Object.keys(r.final)))];
     const head = document.getElementById("compare-head");
     head.replaceChildren(
-      el("th", {}, sweep ? "point" : "run"), el("th", {}, "status"), el("th", { class: "num" }, "lr_fraction"),
+      el("th", {}, sweep ? "point" : "run"), el("th", {}, "status"),
       el("th", { class: "num" }, "steps"), el("th", { class: "num" }, "domain gain"),
       el("th", { class: "num" }, "general regr."),
       ...sets.map((s) => el("th", { class: "num", "data-set": s }, `${s} final loss`)));
@@ -123,7 +147,6 @@ const compare = (() => {
           values ? el("div", { class: "hint" }, values) : null,
           notes.length ? el("div", { class: "tag" }, notes.join(", ")) : null),
         el("td", {}, el("span", { class: `badge ${r.status}` }, r.status)),
-        el("td", { class: "num" }, r.lr_fraction ?? "–"),
         el("td", { class: "num" }, progress),
         signed(r.domain_gain, true),
         signed(r.general_regression, false),
@@ -188,6 +211,7 @@ const compare = (() => {
       document.getElementById("compare-empty").hidden = runs.length > 0;
       drawTable(runs, colors, sweep);
       drawCharts(runs, colors);
+      drawDiff(runs, colors, res.data.config_diff);
       if (sweep) drawSweep(sweep, runs.length);
       if (runs.some((r) => r.status === "running")) setTimeout(refresh, REFRESH_MS);
     }

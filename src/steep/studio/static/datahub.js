@@ -58,9 +58,6 @@ const datahub = (() => {
 
   function uploadsList() {
     const status = document.getElementById("uploads-status");
-    for (const cell of document.querySelectorAll("#uploads-table .when")) {
-      cell.textContent = new Date(Number(cell.dataset.t) * 1000).toLocaleString();
-    }
     for (const button of document.querySelectorAll("#uploads-table .delete-upload")) {
       button.addEventListener("click", async () => {
         const row = button.closest("tr");

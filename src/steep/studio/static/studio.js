@@ -4,8 +4,6 @@
 "use strict";
 
 const studio = (() => {
-  const COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#be185d"];
-
   async function api(method, url, body, rawBody) {
     const opts = { method, headers: { "X-Steep-Request": "1" } };
     if (rawBody !== undefined) {
@@ -36,7 +34,6 @@ const studio = (() => {
 
   const num = (v, d = 3) => (v === null || v === undefined ? "–" : Number(v).toFixed(d));
   const pct = (v) => (v === null || v === undefined ? "–" : (v >= 0 ? "+" : "") + (100 * v).toFixed(1) + "%");
-  const when = (t) => (t ? new Date(t * 1000).toLocaleString() : "");
 
   // --- Data Hub --------------------------------------------------------------------------
 
@@ -54,7 +51,7 @@ const studio = (() => {
         const up = await api("POST", "/api/uploads");
         if (!up.ok) return say(up.data.error, "bad");
         for (const f of files) {
-          say(`uploading ${f.name} (${(f.size / 1024).toFixed(0)} KiB)...`);
+          say(`uploading ${f.name}...`);  // its size: the Data Hub's list, by fmt.data_size
           const put = await api("PUT", `/api/uploads/${up.data.id}/${encodeURIComponent(f.name)}`, undefined, f);
           if (!put.ok) return say(`${f.name}: ${put.data.error}`, "bad");
         }
@@ -62,6 +59,7 @@ const studio = (() => {
         const add = await api("POST", "/api/datasets", {
           name, upload: up.data.id,
           text_field: document.getElementById("ds-text-field").value || "text",
+          template: document.getElementById("ds-template").value || null,
           langid: document.getElementById("ds-langid").checked,
         });
         if (!add.ok) return say(add.data.error, "bad");
@@ -73,91 +71,7 @@ const studio = (() => {
     });
   }
 
-  // --- New run ---------------------------------------------------------------------------
-
-  function newRunPage() {
-    const form = document.getElementById("run-form");
-    const sources = document.getElementById("sources");
-    const tpl = document.getElementById("source-row");
-    const launch = document.getElementById("launch");
-    let timer = null;
-    let seq = 0;
-
-    function addSource() {
-      const row = tpl.content.firstElementChild.cloneNode(true);
-      row.querySelector(".remove").addEventListener("click", () => { row.remove(); schedule(); });
-      sources.append(row);
-      schedule();
-    }
-    document.getElementById("add-source").addEventListener("click", addSource);
-    if (tpl.content.querySelector("option")) addSource();
-
-    function formData() {
-      const get = (n) => form.elements[n].value.trim();
-      const numOr = (n, dflt) => (get(n) === "" ? dflt : Number(get(n)));
-      return {
-        name: get("name") || "run",
-        base: get("base"),
-        base_max_lr: numOr("base_max_lr", null),
-        sources: Array.from(sources.querySelectorAll(".source")).map((r) => ({
-          dataset: r.querySelector("[name=dataset]").value,
-          weight: Number(r.querySelector("[name=weight]").value || 1),
-          role: r.querySelector("[name=role]").value,
-        })),
-        domain_share: numOr("domain_share", null),
-        lr_fraction: numOr("lr_fraction", 0.1),
-        steps: numOr("steps", 100),
-        global_batch_tokens: numOr("global_batch_tokens", 16384),
-        seq_len: numOr("seq_len", 512),
-        micro_batch_size: numOr("micro_batch_size", 1),
-        eval_every: numOr("eval_every", null),
-        gpus: numOr("gpus", 0),
-        cuda_visible_devices: get("cuda_visible_devices"),
-        extra_yaml: form.elements["extra_yaml"].value,
-      };
-    }
-
-    function show(res) {
-      const list = (id, items) => {
-        const ul = document.getElementById(id);
-        ul.replaceChildren(...(items || []).map((t) => el("li", {}, t)));
-      };
-      list("errors", res.errors);
-      list("warnings", res.warnings);
-      document.getElementById("resolved").textContent = res.yaml || "";
-      const s = res.summary || {};
-      document.getElementById("summary").textContent = res.ok
-        ? `ok · max LR ${Number(s.max_lr).toExponential(2)} (${s.max_lr_source}) · ` +
-          `${Number(s.tokens).toLocaleString()} training tokens · ${res.nproc} process(es), ` +
-          `${s.grad_accum} micro-batch(es) per step` + (s.plan ? ` · plan: ${s.plan}` : "")
-        : `${res.errors.length} problem(s) to fix before launch`;
-      launch.disabled = !res.ok;
-    }
-
-    async function resolve() {
-      const mine = ++seq;
-      const res = await api("POST", "/api/config/resolve", formData());
-      if (mine === seq) show(res.data);  // an older answer never overwrites a newer one
-    }
-    function schedule() { clearTimeout(timer); timer = setTimeout(resolve, 250); }
-    form.addEventListener("input", schedule);
-    form.addEventListener("change", schedule);
-
-    form.addEventListener("submit", async (ev) => {
-      ev.preventDefault();
-      launch.disabled = true;
-      const status = document.getElementById("launch-status");
-      status.textContent = "launching...";
-      const res = await api("POST", "/api/jobs", formData());
-      if (!res.ok) {
-        status.textContent = res.data.error || "not launched: fix the errors";
-        if (res.data.errors) show(res.data);
-        return;
-      }
-      location.href = `/runs/${res.data.job.id}`;
-    });
-    resolve();
-  }
+  // --- New run: static/new_run.js ------------------------------------------------------
 
   // --- Runs list -------------------------------------------------------------------------
 
@@ -189,8 +103,8 @@ const studio = (() => {
       return el("span", { class: "actions" },
         resumable && ["cancelled", "failed"].includes(status)
           ? el("button", { class: "resume", "data-run": name }, "Resume") : "",
-        el("button", { class: "archive", "data-run": name }, "Archive"),
-        el("button", { class: "delete", "data-run": name }, "Delete"));
+        el("button", { class: "archive secondary", "data-run": name }, "Archive"),
+        el("button", { class: "delete danger", "data-run": name, title: "delete the run and its model for good" }, "Delete"));
     }
 
     async function refresh() {
@@ -213,7 +127,7 @@ const studio = (() => {
         el("td", { class: "num" }, j.step != null && j.steps ? `${j.step} / ${j.steps}` : ""),
         el("td", { class: "num" }, num(j.loss)),
         el("td", {}, j.cuda_visible_devices === "" ? "CPU" : (j.cuda_visible_devices || `${j.nproc}`)),
-        el("td", {}, when(j.created)),
+        el("td", { class: "when" }, j.created_text),  // fmt.timestamp, as every page writes it
         el("td", {}, j.model ? el("a", { href: `/models/${j.model}` }, j.model) : ""),
         el("td", {}, actions(j.run, j.status, j.resumable)),
         el("td", { class: "bad" }, j.error || ""),
@@ -227,7 +141,7 @@ const studio = (() => {
         el("td", { class: "num" }, (r.metrics || {}).step ?? ""),
         el("td", { class: "num" }, num((r.metrics || {}).loss)),
         el("td", { class: "path" }, r.base || ""),
-        el("td", {}, (r.created || "").slice(0, 19)),
+        el("td", { class: "when" }, r.created_text),
         el("td", {}, r.model ? el("a", { href: `/models/${r.model}` }, r.model) : ""),
         el("td", {}, actions(r.name, r.status, r.resumable)),
       )));
@@ -248,6 +162,7 @@ const studio = (() => {
       if (b.classList.contains("delete")) act("DELETE", url, `Delete ${name} and its model for good?`);
     });
     for (const f of Object.values(filter)) f.addEventListener("input", () => { offset = 0; refresh(); });
+    document.getElementById("filters").addEventListener("submit", (e) => { e.preventDefault(); offset = 0; refresh(); });
     document.getElementById("prev").addEventListener("click", () => { offset = Math.max(0, offset - LIMIT); refresh(); });
     document.getElementById("next").addEventListener("click", () => { offset += LIMIT; refresh(); });
     refresh();
@@ -256,50 +171,13 @@ const studio = (() => {
 
   // --- One run: live charts --------------------------------------------------------------
 
-  function chart(divId, yFormat) {
-    const div = document.getElementById(divId);
-    let plot = null;
-    let names = [];
-    let current = [];
-    return {
-      update(x, series, labels, valueFmt) {
-        current = series;
-        div.dataset.points = String(x.length);
-        if (!x.length) return;
-        const key = labels.join("\u0000");
-        if (!plot || key !== names.join("\u0000")) {
-          if (plot) plot.destroy();
-          names = labels;
-          const axis = { stroke: "#555", grid: { stroke: "#eee" } };
-          plot = new uPlot({
-            width: Math.max(div.clientWidth, 300),
-            height: 220,
-            scales: { x: { time: false } },
-            legend: { live: true },
-            axes: [{ ...axis, label: "step" }, { ...axis, size: 64, values: yFormat ? (u, vals) => vals.map(yFormat) : undefined }],
-            series: [{ label: "step" }, ...labels.map((l, i) => ({
-              label: l, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: true,
-              points: { show: x.length < 60 },
-              // off the plot (a reloaded, finished run) uPlot passes no index: show the last
-              value: (u, v, si, idx) => {
-                const k = idx ?? x.length - 1;
-                const val = v ?? (current[i] || [])[k];
-                return valueFmt ? valueFmt(val, i, k) : (val == null ? "–" : Number(val).toPrecision(4));
-              },
-            }))],
-          }, [x, ...series], div);
-        } else {
-          plot.setData([x, ...series]);
-        }
-        if (plot.cursor.left == null || plot.cursor.left < 0) plot.setLegend({ idx: x.length - 1 });  // latest values
-      },
-    };
-  }
+  const chart = (divId, yFormat) => watch.chart(divId, yFormat);  // watch.js
 
   function runPage({ metricsUrl, jobId }) {
     const train = { step: [], loss: [], lr: [], tps: [], time: [], tokens: [] };
-    const ev = { step: [], sets: {}, rel: {} };
+    const ev = { step: [], tokens: [], sets: {}, rel: {} };
     let events = [];  // kind "event": phases, mix changes on resume, budget actions
+    let checkpoints = [];  // steps of the checkpoints on disk: markers on the charts
     const charts = {
       loss: chart("chart-loss"),
       ev: chart("chart-eval"),
@@ -310,7 +188,7 @@ const studio = (() => {
 
     function reset() {
       for (const k of Object.keys(train)) train[k] = [];
-      ev.step = []; ev.sets = {}; ev.rel = {}; events = [];
+      ev.step = []; ev.tokens = []; ev.sets = {}; ev.rel = {}; events = [];
     }
 
     function eventText(e) {
@@ -337,7 +215,7 @@ const studio = (() => {
         events.push(rec);
       } else if (rec.kind === "eval") {
         const i = ev.step.length;
-        ev.step.push(rec.step);
+        ev.step.push(rec.step); ev.tokens.push(rec.tokens ?? null);
         for (const [name, m] of Object.entries(rec.sets || {})) {
           if (!ev.sets[name]) { ev.sets[name] = Array(i).fill(null); ev.rel[name] = Array(i).fill(null); }
         }
@@ -350,15 +228,8 @@ const studio = (() => {
     }
 
     function draw() {
-      charts.loss.update(train.step, [train.loss], ["train loss"]);
-      charts.lr.update(train.step, [train.lr], ["lr"], (v) => (v == null ? "–" : v.toExponential(2)));
-      charts.tps.update(train.step, [train.tps], ["tokens/s"], (v) => (v == null ? "–" : v.toFixed(0)));
+      watch.draw(charts, train, ev, events, checkpoints);  // markers, smoothing, x axis, log y
       const names = Object.keys(ev.sets);
-      charts.ev.update(ev.step, names.map((n) => ev.sets[n]), names, (v, i, idx) => {
-        if (v == null) return "–";
-        const rel = ev.rel[names[i]][idx ?? ev.step.length - 1];
-        return `${v.toFixed(3)} (${pct(rel)} vs step 0)`;
-      });
       showProgress();
       drawEvents();
       const body = document.querySelector("#eval-table tbody");
@@ -374,14 +245,14 @@ const studio = (() => {
 
     let steps = null;
     const ago = (sec) => sec < 90 ? `${Math.round(sec)}s` : sec < 5400 ? `${Math.round(sec / 60)}m` : `${(sec / 3600).toFixed(1)}h`;
-    const size = (b) => b >= 1e9 ? `${(b / 1e9).toFixed(1)} GB` : b >= 1e6 ? `${(b / 1e6).toFixed(1)} MB` : `${(b / 1e3).toFixed(0)} kB`;
+    let phaseSize = null;  // the server's fmt.data_size of the phase's total, as the CLI writes it
 
     function showPhase(ph) {
       const line = document.getElementById("phase");
       if (!ph) { line.hidden = true; return; }
       let text = ph.what;
       if (ph.total) {
-        text += `: ${(100 * ph.done / ph.total).toFixed(0)}% of ${size(ph.total)}`;
+        text += `: ${(100 * ph.done / ph.total).toFixed(0)}% of ${phaseSize || ph.total}`;
         const spent = ph.time - ph.started;
         if (ph.done > 0 && spent > 0) text += `, ETA ${ago((ph.total - ph.done) * spent / ph.done)}`;
       }
@@ -402,15 +273,7 @@ const studio = (() => {
       document.getElementById("progress").textContent = text;
     }
 
-    function showFiles(files) {
-      if (!files) return;
-      const base = metricsUrl.replace(/\/metrics$/, "/files/");
-      const links = [];
-      if (files.report) links.push(el("a", { href: base + "report.md" }, "report.md"));
-      for (const p of files.plots || []) links.push(el("a", { href: base + "plots/" + encodeURIComponent(p) }, p));
-      if (files.tensorboard) links.push(el("code", { title: "tensorboard --logdir <this folder>" }, `TensorBoard: ${files.tensorboard}`));
-      document.getElementById("files").replaceChildren(...links.flatMap((a) => [" · ", a]));
-    }
+    const showFiles = (files) => watch.files(files, metricsUrl);  // watch.js
 
     function setStatus(status) {
       const badge = document.getElementById("status");
@@ -428,7 +291,10 @@ const studio = (() => {
         d.records.forEach(add);
         offset = d.offset; inode = d.inode;
         if (d.steps) steps = d.steps;
-        if (d.records.length || d.reset) draw();
+        phaseSize = d.phase_size;
+        const marked = JSON.stringify(d.checkpoints || []) !== JSON.stringify(checkpoints);
+        checkpoints = d.checkpoints || [];
+        if (d.records.length || d.reset || marked) draw();
         setStatus(d.status);
         showPhase(d.phase);
         showFiles(d.files);
@@ -470,6 +336,7 @@ const studio = (() => {
       setTimeout(pollLog, 1500);
     }
 
+    watch.controls(draw, metricsUrl);
     if (jobId !== null) {
       pollLog();
       const cancel = document.getElementById("cancel");
@@ -495,8 +362,8 @@ const studio = (() => {
     api,
     el,
     num,
+    pct,
     datasetsPage: once("datasets", datasetsPage),
-    newRunPage: once("new_run", newRunPage),
     runsPage: once("runs", runsPage),
     runPage: once("run", runPage),
   };
@@ -507,7 +374,6 @@ document.addEventListener("DOMContentLoaded", () => {
   const d = document.body.dataset;
   const pages = {
     datasets: () => studio.datasetsPage(),
-    new_run: () => studio.newRunPage(),
     runs: () => studio.runsPage(),
     run: () => studio.runPage({ metricsUrl: d.metricsUrl, jobId: d.jobId ? Number(d.jobId) : null }),
   };

@@ -1,0 +1,80 @@
+"""Where `steep data prepare` spends its CPU: each document step of a recipe, in order, on
+real text (the demo corpora as `steep demo` builds them: Python docs, Wikipedia, news),
+in this process, CPU seconds per step and per GB of the text it was given.
+
+Corpus steps (exact and MinHash dedup) work across shards and are not timed here; time
+the whole recipe with `datahub_scale.py --steps prepare`.
+
+    .venv/bin/python benchmarks/prepare_steps.py --corpora-home /tmp/demohome --recipe web docs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+from steep.data.docshards import Doc
+from steep.datahub.pipeline import build_step, load_recipe
+from steep.datahub.steps.base import DocStep, Drop, Edit
+
+CORPORA = ("python_docs.jsonl", "wikipedia.jsonl", "news.jsonl")
+BATCH = 256
+
+
+def _docs(home: Path) -> list[Doc]:
+    docs = []
+    for name in CORPORA:
+        with open(home / "demo" / "corpora" / name, encoding="utf-8") as f:
+            docs += [Doc(f"{name}:{i}", json.loads(line)["text"]) for i, line in enumerate(f)]
+    return docs
+
+
+def time_steps(recipe: str, docs: list[Doc]) -> list[dict]:
+    """Each document step's CPU seconds on what the steps before it kept."""
+    rows = []
+    for kind, params in load_recipe(recipe):
+        step = build_step((kind, params))
+        if not isinstance(step, DocStep):
+            continue
+        mb = sum(len(d.text.encode("utf-8")) for d in docs) / 2**20
+        t0, kept = time.process_time(), []
+        for i in range(0, len(docs), BATCH):
+            batch = docs[i : i + BATCH]
+            for out in step.apply_batch(batch):
+                if isinstance(out, Drop):
+                    continue
+                kept.append(out.doc if isinstance(out, Edit) else out)
+        cpu = time.process_time() - t0
+        rows.append({"recipe": recipe, "step": kind, "mb_in": mb, "docs_in": len(docs),
+                     "docs_out": len(kept), "cpu_s": cpu})  # fmt: skip
+        docs = kept
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--corpora-home", type=Path, default=Path("steep-home"))
+    p.add_argument("--recipe", nargs="+", default=["web", "docs"])
+    args = p.parse_args()
+    docs = _docs(args.corpora_home)
+    lines = [
+        f"Machine: {platform.processor() or platform.machine()}; command: {' '.join(sys.argv)}",
+        "",
+        "| recipe | step | MB in | docs in | docs out | CPU s | CPU s/GB of its input |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for recipe in args.recipe:
+        for r in time_steps(recipe, docs):
+            lines.append(
+                f"| {r['recipe']} | {r['step']} | {r['mb_in']:.1f} | {r['docs_in']:,} "
+                f"| {r['docs_out']:,} | {r['cpu_s']:.2f} | {r['cpu_s'] / (r['mb_in'] / 1024):.0f} |"
+            )
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
