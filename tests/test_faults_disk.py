@@ -200,6 +200,23 @@ def tokenizer_extend(ws: Path) -> list[str]:
             "--seq-len", "64", "--base-max-lr", "1e-3"]  # fmt: skip
 
 
+def models_merge(ws: Path) -> list[str]:
+    from steep.config import parse_config
+    from steep.train.loop import train
+
+    base = make_tiny_model(ws / "base", seed=0)
+    corpora = {
+        "domain": write_jsonl(ws / "in" / "domain.jsonl", synthetic_docs(WORDS_A, 80, 1)),
+        "general": write_jsonl(ws / "in" / "general.jsonl", synthetic_docs(WORDS_B, 80, 2)),
+    }
+    raw = tiny_config(ws, corpora, base, steps=2, warmup_steps=1)
+    raw["eval"] = {"every_steps": 2, "max_windows": 2}
+    raw["checkpoint"] = {"every_steps": 100}
+    run = train(parse_config(raw)).run_dir
+    return ["models", "merge", str(run), "--alphas", "0,0.5,1", "--max-regression", "1",
+            "--save", "merged", "--out", str(ws / "curve")]  # fmt: skip
+
+
 COMMANDS: dict[str, Callable[[Path], list[str]]] = {
     "data add": data_add,
     "data prepare": data_prepare,
@@ -209,6 +226,7 @@ COMMANDS: dict[str, Callable[[Path], list[str]]] = {
     "eval": evaluate,
     "models export": export_hf,
     "tokenizer extend": tokenizer_extend,
+    "models merge": models_merge,
 }
 
 

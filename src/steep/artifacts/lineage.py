@@ -1,7 +1,8 @@
 """``steep.json``: what a model folder is and where it came from. One reader, one writer.
 
-Three kinds are written: ``cpt`` (a training run's model), ``vocab_extension`` (a base
-with new tokens, not trained yet) and ``base`` (a GGUF converted to a plain HF folder).
+Four kinds are written: ``cpt`` (a training run's model), ``vocab_extension`` (a base
+with new tokens, not trained yet), ``base`` (a GGUF converted to a plain HF folder) and
+``merge`` (``steep models merge``: parents, method, alpha).
 ``steep eval`` adds an ``eval`` block to any of them (or to a plain HF folder, which then
 gets a steep.json holding only that). docs/formats.md documents every field.
 
@@ -25,7 +26,7 @@ from steep.errors import SteepError
 from steep.workspace import LINEAGE_FILE
 
 FORMAT_VERSION = 1
-Kind = Literal["cpt", "vocab_extension", "base"]
+Kind = Literal["cpt", "vocab_extension", "base", "merge"]
 
 
 class LineageError(SteepError):
@@ -92,6 +93,7 @@ class Lineage(_Open):
     report: dict[str, Any] | None = None  # kind vocab_extension: fertility and initial bpb
     converted_from: str | None = None  # kind base: the GGUF file
     gguf_sha256: str | None = None
+    merge: dict[str, Any] | None = None  # kind merge: method, alpha or weight, parents, rows
     export: dict[str, Any] | None = None  # an exported copy (GGUF): what, from where, by what
 
     # --- what readers ask of it --------------------------------------------------------

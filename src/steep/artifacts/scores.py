@@ -83,7 +83,8 @@ def headline(improvements: Mapping[str, float | None], roles: Mapping[str, str |
     gen = [n for n, v in improvements.items() if roles.get(n) == "general" and finite(v)]
     gain = mean(improvements[n] for n in dom)
     better = mean(improvements[n] for n in gen)
-    return Headline(gain, -better if better is not None else None, dom, gen)
+    # 0.0 - x, not -x: no change reads +0.00%, never -0.00%
+    return Headline(gain, 0.0 - better if better is not None else None, dom, gen)
 
 
 def loss_headline(

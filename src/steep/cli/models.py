@@ -1,4 +1,4 @@
-"""``steep models ...``: the Model Hub's commands (list, show, export, rm, push)."""
+"""``steep models ...``: the Model Hub's commands (list, show, export, rm, push, merge)."""
 
 from __future__ import annotations
 
@@ -152,8 +152,118 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_folder(spec: str) -> Path:
+    """A model folder from what a user typed: a folder, a run folder (its model/), or the
+    name of a model or run in the Model Hub."""
+    # deferred: keeps `steep --help` light (no torch until a command runs)
+    from steep.errors import MissingInputError
+    from steep.hub import Hub
+    from steep.workspace import MODEL_DIR
+
+    path = Path(spec).expanduser()
+    if (path / MODEL_DIR / "config.json").is_file():
+        return path / MODEL_DIR
+    if (path / "config.json").is_file():
+        return path
+    hub = Hub()
+    for m in hub.models():
+        if spec in (m["name"], m["run"]):
+            return Path(m["path"])
+    raise MissingInputError(f"{spec}: not a model folder, a run folder or a model in the hub")
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    # deferred: keeps `steep --help` light (no torch until a command runs)
+    from steep.artifacts.fmt import text_table
+    from steep.errors import UsageError
+    from steep.eval.merge_curve import curve_table
+    from steep.eval.merge_save import MERGE_JSON, default_out, run_merge
+    from steep.eval.merge_spec import MergeSpec
+    from steep.workspace import Workspace, plain_name_problem
+
+    spec = MergeSpec(
+        model=_model_folder(args.model).resolve(),
+        base=_model_folder(args.base).resolve() if args.base else None,
+        alphas=list(args.alphas),
+        method=args.method,
+        instruct=_model_folder(args.instruct).resolve() if args.instruct else None,
+        weight=args.weight,
+        max_regression=args.max_regression,
+        allow_extrapolation=args.allow_extrapolation,
+    )
+    save = None
+    if args.save:
+        problem = plain_name_problem(args.save, "--save")
+        if problem:
+            raise UsageError(problem)
+        save = Workspace.current().models / args.save
+    out = Path(args.out).expanduser().resolve() if args.out else default_out(spec.model)
+    result = run_merge(spec, out, save)
+    print(text_table(curve_table(result)))
+    print(f"vocabulary: {result['vocab']['note']}")
+    if result.get("picked") is not None and spec.max_regression is not None:
+        print(
+            f"picked {spec.key} {result['picked']:g} (largest within {_pct(spec.max_regression)})"
+        )
+    elif spec.max_regression is not None:
+        print(f"no {spec.key} keeps general regression within {_pct(spec.max_regression)}")
+    print(f"curve: {out / MERGE_JSON}")
+    if save is not None:
+        # deferred: keeps `steep --help` light (no torch until a command runs)
+        from steep.hub import Hub
+
+        try:  # the merged model is saved; the registry is a convenience
+            print(f"model hub: registered as {Hub().register_model(save, None)!r}")
+        except Exception as exc:
+            print(f"warning: model hub: could not register {save}: {exc}")
+    return 0
+
+
+def _alphas(text: str) -> list[float]:
+    # deferred: keeps `steep --help` light
+    from steep.errors import UsageError
+    from steep.eval.merge_spec import parse_alphas
+
+    try:
+        return parse_alphas(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_merge(msub: argparse._SubParsersAction) -> None:
+    p = msub.add_parser(
+        "merge",
+        help="merge a CPT model with its base (alpha curve on the run's eval sets) or add a "
+        "chat vector",
+    )
+    p.add_argument("model", help="the CPT model: a folder, a run folder, or a hub name")
+    p.add_argument("--base", default=None, help="default: the base the run started from")
+    p.add_argument(
+        "--alphas",
+        type=_alphas,
+        default=[0.0, 0.25, 0.5, 0.75, 1.0],
+        help="comma-separated: (1 - alpha) x base + alpha x model (default 0,0.25,0.5,0.75,1)",
+    )
+    p.add_argument("--max-regression", type=float, default=None,
+                   help="pick the largest alpha whose general regression is at most this "
+                   "fraction (0.02 = 2%%)")  # fmt: skip
+    p.add_argument("--save", default=None, help="save the picked merge as this hub model")
+    p.add_argument(
+        "--out", default=None, help="new folder for merge.json/.md/.png (default: ./merge-RUN-TIME)"
+    )
+    p.add_argument("--method", default="linear", help="linear (default) or chat-vector")
+    p.add_argument("--instruct", default=None, help="chat-vector: the instruct model")
+    p.add_argument("--weight", type=float, default=1.0,
+                   help="chat-vector: model + W x (instruct - base); default 1")  # fmt: skip
+    p.add_argument("--allow-extrapolation", action="store_true",
+                   help="allow alphas outside [0, 1]")  # fmt: skip
+    p.set_defaults(func=cmd_merge)
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    m = sub.add_parser("models", help="Model Hub: list, show, export, remove and push models")
+    m = sub.add_parser(
+        "models", help="Model Hub: list, show, export, remove, push and merge models"
+    )
     msub = m.add_subparsers(dest="models_command", required=True)
 
     p = msub.add_parser("list", help="every registered model (syncs the registry first)")
@@ -194,3 +304,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("repo_id", help="e.g. user/my-model")
     p.add_argument("--private", action="store_true", help="create the repo as private")
     p.set_defaults(func=cmd_push)
+
+    _add_merge(msub)

@@ -16,6 +16,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from steep.artifacts.lineage import read_lineage
 from steep.artifacts.metrics import read_metrics
 from steep.artifacts.scores import rel_change
@@ -31,7 +33,7 @@ from steep.train.runtime import Runtime
 from steep.workspace import METRICS_FILE, steep_home
 
 
-def _run_config(model_dir: Path) -> RunConfig:
+def run_config(model_dir: Path) -> RunConfig:
     lineage = read_lineage(model_dir)
     if lineage is None or not lineage.config:
         raise MissingInputError(
@@ -41,7 +43,7 @@ def _run_config(model_dir: Path) -> RunConfig:
     return parse_config(lineage.config, where=f"{model_dir}/steep.json config")
 
 
-def _in_run(run_dir: Path) -> tuple[dict[str, float], dict[str, float], int | None]:
+def logged_losses(run_dir: Path) -> tuple[dict[str, float], dict[str, float], int | None]:
     """Step 0's and the last eval's loss per set, as the run logged them."""
     if not (run_dir / METRICS_FILE).is_file():
         return {}, {}, None
@@ -56,17 +58,29 @@ def _in_run(run_dir: Path) -> tuple[dict[str, float], dict[str, float], int | No
     return losses(first) if first else {}, losses(evals[-1]), evals[-1].get("step")
 
 
+def load_scored(spec: ModelSection, config: RunConfig, runtime: Runtime) -> torch.nn.Module:
+    """A model loaded as training loaded its base: float32, then the run's weight dtype."""
+    loaded = load_base(spec, steep_home(), seed=config.run.seed)
+    return loaded.model.to(device=runtime.device, dtype=runtime.weight_dtype)
+
+
+def score_loaded(
+    model: torch.nn.Module, config: RunConfig, sets: list[EvalSet], sep: int, runtime: Runtime
+) -> dict[str, float]:
+    """Each set's loss under the run's eval rule (batch size, separator mask, precision)."""
+    separator = sep if use_document_mask(config, runtime) else None
+    chunk = loss_chunk_in_use(config.train.loss_chunk, sharded=False)  # one process
+    return evaluate(
+        model, sets, config.eval.batch_size, runtime.device, runtime.autocast(), separator, chunk
+    )
+
+
 def _score(
     spec: ModelSection, config: RunConfig, sets: list[EvalSet], sep: int, runtime: Runtime
 ) -> dict[str, float]:
-    loaded = load_base(spec, steep_home(), seed=config.run.seed)
-    model = loaded.model.to(device=runtime.device, dtype=runtime.weight_dtype)
-    separator = sep if use_document_mask(config, runtime) else None
-    chunk = loss_chunk_in_use(config.train.loss_chunk, sharded=False)  # one process
-    losses = evaluate(
-        model, sets, config.eval.batch_size, runtime.device, runtime.autocast(), separator, chunk
-    )
-    del model, loaded
+    model = load_scored(spec, config, runtime)
+    losses = score_loaded(model, config, sets, sep, runtime)
+    del model
     gc.collect()
     return losses
 
@@ -77,7 +91,7 @@ def score_run_windows(model_spec: str, with_base: bool = True) -> dict[str, Any]
     model_dir = local_dir(model_spec)
     if model_dir is None:
         raise MissingInputError(f"--run-windows needs a local model folder, got {model_spec!r}")
-    config = _run_config(model_dir)
+    config = run_config(model_dir)
     runtime = Runtime.from_config(config.train, 0)
     print(f"[run windows] the eval sets of run {config.run.name!r}, as training read them")
     scored = ModelSection(base=str(model_dir), document_separator=config.model.document_separator)
@@ -85,7 +99,7 @@ def score_run_windows(model_spec: str, with_base: bool = True) -> dict[str, Any]
     sets, sep = run_eval_sets(config, tokenizer, steep_home())
     adapted = _score(scored, config, sets, sep, runtime)
     base = _score(config.model, config, sets, sep, runtime) if with_base else None
-    logged_base, logged_final, step = _in_run(model_dir.parent)
+    logged_base, logged_final, step = logged_losses(model_dir.parent)
     rows: dict[str, dict[str, Any]] = {}
     diffs: list[float] = []
     for s in sets:

@@ -114,6 +114,8 @@ def render_model_card(
     hub_id = source.removeprefix("hub:") if source.startswith("hub:") else None
     names = lin.base_names
     lines = ["---", "library_name: transformers", "tags:", "- steep", "- continued-pretraining"]
+    if lin.kind == "merge":
+        lines.append("- merge")
     if hub_id:
         lines.append(f"base_model: {hub_id}")
     lines += [
@@ -132,6 +134,8 @@ def render_model_card(
         )
     elif lin.kind == "base":
         lines.append(f"Base model converted from `{lin.converted_from}`.")
+    elif lin.kind == "merge" and isinstance(lin.merge, dict):
+        lines += merge_lines(lin.merge)
     ext = lin.vocab_extension
     if isinstance(ext, dict):
         lines.append(
@@ -171,6 +175,35 @@ def render_model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def merge_lines(merge: dict[str, Any]) -> list[str]:
+    """What a ``steep models merge`` model is: its parents, the method, its number."""
+    parents = merge.get("parents") or {}
+    if merge.get("method") == "chat-vector":
+        what = (
+            f"Chat-vector merge: **{parents.get('model')}** (continued pretraining) + "
+            f"{num(merge.get('weight'), 'g')} x (**{parents.get('instruct')}** (instruct) - "
+            f"**{parents.get('base')}** (base)); the instruct model's chat template and "
+            "generation config are carried over. Not fine-tuned after the merge."
+        )
+    else:
+        a = merge.get("alpha")
+        what = (
+            f"Linear weight merge: (1 - {num(a, 'g')}) x **{parents.get('base')}** (base) + "
+            f"{num(a, 'g')} x **{parents.get('model')}** (continued pretraining), alpha "
+            f"{num(a, 'g')}. Not trained after the merge."
+        )
+    vocab = (merge.get("vocab") or {}).get("note")
+    lines = [what, ""]
+    if vocab:
+        lines.append(f"Embedding rows: {vocab}.")
+    lines.append(
+        f"On the run's eval sets ({merge.get('rule') or 'its eval rule'}): domain gain "
+        f"{pct(merge.get('domain_gain'), 2)}, general regression "
+        f"{pct(merge.get('general_regression'), 2)} against the base."
+    )
+    return lines
 
 
 def _data_section(lin: Lineage, home: Path | None) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from steep.artifacts.fmt import memory_size
 from steep.errors import SteepError
+from steep.eval.merge_spec import MergeSpec, parse_alphas
 from steep.hub.publish import EXPORT_FORMATS, new_export_dest
 from steep.model.gguf_convert import DIRECT, QUANTIZED, check_quant
 from steep.plan.devices import available_memory_bytes
@@ -22,6 +23,7 @@ from steep.plan.memory import generation_bytes
 from steep.plan.shapes import from_hf_config
 from steep.studio.confine import HUB_ID, inside
 from steep.studio.model_jobs import OUT_DIR, PROMPTS_FILE
+from steep.workspace import Workspace, plain_name_problem
 
 QUANTS = DIRECT + QUANTIZED  # the types `steep models export --quant` takes
 MAX_NEW_TOKENS = 512  # the generate box's ceiling: a try, not a batch job
@@ -64,6 +66,40 @@ def export_argv(name: str, dest: str, fmt: str, quant: str | None, home: Path) -
         quant = quant or "f16"
         check_quant(quant)  # the CLI's own check: an unknown type, a missing extra
         argv += ["--quant", quant]
+    return argv
+
+
+def merge_argv(
+    model: dict[str, Any], alphas: str, max_regression: float | None, save: str, home: Path
+) -> list[str]:
+    """``steep models merge MODEL --alphas A,B --out out [--max-regression X] [--save NAME]``
+    on the run's eval sets, checked by the command's own ``MergeSpec.check`` first."""
+    if not (model.get("lineage") or {}).get("config"):
+        raise ActionError(
+            f"model {model['name']}: merging is scored on a run's eval sets, and this model "
+            "has no run; use `steep models merge` with --base from the CLI"
+        )
+    spec = MergeSpec(
+        Path(model["path"]), alphas=parse_alphas(alphas), max_regression=max_regression
+    )
+    spec.check(saving=bool(save))
+    argv = [
+        "models",
+        "merge",
+        str(model["path"]),
+        "--alphas",
+        ",".join(f"{a:g}" for a in spec.alphas),
+    ]
+    argv += ["--out", OUT_DIR]
+    if max_regression is not None:
+        argv += ["--max-regression", f"{max_regression:g}"]
+    if save:
+        problem = plain_name_problem(save, "save as")
+        if problem:
+            raise ActionError(problem)
+        if (Workspace(home).models / save).exists():
+            raise ActionError(f"save as {save!r}: {Workspace(home).models / save} already exists")
+        argv += ["--save", save]
     return argv
 
 

@@ -1,4 +1,4 @@
-"""The Model Hub's actions (evaluate, export, push, generate) as studio jobs.
+"""The Model Hub's actions (evaluate, export, push, generate, merge) as studio jobs.
 
 Each action is the CLI command itself (``steep eval``, ``steep models export``, ``steep
 models push``) run as a child process through ``steep.studio.wrap``, as training jobs
@@ -28,7 +28,9 @@ from steep.errors import SteepError
 from steep.studio.jobs import read_exit
 from steep.studio.runner import alive
 
-ACTIONS = ("evaluate", "export", "push", "generate")
+ACTIONS = ("evaluate", "export", "push", "generate", "merge")
+MERGE_JSON = "merge.json"  # a merge job's curve, in its --out folder (steep.eval.merge_save)
+MERGE_PNG = "merge.png"
 JOB_FILE = "job.json"
 OUT_DIR = "out"  # a generate job's `steep eval --out`
 PROMPTS_FILE = "prompts.jsonl"  # a generate job's prompt, as `steep eval --prompts` reads it
@@ -98,7 +100,27 @@ class ModelJob:
             report = self.folder / OUT_DIR / "eval.json"
             samples = json.loads(report.read_text(encoding="utf-8")).get("samples") or []
             out["samples"] = [{"prompt": s["prompt"], "text": s["adapted"]} for s in samples]
+        if self.action == "merge" and status == "done":
+            out["merge"] = merge_view(self.folder / OUT_DIR / MERGE_JSON)
         return out
+
+
+def merge_view(path: Path) -> dict[str, Any] | None:
+    """A merge job's curve as the page draws it: each point's losses, gain and regression,
+    the pick and the saved model; None when the command wrote no curve."""
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return {
+        "method": result.get("method"),
+        "sets": list(result.get("base_losses") or {}),
+        "curve": result.get("curve") or [],
+        "picked": result.get("picked"),
+        "max_regression": result.get("max_regression"),
+        "saved": result.get("saved"),
+        "vocab": (result.get("vocab") or {}).get("note"),
+    }
 
 
 def _error_line(lines: list[str]) -> str:

@@ -1,6 +1,6 @@
 """The Models pages: the list, one model with its card and actions, a model folder as a zip.
 
-The actions (evaluate, export, push, generate) are the CLI's commands run as jobs
+The actions (evaluate, export, push, generate, merge) are the CLI's commands run as jobs
 (``steep.studio.model_jobs``), their command lines built by ``steep.studio.model_actions``.
 """
 
@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import yaml
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 
 from steep.errors import SteepError
 from steep.studio import model_actions as actions
@@ -58,6 +58,7 @@ def router(studio: Studio) -> APIRouter:
             new_run_url=f"/runs/new?base={quote(model['path'], safe='')}",
             jobs=[j.view() for j in jobs.jobs(name)],
             max_new_tokens=actions.MAX_NEW_TOKENS,
+            merge_ok=bool(lineage.get("config")),
         )
 
     @routes.get("/api/models")
@@ -92,6 +93,15 @@ def router(studio: Studio) -> APIRouter:
             raise HTTPException(404, f"no model job {job_id}")
         return job.view()
 
+    @routes.get("/api/model-jobs/{job_id}/merge.png")
+    def api_merge_plot(job_id: int) -> FileResponse:
+        """A merge job's plot (loss against alpha; gain against regression)."""
+        job = jobs.get(job_id)
+        path = job.folder / model_jobs.OUT_DIR / model_jobs.MERGE_PNG if job else None
+        if path is None or job.action != "merge" or not path.is_file():
+            raise HTTPException(404, f"no merge plot for model job {job_id}")
+        return FileResponse(path, media_type="image/png")
+
     @routes.post("/api/models/{name}/{action}")
     def api_action(name: str, action: str, body: dict[str, Any]) -> JSONResponse:
         """Start an action: the CLI command as a job; a refusal is one line (400, or 409
@@ -117,6 +127,15 @@ def router(studio: Studio) -> APIRouter:
             elif action == "push":
                 argv = actions.push_argv(
                     name, str(body.get("repo_id") or ""), bool(body.get("private"))
+                )
+            elif action == "merge":
+                bound = body.get("max_regression")
+                argv = actions.merge_argv(
+                    model,
+                    str(body.get("alphas") or ""),
+                    None if bound in (None, "") else _number(body, "max_regression", float, None),
+                    str(body.get("save") or "").strip(),
+                    studio.home,
                 )
             elif action == "generate":
                 prompt = str(body.get("prompt") or "")

@@ -8,6 +8,7 @@
 const modelPage = (() => {
   const { api, el } = studio;  // studio.js's, loaded first (base.html)
   const POLL_MS = 1000;
+  let starter = null;
 
   function page() {
     const box = document.getElementById("model-actions");
@@ -51,8 +52,10 @@ const modelPage = (() => {
       if (job.status === "failed") showError(`${job.action}: ${job.error}`);
       if (job.action === "generate" && job.samples) showSamples(job.samples);
       if (job.action === "evaluate" && job.status === "done") window.location.reload();
+      document.dispatchEvent(new CustomEvent("model-job-ended", { detail: job }));  // merge.js
     }
 
+    starter = start;  // merge.js starts its jobs through the same table
     async function start(action, body) {
       showError("");
       const r = await api("POST", `/api/models/${encodeURIComponent(name)}/${action}`, body);
@@ -81,7 +84,7 @@ const modelPage = (() => {
     });
   }
 
-  return { page };
+  return { page, start: (action, body) => starter && starter(action, body) };
 })();
 
 document.addEventListener("DOMContentLoaded", () => {
