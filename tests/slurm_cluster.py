@@ -73,12 +73,22 @@ def _tail(path: Path, lines: int = 8) -> str:
     return f"{path.name}: " + " | ".join(text[-lines:])
 
 
-def _conf(root: Path, host: str) -> str:
-    """One node, 2 CPUs, no cgroups (a container may not delegate them), no accounting."""
+def _conf(root: Path, host: str, nodes: dict[str, str] | None = None) -> str:
+    """One node, 2 CPUs, no cgroups (a container may not delegate them), no accounting.
+    ``nodes``: name -> address, one slurmd each (tests/netns_cluster.py), the first of
+    which also runs slurmctld; the daemons' files are per node (%n)."""
+    names = ",".join(nodes) if nodes else host
+    ctld = f"{host}({nodes[host]})" if nodes else host
+    node_lines = (
+        [f"NodeName={n} NodeAddr={a} CPUs=2 RealMemory=4000 State=UNKNOWN" for n, a in nodes.items()]
+        if nodes
+        else [f"NodeName={host} CPUs=2 RealMemory=4000 State=UNKNOWN"]
+    )
+    per_node = "-%n" if nodes else ""
     return "\n".join(
         [
             "ClusterName=steeptest",
-            f"SlurmctldHost={host}",
+            f"SlurmctldHost={ctld}",
             "SlurmUser=root",
             "SlurmdUser=root",
             "AuthType=auth/munge",
@@ -86,11 +96,11 @@ def _conf(root: Path, host: str) -> str:
             # (120 s by default); starting it sooner kills it ("credential revoked")
             f"AuthInfo=socket={root / 'munge' / 'munge.socket'},cred_expire=10",
             f"StateSaveLocation={root / 'state'}",
-            f"SlurmdSpoolDir={root / 'spool'}",
+            f"SlurmdSpoolDir={root / 'spool'}{per_node}",
             f"SlurmctldPidFile={root / 'slurmctld.pid'}",
-            f"SlurmdPidFile={root / 'slurmd.pid'}",
+            f"SlurmdPidFile={root / 'slurmd'}{per_node}.pid",
             f"SlurmctldLogFile={root / 'slurmctld.log'}",
-            f"SlurmdLogFile={root / 'slurmd.log'}",
+            f"SlurmdLogFile={root / 'slurmd'}{per_node}.log",
             "SlurmctldPort=16817",
             "SlurmdPort=16818",
             "ProctrackType=proctrack/linuxproc",
@@ -105,8 +115,8 @@ def _conf(root: Path, host: str) -> str:
             "KillWait=10",
             "MinJobAge=2",  # a finished job leaves squeue within seconds
             "JobRequeue=1",
-            f"NodeName={host} CPUs=2 RealMemory=4000 State=UNKNOWN",
-            f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP",
+            *node_lines,
+            f"PartitionName=debug Nodes={names} Default=YES MaxTime=INFINITE State=UP",
             "",
         ]
     )
@@ -127,10 +137,6 @@ def start(root: Path, timeout: float = 60) -> Cluster:
     host = socket.gethostname().split(".")[0]
     conf = root / "slurm.conf"
     conf.write_text(_conf(root, host))
-    key, sock = root / "munge" / "munge.key", root / "munge" / "munge.socket"
-    key.write_bytes(os.urandom(1024))
-    key.chmod(0o400)
-    os.chmod(root / "munge", 0o700)
     env = {**os.environ, "SLURM_CONF": str(conf)}
     cluster = Cluster(root, conf, env)
     logs = [root / "munged.log", root / "slurmctld.log", root / "slurmd.log"]
@@ -139,7 +145,40 @@ def start(root: Path, timeout: float = 60) -> Cluster:
         cluster.stop()
         return ClusterUnavailable(why + "; " + "; ".join(_tail(p) for p in logs))
 
-    munge = subprocess.run(
+    munge = start_munged(root)
+    if munge.returncode != 0:
+        raise fail(f"munged did not start: {munge.stderr.strip()}")
+    cluster.pids.append(int((root / "munged.pid").read_text()))
+    with open(root / "daemons.out", "ab") as out:
+        for daemon in ("slurmctld", "slurmd"):
+            proc = subprocess.Popen(
+                [daemon, "-D", "-f", str(conf)], env=env, stdout=out, stderr=out
+            )
+            cluster.pids.append(proc.pid)
+    return wait_idle(cluster, "idle", timeout, fail)
+
+
+def wait_idle(cluster: Cluster, idle: str, timeout: float, fail) -> Cluster:
+    """Poll sinfo until every node is idle (``idle``: what sinfo prints then)."""
+    deadline = time.time() + timeout
+    state = None
+    while time.time() < deadline:
+        state = cluster.run("sinfo", "-h", "-o", "%T", check=False)
+        if state.stdout.strip() == idle:
+            return cluster
+        time.sleep(0.5)
+    seen = state.stdout.strip() if state else ""
+    raise fail(f"the nodes did not come up idle in {timeout:.0f}s (sinfo: {seen!r})")
+
+
+def start_munged(root: Path) -> subprocess.CompletedProcess:
+    """munged with a fresh key; its socket under ``root`` (a path, so any network
+    namespace on this machine reaches it)."""
+    key, sock = root / "munge" / "munge.key", root / "munge" / "munge.socket"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o400)
+    os.chmod(root / "munge", 0o700)
+    return subprocess.run(
         [
             "munged",
             "--force",
@@ -152,19 +191,3 @@ def start(root: Path, timeout: float = 60) -> Cluster:
         capture_output=True,
         text=True,
     )
-    if munge.returncode != 0:
-        raise fail(f"munged did not start: {munge.stderr.strip()}")
-    cluster.pids.append(int((root / "munged.pid").read_text()))
-    with open(root / "daemons.out", "ab") as out:
-        for daemon in ("slurmctld", "slurmd"):
-            proc = subprocess.Popen(
-                [daemon, "-D", "-f", str(conf)], env=env, stdout=out, stderr=out
-            )
-            cluster.pids.append(proc.pid)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        state = cluster.run("sinfo", "-h", "-o", "%T", check=False)
-        if state.stdout.strip() == "idle":
-            return cluster
-        time.sleep(0.5)
-    raise fail(f"the node did not come up idle in {timeout:.0f}s (sinfo: {state.stdout.strip()!r})")
