@@ -25,6 +25,7 @@ from pathlib import Path
 from tests import slurm_cluster
 from tests.slurm_cluster import Cluster, ClusterUnavailable, start_munged, wait_idle
 
+
 @dataclass
 class Hosts:
     """The namespaces, links and files ``start`` made, and the cluster on them."""
@@ -141,9 +142,7 @@ def start(root: Path, timeout: float = 60) -> Hosts:
         logs += [root / f"slurmd-{h}.log" for h in hosts.names]
 
         def fail(why: str) -> ClusterUnavailable:
-            return ClusterUnavailable(
-                why + "; " + "; ".join(slurm_cluster._tail(p) for p in logs)
-            )
+            return ClusterUnavailable(why + "; " + "; ".join(slurm_cluster._tail(p) for p in logs))
 
         munge = start_munged(root)
         if munge.returncode != 0:

@@ -9,6 +9,7 @@ daemons' log tails), which the fixture turns into a skip.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -80,7 +81,10 @@ def _conf(root: Path, host: str, nodes: dict[str, str] | None = None) -> str:
     names = ",".join(nodes) if nodes else host
     ctld = f"{host}({nodes[host]})" if nodes else host
     node_lines = (
-        [f"NodeName={n} NodeAddr={a} CPUs=2 RealMemory=4000 State=UNKNOWN" for n, a in nodes.items()]
+        [
+            f"NodeName={n} NodeAddr={a} CPUs=2 RealMemory=4000 State=UNKNOWN"
+            for n, a in nodes.items()
+        ]
         if nodes
         else [f"NodeName={host} CPUs=2 RealMemory=4000 State=UNKNOWN"]
     )
@@ -112,7 +116,9 @@ def _conf(root: Path, host: str, nodes: dict[str, str] | None = None) -> str:
             "MpiDefault=none",
             "ReturnToService=2",
             "SchedulerType=sched/backfill",
-            "KillWait=10",
+            # SIGTERM to SIGKILL: Slurm's default 30 s on two hosts, whose ranks checkpoint
+            # on SIGTERM within train.preempt_grace_s (25 s)
+            f"KillWait={30 if nodes else 10}",
             "MinJobAge=2",  # a finished job leaves squeue within seconds
             "JobRequeue=1",
             *node_lines,
@@ -191,3 +197,34 @@ def start_munged(root: Path) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
     )
+
+
+def run_config(setup: dict, name: str, steps: int, every: int, eval_every: int = 20) -> Path:
+    """A CPU run config for a Slurm job: ``setup`` is a test module's root, corpora, base."""
+    import yaml
+
+    from tests.conftest import tiny_config
+
+    raw = tiny_config(setup["root"] / name, setup["corpora"], setup["base"], steps=steps)
+    raw["run"]["name"] = name
+    raw["train"].update(global_batch_tokens=512, device="cpu")
+    raw["checkpoint"] = {"every_steps": every, "keep_last": 20}
+    raw["eval"] = {"every_steps": eval_every, "max_windows": 4}
+    path = setup["root"] / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def train_losses(run: Path) -> list[tuple[int, float]]:
+    """(step, loss) of each train record in the run's metrics.jsonl."""
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [(r["step"], r["loss"]) for r in map(json.loads, lines) if r["kind"] == "train"]
+
+
+def last_step(run: Path) -> int:
+    """The newest step the run recorded; 0 before its first (or while the file is cut)."""
+    try:
+        steps = train_losses(run)
+    except (OSError, json.JSONDecodeError):
+        return 0
+    return steps[-1][0] if steps else 0
