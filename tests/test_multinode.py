@@ -28,7 +28,7 @@ from tests import netns_cluster, slurm_cluster
 from tests.conftest import make_tiny_model, two_ranks_corpora
 from tests.slurm_cluster import ClusterUnavailable
 
-STEPS = 10
+STEPS = 6
 EVERY = 1000  # no checkpoint but SIGTERM's: the resume starts from the step it stopped
 
 
