@@ -6,8 +6,9 @@ reaches it), slurmctld and a slurmd in the first host and a slurmd in the second
 waits until both nodes are idle. ``Hosts.stop`` undoes all of it by PID and by the names
 it made, also after a failure half-way. A host's processes run in its network namespace
 (``nsenter``; not ``ip netns exec``, whose fresh /sys has no cgroup mount for slurmd) and
-their own UTS and mount namespaces, where a hosts file binds over /etc/hosts: the hosts'
-names mean their addresses, as DNS makes them on a real cluster. Traffic stays on the
+their own UTS and mount namespaces, where a hosts file binds over /etc/hosts (and a
+resolv.conf with no server over /etc/resolv.conf): the hosts' names mean their addresses,
+as DNS makes them on a real cluster. Traffic stays on the
 bridge: nothing is routed out.
 """
 
@@ -36,6 +37,7 @@ class Hosts:
     etc_hosts: Path  # both names with their addresses, /etc/hosts on every host
     cluster: Cluster | None = None
     links: list[str] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)  # what ``popen`` started, in order
 
     @property
     def first(self) -> str:
@@ -43,15 +45,18 @@ class Hosts:
 
     def exec_argv(self, host: str, *argv: str) -> list[str]:
         """``argv`` run on ``host``: in its namespaces, under its hostname."""
-        inner = f'mount --bind {self.etc_hosts} /etc/hosts && hostname {host} && exec "$@"'
+        inner = (
+            f"mount --bind {self.etc_hosts} /etc/hosts && "
+            f"mount --bind {self.etc_hosts.with_name('resolv.conf')} /etc/resolv.conf && "
+            f'hostname {host} && exec "$@"'
+        )
         return ["nsenter", f"--net=/run/netns/{self.spaces[host]}", "unshare", "--uts",
                 "--mount", "--propagation", "private", "sh", "-c", inner, "sh", *argv]  # fmt: skip
 
     def popen(self, host: str, *argv: str, **kw) -> subprocess.Popen:
         """Start ``argv`` on ``host``; its PID is kept for ``stop``."""
         proc = subprocess.Popen(self.exec_argv(host, *argv), **kw)
-        if self.cluster is not None:
-            self.cluster.pids.append(proc.pid)
+        self.pids.append(proc.pid)
         return proc
 
     def pids_in(self, host: str) -> list[int]:
@@ -65,7 +70,9 @@ class Hosts:
         if self.cluster is not None:
             with contextlib.suppress(OSError):
                 self.cluster.run("scancel", "--full", "--user=root", check=False)
-            self.cluster.stop()
+            self.cluster.stop()  # munged
+        if self.pids:
+            Cluster(Path(), Path(), {}, self.pids).stop()  # TERM, last started first; a wait
         for host in self.spaces:
             for pid in self.pids_in(host):
                 with contextlib.suppress(ProcessLookupError):
@@ -104,6 +111,9 @@ def make_hosts(root: Path) -> Hosts:
     try:
         lines = "".join(f"{addr} {host}\n" for host, addr in hosts.names.items())
         hosts.etc_hosts.write_text(f"127.0.0.1 localhost\n{lines}")
+        # no name server: an address not in the hosts file fails at once (torch's c10d
+        # looks up its peers' names) instead of waiting seconds on a server out of reach
+        hosts.etc_hosts.with_name("resolv.conf").write_text("options timeout:1 attempts:1\n")
         _ip("link", "add", hosts.bridge, "type", "bridge")
         _ip("addr", "add", f"{net}.1/24", "dev", hosts.bridge)
         _ip("link", "set", hosts.bridge, "up")

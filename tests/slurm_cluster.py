@@ -59,11 +59,21 @@ class Cluster:
                 os.kill(pid, signal.SIGTERM)
         for pid in self.pids:
             for _ in range(50):
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
+                if _gone(pid):
                     break
                 time.sleep(0.1)
+
+
+def _gone(pid: int) -> bool:
+    """Has ``pid`` exited? A child of ours is reaped here: a zombie still answers kill 0."""
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 def _tail(path: Path, lines: int = 8) -> str:

@@ -14,6 +14,9 @@ same losses. Skipped, with the reason, where namespaces or Slurm cannot be made 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -132,3 +135,65 @@ def test_two_hosts_train_and_a_sigterm_checkpoints_then_the_job_resumes(
     a, b = _train_losses(reference), _train_losses(run)
     assert [s for s, _ in b] == list(range(1, STEPS + 1))  # one record a step: rank 0's
     assert [x for _, x in b] == pytest.approx([x for _, x in a], abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def ray_head(hosts, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``ray start --head`` on the first host with no CPUs (it only schedules), ``ray start
+    --address`` on the second with 2: every Data Hub unit runs on the second host. The
+    address (HEAD:PORT); both stopped by PID with the hosts."""
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'steep[ray]')")
+    first, second = hosts.names
+    head = f"{hosts.names[first]}:6379"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    log = open(tmp_path_factory.mktemp("ray") / "ray.out", "wb")  # noqa: SIM115
+    ray = str(Path(sys.executable).parent / "ray")
+    common = ["--include-dashboard=false", "--block"]
+    hosts.popen(first, ray, "start", "--head", "--port=6379", "--num-cpus=0",
+                f"--node-ip-address={hosts.names[first]}", *common, env=env,
+                stdout=log, stderr=log)  # fmt: skip
+    hosts.popen(second, ray, "start", f"--address={head}", "--num-cpus=2",
+                f"--node-ip-address={hosts.names[second]}", "--block", env=env,
+                stdout=log, stderr=log)  # fmt: skip
+    probe = f"import ray; ray.init('{head}', logging_level='ERROR'); "
+    probe += "print(sum(n['Alive'] and n['Resources'].get('CPU', 0) > 0 for n in ray.nodes()))"
+
+    def up() -> bool:
+        argv = hosts.exec_argv(first, sys.executable, "-c", probe)
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+        return done.stdout.strip() == "1"
+
+    netns_cluster.wait_for("the Ray worker node", up, 120, every=1)
+    yield head
+    log.close()
+
+
+def test_ray_on_two_hosts_gives_the_local_pool_s_datasets(hosts, ray_head, tmp_path) -> None:
+    """``steep data add`` and ``prepare`` with ``--executor ray --ray-address HEAD``, run on
+    the head's host, every unit on the other host: the datasets are byte for byte the
+    local pool's."""
+    from steep.datahub.catalog import Catalog
+    from steep.workspace import Workspace
+    from tests.test_ray import RECIPE, _corpus, _digest, _strip
+
+    home = tmp_path / "home"
+    files = _corpus(tmp_path / "in")  # on the shared disk: both hosts read them
+    env = {**os.environ, "STEEP_HOME": str(home), "RAY_AUTH_MODE": "disabled"}
+    first = next(iter(hosts.names))
+    ray = ["--executor", "ray", "--ray-address", ray_head]
+    local = ["--executor", "local", "--workers", "2"]
+    for argv in (["add", "{}", *files], ["prepare", "{}", "--recipe", RECIPE]):
+        steep = [sys.executable, "-m", "steep", "data"]
+        on_ray = [a.replace("{}", "ray") for a in argv] + ray
+        done = subprocess.run(hosts.exec_argv(first, *steep, *on_ray), env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        here = subprocess.run([*steep, *(a.replace("{}", "loc") for a in argv), *local],
+                              env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert here.returncode == 0, here.stderr[-3000:]
+    catalog = Catalog(Workspace(home).datasets)
+    for version in (1, 2):
+        loc, on_ray = catalog.get(f"loc@{version}"), catalog.get(f"ray@{version}")
+        assert _strip(on_ray.manifest) == _strip(loc.manifest)
+        assert _digest(on_ray.shards) == _digest(loc.shards)
+        assert _digest(on_ray.exclusions) == _digest(loc.exclusions)
