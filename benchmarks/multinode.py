@@ -7,7 +7,9 @@ With a tiny model on the CPU (gloo), as root:
   job gone;
 - a lost node: SIGKILL to the second host's rank, from the kill to the job gone, then from
   a new sbatch to the first step after the resume (and whether the losses still match the
-  uninterrupted 2-host run).
+  uninterrupted 2-host run);
+- the Data Hub: ``steep data add`` + ``prepare`` (tests/test_ray.py's corpus) on the local
+  pool (2 workers) against Ray with its head on one host and 2 CPUs on the other.
 
     .venv/bin/python -m benchmarks.multinode [--steps 10]
 """
@@ -17,6 +19,8 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -64,6 +68,26 @@ def _rank_pid(hosts: netns_cluster.Hosts, host: str) -> int:
     raise LookupError(f"no rank on {host}")
 
 
+def _datahub(hosts: netns_cluster.Hosts, root: Path) -> None:
+    """Seconds for add + prepare: the local pool here, then Ray across the two hosts."""
+    from tests.test_ray import RECIPE, _corpus
+
+    started = time.time()
+    head = netns_cluster.start_ray(hosts, root / "ray.out")
+    print(f"  Ray up on 2 hosts in {time.time() - started:.1f} s")
+    files = _corpus(root / "in")
+    env = {**os.environ, **netns_cluster.RAY_ENV}
+    for name, engine in (("loc", ["--executor", "local", "--workers", "2"]),
+                         ("ray", ["--executor", "ray", "--ray-address", head])):  # fmt: skip
+        started = time.time()
+        for argv in (["add", name, *files], ["prepare", name, "--recipe", RECIPE]):
+            cmd = [sys.executable, "-m", "steep", "data", *argv, *engine]
+            if name == "ray":  # the driver on the head's host
+                cmd = hosts.exec_argv(next(iter(hosts.names)), *cmd)
+            subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
+        print(f"  {name}: add + prepare {time.time() - started:.1f} s")
+
+
 def run(steps: int) -> None:
     root = Path(tempfile.mkdtemp(prefix="steep-multinode-"))
     os.environ["STEEP_HOME"] = str(root / "home")
@@ -109,6 +133,9 @@ def run(steps: int) -> None:
         cluster.wait_gone(job, 600)
         same = [round(x, 5) for _, x in train_losses(run_dir)] == [round(x, 5) for _, x in full]
         print(f"  losses equal to the uninterrupted 2-host run (5 decimals): {same}")
+
+        print("Data Hub: local pool vs Ray on two hosts")
+        _datahub(hosts, root)
     finally:
         hosts.stop()
 

@@ -19,6 +19,8 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +40,7 @@ class Hosts:
     cluster: Cluster | None = None
     links: list[str] = field(default_factory=list)
     pids: list[int] = field(default_factory=list)  # what ``popen`` started, in order
+    scratch: list[Path] = field(default_factory=list)  # folders removed at the end
 
     @property
     def first(self) -> str:
@@ -77,6 +80,8 @@ class Hosts:
             for pid in self.pids_in(host):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+        for path in self.scratch:
+            shutil.rmtree(path, ignore_errors=True)
         for link in [*self.links, self.bridge]:
             _ip("link", "del", link, check=False)
         for space in self.spaces.values():
@@ -178,3 +183,39 @@ def wait_for(what: str, ok, timeout: float = 180, every: float = 0.2) -> None:
         if time.time() > deadline:
             raise TimeoutError(f"waited {timeout:.0f}s for {what}")
         time.sleep(every)
+
+
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}  # no token files
+
+
+def start_ray(hosts: Hosts, log: Path, port: int = 6379) -> str:
+    """``ray start --head`` on the first host with no CPUs (it only schedules), ``ray start
+    --address`` on the second with 2, so every task runs on the second host; waits until
+    that node has joined. The head's HOST:PORT; both stop (by PID) with ``hosts``."""
+    first, second = hosts.names
+    head = f"{hosts.names[first]}:{port}"
+    env = {**os.environ, **RAY_ENV}
+    ray = str(Path(sys.executable).parent / "ray")
+    # each node's own temp dir (short: Ray's socket paths must fit 107 bytes): ``ray start``
+    # writes its address where a plain ``ray.init()`` looks for a cluster to join, and
+    # /tmp/ray's is every other Ray user's on this machine
+    temp = Path(tempfile.mkdtemp(prefix="sray", dir="/tmp"))
+    hosts.scratch.append(temp)
+    with open(log, "ab") as out:
+        hosts.popen(first, ray, "start", "--head", f"--port={port}", "--num-cpus=0",
+                    f"--node-ip-address={hosts.names[first]}", "--include-dashboard=false",
+                    f"--temp-dir={temp / 'a'}", "--block", env=env, stdout=out,
+                    stderr=out)  # fmt: skip
+        hosts.popen(second, ray, "start", f"--address={head}", "--num-cpus=2",
+                    f"--node-ip-address={hosts.names[second]}", f"--temp-dir={temp / 'b'}",
+                    "--block", env=env, stdout=out, stderr=out)  # fmt: skip
+    probe = f"import ray; ray.init('{head}', logging_level='ERROR'); "
+    probe += "print(sum(n['Alive'] and n['Resources'].get('CPU', 0) > 0 for n in ray.nodes()))"
+
+    def up() -> bool:
+        argv = hosts.exec_argv(first, sys.executable, "-c", probe)
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+        return done.stdout.strip() == "1"
+
+    wait_for("the Ray worker node", up, 120, every=1)
+    return head

@@ -138,34 +138,10 @@ def test_two_hosts_train_and_a_sigterm_checkpoints_then_the_job_resumes(
 
 
 @pytest.fixture(scope="module")
-def ray_head(hosts, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``ray start --head`` on the first host with no CPUs (it only schedules), ``ray start
-    --address`` on the second with 2: every Data Hub unit runs on the second host. The
-    address (HEAD:PORT); both stopped by PID with the hosts."""
+def ray_head(hosts, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A Ray head on the first host (no CPUs), a worker node on the second (2 CPUs)."""
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'steep[ray]')")
-    first, second = hosts.names
-    head = f"{hosts.names[first]}:6379"
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
-    log = open(tmp_path_factory.mktemp("ray") / "ray.out", "wb")  # noqa: SIM115
-    ray = str(Path(sys.executable).parent / "ray")
-    common = ["--include-dashboard=false", "--block"]
-    hosts.popen(first, ray, "start", "--head", "--port=6379", "--num-cpus=0",
-                f"--node-ip-address={hosts.names[first]}", *common, env=env,
-                stdout=log, stderr=log)  # fmt: skip
-    hosts.popen(second, ray, "start", f"--address={head}", "--num-cpus=2",
-                f"--node-ip-address={hosts.names[second]}", "--block", env=env,
-                stdout=log, stderr=log)  # fmt: skip
-    probe = f"import ray; ray.init('{head}', logging_level='ERROR'); "
-    probe += "print(sum(n['Alive'] and n['Resources'].get('CPU', 0) > 0 for n in ray.nodes()))"
-
-    def up() -> bool:
-        argv = hosts.exec_argv(first, sys.executable, "-c", probe)
-        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
-        return done.stdout.strip() == "1"
-
-    netns_cluster.wait_for("the Ray worker node", up, 120, every=1)
-    yield head
-    log.close()
+    return netns_cluster.start_ray(hosts, tmp_path_factory.mktemp("ray") / "ray.out")
 
 
 def test_ray_on_two_hosts_gives_the_local_pool_s_datasets(hosts, ray_head, tmp_path) -> None:
@@ -178,7 +154,7 @@ def test_ray_on_two_hosts_gives_the_local_pool_s_datasets(hosts, ray_head, tmp_p
 
     home = tmp_path / "home"
     files = _corpus(tmp_path / "in")  # on the shared disk: both hosts read them
-    env = {**os.environ, "STEEP_HOME": str(home), "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, "STEEP_HOME": str(home), **netns_cluster.RAY_ENV}
     first = next(iter(hosts.names))
     ray = ["--executor", "ray", "--ray-address", ray_head]
     local = ["--executor", "local", "--workers", "2"]
