@@ -56,18 +56,6 @@ def _first_step(hosts: netns_cluster.Hosts, script: Path, run: Path, after: int 
     return job
 
 
-def _rank_pid(hosts: netns_cluster.Hosts, host: str) -> int:
-    """The training rank (torchrun's child, ``python -u -m steep train``) on ``host``."""
-    for pid in hosts.pids_in(host):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv[1:4] == [b"-u", b"-m", b"steep"]:
-            return pid
-    raise LookupError(f"no rank on {host}")
-
-
 def _datahub(hosts: netns_cluster.Hosts, root: Path) -> None:
     """Seconds for add + prepare: the local pool here, then Ray across the two hosts."""
     from tests.test_ray import RECIPE, _corpus
@@ -124,7 +112,9 @@ def run(steps: int) -> None:
         job = _first_step(hosts, script, run_dir)
         netns_cluster.wait_for("step 3", lambda: last_step(run_dir) >= 3, 600, every=0.05)
         killed = time.time()
-        os.kill(_rank_pid(hosts, list(hosts.names)[1]), signal.SIGKILL)
+        pid = hosts.rank_pid(list(hosts.names)[1])
+        assert pid is not None, "no rank on the second host"
+        os.kill(pid, signal.SIGKILL)
         cluster.wait_gone(job, 300)
         print(f"  job gone {time.time() - killed:.1f} s after the kill")
         kept = int(checkpoint_dirs(run_dir / "checkpoints")[-1].name.split("_")[1])

@@ -67,6 +67,17 @@ class Hosts:
         out = _ip("netns", "pids", self.spaces[host], check=False).stdout.split()
         return [int(p) for p in out if p.isdigit()]
 
+    def rank_pid(self, host: str) -> int | None:
+        """A training rank on ``host`` (torchrun's child, ``python -u -m steep ...``)."""
+        for pid in self.pids_in(host):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv[1:4] == [b"-u", b"-m", b"steep"]:
+                return pid
+        return None
+
     def stop(self) -> None:
         """Cancel the jobs, stop the daemons, kill what is left in the namespaces (by PID),
         then delete the links, the bridge and the namespaces."""

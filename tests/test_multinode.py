@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ from tests import netns_cluster, slurm_cluster
 from tests.conftest import make_tiny_model, two_ranks_corpora
 from tests.slurm_cluster import ClusterUnavailable
 
-STEPS = 6
+STEPS = 8
 EVERY = 1000  # no checkpoint but SIGTERM's: the resume starts from the step it stopped
 
 
@@ -96,12 +97,14 @@ def _nodes(hosts: netns_cluster.Hosts, job: str) -> list[str]:
     return names.stdout.split()
 
 
-def test_two_hosts_train_and_a_sigterm_checkpoints_then_the_job_resumes(
+def test_two_hosts_train_a_sigterm_checkpoints_and_a_lost_rank_resumes(
     hosts, setup, reference, capsys
 ) -> None:
     """One rank a host at the first node's c10d rendezvous; a plain SIGTERM (scancel: what
     Slurm's preemption and Kubernetes send too) makes both checkpoint the same step and say
-    cancelled; the same script submitted again resumes and ends as the uninterrupted run."""
+    cancelled; the same script submitted again resumes, loses a host's rank (SIGKILL) and
+    ends; submitted once more it resumes from that checkpoint and ends as the
+    uninterrupted run."""
     cluster = hosts.cluster
     assert cluster is not None
     script = _launch(setup, "two", capsys)
@@ -125,10 +128,22 @@ def test_two_hosts_train_and_a_sigterm_checkpoints_then_the_job_resumes(
     ckpt = checkpoint_dirs(run / "checkpoints")[-1]
     assert {"__0_0.distcp", "__1_0.distcp"} <= {p.name for p in ckpt.iterdir()}  # both ranks
 
-    job = cluster.sbatch(script)  # the run folder has a config: the script resumes it
+    # submitted again (the run folder has a config: the script resumes it), it loses the
+    # second host's rank (SIGKILL) once resumed, with steps still to go: the job ends
+    job = cluster.sbatch(script)
+    resumed = f"resumed from step_{stopped:07d}"
+    netns_cluster.wait_for("the resume", lambda: resumed in _log(setup, "two", job), 240, 0.05)
+    second = list(hosts.names)[1]
+    netns_cluster.wait_for("the rank", lambda: hosts.rank_pid(second) is not None, 30, 0.05)
+    os.kill(hosts.rank_pid(second) or 0, signal.SIGKILL)
+    cluster.wait_gone(job, timeout=120)
+    assert read_status(run).state == "failed", _log(setup, "two", job)
+    assert not (run / "model").exists()
+
+    job = cluster.sbatch(script)  # and once more: from the same checkpoint, to the end
     cluster.wait_gone(job, timeout=240)
     log = _log(setup, "two", job)
-    assert f"resumed from step_{stopped:07d}" in log, log
+    assert resumed in log, log
     assert read_status(run).state == "done", log
     lineage = json.loads((run / "model" / "steep.json").read_text())
     assert lineage["world_size"] == 2
