@@ -69,9 +69,8 @@ def train(
         return _train(config, d, run_dir, resume, status, allow, force)
     except BaseException as raised:
         exc = raised
-        if cancel_asked() and not isinstance(
-            exc, (RunCancelled, RunStopped)
-        ):  # SIGTERM broke a library
+        broke = not isinstance(exc, (RunCancelled, RunStopped))
+        if cancel_asked() and broke:  # SIGTERM broke a library
             exc = RunCancelled(f"cancelled (SIGTERM), which broke {type(raised).__name__}")
         # a start that failed (bad data, a config training refuses) leaves no run folder to
         # mistake for a run; under torchrun the folder stays (other ranks read rank 0's
