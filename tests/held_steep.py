@@ -9,7 +9,8 @@ in its environment (``argv`` below builds the command)::
 Before the loop computes step N + 1 (steps 1..N done, with their records, eval and
 checkpoint written), it looks for ``DIR/hold-N``: when the test made that file, the run
 writes ``DIR/held-N`` and waits until the test removes ``hold-N`` (``release``); a SIGTERM
-while it waits cancels the run as it would mid-step. Nothing in steep changes:
+while it waits ends the wait as the end of a step would: the run does that step, writes
+its checkpoint and stops cancelled (``train.preempt_grace_s``). Nothing in steep changes:
 ``steep.train.loop.train_step`` is wrapped in this process only, and ``steep train``'s
 restart on a caching malloc runs this same script again. A ``steep studio`` started this
 way starts its jobs' ``steep train`` this way too (``steep.launch.command.train_command``
@@ -65,6 +66,7 @@ def wait_until(what: str, ok, proc: subprocess.Popen | None = None, timeout: flo
 
 def _hold_the_loop(folder: Path) -> None:
     import steep.train.loop as loop  # imports torch: only in a process that trains
+    from steep.train.runfolder.state import cancel_asked
 
     real = loop.train_step
 
@@ -72,7 +74,7 @@ def _hold_the_loop(folder: Path) -> None:
         gate = folder / f"hold-{run.step}"
         if gate.exists():
             (folder / f"held-{run.step}").touch()
-            while gate.exists():
+            while gate.exists() and not cancel_asked():  # a SIGTERM: the step goes on
                 time.sleep(0.02)
         return real(run, prefetch, lr)
 

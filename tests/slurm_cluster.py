@@ -9,6 +9,7 @@ daemons' log tails), which the fixture turns into a skip.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -58,11 +59,21 @@ class Cluster:
                 os.kill(pid, signal.SIGTERM)
         for pid in self.pids:
             for _ in range(50):
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
+                if _gone(pid):
                     break
                 time.sleep(0.1)
+
+
+def _gone(pid: int) -> bool:
+    """Has ``pid`` exited? A child of ours is reaped here: a zombie still answers kill 0."""
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 def _tail(path: Path, lines: int = 8) -> str:
@@ -73,12 +84,25 @@ def _tail(path: Path, lines: int = 8) -> str:
     return f"{path.name}: " + " | ".join(text[-lines:])
 
 
-def _conf(root: Path, host: str) -> str:
-    """One node, 2 CPUs, no cgroups (a container may not delegate them), no accounting."""
+def _conf(root: Path, host: str, nodes: dict[str, str] | None = None) -> str:
+    """One node, 2 CPUs, no cgroups (a container may not delegate them), no accounting.
+    ``nodes``: name -> address, one slurmd each (tests/netns_cluster.py), the first of
+    which also runs slurmctld; the daemons' files are per node (%n)."""
+    names = ",".join(nodes) if nodes else host
+    ctld = f"{host}({nodes[host]})" if nodes else host
+    node_lines = (
+        [
+            f"NodeName={n} NodeAddr={a} CPUs=2 RealMemory=4000 State=UNKNOWN"
+            for n, a in nodes.items()
+        ]
+        if nodes
+        else [f"NodeName={host} CPUs=2 RealMemory=4000 State=UNKNOWN"]
+    )
+    per_node = "-%n" if nodes else ""
     return "\n".join(
         [
             "ClusterName=steeptest",
-            f"SlurmctldHost={host}",
+            f"SlurmctldHost={ctld}",
             "SlurmUser=root",
             "SlurmdUser=root",
             "AuthType=auth/munge",
@@ -86,11 +110,11 @@ def _conf(root: Path, host: str) -> str:
             # (120 s by default); starting it sooner kills it ("credential revoked")
             f"AuthInfo=socket={root / 'munge' / 'munge.socket'},cred_expire=10",
             f"StateSaveLocation={root / 'state'}",
-            f"SlurmdSpoolDir={root / 'spool'}",
+            f"SlurmdSpoolDir={root / 'spool'}{per_node}",
             f"SlurmctldPidFile={root / 'slurmctld.pid'}",
-            f"SlurmdPidFile={root / 'slurmd.pid'}",
+            f"SlurmdPidFile={root / 'slurmd'}{per_node}.pid",
             f"SlurmctldLogFile={root / 'slurmctld.log'}",
-            f"SlurmdLogFile={root / 'slurmd.log'}",
+            f"SlurmdLogFile={root / 'slurmd'}{per_node}.log",
             "SlurmctldPort=16817",
             "SlurmdPort=16818",
             "ProctrackType=proctrack/linuxproc",
@@ -102,11 +126,13 @@ def _conf(root: Path, host: str) -> str:
             "MpiDefault=none",
             "ReturnToService=2",
             "SchedulerType=sched/backfill",
-            "KillWait=10",
+            # SIGTERM to SIGKILL: Slurm's default 30 s on two hosts, whose ranks checkpoint
+            # on SIGTERM within train.preempt_grace_s (25 s)
+            f"KillWait={30 if nodes else 10}",
             "MinJobAge=2",  # a finished job leaves squeue within seconds
             "JobRequeue=1",
-            f"NodeName={host} CPUs=2 RealMemory=4000 State=UNKNOWN",
-            f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP",
+            *node_lines,
+            f"PartitionName=debug Nodes={names} Default=YES MaxTime=INFINITE State=UP",
             "",
         ]
     )
@@ -127,10 +153,6 @@ def start(root: Path, timeout: float = 60) -> Cluster:
     host = socket.gethostname().split(".")[0]
     conf = root / "slurm.conf"
     conf.write_text(_conf(root, host))
-    key, sock = root / "munge" / "munge.key", root / "munge" / "munge.socket"
-    key.write_bytes(os.urandom(1024))
-    key.chmod(0o400)
-    os.chmod(root / "munge", 0o700)
     env = {**os.environ, "SLURM_CONF": str(conf)}
     cluster = Cluster(root, conf, env)
     logs = [root / "munged.log", root / "slurmctld.log", root / "slurmd.log"]
@@ -139,7 +161,40 @@ def start(root: Path, timeout: float = 60) -> Cluster:
         cluster.stop()
         return ClusterUnavailable(why + "; " + "; ".join(_tail(p) for p in logs))
 
-    munge = subprocess.run(
+    munge = start_munged(root)
+    if munge.returncode != 0:
+        raise fail(f"munged did not start: {munge.stderr.strip()}")
+    cluster.pids.append(int((root / "munged.pid").read_text()))
+    with open(root / "daemons.out", "ab") as out:
+        for daemon in ("slurmctld", "slurmd"):
+            proc = subprocess.Popen(
+                [daemon, "-D", "-f", str(conf)], env=env, stdout=out, stderr=out
+            )
+            cluster.pids.append(proc.pid)
+    return wait_idle(cluster, "idle", timeout, fail)
+
+
+def wait_idle(cluster: Cluster, idle: str, timeout: float, fail) -> Cluster:
+    """Poll sinfo until every node is idle (``idle``: what sinfo prints then)."""
+    deadline = time.time() + timeout
+    state = None
+    while time.time() < deadline:
+        state = cluster.run("sinfo", "-h", "-o", "%T", check=False)
+        if state.stdout.strip() == idle:
+            return cluster
+        time.sleep(0.5)
+    seen = state.stdout.strip() if state else ""
+    raise fail(f"the nodes did not come up idle in {timeout:.0f}s (sinfo: {seen!r})")
+
+
+def start_munged(root: Path) -> subprocess.CompletedProcess:
+    """munged with a fresh key; its socket under ``root`` (a path, so any network
+    namespace on this machine reaches it)."""
+    key, sock = root / "munge" / "munge.key", root / "munge" / "munge.socket"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o400)
+    os.chmod(root / "munge", 0o700)
+    return subprocess.run(
         [
             "munged",
             "--force",
@@ -152,19 +207,34 @@ def start(root: Path, timeout: float = 60) -> Cluster:
         capture_output=True,
         text=True,
     )
-    if munge.returncode != 0:
-        raise fail(f"munged did not start: {munge.stderr.strip()}")
-    cluster.pids.append(int((root / "munged.pid").read_text()))
-    with open(root / "daemons.out", "ab") as out:
-        for daemon in ("slurmctld", "slurmd"):
-            proc = subprocess.Popen(
-                [daemon, "-D", "-f", str(conf)], env=env, stdout=out, stderr=out
-            )
-            cluster.pids.append(proc.pid)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        state = cluster.run("sinfo", "-h", "-o", "%T", check=False)
-        if state.stdout.strip() == "idle":
-            return cluster
-        time.sleep(0.5)
-    raise fail(f"the node did not come up idle in {timeout:.0f}s (sinfo: {state.stdout.strip()!r})")
+
+
+def run_config(setup: dict, name: str, steps: int, every: int, eval_every: int = 20) -> Path:
+    """A CPU run config for a Slurm job: ``setup`` is a test module's root, corpora, base."""
+    import yaml
+
+    from tests.conftest import tiny_config
+
+    raw = tiny_config(setup["root"] / name, setup["corpora"], setup["base"], steps=steps)
+    raw["run"]["name"] = name
+    raw["train"].update(global_batch_tokens=512, device="cpu")
+    raw["checkpoint"] = {"every_steps": every, "keep_last": 20}
+    raw["eval"] = {"every_steps": eval_every, "max_windows": 4}
+    path = setup["root"] / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def train_losses(run: Path) -> list[tuple[int, float]]:
+    """(step, loss) of each train record in the run's metrics.jsonl."""
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [(r["step"], r["loss"]) for r in map(json.loads, lines) if r["kind"] == "train"]
+
+
+def last_step(run: Path) -> int:
+    """The newest step the run recorded; 0 before its first (or while the file is cut)."""
+    try:
+        steps = train_losses(run)
+    except (OSError, json.JSONDecodeError):
+        return 0
+    return steps[-1][0] if steps else 0

@@ -25,7 +25,7 @@ from steep.config import load_config
 from steep.train.checkpoint import checkpoint_dirs
 from steep.train.loop import train
 from tests import slurm_cluster
-from tests.conftest import make_tiny_model, tiny_config, two_ranks_corpora
+from tests.conftest import make_tiny_model, two_ranks_corpora
 
 STEPS = 50
 EVERY = 5  # checkpoints; a SIGUSR1 checkpoint is taken wherever the signal lands
@@ -57,27 +57,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 
 def _config(setup: dict, name: str, steps: int = STEPS) -> Path:
-    raw = tiny_config(setup["root"] / name, setup["corpora"], setup["base"], steps=steps)
-    raw["run"]["name"] = name
-    raw["train"].update(global_batch_tokens=512, device="cpu")
-    raw["checkpoint"] = {"every_steps": EVERY, "keep_last": 20}
-    raw["eval"] = {"every_steps": 20, "max_windows": 4}
-    path = setup["root"] / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+    return slurm_cluster.run_config(setup, name, steps, EVERY)
 
 
-def _train_losses(run: Path) -> list[tuple[int, float]]:
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    return [(r["step"], r["loss"]) for r in map(json.loads, lines) if r["kind"] == "train"]
-
-
-def _last_step(run: Path) -> int:
-    try:
-        steps = _train_losses(run)
-    except (OSError, json.JSONDecodeError):
-        return 0
-    return steps[-1][0] if steps else 0
+_train_losses, _last_step = slurm_cluster.train_losses, slurm_cluster.last_step
 
 
 def _wait(what: str, ok, timeout: float = 180) -> None:

@@ -43,14 +43,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_train_or_stop(args: argparse.Namespace) -> int:
     """``cmd_train``; a run that SIGUSR1 stopped after writing its checkpoint exits 75
-    (EX_TEMPFAIL): not a failure but a run to resume, which a requeued Slurm job does."""
+    (EX_TEMPFAIL): not a failure but a run to resume, which a requeued Slurm job does.
+    SIGTERM's checkpointed stop exits 130, as a cancel."""
     from steep.train.runfolder.state import RunStopped  # deferred with the rest of training
 
     try:
         return cmd_train(args)
     except RunStopped as exc:
         print(f"steep train: {exc}", file=sys.stderr)
-        return RunStopped.EXIT_CODE
+        return exc.exit_code
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

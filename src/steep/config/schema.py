@@ -286,6 +286,13 @@ class TrainSection(_Strict):
     fused_kernels: Literal["none", "liger"] = Field(
         "none", description="liger: Liger's Triton RMSNorm, SwiGLU and RoPE (CUDA, liger-kernel)"
     )
+    preempt_grace_s: float = Field(
+        25,
+        ge=0,
+        description="SIGTERM in the step loop (scancel, a preemption, a Kubernetes eviction): "
+        "every rank finishes its step and checkpoints it within this many seconds, then "
+        "stops (inside Kubernetes' 30 s and Slurm's KillWait); 0: stop at once, no checkpoint",
+    )
     dist_timeout_s: int = Field(
         600, ge=10, description="a collective waiting longer than this fails instead of hanging"
     )

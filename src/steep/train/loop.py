@@ -37,9 +37,11 @@ from steep.train.runfolder.state import (
     RunState,
     RunStopped,
     cancel_asked,
+    preemptible,
     restore_signals,
     stop_asked,
     stop_on_sigterm,
+    stop_signal,
 )
 from steep.train.runtime import peak_memory_gib
 from steep.workspace import steep_home
@@ -67,13 +69,14 @@ def train(
         return _train(config, d, run_dir, resume, status, allow, force)
     except BaseException as raised:
         exc = raised
-        if cancel_asked() and not isinstance(exc, RunCancelled):  # SIGTERM broke a library
+        broke = not isinstance(exc, (RunCancelled, RunStopped))
+        if cancel_asked() and broke:  # SIGTERM broke a library
             exc = RunCancelled(f"cancelled (SIGTERM), which broke {type(raised).__name__}")
         # a start that failed (bad data, a config training refuses) leaves no run folder to
         # mistake for a run; under torchrun the folder stays (other ranks read rank 0's
         # failure from it), as does every run that got as far as its first record
         discard = status.created and not status.started and not d.enabled
-        stopped = isinstance(exc, RunStopped)  # SIGUSR1: checkpointed, to be resumed
+        stopped = isinstance(exc, RunStopped)  # SIGUSR1/SIGTERM: checkpointed, to be resumed
         if stopped or isinstance(exc, RunCancelled) and not d.enabled:
             status.set("cancelled", str(exc))
         elif isinstance(exc, RunCancelled):  # torchrun also stops every rank when one fails
@@ -129,45 +132,47 @@ def fit(run: Run) -> int | None:
         dynamic_ncols=True,
         disable=not d.is_main,
     )
-    while run.step < steps:
-        started = time.perf_counter()
-        lr = run.schedule.lr(run.step) * mix.lr_multiplier  # < 1 after the budget's lr actions
-        loss_sum, grad_norm = train_step(run, prefetch, lr)
-        run.step += 1
-        step = run.step
+    # a SIGTERM here (scancel, a preemption) checkpoints this step on every rank, then stops
+    with preemptible(config.train.preempt_grace_s):
+        while run.step < steps:
+            started = time.perf_counter()
+            lr = run.schedule.lr(run.step) * mix.lr_multiplier  # < 1 after the budget's lr actions
+            loss_sum, grad_norm = train_step(run, prefetch, lr)
+            run.step += 1
+            step = run.step
 
-        # with SIGUSR1 on any rank, every rank checkpoints this step and stops
-        summed, stops = d.sum([loss_sum.item(), float(stop_asked())])
-        train_loss, stopping = summed / (run.accum * d.world), stops > 0
-        tok_s = batch_tokens / (time.perf_counter() - started)
-        record = train_record(
-            step, step * batch_tokens, loss=train_loss, lr=lr, grad_norm=grad_norm,
-            tokens_per_s=tok_s, world=d.world,
-            mfu=mfu(tok_s, run.flops_token, run.peak_flops, d.world),
-            peak_mem_gib=peak_memory_gib(run.runtime.device),
-            tokens_by_source=run.inputs.mixture.tokens_by_source(seq_len),
-            **mix.step_fields(seq_len),  # the phase, tokens per phase
-        )  # fmt: skip
-        run.log(record, *mix.events(step))  # and a phase that began with this step
-        if run.status.shown:
-            run.status.phase(None)  # training: the metrics say the rest
-        bar.update(1)
-        bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:.0f}")
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(
-                f"train loss is {train_loss} at step {step}: "
-                "lower train.lr_fraction or check the data"
-            )
-        save_now = run.checkpointer.due(step, stopping)
-        if run.evaluator.due(step):
-            run.log(*mix.after_eval(step, run.eval_and_log(), run.baseline, save_now))
-            if mix.stop:  # the budget says stop: the run ends with its best checkpoint
-                break
-        if save_now:
-            run.checkpointer.save(step, run.checkpoint_state(), protect=mix.best_step)
-        if stopping:  # the checkpoint is on disk: a resume (a requeued job) goes on from it
-            run.checkpointer.wait()
-            raise RunStopped(step)
+            # with SIGUSR1 (or SIGTERM) on any rank, every rank checkpoints this step, stops
+            summed, stops = d.sum([loss_sum.item(), float(stop_asked())])
+            train_loss, stopping = summed / (run.accum * d.world), stops > 0
+            tok_s = batch_tokens / (time.perf_counter() - started)
+            record = train_record(
+                step, step * batch_tokens, loss=train_loss, lr=lr, grad_norm=grad_norm,
+                tokens_per_s=tok_s, world=d.world,
+                mfu=mfu(tok_s, run.flops_token, run.peak_flops, d.world),
+                peak_mem_gib=peak_memory_gib(run.runtime.device),
+                tokens_by_source=run.inputs.mixture.tokens_by_source(seq_len),
+                **mix.step_fields(seq_len),  # the phase, tokens per phase
+            )  # fmt: skip
+            run.log(record, *mix.events(step))  # and a phase that began with this step
+            if run.status.shown:
+                run.status.phase(None)  # training: the metrics say the rest
+            bar.update(1)
+            bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:.0f}")
+            if not math.isfinite(train_loss):
+                raise FloatingPointError(
+                    f"train loss is {train_loss} at step {step}: "
+                    "lower train.lr_fraction or check the data"
+                )
+            save_now = run.checkpointer.due(step, stopping)
+            if run.evaluator.due(step):
+                run.log(*mix.after_eval(step, run.eval_and_log(), run.baseline, save_now))
+                if mix.stop:  # the budget says stop: the run ends with its best checkpoint
+                    break
+            if save_now:
+                run.checkpointer.save(step, run.checkpoint_state(), protect=mix.best_step)
+            if stopping:  # the checkpoint is on disk: a resume (a requeued job) goes on from it
+                run.checkpointer.wait()
+                raise RunStopped(step, stop_signal())
     bar.close()
     prefetch.close()
     run.checkpointer.wait()
