@@ -43,6 +43,7 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 WAIT_S = 240  # guards a hang only: every wait is for a state, never for a time
+SETUP = ["method: lora", "rank: 4", "name: warm", "name: focus", "max_regression: 0.5"]
 INDEPENDENT = "no general eval set is independent of the training data"
 
 
@@ -95,6 +96,12 @@ def _upload(driver, wait, name: str, path: Path) -> None:
 def _wait_done(driver, wait) -> None:
     wait.until(lambda d: text_of(d, "#status") in ("done", "failed", "cancelled"))
     assert text_of(driver, "#status") == "done", text_of(driver, "#log")
+
+
+def _checked(driver, wait) -> None:
+    """The check of the form as it is now has answered, and it may be launched."""
+    wait.until(lambda d: not d.find_element(By.ID, "checking").is_displayed())
+    assert driver.find_element(By.ID, "launch").is_enabled(), text_of(driver, "#errors")
 
 
 def _job_status(driver, action: str) -> str | None:
@@ -163,10 +170,8 @@ def _setup(driver, wait, studio: str, base: Path) -> None:  # noqa: F811
     driver.find_element(By.CSS_SELECTOR, '[data-path="train.forgetting_budget"]').click()
     _fill(driver, '[data-path="train.forgetting_budget.max_regression"]', "0.5")
 
-    wanted = ["method: lora", "rank: 4", "name: warm", "name: focus", "max_regression: 0.5"]
-    wait.until(lambda d: all(w in text_of(d, "#resolved") for w in wanted))
-    wait.until(lambda d: not d.find_element(By.ID, "checking").is_displayed())
-    assert driver.find_element(By.ID, "launch").is_enabled(), text_of(driver, "#errors")
+    wait.until(lambda d: all(w in text_of(d, "#resolved") for w in SETUP))
+    _checked(driver, wait)
     assert INDEPENDENT not in text_of(driver, "#warnings")  # the eval set is independent
     assert text_of(driver, "#estimate").startswith("time: ")
     shot(driver, "setup")
@@ -194,7 +199,9 @@ def _watch_clone_compare(driver, wait, studio: str, gates: Path) -> None:  # noq
     wait.until(lambda d: "name: lora" in text_of(d, "#resolved"))
     _fill(driver, "#run-form [name=lr_fraction]", "0.2")  # the one change
     wait.until(lambda d: "lr_fraction: 0.2" in text_of(d, "#resolved"))
-    wait.until(lambda d: d.find_element(By.ID, "launch").is_enabled())
+    _checked(driver, wait)
+    cloned = text_of(driver, "#resolved")  # the form kept every field of the first run
+    assert all(w in cloned for w in [*SETUP, "every_steps: 3", "dataset: notes@2"])
     driver.find_element(By.ID, "launch").click()
     wait.until(lambda d: d.current_url.endswith("/runs/2"))
     _wait_done(driver, wait)
@@ -212,8 +219,11 @@ def _watch_clone_compare(driver, wait, studio: str, gates: Path) -> None:  # noq
         r.get_attribute("data-key")
         for r in driver.find_elements(By.CSS_SELECTOR, "#config-diff tr[data-key]")
     ]
-    assert keys == ["run.name", "train.lr_fraction"] or "train.lr_fraction" in keys
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, 'figure[data-role="general"] .u-legend'))
+    assert "train.lr_fraction" in keys and "train.method" not in keys
+    general = 'figure[data-role="general"] .u-legend'
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, general))
+    legend = driver.find_element(By.CSS_SELECTOR, general).get_attribute("textContent")
+    assert legend.count("(code, heldout)") == 2  # both runs on one chart, by role
     shot(driver, "compare-runs")
 
 
@@ -252,35 +262,22 @@ def _model_hub(driver, wait, studio: str, home: Path) -> None:  # noqa: F811
     assert json.loads((out / "steep.json").read_text())["export"]["format"] == "gguf"
     shot(driver, "model-actions")
 
-    path = str((home / "models" / model).resolve())
     href = driver.find_element(By.ID, "new-run-link").get_attribute("href")
     driver.find_element(By.ID, "new-run-link").click()
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#run-form [name=base]"))
-    assert "?base=" in href
     base = driver.find_element(By.CSS_SELECTOR, "#run-form [name=base]").get_attribute("value")
-    assert base == path or quote(base, safe="") in href
+    assert href.endswith("?base=" + quote(base, safe=""))  # the form opens with it filled
+    assert Path(base) == (home / "runs" / model / "model").resolve()  # this model's folder
+    wait.until(lambda d: f"base: {base}" in text_of(d, "#resolved"))
 
 
-def test_the_whole_workflow_in_the_browser(
-    studio,
-    browser,
-    spm_base,
-    gates,
-    tmp_path,
-    _steep_home,  # noqa: F811
-) -> None:
-    import time
-
+def test_the_whole_workflow(studio, browser, spm_base, gates, tmp_path, _steep_home) -> None:  # noqa: F811
+    """Data Hub, setup, watch and compare, Model Hub: one user's session, stage by stage."""
     wait = WebDriverWait(browser, WAIT_S, poll_frequency=0.1)
-    t = time.time()
     _data_hub(browser, wait, studio, tmp_path / "up")
-    print("data", time.time() - t)
     _setup(browser, wait, studio, spm_base)
-    print("setup", time.time() - t)
     _watch_clone_compare(browser, wait, studio, gates)
-    print("watch", time.time() - t)
     _model_hub(browser, wait, studio, _steep_home)
-    print("model", time.time() - t)
 
 
 def test_evaluate_scores_a_data_hub_eval_set_with_the_run_windows(tmp_path: Path) -> None:
