@@ -130,7 +130,7 @@ def _data_hub(driver, wait, studio: str, up: Path) -> None:  # noqa: F811
     assert "exact_dedup" in funnel and "gopher_quality" in funnel
     drops = [d.text for d in driver.find_elements(By.CSS_SELECTOR, '[id="notes@2"] .drop')]
     assert any("gopher_quality" in d for d in drops) and any("exact_dedup" in d for d in drops)
-    shot(driver, "prepare")
+    shot(driver, "prepare", height=1020)
 
 
 def _setup(driver, wait, studio: str, base: Path) -> None:  # noqa: F811
@@ -174,7 +174,7 @@ def _setup(driver, wait, studio: str, base: Path) -> None:  # noqa: F811
     _checked(driver, wait)
     assert INDEPENDENT not in text_of(driver, "#warnings")  # the eval set is independent
     assert text_of(driver, "#estimate").startswith("time: ")
-    shot(driver, "setup")
+    shot(driver, "setup", height=1000)
 
 
 def _watch_clone_compare(driver, wait, studio: str, gates: Path) -> None:  # noqa: F811
@@ -191,7 +191,7 @@ def _watch_clone_compare(driver, wait, studio: str, gates: Path) -> None:  # noq
         }
 
     wait.until(lambda d: {"phase", "eval", "checkpoint"} <= marks(d))
-    shot(driver, "watch")
+    shot(driver, "watch", height=1180)
     held_steep.release(gates, 4)
     _wait_done(driver, wait)
 
