@@ -4,8 +4,9 @@ no YAML typed and no command run.
 Data Hub: upload files, prepare one with a packaged recipe on its page (funnel and drops),
 mark an independent general eval set. Setup: a LoRA run with two phases and a forgetting
 budget through form fields, its time estimate, launch. Watch: event markers while it is
-held at a step, "New run from this run" with one change, compare both. Model Hub: evaluate
-against the base, generate from a prompt, export a GGUF, start a new run from the model.
+held at a step, "New run from this run" with one change, launched. Model Hub (while the
+clone trains): evaluate against the base, generate from a prompt, export a GGUF, start a new
+run from the model. Then compare both runs.
 
 The base is a tiny random Llama with a SentencePiece tokenizer (llama.cpp's converter
 recognises that family; it refuses the byte tokenizer of tests/conftest.py's models). The
@@ -177,8 +178,9 @@ def _setup(driver, wait, studio: str, base: Path) -> None:  # noqa: F811
     shot(driver, "setup", height=1000)
 
 
-def _watch_clone_compare(driver, wait, studio: str, gates: Path) -> None:  # noqa: F811
-    """Launch held at step 4: markers while running; clone with a new LR fraction; compare."""
+def _watch_and_clone(driver, wait, gates: Path) -> None:  # noqa: F811
+    """Launch held at step 4: markers while running; then a clone with a new LR fraction,
+    launched (it trains while the first run's model is used)."""
     held_steep.hold(gates, 4)
     driver.find_element(By.ID, "launch").click()
     wait.until(lambda d: d.current_url.endswith("/runs/1"))
@@ -204,8 +206,12 @@ def _watch_clone_compare(driver, wait, studio: str, gates: Path) -> None:  # noq
     assert all(w in cloned for w in [*SETUP, "every_steps: 3", "dataset: notes@2"])
     driver.find_element(By.ID, "launch").click()
     wait.until(lambda d: d.current_url.endswith("/runs/2"))
-    _wait_done(driver, wait)
 
+
+def _compare(driver, wait, studio: str) -> None:  # noqa: F811
+    """Both runs, once the clone is done, picked on the Runs list and compared."""
+    driver.get(studio + "/runs/2")
+    _wait_done(driver, wait)
     driver.get(studio + "/runs")
     for job in (1, 2):
         box = f'tr[data-job="{job}"] input.pick'
@@ -276,8 +282,9 @@ def test_the_whole_workflow(studio, browser, spm_base, gates, tmp_path, _steep_h
     wait = WebDriverWait(browser, WAIT_S, poll_frequency=0.1)
     _data_hub(browser, wait, studio, tmp_path / "up")
     _setup(browser, wait, studio, spm_base)
-    _watch_clone_compare(browser, wait, studio, gates)
+    _watch_and_clone(browser, wait, gates)
     _model_hub(browser, wait, studio, _steep_home)
+    _compare(browser, wait, studio)
 
 
 def test_evaluate_scores_a_data_hub_eval_set_with_the_run_windows(tmp_path: Path) -> None:
