@@ -28,6 +28,7 @@ import pytest
 from tests import held_steep
 from tests.conftest import TINY_LLAMA, WORDS_A, WORDS_B, synthetic_docs, write_jsonl
 from tests.test_studio_browser import (  # noqa: F401 - fixtures, used by name
+    SHOTS,
     _steep_home,
     browser,
     gates,
@@ -45,6 +46,14 @@ from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 WAIT_S = 240  # guards a hang only: every wait is for a state, never for a time
 SETUP = ["method: lora", "rank: 4", "name: warm", "name: focus", "max_regression: 0.5"]
+JOB_STATUS = """
+for (const row of document.querySelectorAll("#model-jobs tbody tr")) {
+  const cells = row.querySelectorAll("td");
+  if (cells[1] && cells[1].textContent.trim() === arguments[0])
+    return row.querySelector(".status").textContent.trim();
+}
+return null;
+"""
 INDEPENDENT = "no general eval set is independent of the training data"
 
 
@@ -106,9 +115,9 @@ def _checked(driver, wait) -> None:
 
 
 def _job_status(driver, action: str) -> str | None:
-    rows = driver.find_elements(By.CSS_SELECTOR, "#model-jobs tbody tr")
-    found = [r for r in rows if r.find_elements(By.TAG_NAME, "td")[1].text == action]
-    return found[0].find_element(By.CSS_SELECTOR, ".status").text if found else None
+    """The newest model job of that action's status, read in one go (the table is redrawn
+    as the page polls)."""
+    return driver.execute_script(JOB_STATUS, action)
 
 
 def _data_hub(driver, wait, studio: str, up: Path) -> None:  # noqa: F811
@@ -153,8 +162,10 @@ def _setup(driver, wait, studio: str, base: Path) -> None:  # noqa: F811
     row = driver.find_elements(By.CSS_SELECTOR, "#eval-sets .eval-set")[0]
     Select(row.find_element(By.NAME, "dataset")).select_by_value("heldout@1")
 
+    used = ("Method and optimizer", "Mix over time", "Forgetting budget", "Checkpoints")
     for summary in driver.find_elements(By.CSS_SELECTOR, ".schema-section summary"):
-        summary.click()
+        if summary.text.startswith(used):
+            summary.click()
     Select(driver.find_element(By.CSS_SELECTOR, '[data-path="train.method"]')).select_by_value(
         "lora"
     )
@@ -175,7 +186,11 @@ def _setup(driver, wait, studio: str, base: Path) -> None:  # noqa: F811
     _checked(driver, wait)
     assert INDEPENDENT not in text_of(driver, "#warnings")  # the eval set is independent
     assert text_of(driver, "#estimate").startswith("time: ")
-    shot(driver, "setup", height=1000)
+    if SHOTS:  # the picture shows the phases and the budget; the resolved config the rest
+        for summary in driver.find_elements(By.CSS_SELECTOR, ".schema-section summary"):
+            if summary.text.startswith(("Method", "Checkpoints")):
+                summary.click()
+    shot(driver, "setup")
 
 
 def _watch_and_clone(driver, wait, gates: Path) -> None:  # noqa: F811
@@ -203,6 +218,7 @@ def _watch_and_clone(driver, wait, gates: Path) -> None:  # noqa: F811
     wait.until(lambda d: "lr_fraction: 0.2" in text_of(d, "#resolved"))
     _checked(driver, wait)
     cloned = text_of(driver, "#resolved")  # the form kept every field of the first run
+    assert "measured on this machine" in text_of(driver, "#estimate")  # the first run's speed
     assert all(w in cloned for w in [*SETUP, "every_steps: 3", "dataset: notes@2"])
     driver.find_element(By.ID, "launch").click()
     wait.until(lambda d: d.current_url.endswith("/runs/2"))
