@@ -40,11 +40,13 @@ def eval_argv(model: dict[str, Any]) -> list[str] | None:
     lineage = model.get("lineage") or {}
     data = (lineage.get("config") or {}).get("data") or {}
     heldout = [s for s in data.get("sources") or [] if (s or {}).get("heldout_fraction")]
+    extra = data.get("eval_sets") or {}
+    hub_sets = [n for n, v in extra.items() if isinstance(v, dict)]  # {dataset: NAME@N}
     argv = ["eval", str(model["path"])]
-    if heldout and lineage.get("run_dir"):
-        argv.append("--run-windows")
-    for name, files in (data.get("eval_sets") or {}).items():
-        for path in files:
+    if (heldout or hub_sets) and lineage.get("run_dir"):
+        argv.append("--run-windows")  # also scores data.eval_sets, Data Hub ones included
+    for name, files in extra.items():
+        for path in files if isinstance(files, list) else []:
             argv += ["--sets", f"{name}={path}"]
     return argv if len(argv) > 2 else None
 
