@@ -188,14 +188,14 @@ def test_upload_launch_watch_and_find_the_model(studio, browser, tmp_path, _stee
         "lr_fraction": "0.3",
         "global_batch_tokens": "256",
         "micro_batch_size": "2",
-        "eval_every": "60",
+        "eval_every": "40",
         "steps": "0",
     }.items():
         fill(browser, key, value)
     wait.until(lambda d: "train.steps" in text_of(d, "#errors"))
     assert not browser.find_element(By.ID, "launch").is_enabled()
     shot(browser, "new-run-errors", height=760)
-    fill(browser, "steps", "300")  # ~0.96 epoch; ~15 s of training: time to watch it grow
+    fill(browser, "steps", "120")  # held at steps 20 and 60 below: time to watch it grow
     wait.until(lambda d: d.find_element(By.ID, "launch").is_enabled())
     assert text_of(browser, "#errors") == ""
     resolved = text_of(browser, "#resolved")
@@ -224,8 +224,8 @@ def test_upload_launch_watch_and_find_the_model(studio, browser, tmp_path, _stee
     run_wait.until(lambda d: text_of(d, "#status") in ("done", "failed"))
     log = text_of(browser, "#log")
     assert text_of(browser, "#status") == "done", log
-    run_wait.until(lambda d: points() == 300)
-    assert int(browser.find_element(By.ID, "chart-eval").get_attribute("data-points")) == 6
+    run_wait.until(lambda d: points() == 120)
+    assert int(browser.find_element(By.ID, "chart-eval").get_attribute("data-points")) == 4
     domain_change = text_of(browser, '#eval-table tr[data-set="domain"] td:last-child')
     assert domain_change.startswith("-")  # it learnt the domain (change vs step 0)
     run_wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#model-link a"))

@@ -16,7 +16,7 @@ import yaml
 
 from steep.artifacts.metrics import eval_record
 from steep.config import parse_config
-from steep.config.schema import MlflowSection, TrackSection
+from steep.config.tracking import MlflowSection, TrackSection
 from steep.errors import ConfigError
 from steep.train.loop import resume_run, train
 from steep.train.track import Tracker

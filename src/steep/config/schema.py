@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from steep.artifacts import scores
 from steep.artifacts.scores import Role
@@ -22,11 +22,11 @@ from steep.config.mixing import (
     phase_table,
     phases_problem,
 )
+from steep.config.strict import Strict
+from steep.config.tracking import TrackSection
 from steep.workspace import plain_name_problem, run_name_problem
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+_Strict = Strict
 
 
 class RunSection(_Strict):
@@ -373,31 +373,6 @@ class CheckpointSection(_Strict):
         description="copy the state to host memory and write the files in a thread while "
         "training goes on (DCP async_save); state.json records the stall",
     )
-
-
-class WandbSection(_Strict):
-    project: str | None = None
-    entity: str | None = None
-    name: str | None = Field(None, description="the W&B run's name; default the run folder's")
-    tags: list[str] = Field(default_factory=list)
-    mode: Literal["online", "offline", "disabled"] | None = Field(
-        None, description="default: WANDB_MODE, else online"
-    )
-
-
-class MlflowSection(_Strict):
-    tracking_uri: str | None = Field(
-        None, description="file:/path, http(s)://server, ...; default MLFLOW_TRACKING_URI"
-    )
-    experiment: str = "steep"
-    run_name: str | None = Field(None, description="default: the run folder's name")
-
-
-class TrackSection(_Strict):
-    """Trackers beside metrics.jsonl and TensorBoard (steep.train.trackers); each optional."""
-
-    wandb: WandbSection | None = None
-    mlflow: MlflowSection | None = None
 
 
 class RunConfig(_Strict):

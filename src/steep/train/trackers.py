@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from steep.config.flat import dotted
-from steep.config.schema import MlflowSection, TrackSection, WandbSection
+from steep.config.tracking import MlflowSection, TrackSection, WandbSection
 from steep.errors import ConfigError
 from steep.workspace import CONFIG_FILE, LINEAGE_FILE, MODEL_DIR, REPORT_FILE, TENSORBOARD_DIR
 
