@@ -13,7 +13,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 # pytest-xdist workers, one a file: Slurm, Ray, the studio and torchrun's ranks wait while
 # another file computes (docs/test-durations.md); TEST_WORKERS=0 runs in one process
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 2
 BASE_STAMP := $(VENV)/.steep-base
 STAMP := $(VENV)/.steep-installed
 

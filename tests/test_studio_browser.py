@@ -279,21 +279,7 @@ def test_upload_launch_watch_and_find_the_model(studio, browser, tmp_path, _stee
     browser.switch_to.alert.accept()
     run_wait.until(lambda d: text_of(d, "#status") == "cancelled")
 
-    # 6. Compare the two runs: pick them on the Runs list, overlay them
-    browser.get(studio + "/runs")
-    for j in (1, job):
-        box = f'tr[data-job="{j}"] input.pick'
-        wait.until(lambda d, b=box: d.find_elements(By.CSS_SELECTOR, b))
-        browser.find_element(By.CSS_SELECTOR, box).click()
-    link = browser.find_element(By.ID, "compare-link")
-    assert link.text == "Compare 2 runs"
-    link.click()
-    wait.until(lambda d: int(d.find_element(By.ID, "chart-train").get_attribute("data-points")) > 0)
-    table = text_of(browser, "#compare-table")
-    assert "tiny-" in table and "long-" in table and "cancelled" in table
-    shot(browser, "compare")
-
-    # 7. The phase line of a run that has not reached its first step
+    # 6. The phase line of a run that has not reached its first step
     waiting = _steep_home / "runs" / "tokenizing-run"
     waiting.mkdir(parents=True)
     (waiting / "config.yaml").write_text("run: {name: tokenizing-run}\n")
