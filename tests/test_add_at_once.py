@@ -9,16 +9,13 @@ second runs, so which one wins is never left to the scheduler.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.held_steep import wait_until
-
-HELD = Path(__file__).with_name("held_add.py")
+from tests.held_add import steep_env, while_held
 
 
 def _jsonl(path: Path, tag: str) -> Path:
@@ -28,51 +25,27 @@ def _jsonl(path: Path, tag: str) -> Path:
     return path
 
 
-def _env(hold: Path) -> dict[str, str]:
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    return {**os.environ, "STEEP_TEST_HOLD": str(hold), "PYTHONPATH": src, "TQDM_DISABLE": "1"}
-
-
 @pytest.mark.parametrize("second_input", ["same", "other"])
 def test_a_second_add_of_a_name_is_refused_naming_the_first(
     tmp_path: Path, _steep_home: Path, second_input: str
 ) -> None:
     a = _jsonl(tmp_path / "a.jsonl", "a")
     b = a if second_input == "same" else _jsonl(tmp_path / "b.jsonl", "b")
-    hold = tmp_path / "hold"
-    hold.mkdir()
-    (hold / "hold").touch()
     args = ["data", "add", "shop", "--no-langid", "--workers", "1"]
-    env = _env(hold)
-    first = subprocess.Popen(
-        [sys.executable, str(HELD), *args, str(a)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_until("the first add reached its publish", (hold / "held").exists, first)
-        second = subprocess.run(
-            [sys.executable, "-m", "steep", *args, str(b)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert second.returncode != 0
-        err = [x for x in second.stderr.splitlines() if x.strip()]
-        assert len(err) == 1 and "Traceback" not in second.stderr, second.stderr
-        assert f"pid {first.pid}" in err[0] and "'shop' is being added" in err[0]
-    finally:
-        (hold / "hold").unlink()
-        out, _ = first.communicate(timeout=300)
+    first, out, second = while_held(tmp_path / "hold", [*args, str(a)], [*args, str(b)])
+    err = [x for x in second.stderr.splitlines() if x.strip()]
+    assert second.returncode != 0 and len(err) == 1, second.stderr
+    assert "Traceback" not in second.stderr
+    assert f"pid {first.pid}" in err[0] and "'shop' is being added" in err[0]
     assert first.returncode == 0, out
     folder = _steep_home / "datasets" / "shop"
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == ["v1"]
     assert not [p for p in folder.iterdir() if p.name.startswith(".partial")]
     # after the first, the name is taken: the usual refusal
     again = subprocess.run(
-        [sys.executable, "-m", "steep", *args, str(b)], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "steep", *args, str(b)],
+        env=steep_env(tmp_path / "hold"),
+        capture_output=True,
+        text=True,
     )
     assert again.returncode != 0 and "exists (latest shop@1)" in again.stderr

@@ -9,8 +9,6 @@ second runs, and the lost race of a publish is made by hand, not waited for.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,8 +17,7 @@ import yaml
 from steep.cli import main
 from steep.datahub.catalog import Catalog
 from tests.conftest import WORDS_A, synthetic_docs, write_jsonl
-from tests.held_steep import wait_until
-from tests.test_add_at_once import HELD, _env
+from tests.held_add import while_held
 
 
 def _recipe(path: Path, steps: list) -> Path:
@@ -39,30 +36,10 @@ def shop(tmp_path: Path) -> Path:
 def test_prepares_at_once(shop: Path, _steep_home: Path, second: str) -> None:
     first_recipe = _recipe(shop / "a.yaml", ["normalize", "exact_dedup"])
     second_recipe = first_recipe if second == "same" else _recipe(shop / "b.yaml", ["normalize"])
-    hold = shop / "hold"
-    hold.mkdir()
-    (hold / "hold").touch()
     args = ["data", "prepare", "shop@1", "--workers", "1", "--recipe"]
-    env = _env(hold)
-    first = subprocess.Popen(
-        [sys.executable, str(HELD), *args, str(first_recipe)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    first, out, run = while_held(
+        shop / "hold", [*args, str(first_recipe)], [*args, str(second_recipe)]
     )
-    try:
-        wait_until("the first prepare reached its publish", (hold / "held").exists, first)
-        run = subprocess.run(
-            [sys.executable, "-m", "steep", *args, str(second_recipe)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-    finally:
-        (hold / "hold").unlink()
-        out, _ = first.communicate(timeout=300)
     assert first.returncode == 0, out
     versions = {v.version: v.manifest["created_by"].get("recipe") for v in _all(Catalog(), "shop")}
     if second == "same":
