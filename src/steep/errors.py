@@ -58,6 +58,11 @@ def os_error_code(exc: BaseException) -> int | None:
     return int(rust.group(1) or rust.group(2)) if rust else None
 
 
+def errno_words(code: int) -> str:
+    """``"ENOSPC, No space left on device"``: the name a user searches for, and its meaning."""
+    return f"{errno.errorcode.get(code, code)}, {os.strerror(code)}"
+
+
 def out_of_room(exc: BaseException) -> str | None:
     """``"ENOSPC, No space left on device"`` when ``exc`` (or an error it was raised from
     or while handling) is a full disk or quota, else None: such a failure is the
@@ -67,6 +72,6 @@ def out_of_room(exc: BaseException) -> str | None:
         seen.add(id(exc))
         code = os_error_code(exc)
         if code in OUT_OF_ROOM:
-            return f"{errno.errorcode[code]}, {os.strerror(code)}"
+            return errno_words(code)
         exc = exc.__cause__ or exc.__context__
     return None

@@ -312,9 +312,9 @@ def prepare(
     parent = catalog.get(DatasetRef.parse(ref))
     target = check_name(into or parent.name)
     key = hashlib.sha256(json.dumps([parent.ref, specs], sort_keys=True).encode()).hexdigest()
-    what = f"{parent.ref} with {recipe_path or 'these steps'}"
-    with preparing(catalog.root, target, f"prepare-{key[:16]}", what):
-        staging = catalog.staging(target, f"prepare-{key[:16]}")
+    what, stage = f"{parent.ref} with {recipe_path or 'these steps'}", f"prepare-{key[:16]}"
+    with preparing(catalog.root, target, stage, what):  # the lock is named as the staging
+        staging = catalog.staging(target, stage)
         shards, funnel, languages, out_bytes = _run_stages(parent, specs, staging, executor)
         documents = funnel[-1]["docs_out"] if funnel else parent.manifest["documents"]
         if not documents:  # as ``add``: a version of nothing is refused, with the step to blame

@@ -9,11 +9,9 @@ changed by a write that did not finish.
 
 from __future__ import annotations
 
-import errno
-import os
 from pathlib import Path
 
-from steep.errors import SteepError, os_error_code
+from steep.errors import SteepError, errno_words, os_error_code
 
 CONTINUE = "free space (or fix the permission), then `steep train --resume {run}`"
 
@@ -25,7 +23,7 @@ class RunFolderError(SteepError):
 def _why(exc: BaseException) -> str:
     code = os_error_code(exc)  # an OSError's, or safetensors' Rust I/O error's
     if code is not None:
-        return f"{errno.errorcode.get(code, code)}, {os.strerror(code)}"
+        return errno_words(code)
     first = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {first}"
 
