@@ -84,6 +84,12 @@ def _on_a_full_disk(
     return code, out, err
 
 
+def _last_line(err: str) -> str:
+    """The last line of stderr as a terminal shows it: a progress bar left open by the
+    failure shares it, and the error follows the bar's carriage return or cursor-up."""
+    return re.split(r"\r|\x1b\[A", err.strip().splitlines()[-1])[-1]
+
+
 def _tree(root: Path, hidden: bool = True) -> dict[str, str]:
     """Every file and folder under ``root`` with its content's hash (folders: 'dir').
 
@@ -266,7 +272,7 @@ def test_a_full_disk_changes_nothing_and_a_rerun_completes(
             assert all(p.endswith("README.md") for p in missing), (where, missing)
         else:
             failed += 1
-            last = err.strip().splitlines()[-1]
+            last = _last_line(err)
             assert last.startswith(f"steep {command.split()[0]}: error:"), (where, err)
             assert "No space left on device" in last, (where, last)
             assert _tree(ws, hidden=False) == before, where
@@ -311,7 +317,7 @@ def test_a_full_disk_under_a_lora_run_resumes_to_the_same_model(
         where = f"train with {fraction:.0%} of its {written:,} bytes free"
         if code:
             failed += 1
-            last = re.split(r"\r|\x1b\[A", err.strip().splitlines()[-1])[-1]  # after a bar
+            last = _last_line(err)
             assert last.startswith("steep train: error:"), (where, err)
             assert "No space left on device" in last, (where, last)
             if "--resume" in last:  # the run started: its checkpoints carry it on
