@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from steep.artifacts import scores
 from steep.artifacts.scores import Role
 from steep.config.batch import BatchSplit, batch_split
+from steep.config.context import ROPE_TYPES, rope_scaling_problem
 from steep.config.mixing import (
     ForgettingBudgetSection,
     PhaseSection,
@@ -77,6 +78,24 @@ class ModelSection(_Strict):
     ] = Field(
         "sdpa", description="transformers attention kernel; flash_* need the flash-attn package"
     )
+    rope_scaling: dict[str, Any] | None = Field(
+        None,
+        description="extend the base's context (Hugging Face's rope_scaling): {rope_type: "
+        f"{' | '.join(ROPE_TYPES)}, factor: F, original_max_position_embeddings: N (default: "
+        "the base's), and the type's own keys}; the model covers F x N positions, applied "
+        "when the base loads and saved in config.json",
+    )
+    rope_theta: float | None = Field(
+        None, gt=0, description="the RoPE base frequency; default: the base's"
+    )
+
+    @field_validator("rope_scaling")
+    @classmethod
+    def _rope_keys(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        problem = rope_scaling_problem(v) if v is not None else None
+        if problem:
+            raise ValueError(problem)
+        return v
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSection:
