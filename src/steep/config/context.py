@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import difflib
 import math
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
 
 # the scaling types steep applies (transformers' own names; longrope needs per-dimension
 # factor lists fitted for one model, proportional and axial are other models' layouts)
@@ -84,6 +86,17 @@ def rope_scaling_problem(value: dict[str, Any]) -> str | None:
             "high_freq_factor 4)"
         )
     return None
+
+
+def _checked(value: dict[str, Any]) -> dict[str, Any]:
+    problem = rope_scaling_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+# model.rope_scaling's type: a mapping refused at load with the problem (field and file named)
+RopeScaling = Annotated[dict[str, Any], AfterValidator(_checked)]
 
 
 def original_positions(rope_scaling: dict[str, Any], base_positions: int) -> int:
@@ -169,3 +182,25 @@ def rotary_of(cfg: dict[str, Any]) -> bool | None:
     if str(cfg.get("model_type", "")) in NOT_ROTARY:
         return False
     return None
+
+
+# why train.context_parallel is refused (tests/test_context_plan.py keeps the transformers fact)
+CONTEXT_PARALLEL_REASON = (
+    "torch's context_parallel (experimental in torch 2.13) runs only CUDA's flash, efficient "
+    "and cuDNN SDPA kernels, causal and without an attention mask (never CPU or gloo); "
+    "transformers 5's Llama reads the position_ids of torch's load-balanced sequence shards "
+    "as packed documents and builds such a mask, steep's document mask is one too, and "
+    "steep has no multi-GPU test of it yet"
+)
+
+
+def context_parallel_problem(parallel: int) -> str | None:
+    """The refusal of ``train.context_parallel`` above 1 (validate, launch, the studio,
+    train), with the reason and where the numbers are."""
+    if parallel <= 1:
+        return None
+    return (
+        f"train.context_parallel={parallel}: not available in steep: {CONTEXT_PARALLEL_REASON}; "
+        "set it to 1 (`steep plan` shows the longest data.seq_len a GPU holds and how many "
+        "GPUs context parallelism would need)"
+    )

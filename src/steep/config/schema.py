@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from steep.artifacts import scores
 from steep.artifacts.scores import Role
 from steep.config.batch import BatchSplit, batch_split
-from steep.config.context import ROPE_TYPES, rope_scaling_problem
+from steep.config.context import ROPE_TYPES, RopeScaling
 from steep.config.mixing import (
     ForgettingBudgetSection,
     PhaseSection,
@@ -78,7 +78,7 @@ class ModelSection(_Strict):
     ] = Field(
         "sdpa", description="transformers attention kernel; flash_* need the flash-attn package"
     )
-    rope_scaling: dict[str, Any] | None = Field(
+    rope_scaling: RopeScaling | None = Field(
         None,
         description="extend the base's context (Hugging Face's rope_scaling): {rope_type: "
         f"{' | '.join(ROPE_TYPES)}, factor: F, original_max_position_embeddings: N (default: "
@@ -88,14 +88,6 @@ class ModelSection(_Strict):
     rope_theta: float | None = Field(
         None, gt=0, description="the RoPE base frequency; default: the base's"
     )
-
-    @field_validator("rope_scaling")
-    @classmethod
-    def _rope_keys(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        problem = rope_scaling_problem(v) if v is not None else None
-        if problem:
-            raise ValueError(problem)
-        return v
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSection:
@@ -302,6 +294,13 @@ class TrainSection(_Strict):
             raise ValueError("loss_chunk must be at least 1 position (or auto, or null)")
         return v
 
+    context_parallel: int = Field(
+        1,
+        ge=1,
+        description="split each sequence over this many GPUs (torch's context_parallel); "
+        "not available yet: refused above 1 with the reason; `steep plan` says how many "
+        "GPUs a long data.seq_len would need",
+    )
     fused_kernels: Literal["none", "liger"] = Field(
         "none", description="liger: Liger's Triton RMSNorm, SwiGLU and RoPE (CUDA, liger-kernel)"
     )

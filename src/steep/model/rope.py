@@ -86,13 +86,18 @@ def _validate(config: PreTrainedConfig, where: str) -> None:
     both become one line here."""
     log = logging.getLogger("transformers.modeling_rope_utils")
     collect = _Collect()
+    level, propagate = log.level, log.propagate
     log.addHandler(collect)
+    log.setLevel(logging.WARNING)  # steep quiets transformers' logs: these it must hear
+    log.propagate = False  # said once, as the error below
     try:
         config.validate_rope()
     except (KeyError, ValueError) as exc:
         collect.messages.append(str(exc).strip("'\""))
     finally:
         log.removeHandler(collect)
+        log.setLevel(level)
+        log.propagate = propagate
     if collect.messages:
         said = collect.messages[0].replace("`rope_parameters`", "rope parameters")
         raise ConfigError(f"model.rope_scaling ({where}): transformers refuses it: {said}")

@@ -16,6 +16,7 @@ import torch
 
 from steep.artifacts.metrics import eval_record
 from steep.config import RunConfig, dump_config
+from steep.config.context import context_parallel_problem
 from steep.config.schema import loss_chunk_in_use
 from steep.errors import ConfigError, SteepError
 from steep.model.io import LoadedBase, load_base
@@ -184,6 +185,9 @@ def build(
     check_optimizer(config)
     check_trackers(config.track)  # wandb, mlflow installed: before any weights load
     check_offload(config, d, runtime.device)
+    parallel = context_parallel_problem(config.train.context_parallel)
+    if parallel:  # before any weights load
+        raise ConfigError(parallel)
     too_big = None if force else fit_problem(config, d.world)  # steep plan's arithmetic
     if too_big:
         raise ConfigError(too_big)

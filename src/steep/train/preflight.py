@@ -28,7 +28,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from steep.config.context import context_problem, not_rotary_problem
+from steep.config.context import (
+    context_parallel_problem,
+    context_problem,
+    not_rotary_problem,
+)
 from steep.config.schema import EvalDataset, RunConfig, eval_set_roles
 from steep.data.documents import expand_paths
 from steep.data.locations import is_url
@@ -173,8 +177,9 @@ def context_problems(config: RunConfig, home: Path | None = None) -> list[str]:
     from the base's files (``steep.plan.context``); a base none describe is checked once
     it loads (``steep.model.rope``)."""
     model = config.model
-    if model.base is None and model.random_init is None:
-        return []
+    parallel = context_parallel_problem(config.train.context_parallel)
+    if parallel:
+        return [parallel]
     known = base_context(model, home)
     where = known.source
     if (model.rope_scaling or model.rope_theta) and known.rotary is False:
