@@ -147,3 +147,31 @@ def test_a_scaled_run_saves_the_scaling_in_config_json(tmp_path: Path, corpora, 
     assert again.rope_parameters["rope_type"] == "yarn"
     lineage = json.loads((result.run_dir / "model" / "steep.json").read_text())
     assert lineage["base"]["positions_before_rope"] == 256
+
+
+def test_validate_and_launch_refuse_in_one_line_naming_the_factor(
+    tmp_path: Path, corpora, tiny_model: Path, capsys
+):
+    import yaml
+
+    from steep.cli import main
+
+    cfg = tiny_config(tmp_path, corpora, tiny_model, global_batch_tokens=2000)
+    cfg["data"]["seq_len"] = 1000
+    cfg["model"]["rope_scaling"] = {"rope_type": "linear", "factor": 2}
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    sbatch = str(tmp_path / "job.sbatch")
+    for argv in (["validate", str(path)], ["launch", str(path), "--slurm", sbatch]):
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert "raise model.rope_scaling.factor to at least 3.91" in err
+
+
+def test_linear_scaling_from_a_named_original_length(tiny_model: Path, tmp_path: Path):
+    rope = {"rope_type": "linear", "factor": 2, "original_max_position_embeddings": 200}
+    config = load_base(ModelSection(base=str(tiny_model), rope_scaling=rope), tmp_path).model.config
+    assert config.max_position_embeddings == 400
+    assert config.rope_parameters == {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}

@@ -73,7 +73,10 @@ def rope_scaling_problem(value: dict[str, Any]) -> str | None:
         return f"original_max_position_embeddings {original!r} is not a positive whole number"
     if "rope_theta" in value:
         return "rope_theta is set as model.rope_theta, beside model.rope_scaling"
-    allowed = ("rope_type", "factor", "partial_rotary_factor", *TYPE_KEYS[kind])
+    # every type may name the length its factor multiplies (transformers' linear and
+    # dynamic do not take the key: steep.model.rope leaves it out of theirs)
+    common = ("rope_type", "factor", "original_max_position_embeddings", "partial_rotary_factor")
+    allowed = tuple(dict.fromkeys((*common, *TYPE_KEYS[kind])))
     for key in value:
         if key not in allowed:
             close = difflib.get_close_matches(key, allowed, n=1)
