@@ -84,3 +84,24 @@ def test_transformers_reads_load_balanced_shards_as_packed_documents() -> None:
     head_tail = torch.cat([positions[:, :4], positions[:, 12:]], dim=1)
     assert find_packed_sequence_indices(head_tail) is not None
     assert find_packed_sequence_indices(positions[:, 4:8]) is None
+
+
+def test_torch_context_parallel_has_no_cpu_kernel() -> None:
+    """The reason's torch fact: on CPU (gloo) torch's context_parallel has no ring for the
+    CPU SDPA kernel, so steep refuses it there rather than fail inside the first step."""
+    import torch.distributed as dist
+    import torch.nn.functional as F
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor.experimental import context_parallel
+
+    if dist.is_initialized():
+        pytest.skip("a process group is already up in this process")
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        mesh = init_device_mesh("cpu", (1,))
+        q, k, v = (torch.randn(1, 2, 8, 4) for _ in range(3))
+        with context_parallel(mesh, buffers=[q, k, v], buffer_seq_dims=[2, 2, 2]):
+            with pytest.raises(NotImplementedError, match="for_cpu"):
+                F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    finally:
+        dist.destroy_process_group()
