@@ -100,8 +100,8 @@ def test_torch_context_parallel_has_no_cpu_kernel() -> None:
     try:
         mesh = init_device_mesh("cpu", (1,))
         q, k, v = (torch.randn(1, 2, 8, 4) for _ in range(3))
-        with context_parallel(mesh, buffers=[q, k, v], buffer_seq_dims=[2, 2, 2]):
-            with pytest.raises(NotImplementedError, match="for_cpu"):
-                F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        cp = context_parallel(mesh, buffers=[q, k, v], buffer_seq_dims=[2, 2, 2])
+        with cp, pytest.raises(NotImplementedError, match="for_cpu"):
+            F.scaled_dot_product_attention(q, k, v, is_causal=True)
     finally:
         dist.destroy_process_group()

@@ -175,3 +175,29 @@ def test_linear_scaling_from_a_named_original_length(tiny_model: Path, tmp_path:
     config = load_base(ModelSection(base=str(tiny_model), rope_scaling=rope), tmp_path).model.config
     assert config.max_position_embeddings == 400
     assert config.rope_parameters == {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}
+
+
+EVERY_KEY = {
+    "linear": {},
+    "dynamic": {},
+    "yarn": {"attention_factor": 1.0, "beta_fast": 32, "beta_slow": 1, "mscale": 1.0,
+             "mscale_all_dim": 1.0, "truncate": True},
+    "llama3": {"low_freq_factor": 1.0, "high_freq_factor": 4.0},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(EVERY_KEY))
+def test_every_key_steep_accepts_transformers_accepts(kind: str):
+    """The keys steep's schema allows per type are the ones transformers' validation reads:
+    each type with all of them set passes both, with no warning turned into a refusal."""
+    from transformers import LlamaConfig
+
+    from steep.config.context import TYPE_KEYS
+    from steep.model.rope import apply_rope
+
+    assert set(TYPE_KEYS[kind]) == set(EVERY_KEY[kind]) and set(TYPE_KEYS[kind]) <= set(ROPE_KEYS)
+    rope = {"rope_type": kind, "factor": 2, "original_max_position_embeddings": 128,
+            "partial_rotary_factor": 1.0, **EVERY_KEY[kind]}  # fmt: skip
+    config = LlamaConfig(hidden_size=32, num_attention_heads=4, max_position_embeddings=128)
+    apply_rope(config, ModelSection(base="b", rope_scaling=rope), "test")
+    assert positions_of(config) == 256

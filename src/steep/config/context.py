@@ -35,10 +35,9 @@ TYPE_KEYS: dict[str, tuple[str, ...]] = {
     "linear": (),
     "dynamic": (),
     "yarn": (
-        "original_max_position_embeddings", "attention_factor", "beta_fast", "beta_slow",
-        "mscale", "mscale_all_dim", "truncate",
+        "attention_factor", "beta_fast", "beta_slow", "mscale", "mscale_all_dim", "truncate",
     ),
-    "llama3": ("original_max_position_embeddings", "low_freq_factor", "high_freq_factor"),
+    "llama3": ("low_freq_factor", "high_freq_factor"),
 }  # fmt: skip
 REQUIRED = {"llama3": ("low_freq_factor", "high_freq_factor")}  # Llama 3.1 used 1 and 4
 # config.json keys that only a model with rotary position embeddings has
@@ -76,7 +75,7 @@ def rope_scaling_problem(value: dict[str, Any]) -> str | None:
     # every type may name the length its factor multiplies (transformers' linear and
     # dynamic do not take the key: steep.model.rope leaves it out of theirs)
     common = ("rope_type", "factor", "original_max_position_embeddings", "partial_rotary_factor")
-    allowed = tuple(dict.fromkeys((*common, *TYPE_KEYS[kind])))
+    allowed = (*common, *TYPE_KEYS[kind])
     for key in value:
         if key not in allowed:
             close = difflib.get_close_matches(key, allowed, n=1)
@@ -98,7 +97,7 @@ def _checked(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-# model.rope_scaling's type: a mapping refused at load with the problem (field and file named)
+# model.rope_scaling's type: a mapping, refused when the config is read (field and file named)
 RopeScaling = Annotated[dict[str, Any], AfterValidator(_checked)]
 
 
