@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -207,6 +208,24 @@ def start_munged(root: Path) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
     )
+
+
+def runs_setup(folder: str):
+    """A module fixture named ``setup``: a tiny base, two ranks' corpora and a workspace under
+    a fresh ``folder``, shared by a Slurm test module's runs (``setup = runs_setup("x")``)."""
+    import pytest
+
+    @pytest.fixture(scope="module", name="setup")
+    def _setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+        from tests.conftest import make_tiny_model, two_ranks_corpora
+
+        root = tmp_path_factory.mktemp(folder)
+        base = make_tiny_model(root / "base")
+        with pytest.MonkeyPatch.context() as mp:  # module fixtures run before each test's home
+            mp.setenv("STEEP_HOME", str(root / "home"))
+            yield {"root": root, "corpora": two_ranks_corpora(root), "base": base}
+
+    return _setup
 
 
 def run_config(setup: dict, name: str, steps: int, every: int, eval_every: int = 20) -> Path:

@@ -29,7 +29,6 @@ from steep.config import load_config
 from steep.train.checkpoint import checkpoint_dirs
 from steep.train.loop import train
 from tests import netns_cluster, slurm_cluster
-from tests.conftest import make_tiny_model, two_ranks_corpora
 from tests.slurm_cluster import ClusterUnavailable
 
 STEPS = 8
@@ -52,13 +51,7 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[netns_cluster.Ho
             made.stop()
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    root = tmp_path_factory.mktemp("multinode-runs")
-    base = make_tiny_model(root / "base")
-    with pytest.MonkeyPatch.context() as mp:  # module fixtures run before each test's home
-        mp.setenv("STEEP_HOME", str(root / "home"))
-        yield {"root": root, "corpora": two_ranks_corpora(root), "base": base}
+setup = slurm_cluster.runs_setup("multinode-runs")
 
 
 def _config(setup: dict, name: str, steps: int = STEPS, every: int = EVERY) -> Path:

@@ -25,7 +25,6 @@ from steep.config import load_config
 from steep.train.checkpoint import checkpoint_dirs
 from steep.train.loop import train
 from tests import slurm_cluster
-from tests.conftest import make_tiny_model, two_ranks_corpora
 
 STEPS = 50
 EVERY = 5  # checkpoints; a SIGUSR1 checkpoint is taken wherever the signal lands
@@ -47,13 +46,7 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[slurm_cluster.Cl
         os.environ["SLURM_CONF"] = before
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    root = tmp_path_factory.mktemp("slurm-runs")
-    base = make_tiny_model(root / "base")
-    with pytest.MonkeyPatch.context() as mp:  # module fixtures run before each test's home
-        mp.setenv("STEEP_HOME", str(root / "home"))
-        yield {"root": root, "corpora": two_ranks_corpora(root), "base": base}
+setup = slurm_cluster.runs_setup("slurm-runs")
 
 
 def _config(setup: dict, name: str, steps: int = STEPS) -> Path:
