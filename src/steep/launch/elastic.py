@@ -53,6 +53,7 @@ def endpoint_to_check(argv: list[str]) -> tuple[str, int, float] | None:
 
 def _hosts_store(host: str) -> bool:
     """torchrun's own test of whether this node hosts the rendezvous store."""
+    # deferred: torch is slow to import; the script and its --help need not wait for it
     from torch.distributed.elastic.rendezvous.utils import _matches_machine_hostname
 
     return _matches_machine_hostname(host)
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         except RendezvousUnreachable as exc:
             print(f"steep: error: {exc}", file=sys.stderr, flush=True)
             return 1
+    # deferred: a node that cannot reach the rendezvous ends without importing torch's launcher
     from torch.distributed.run import main as torchrun
 
     sys.argv = ["torchrun", *argv]  # torchrun reads its own argv (and names itself in --help)
