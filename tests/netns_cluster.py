@@ -187,13 +187,15 @@ def start(root: Path, timeout: float = 60) -> Hosts:
     return hosts
 
 
-def wait_for(what: str, ok, timeout: float = 180, every: float = 0.2) -> None:
-    """Poll ``ok`` until it is true; TimeoutError naming ``what`` after ``timeout``."""
+def wait_for(what: str, ok, timeout: float = 180, every: float = 0.2):
+    """Poll ``ok`` until it is true, and return what it gave; TimeoutError naming ``what``
+    after ``timeout``."""
     deadline = time.time() + timeout
-    while not ok():
+    while not (value := ok()):
         if time.time() > deadline:
             raise TimeoutError(f"waited {timeout:.0f}s for {what}")
         time.sleep(every)
+    return value
 
 
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}  # no token files

@@ -116,13 +116,14 @@ def test_two_hosts_train_a_sigterm_checkpoints_and_a_lost_rank_resumes(
     netns_cluster.wait_for("the job to run", lambda: cluster.state(job) == "RUNNING", 120)
     assert _nodes(hosts, job) == list(hosts.names)  # one task (one torchrun) a host
     netns_cluster.wait_for("2 steps", lambda: _last_step(run) >= 2, 240)
-    cluster.run("scancel", job)  # SIGTERM to every process of the job, SIGKILL 30 s later
+    # SIGTERM to every process of the job (SIGKILL 30 s later)
+    _signal_mid_run(hosts, lambda: cluster.run("scancel", job), signal.SIGTERM)
     cluster.wait_gone(job, timeout=120)
     status = read_status(run)
     assert status.state == "cancelled", _log(setup, "two", job)
     assert "stopped by SIGTERM after step" in status.error
     stopped = int(checkpoint_dirs(run / "checkpoints")[-1].name.split("_")[1])
-    assert 2 <= stopped < STEPS and stopped == _last_step(run)  # the step it stopped at
+    assert 2 <= stopped < STEPS - 2 and stopped == _last_step(run)  # the step it stopped at
     ckpt = checkpoint_dirs(run / "checkpoints")[-1]
     assert {"__0_0.distcp", "__1_0.distcp"} <= {p.name for p in ckpt.iterdir()}  # both ranks
 
@@ -144,13 +145,8 @@ def test_two_hosts_train_a_sigterm_checkpoints_and_a_lost_rank_resumes(
     job = cluster.sbatch(script)
     netns_cluster.wait_for("the resume", lambda: resumed in _log(setup, "two", job), 240, 0.05)
     netns_cluster.wait_for("a step", lambda: _last_step(run) > stopped, 120, 0.05)
-    ranks = _pause_ranks(hosts)  # the signal lands mid-run, with steps still to go
-    try:
-        cluster.run("scancel", "--signal=USR1", "--batch", job)
-        netns_cluster.wait_for("SIGUSR1 at both ranks", lambda: all(map(_usr1_pending, ranks)), 60)
-    finally:
-        for pid in ranks:
-            os.kill(pid, signal.SIGCONT)
+    to_script = ["scancel", "--signal=USR1", "--batch", job]  # the script passes it on
+    _signal_mid_run(hosts, lambda: cluster.run(*to_script), signal.SIGUSR1)
     netns_cluster.wait_for("the requeue", lambda: cluster.state(job) == "PENDING", 120)
     status = read_status(run)
     assert status.state == "cancelled" and "stopped by SIGUSR1" in status.error
@@ -169,23 +165,37 @@ def test_two_hosts_train_a_sigterm_checkpoints_and_a_lost_rank_resumes(
     assert [x for _, x in b] == pytest.approx([x for _, x in a], abs=1e-5)
 
 
-def _pause_ranks(hosts: netns_cluster.Hosts) -> list[int]:
-    """SIGSTOP the training rank on each host (the job's steps stand still); their PIDs."""
-    pids = [hosts.rank_pid(host) for host in hosts.names]
-    assert all(pids), pids
+def _signal_mid_run(hosts: netns_cluster.Hosts, send, sig: signal.Signals) -> None:
+    """Send ``sig`` (``send()``: scancel) while the ranks stand still (SIGSTOP) once both
+    catch it (steep's handlers are set: the signal asks for a checkpoint and does not end
+    them), wait until it is pending at both, and let them go: it lands mid-run, wherever
+    the machine's speed would have put it."""
+
+    def ranks() -> list[int]:
+        pids = [hosts.rank_pid(host) or 0 for host in hosts.names]
+        return pids if all(pids) and all(_has(pid, sig, "SigCgt") for pid in pids) else []
+
+    pids = netns_cluster.wait_for(f"both ranks' {sig.name} handlers", ranks, 120, 0.05)
     for pid in pids:
-        os.kill(pid or 0, signal.SIGSTOP)
-    return [pid or 0 for pid in pids]
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        send()
+        pending = lambda: all(_has(pid, sig, "ShdPnd", "SigPnd") for pid in pids)  # noqa: E731
+        netns_cluster.wait_for(f"{sig.name} at both ranks", pending, 60)
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
 
 
-def _usr1_pending(pid: int) -> bool:
-    """Has SIGUSR1 reached ``pid`` (pending while it is stopped)?"""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(("ShdPnd:", "SigPnd:")) and int(line.split()[1], 16) & (
-            1 << (signal.SIGUSR1 - 1)
-        ):
-            return True
-    return False
+def _has(pid: int, sig: signal.Signals, *fields: str) -> bool:
+    """Is ``sig`` in any of ``pid``'s /proc signal masks ``fields`` (SigCgt: caught;
+    ShdPnd, SigPnd: pending, as it stays while the process is stopped)?"""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return False
+    masks = [int(line.split()[1], 16) for line in lines if line.split(":")[0] in fields]
+    return any(mask & (1 << (sig - 1)) for mask in masks)
 
 
 def test_a_rendezvous_that_cannot_be_reached_ends_in_time_with_one_line(hosts) -> None:
