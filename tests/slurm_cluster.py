@@ -127,7 +127,6 @@ def _conf(root: Path, host: str, nodes: dict[str, str] | None = None) -> str:
             "MpiDefault=none",
             "ReturnToService=2",
             "SchedulerType=sched/backfill",
-            "SchedulerParameters=bf_interval=2",  # a requeued job starts once it may (30 s)
             # SIGTERM to SIGKILL: Slurm's default 30 s on two hosts, whose ranks checkpoint
             # on SIGTERM within train.preempt_grace_s (25 s)
             f"KillWait={30 if nodes else 10}",
