@@ -102,7 +102,7 @@ def test_two_hosts_train_a_sigterm_checkpoints_and_a_lost_rank_resumes(
     Slurm's preemption and Kubernetes send too) makes both checkpoint the same step and say
     cancelled; the same script submitted again resumes, loses a host's rank (SIGKILL) and
     ends; submitted once more it resumes from that checkpoint, checkpoints again on
-    SIGUSR1, requeues itself and ends as the uninterrupted run."""
+    SIGUSR1 and requeues itself; submitted again it ends as the uninterrupted run."""
     cluster = hosts.cluster
     assert cluster is not None
     script = _launch(setup, "two", capsys)
@@ -112,12 +112,16 @@ def test_two_hosts_train_a_sigterm_checkpoints_and_a_lost_rank_resumes(
     assert "scontrol show hostnames" in text  # MASTER_ADDR: the allocation's first node
     run = setup["root"] / "two" / "run"
 
+    def ranks() -> list[int]:  # the training rank on each host
+        pids = [hosts.rank_pid(host) or 0 for host in hosts.names]
+        return pids if all(pids) else []
+
     job = cluster.sbatch(script)
     netns_cluster.wait_for("the job to run", lambda: cluster.state(job) == "RUNNING", 120)
     assert _nodes(hosts, job) == list(hosts.names)  # one task (one torchrun) a host
     netns_cluster.wait_for("2 steps", lambda: _last_step(run) >= 2, 240)
     # SIGTERM to every process of the job (SIGKILL 30 s later)
-    _signal_mid_run(hosts, lambda: cluster.run("scancel", job), signal.SIGTERM)
+    slurm_cluster.signal_mid_run(ranks, lambda: cluster.run("scancel", job), signal.SIGTERM)
     cluster.wait_gone(job, timeout=120)
     status = read_status(run)
     assert status.state == "cancelled", _log(setup, "two", job)
@@ -140,22 +144,26 @@ def test_two_hosts_train_a_sigterm_checkpoints_and_a_lost_rank_resumes(
     assert not (run / "model").exists()
 
     # once more: from the same checkpoint; SIGUSR1 (what --signal sends before the time
-    # limit) reaches both hosts' ranks, which checkpoint the same step; the job requeues
-    # itself and its next start trains to the end
+    # limit) reaches both hosts' ranks, which checkpoint the same step, and the job
+    # requeues itself (its requeued start resuming is tests/test_slurm.py's: Slurm holds it
+    # 30-70 s here); submitted again instead, it trains from that step to the end
     job = cluster.sbatch(script)
     netns_cluster.wait_for("the resume", lambda: resumed in _log(setup, "two", job), 240, 0.05)
     netns_cluster.wait_for("a step", lambda: _last_step(run) > stopped, 120, 0.05)
     to_script = ["scancel", "--signal=USR1", "--batch", job]  # the script passes it on
-    _signal_mid_run(hosts, lambda: cluster.run(*to_script), signal.SIGUSR1)
+    slurm_cluster.signal_mid_run(ranks, lambda: cluster.run(*to_script), signal.SIGUSR1)
     netns_cluster.wait_for("the requeue", lambda: cluster.state(job) == "PENDING", 120)
     status = read_status(run)
     assert status.state == "cancelled" and "stopped by SIGUSR1" in status.error
     usr1 = checkpoint_dirs(run / "checkpoints")[-1]
     assert stopped < int(usr1.name.split("_")[1]) < STEPS
     assert {"__0_0.distcp", "__1_0.distcp"} <= {p.name for p in usr1.iterdir()}
+    assert "SIGUSR1: checkpointing" in _log(setup, "two", job)
+    cluster.run("scancel", job)  # the requeued job, pending
+    cluster.wait_gone(job, timeout=120)
+    job = cluster.sbatch(script)
     cluster.wait_gone(job, timeout=240)
     log = _log(setup, "two", job)
-    assert resumed in log and "SIGUSR1: checkpointing" in log, log
     assert f"resumed from {usr1.name}" in log, log
     assert read_status(run).state == "done", log
     lineage = json.loads((run / "model" / "steep.json").read_text())
@@ -163,39 +171,6 @@ def test_two_hosts_train_a_sigterm_checkpoints_and_a_lost_rank_resumes(
     a, b = _train_losses(reference), _train_losses(run)
     assert [s for s, _ in b] == list(range(1, STEPS + 1))  # one record a step: rank 0's
     assert [x for _, x in b] == pytest.approx([x for _, x in a], abs=1e-5)
-
-
-def _signal_mid_run(hosts: netns_cluster.Hosts, send, sig: signal.Signals) -> None:
-    """Send ``sig`` (``send()``: scancel) while the ranks stand still (SIGSTOP) once both
-    catch it (steep's handlers are set: the signal asks for a checkpoint and does not end
-    them), wait until it is pending at both, and let them go: it lands mid-run, wherever
-    the machine's speed would have put it."""
-
-    def ranks() -> list[int]:
-        pids = [hosts.rank_pid(host) or 0 for host in hosts.names]
-        return pids if all(pids) and all(_has(pid, sig, "SigCgt") for pid in pids) else []
-
-    pids = netns_cluster.wait_for(f"both ranks' {sig.name} handlers", ranks, 120, 0.05)
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        send()
-        pending = lambda: all(_has(pid, sig, "ShdPnd", "SigPnd") for pid in pids)  # noqa: E731
-        netns_cluster.wait_for(f"{sig.name} at both ranks", pending, 60)
-    finally:
-        for pid in pids:
-            os.kill(pid, signal.SIGCONT)
-
-
-def _has(pid: int, sig: signal.Signals, *fields: str) -> bool:
-    """Is ``sig`` in any of ``pid``'s /proc signal masks ``fields`` (SigCgt: caught;
-    ShdPnd, SigPnd: pending, as it stays while the process is stopped)?"""
-    try:
-        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    except OSError:
-        return False
-    masks = [int(line.split()[1], 16) for line in lines if line.split(":")[0] in fields]
-    return any(mask & (1 << (sig - 1)) for mask in masks)
 
 
 def test_a_rendezvous_that_cannot_be_reached_ends_in_time_with_one_line(hosts) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,7 +153,7 @@ def test_studio_with_slurm_submits_the_run_and_tracks_it(slurm, setup, _steep_ho
     from steep.studio.app import Settings, create_app
 
     run = _steep_home / "runs" / "studio"
-    raw = yaml.safe_load(slurm_cluster.run_config(setup, "studio", 12, every=1000).read_text())
+    raw = yaml.safe_load(slurm_cluster.run_config(setup, "studio", 6, every=1000).read_text())
     raw["run"]["out_dir"] = str(run)
     settings = Settings(home=_steep_home, run_jobs=False, slurm=SlurmOptions(time="10:00"))
     client = TestClient(create_app(settings))
@@ -167,7 +168,12 @@ def test_studio_with_slurm_submits_the_run_and_tracks_it(slurm, setup, _steep_ho
     assert (queue.get(job.id).job_dir / "job.sbatch").exists() and "submitted Slurm job" in text
     slurm_job = text.split("submitted Slurm job ")[1].split()[0]
     change = {"X-Steep-Request": "1"}
-    assert client.post(f"/api/jobs/{job.id}/cancel", headers=change).status_code == 200
+
+    def cancel() -> None:  # the studio's Cancel: the job's follower runs scancel
+        assert client.post(f"/api/jobs/{job.id}/cancel", headers=change).status_code == 200
+
+    ranks = lambda: slurm_cluster.ranks_of(run.resolve(), 1)  # noqa: E731
+    slurm_cluster.signal_mid_run(ranks, cancel, signal.SIGTERM, tick=runner.tick)
     until("the cancel", lambda: queue.get(job.id).status == "cancelled", 60)
     slurm.wait_gone(slurm_job)  # scancel'ed: its ranks checkpoint their step and end
     status = read_status(run)
