@@ -263,7 +263,8 @@ def signal_mid_run(ranks, send, sig: signal.Signals, tick=lambda: None) -> None:
     """Send ``sig`` (``send()``: a scancel, the studio's Cancel) while the training ranks
     (``ranks()``: their PIDs, [] until all are there) stand still (SIGSTOP) once each
     catches it (steep's handlers are set: it asks for a checkpoint, it does not end them);
-    wait until it is pending at each, then let them go. It lands mid-run, wherever the
+    wait until it is pending at each (or Slurm let them go: its kill sends SIGCONT, then
+    SIGTERM), then let them go. It lands mid-run, wherever the
     machine's speed would have put it. ``tick`` runs while waiting (a studio's runner)."""
 
     def caught() -> list[int]:
@@ -275,8 +276,9 @@ def signal_mid_run(ranks, send, sig: signal.Signals, tick=lambda: None) -> None:
         os.kill(pid, signal.SIGSTOP)
     try:
         send()
-        pending = lambda: tick() or all(_has(p, sig, "ShdPnd", "SigPnd") for p in pids)  # noqa: E731
-        _poll(f"{sig.name} at the ranks", pending, 60)
+        # pending; or running again: Slurm's kill sends SIGCONT just before its SIGTERM
+        arrived = lambda p: _has(p, sig, "ShdPnd", "SigPnd") or _state(p) != "T"  # noqa: E731
+        _poll(f"{sig.name} at the ranks", lambda: tick() or all(map(arrived, pids)), 60)
     finally:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
@@ -290,6 +292,15 @@ def _poll(what: str, ok, timeout: float):
             raise TimeoutError(f"waited {timeout:.0f}s for {what}")
         time.sleep(0.05)
     return value
+
+
+def _state(pid: int) -> str:
+    """The kernel's state of ``pid`` (T: stopped); "" once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat[stat.rindex(")") + 2 :].split()[0]
 
 
 def _has(pid: int, sig: signal.Signals, *fields: str) -> bool:
