@@ -33,6 +33,7 @@ from steep.config import load_config
 from steep.launch.torchrun import steep_at, torchrun_command
 from steep.train.checkpoint import checkpoint_dirs
 from steep.train.loop import train
+from steep.workspace import PLACEMENT_FILE
 from tests import netns_cluster, slurm_cluster
 from tests.slurm_cluster import ClusterUnavailable
 
@@ -254,3 +255,8 @@ def test_ray_on_two_hosts_gives_the_local_pool_s_datasets(hosts, ray_head, tmp_p
         assert _digest(on_ray.shards) == _digest(loc.shards)
         assert _digest(on_ray.exclusions) == _digest(loc.exclusions)
     assert catalog.get("ray@1").manifest["documents"] == catalog.get("loc@1").manifest["documents"]
+    for version in (1, 2):  # every unit ran on the worker host (the head has no CPUs)
+        placed = json.loads((catalog.get(f"ray@{version}").path / PLACEMENT_FILE).read_text())
+        assert placed["executor"] == "ray"
+        assert {h for st in placed["stages"].values() for h in st["unit_hosts"]} == {second}
+    assert f"units ran on (ray): {second} " in done.stdout

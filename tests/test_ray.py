@@ -15,7 +15,7 @@ import pytest
 
 from steep.cli import main
 from steep.datahub.catalog import Catalog
-from steep.workspace import Workspace
+from steep.workspace import PLACEMENT_FILE, Workspace
 from tests.conftest import write_jsonl
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'steep[ray]')")
@@ -77,6 +77,13 @@ def test_ray_gives_the_local_pool_s_datasets(tmp_path: Path, _steep_home: Path) 
         assert _digest(on_ray.exclusions) == _digest(loc.exclusions)
     funnel = {s["step"]: s for s in catalog.get("ray@2").manifest["funnel"]}
     assert funnel["exact_dedup"]["docs_in"] > funnel["exact_dedup"]["docs_out"]  # it did work
+    for name, kind in (("ray", "ray"), ("loc", "local")):  # where each unit ran, beside it
+        for version in (1, 2):
+            ds = catalog.get(f"{name}@{version}")
+            placed = json.loads((ds.path / PLACEMENT_FILE).read_text())
+            assert placed["executor"] == kind and placed["stages"]
+            for stage in placed["stages"].values():
+                assert stage["unit_hosts"] == [socket.gethostname()] * stage["units"]
     assert funnel["minhash_dedup"]["docs_in"] > funnel["minhash_dedup"]["docs_out"]
 
 

@@ -38,6 +38,7 @@ METRICS_FILE = "metrics.jsonl"
 REPORT_FILE = "report.md"
 LINEAGE_FILE = "steep.json"
 MANIFEST_FILE = "manifest.json"
+PLACEMENT_FILE = "placement.json"  # which host ran each unit of a dataset version
 HUB_DB_FILE = "hub.sqlite"
 CARD_FILE = "README.md"
 MODEL_DIR = "model"  # a run's saved model

@@ -18,19 +18,21 @@ def cmd_add(args: argparse.Namespace) -> int:
     from steep.datahub.ingest import add_dataset
 
     template = load_template(args.template) if args.template else None  # one line, first
+    executor = make_executor(args.executor, args.workers, args.ray_address)
     ds = add_dataset(
         args.name,
         args.paths,
         text_field=args.text_field,
         langid=not args.no_langid,
         unit_bytes=int(args.unit_mb * (1 << 20)),
-        executor=make_executor(args.executor, args.workers, args.ray_address),
+        executor=executor,
         max_input_bytes=int(args.max_input_mb * (1 << 20)) if args.max_input_mb else None,
         max_input_ratio=args.max_input_ratio,
         template=template,
         code=args.code,
     )
     print(show_dataset(ds, examples=1))
+    _where(executor)
     return 0
 
 
@@ -59,14 +61,16 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from steep.datahub.pipeline import load_recipe, prepare
 
     specs = load_recipe(args.recipe)
+    executor = make_executor(args.executor, args.workers, args.ray_address)
     ds = prepare(
         args.ref,
         specs,
         into=args.into,
         recipe_path=str(args.recipe),
-        executor=make_executor(args.executor, args.workers, args.ray_address),
+        executor=executor,
     )
     print(show_dataset(ds, examples=1))
+    _where(executor)
     return 0
 
 
@@ -99,16 +103,18 @@ def cmd_mine(args: argparse.Namespace) -> int:
 
     into = args.into or f"{args.ref.partition('@')[0]}-mined"
     languages = [c for c in (args.languages or "").split(",") if c.strip()] or None
+    executor = make_executor(args.executor, args.workers, args.ray_address)
     ds, warnings = mine(
         args.ref,
         args.classifier,
         args.threshold,
         into,
-        make_executor(args.executor, args.workers, args.ray_address),
+        executor,
         languages=languages,
         labelled=args.labelled,
     )
     print(show_dataset(ds, examples=1))
+    _where(executor)
     sample = ds.manifest["created_by"].get("labelled")
     if sample:
         print(
@@ -140,6 +146,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
         spec = str(gguf_to_hf(Path(spec), Workspace.current().base_models))
     tokenizer = load_tokenizer(spec)
     selection = DatasetSelection.of(ds.ref, ds.manifest, args.languages, args.exclude_languages)
+    executor = make_executor(args.executor, args.workers, args.ray_address)
     ts = tokenize_source(
         ds.name,
         [str(p) for p in ds.shards],
@@ -148,10 +155,11 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
         heldout_fraction=args.heldout_fraction,
         separator=args.separator,
         dataset=selection,
-        executor=make_executor(args.executor, args.workers, args.ray_address),
+        executor=executor,
         unit_bytes=int(args.unit_mb * (1 << 20)),
     )
     print(f"{ds.ref} -> {ts.dir}\n{_splits(ts.info)}")
+    _where(executor)
     return 0
 
 
@@ -178,6 +186,7 @@ def _tokenize_run(args: argparse.Namespace) -> int:
     )
     for ts in inputs.sources:
         print(f"{ts.name} -> {ts.dir}\n  {_splits(ts.info)}")
+    _where(executor)
     print(f"ready: `steep train {args.config}` reads these without tokenizing")
     return 0
 
@@ -324,3 +333,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     engine(m)
     m.set_defaults(func=cmd_mine)
+
+
+def _where(executor: object) -> None:
+    """On a cluster, which hosts ran the units (each version keeps the whole record in its
+    placement.json); on the local pool it is this machine, not worth a line."""
+    placement = getattr(executor, "placement", None)
+    if placement is not None and placement.kind != "local":
+        print(placement.line())

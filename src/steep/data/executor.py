@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Protocol, TypeVar
@@ -37,6 +38,44 @@ class Executor(Protocol):
 
 class ExecutorError(SteepError):
     """The engine the Data Hub was asked to run on cannot be used (and why)."""
+
+
+class Placement:
+    """Which host ran each unit of each stage: on a cluster, where to look when a unit's
+    output is odd, and the proof that the work was spread. A unit a rerun took from an
+    earlier run's done-marker ran nowhere this time: it stays ``None``."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.stages: dict[str, list[str | None]] = {}
+
+    def start(self, stage: str, units: int) -> None:
+        self.stages[stage] = [None] * units
+
+    def ran(self, stage: str, index: int, host: str) -> None:
+        self.stages[stage][index] = host
+
+    def record(self) -> dict[str, Any]:
+        """The JSON a dataset version keeps beside its manifest (``placement.json``)."""
+        stages = {}
+        for stage, hosts in self.stages.items():
+            counts = Counter(h for h in hosts if h is not None)
+            stages[stage] = {"units": len(hosts), "hosts": dict(sorted(counts.items())),
+                             "unit_hosts": hosts}  # fmt: skip
+        return {"executor": self.kind, "stages": stages}
+
+    def line(self) -> str:
+        """One line for the end of a command: hosts and how many units each ran."""
+        counts: Counter[str] = Counter()
+        for hosts in self.stages.values():
+            counts.update(h for h in hosts if h is not None)
+        where = ", ".join(f"{host} {n}" for host, n in sorted(counts.items())) or "nothing run"
+        return f"units ran on ({self.kind}): {where}"
+
+
+def _on_host(fn: Callable[[T], R], task: T) -> tuple[str, R]:
+    """A Ray task's body: the unit's result with the name of the host that made it."""
+    return socket.gethostname(), fn(task)
 
 
 def _progress(tasks: Sequence[Any], desc: str, docs_of: Callable[[Any], int]) -> tuple[Any, Any]:
@@ -78,6 +117,7 @@ class LocalExecutor:
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers or os.cpu_count() or 1
+        self.placement = Placement("local")
 
     def run(
         self,
@@ -88,19 +128,26 @@ class LocalExecutor:
     ) -> Iterator[R]:
         """Yield each task's result as it finishes, with a progress bar showing docs/s."""
         bar, done = _progress(tasks, desc, docs_of)
+        host = socket.gethostname()
+        self.placement.start(desc, len(tasks))
         try:
             workers = min(self.workers, len(tasks))
             if workers <= 1:
-                for task in tasks:
-                    yield done(fn(task))
+                for index, task in enumerate(tasks):
+                    result = fn(task)
+                    self.placement.ran(desc, index, host)
+                    yield done(result)
                 return
             with ProcessPoolExecutor(
                 max_workers=workers, initializer=_die_with_parent, initargs=(os.getpid(),)
             ) as pool:
                 # as_completed, not wait(FIRST_COMPLETED) in a loop: that rescans every
                 # pending future per result, quadratic in the tens of thousands of units
-                for future in as_completed([pool.submit(fn, task) for task in tasks]):
-                    yield done(future.result())
+                futures = {pool.submit(fn, task): i for i, task in enumerate(tasks)}
+                for future in as_completed(futures):
+                    result = future.result()
+                    self.placement.ran(desc, futures[future], host)
+                    yield done(result)
         finally:
             bar.close()
 
@@ -127,6 +174,7 @@ class RayExecutor:
                 "--executor ray needs Ray: pip install 'steep[ray]' (or pip install ray)"
             ) from None
         self.ray, self.max_retries = ray, max_retries
+        self.placement = Placement("ray")
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         if ray.is_initialized():
             return
@@ -152,16 +200,22 @@ class RayExecutor:
     ) -> Iterator[R]:
         """Yield each task's result as it finishes, like ``LocalExecutor.run``."""
         ray = self.ray
-        remote = ray.remote(num_cpus=1, max_retries=self.max_retries)(fn)
+        remote = ray.remote(num_cpus=1, max_retries=self.max_retries)(_on_host).options(
+            name=getattr(fn, "__name__", "unit")  # Ray's task list and ps show the unit's job
+        )
         bar, done = _progress(tasks, desc, docs_of)
-        pending = [remote.remote(task) for task in tasks]
+        self.placement.start(desc, len(tasks))
+        index = {remote.remote(fn, task): i for i, task in enumerate(tasks)}
+        pending = list(index)
         try:
             while pending:
                 # every task finished so far, in one call (one wait per result would rescan
                 # the whole pending list each time: quadratic in the number of units)
                 ready, pending = ray.wait(pending, num_returns=len(pending), timeout=WAIT_S)
                 for ref in ready:
-                    yield done(ray.get(ref))
+                    host, result = ray.get(ref)
+                    self.placement.ran(desc, index[ref], host)
+                    yield done(result)
         except ray.exceptions.RayTaskError as exc:
             raise exc.as_instanceof_cause() from None  # the task's own error, not Ray's wrapper
         finally:

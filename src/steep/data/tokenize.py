@@ -51,6 +51,7 @@ from steep.data.tokenunits import (
     unit_name,
 )
 from steep.errors import ConfigError, DataError
+from steep.workspace import PLACEMENT_FILE
 
 
 @dataclass
@@ -174,6 +175,8 @@ def tokenize_source(
         clear_unit_leftovers(partial)
         (partial / FALLBACK_FILE).unlink(missing_ok=True)  # source.json records it
         write_text(partial / "source.json", json.dumps(info, indent=2) + "\n")
+        if (placement := getattr(executor, "placement", None)) is not None:
+            write_text(partial / PLACEMENT_FILE, json.dumps(placement.record(), indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
         os.replace(partial, out)

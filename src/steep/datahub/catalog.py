@@ -26,6 +26,7 @@ from steep.artifacts.manifest import Manifest, read_manifest
 from steep.errors import SteepError
 from steep.workspace import (
     MANIFEST_FILE,
+    PLACEMENT_FILE,
     Workspace,
     parse_version_dir,
     plain_name_problem,
@@ -133,14 +134,23 @@ class Catalog:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def publish(self, name: str, staging: Path, manifest: dict[str, Any]) -> DatasetVersion:
+    def publish(
+        self, name: str, staging: Path, manifest: dict[str, Any], executor: Any = None
+    ) -> DatasetVersion:
         """Write the manifest and rename the staging folder to the next version number.
+
+        ``executor``'s record of which host ran each unit goes beside the manifest
+        (``placement.json``), not in it: the manifest says what the data is, the same on
+        any cluster.
 
         Versions are appends: when another process published that number first (two
         different prepares of one dataset at once), this one takes the number after it.
         """
         for scratch in ("work",):
             shutil.rmtree(staging / scratch, ignore_errors=True)
+        placement = getattr(executor, "placement", None)
+        if placement is not None:
+            write_json(staging / PLACEMENT_FILE, placement.record())
         for _ in range(PUBLISH_TRIES):
             version = self.next_version(name)
             checked = Manifest.model_validate(

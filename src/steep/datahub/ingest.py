@@ -316,7 +316,7 @@ def _add(
         "formats": format_funnel(results, code),
         "funnel": [],
     }
-    return catalog.publish(name, staging, manifest)
+    return catalog.publish(name, staging, manifest, executor)
 
 
 def repositories(paths: list[str]) -> list[Path]:

@@ -332,7 +332,7 @@ def prepare(
             "languages": dict(languages.most_common()),
             "funnel": funnel,
         }
-        return catalog.publish(target, staging, manifest)
+        return catalog.publish(target, staging, manifest, executor)
 
 
 def _run_stages(
