@@ -1,0 +1,63 @@
+"""Passkey and loss-by-position results as markdown: one definition for ``steep eval``'s
+eval.md and a run's report.md (torch-free, so the report and the hub read it cheaply)."""
+
+from __future__ import annotations
+
+POSITION_NOTE = (
+    "Each window is one document read alone: at position p the model has p tokens of "
+    "context. Loss that keeps falling with position means the far context is used."
+)
+
+
+def skipped_line(block: dict[str, object]) -> str | None:
+    """The one line that says which lengths were not run, or None."""
+    skipped = block.get("skipped") or []
+    if not skipped:
+        return None
+    lengths = ", ".join(str(n) for n in skipped)  # type: ignore[union-attr]
+    return (
+        f"passkey lengths {lengths} are beyond the model's {block['max_positions']} positions: "
+        "not run (extend its context with model.rope_scaling and train on long text first)"
+    )
+
+
+def passkey_markdown(blocks: dict[str, dict[str, object]]) -> list[str]:
+    """Accuracy (key loss) by length x depth, one table per model."""
+    lines: list[str] = []
+    for label, block in blocks.items():
+        grid: dict = block["grid"]  # type: ignore[assignment]
+        depths = [f"{d:g}" for d in block["depths"]]  # type: ignore[union-attr]
+        lines += [
+            f"**{label}**: exact-match accuracy (key loss, nats per key token) by length and "
+            f"depth, {block['trials']} keys per cell",
+            "",
+            "| length | " + " | ".join(f"depth {d}" for d in depths) + " |",
+            "|---:|" + "---:|" * len(depths),
+        ]
+        for length, row in grid.items():
+            cells = [f"{row[d]['accuracy']:.0%} ({row[d]['key_loss']:.2f})" for d in depths]
+            lines.append(f"| {length} | " + " | ".join(cells) + " |")
+        note = skipped_line(block)
+        lines += (["", note] if note else []) + [""]
+    return lines
+
+
+def position_markdown(blocks: dict[str, dict[str, dict[str, object]]]) -> list[str]:
+    """One table per eval set: rows are position buckets, columns the models."""
+    lines: list[str] = []
+    sets = sorted({s for per_model in blocks.values() for s in per_model})
+    for name in sets:
+        models = [m for m in blocks if name in blocks[m]]
+        first = blocks[models[0]][name]
+        lines += [
+            f"**{name}**: mean loss (nats/token) by position, {first['windows']} windows of "
+            f"{first['seq_len']} tokens, each from one document",
+            "",
+            "| positions | " + " | ".join(models) + " |",
+            "|---|" + "---:|" * len(models),
+        ]
+        for i, b in enumerate(first["buckets"]):  # type: ignore[arg-type]
+            cells = [f"{blocks[m][name]['buckets'][i]['loss']:.4f}" for m in models]  # type: ignore[index]
+            lines.append(f"| {b['positions']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
