@@ -15,10 +15,10 @@ from transformers import AutoModelForCausalLM
 from steep.cli import main
 from steep.errors import DataError, UsageError
 from steep.eval import compare
-from steep.eval.passkey import make_prompt, make_prompts, score_passkey
-from steep.eval.passkey_spec import parse_depths, parse_lengths
-from steep.eval.positions import document_windows, loss_by_position, text_windows
 from steep.model.io import byte_tokenizer
+from steep.model.passkey import make_prompt, make_prompts, score_passkey
+from steep.model.passkey_spec import parse_depths, parse_lengths
+from steep.model.positions import document_windows, loss_by_position, text_windows
 from steep.studio.model_actions import ActionError, eval_argv
 from steep.train.forward import lm_loss
 from tests.conftest import WORDS_A, make_tiny_model, synthetic_docs, write_jsonl
@@ -142,3 +142,46 @@ def test_studio_eval_action_takes_passkey_lengths_as_the_cli_does(tmp_path: Path
     assert argv == ["eval", str(tmp_path / "m"), "--passkey", "1024,4096"]
     with pytest.raises(ActionError, match="--passkey '1k'"):
         eval_argv(model, passkey="1k")
+
+
+def _scaled_base(path: Path) -> Path:
+    """A tiny base whose config.json extends 128 positions to 256 by linear RoPE scaling
+    (what ``model.rope_scaling`` writes): a run at 256 trains past what it knew."""
+    make_tiny_model(path)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["rope_parameters"] = {
+        **(cfg.get("rope_parameters") or {"rope_theta": 10000.0}),
+        "rope_type": "linear",
+        "factor": 2.0,  # linear names no original length: 256 positions / 2
+    }
+    (path / "config.json").write_text(json.dumps(cfg))
+    return path
+
+
+def test_a_run_past_its_base_context_reports_both_ends(tmp_path: Path) -> None:
+    from steep.config import parse_config
+    from steep.train.loop import train
+    from tests.conftest import WORDS_B, tiny_config
+
+    docs = {
+        "domain": write_jsonl(tmp_path / "d.jsonl", synthetic_docs(WORDS_A, 60, 1, 90)),
+        "general": write_jsonl(tmp_path / "g.jsonl", synthetic_docs(WORDS_B, 60, 2, 90)),
+    }
+    cfg = tiny_config(tmp_path, docs, _scaled_base(tmp_path / "base"), steps=2, warmup_steps=1)
+    cfg["data"]["seq_len"] = 256
+    cfg["train"]["global_batch_tokens"] = 512
+    cfg["checkpoint"] = {"every_steps": 2, "keep_last": 1}
+    train(parse_config(cfg))
+    run = tmp_path / "run"
+    events = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    events = [e for e in events if e.get("event") == "long_context"]
+    assert [e["step"] for e in events] == [0, 2]
+    first = events[0]
+    assert first["old_len"] == 128 and first["seq_len"] == 256
+    assert sorted(first["passkey"]["grid"]) == ["128", "256"]
+    assert set(first["position_loss"]) == {"domain", "general"}
+    assert set(first["short"]) == {"domain", "general"}
+    report = (run / "report.md").read_text()
+    for heading in ("## Long context", "### Passkey retrieval", "### Loss by position",
+                    "### Eval sets at the old length (128)", "**step 0**", "**step 2**"):  # fmt: skip
+        assert heading in report

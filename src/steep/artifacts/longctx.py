@@ -61,3 +61,46 @@ def position_markdown(blocks: dict[str, dict[str, dict[str, object]]]) -> list[s
             lines.append(f"| {b['positions']} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
+
+
+def long_context_markdown(events: list[dict]) -> list[str]:
+    """report.md's section for a run past its base's context: its ``long_context`` events
+    at step 0 and at the end, side by side."""
+    events = [e for e in events if e.get("event") == "long_context"]
+    if not events:
+        return []
+    first, last = events[0], events[-1]
+    pair = [first] if first is last else [first, last]
+    label = {id(e): f"step {e['step']}" for e in pair}
+    old, seq_len = first["old_len"], first["seq_len"]
+    lines = [
+        "## Long context",
+        "",
+        f"data.seq_len {seq_len} is past the {old} positions the base knew: passkey retrieval "
+        "and loss by position at step 0 and at the end show whether the new positions are "
+        f"used; the eval sets at the old length ({old}) show what short-context ability the "
+        "extension cost.",
+        "",
+        "### Passkey retrieval",
+        "",
+        *passkey_markdown({label[id(e)]: e["passkey"] for e in pair}),
+    ]
+    positions = {label[id(e)]: e.get("position_loss") or {} for e in pair}
+    if any(positions.values()):
+        lines += ["### Loss by position", "", POSITION_NOTE, "", *position_markdown(positions)]
+    missing = first.get("no_long_documents") or []
+    if missing:
+        lines += [f"No held-out document of {seq_len + 1} tokens in: {', '.join(missing)}.", ""]
+    short_first, short_last = first.get("short") or {}, last.get("short") or {}
+    if short_first:
+        lines += [
+            f"### Eval sets at the old length ({old})",
+            "",
+            "| set | step 0 loss | final loss | change |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, was in short_first.items():
+            now = short_last.get(name, was)
+            lines.append(f"| {name} | {was:.4f} | {now:.4f} | {now - was:+.4f} |")
+        lines.append("")
+    return lines

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from steep.errors import UsageError
-from steep.eval.passkey_spec import LONG_CONTEXT_FLAGS
+from steep.model.passkey_spec import LONG_CONTEXT_FLAGS
 
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -37,8 +37,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from steep.cli.common import quiet_libraries
     from steep.eval.compare import EvalSpec, run_eval
     from steep.eval.lineage import lineage_baseline, local_dir
-    from steep.eval.passkey_spec import parse_depths, parse_lengths
     from steep.hub import attach_eval_report
+    from steep.model.passkey_spec import parse_depths, parse_lengths
 
     quiet_libraries()
     sets = _named_paths(args.sets, "--sets", need_name=True)

@@ -37,9 +37,6 @@ from steep.eval.compare_report import publish
 from steep.eval.generate import complete, read_prompts
 from steep.eval.harness import HarnessPlan, plan_harness, run_harness
 from steep.eval.lineage import lineage_roles, local_dir
-from steep.eval.passkey import passkey_block, split_lengths
-from steep.eval.passkey_spec import DEFAULT_DEPTHS, DEFAULT_TRIALS
-from steep.eval.positions import position_loss, text_windows
 from steep.eval.run_windows import format_rows, score_run_windows
 from steep.eval.tasks import Task, evaluate_task, read_task
 from steep.model.heldout import (
@@ -51,6 +48,9 @@ from steep.model.heldout import (
     tokenize_set,
 )
 from steep.model.io import ModelLoadError, load_base, load_tokenizer
+from steep.model.passkey import passkey_block, split_lengths
+from steep.model.passkey_spec import DEFAULT_DEPTHS, DEFAULT_TRIALS
+from steep.model.positions import position_loss, text_windows
 from steep.model.scoring import resolve_device
 from steep.workspace import steep_home
 

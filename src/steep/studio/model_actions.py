@@ -16,9 +16,9 @@ from typing import Any
 from steep.artifacts.fmt import memory_size
 from steep.errors import SteepError
 from steep.eval.merge_spec import MergeSpec, parse_alphas
-from steep.eval.passkey_spec import LONG_CONTEXT_FLAGS, parse_lengths
 from steep.hub.publish import EXPORT_FORMATS, new_export_dest
 from steep.model.gguf_convert import DIRECT, QUANTIZED, check_quant
+from steep.model.passkey_spec import LONG_CONTEXT_FLAGS, parse_lengths
 from steep.plan.devices import available_memory_bytes
 from steep.plan.memory import generation_bytes
 from steep.plan.shapes import from_hf_config

@@ -19,7 +19,7 @@ from steep.data.mixture import Mixture, Phase
 from steep.data.selection import DatasetSelection, slice_report
 from steep.data.spans import UNIT_BYTES
 from steep.data.tokenize import Progress, TokenizedSource, tokenize_source, tokenizer_meta
-from steep.data.tokensource import Windows
+from steep.data.tokensource import TokenStream, Windows
 from steep.datahub.catalog import Catalog
 from steep.errors import DataError
 from steep.train.evaluate import EvalSet, fixed_windows
@@ -36,6 +36,7 @@ class Inputs:
     separator_id: int
     lineage: list[dict[str, Any]] = field(default_factory=list)
     identity: dict[str, dict[str, Any]] = field(default_factory=dict)  # train.datadrift
+    heldout: dict[str, TokenStream] = field(default_factory=dict)  # each eval set's stream
 
 
 def _source_files(
@@ -103,9 +104,12 @@ def build_inputs(
         for ts in sources
         if ts.heldout is not None
     ]
-    extra, extra_ident = _extra_eval_sets(config, tokenizer, cache, meta, progress, executor)
+    extra, extra_ident, streams = _extra_eval_sets(
+        config, tokenizer, cache, meta, progress, executor
+    )
     eval_sets += extra
     ident.update(extra_ident)
+    heldout = {ts.name: ts.heldout for ts in sources if ts.heldout is not None} | streams
     if not eval_sets and not quiet:
         print(
             "warning: no held-out data (every heldout_fraction is 0 and no data.eval_sets): "
@@ -130,7 +134,7 @@ def build_inputs(
         }
         for ts, cfg, share in zip(sources, config.data.sources, mixture.shares, strict=True)
     ]
-    return Inputs(mixture, eval_sets, sources, meta["separator_id"], lineage, ident)
+    return Inputs(mixture, eval_sets, sources, meta["separator_id"], lineage, ident, heldout)
 
 
 def build_mixture(config: RunConfig, names: list[str], windows: list[Windows]) -> Mixture:
@@ -180,9 +184,10 @@ def _extra_eval_sets(
     meta: dict[str, Any],
     progress: Progress | None = None,
     executor: Executor | None = None,
-) -> tuple[list[EvalSet], dict[str, dict[str, Any]]]:
-    """The fixed windows of ``data.eval_sets`` (every token is held out), and their identity."""
-    sets, ident = [], {}
+) -> tuple[list[EvalSet], dict[str, dict[str, Any]], dict[str, TokenStream]]:
+    """The fixed windows of ``data.eval_sets`` (every token is held out), their identity
+    and their token streams."""
+    sets, ident, streams = [], {}, {}
     for name, value in config.data.eval_sets.items():
         paths, selection = (
             (value, None)
@@ -202,7 +207,8 @@ def _extra_eval_sets(
         ts.train.check_tokenizer(meta["sha256"], f"'{meta['name']}'")
         sets.append(fixed_windows(name, ts.train, config.data.seq_len, config.eval.max_windows))
         ident[f"eval:{name}"] = identity(ts.info, ts.dir.name)
-    return sets, ident
+        streams[name] = ts.train
+    return sets, ident, streams
 
 
 def run_eval_sets(

@@ -33,6 +33,7 @@ def restore(run: Run, resume: bool, allow: tuple[bool, bool] = (False, False)) -
         phase = "evaluating the base (step 0)"
         run.status.phase(phase)  # at once: the first batch's progress comes seconds later
         run.baseline = run.eval_and_log(phase)
+        run.eval_long_context()  # past the base's context: passkey, loss by position
     run.log(*run.mix.events(run.step, changed))  # a mix changed on resume: its step, what
     run.status.phase(("compiling, then " if run.config.train.compile else "") + "the first step")
 

@@ -6,8 +6,8 @@ position means the model uses the far context; one that flattens (or rises) past
 base's old length means the new positions are not used. Buckets double (1, 2-3, 4-7, ...)
 so the short positions, where the curve moves most, are not drowned by the long ones.
 
-The forward is training's own (``steep.train.forward.lm_loss``, per token), so the number
-at every position is the loss training optimises.
+The loss is training's (next-token cross-entropy on fp32 logits, as
+``steep.train.forward.lm_loss``), kept per position instead of summed.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
 from steep.data.tokensource import TokenStream
 from steep.errors import DataError
 from steep.model.scoring import prefix_token_id
-from steep.train.forward import lm_loss
 
 
 def bucket_edges(seq_len: int) -> list[int]:
@@ -110,8 +110,11 @@ def loss_by_position(
     for i in range(0, len(windows), batch_size):
         batch = torch.from_numpy(windows[i : i + batch_size]).to(device)
         with autocast or nullcontext():
-            per_token = lm_loss(model, batch, reduction="none")
-        total += per_token.view(len(batch), -1).double().sum(0).cpu().numpy()
+            logits = model(input_ids=batch[:, :-1], use_cache=False).logits
+        per_token = F.cross_entropy(  # fp32, as training's loss
+            logits.float().transpose(1, 2), batch[:, 1:], reduction="none"
+        )
+        total += per_token.double().sum(0).cpu().numpy()
     model.train(was_training)
     return total / len(windows)
 
