@@ -104,3 +104,36 @@ def long_context_markdown(events: list[dict]) -> list[str]:
             lines.append(f"| {name} | {was:.4f} | {now:.4f} | {now - was:+.4f} |")
         lines.append("")
     return lines
+
+
+def lengths_markdown(events: list[dict], tokens_by_source: dict[str, int]) -> list[str]:
+    """report.md's tokens by document-length bucket, per source: each bucket's share of the
+    source's stream as the run reads it, and the tokens trained from it (that share of the
+    source's tokens: exact over whole epochs, expected within one)."""
+    event = next((e for e in events if e.get("event") == "data_lengths"), None)
+    if event is None:
+        return []
+    seq_len = event["seq_len"]
+    lines = [
+        "## Tokens by document length",
+        "",
+        "Each source's stream as the run reads it (after its length rule; an upsampled "
+        "document counted each time it is read). A window holds parts of every document it "
+        f"spans; documents of {seq_len + 1}+ tokens fill a window of {seq_len} alone.",
+        "",
+    ]
+    for name, rec in event["sources"].items():
+        total = sum(b["tokens"] for b in rec["buckets"].values()) or 1
+        trained = tokens_by_source.get(name)
+        lines += [
+            f"**{name}** ({rec['rule']}; longest {rec['longest']:,} tokens)",
+            "",
+            "| document length | documents | share of tokens | tokens trained |",
+            "|---|---:|---:|---:|",
+        ]
+        for label, b in rec["buckets"].items():
+            share = b["tokens"] / total
+            read = f"{round(share * trained):,}" if trained is not None else "-"
+            lines.append(f"| {label} | {b['documents']:,} | {share:.1%} | {read} |")
+        lines.append("")
+    return lines

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from steep.artifacts import scores
 from steep.artifacts.scores import Role
 from steep.config.batch import BatchSplit, batch_split
+from steep.config.lengths import LengthSection
 from steep.config.mixing import (
     ForgettingBudgetSection,
     PhaseSection,
@@ -107,6 +108,11 @@ class SourceSection(_Strict):
     weight: float = Field(1.0, gt=0, description="share of training tokens, relative to the others")
     text_field: str = "text"
     heldout_fraction: float = Field(0.05, ge=0, lt=1)
+    length: LengthSection | None = Field(
+        None,
+        description="long-context data: leave out short documents (min_tokens) or read the "
+        "long ones more often (upsample_tokens, upsample_times) within this source",
+    )
 
     @field_validator("name")
     @classmethod

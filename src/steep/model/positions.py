@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
+from steep.data.doclength import spread
 from steep.data.tokensource import TokenStream
 from steep.errors import DataError
 from steep.model.scoring import prefix_token_id
@@ -84,14 +85,9 @@ def text_windows(
 
 def too_short(name: str, lengths: np.ndarray, seq_len: int) -> DataError:
     """No document fills a window: say so with the lengths there are."""
-    if len(lengths):
-        q = np.percentile(lengths, [50, 90, 100]).astype(int)
-        spread = f"median {q[0]}, p90 {q[1]}, longest {q[2]} tokens over {len(lengths)} documents"
-    else:
-        spread = "no documents"
     return DataError(
         f"'{name}': no document has the {seq_len + 1} tokens a loss-by-position window of "
-        f"{seq_len} needs ({spread}): give longer held-out text or a shorter length"
+        f"{seq_len} needs ({spread(lengths)}): give longer held-out text or a shorter length"
     )
 
 

@@ -26,7 +26,7 @@ from steep.train.flops import device_peak_flops, flops_per_token
 from steep.train.forward import use_document_mask
 from steep.train.inputs import Inputs, build_inputs
 from steep.train.kernels import apply_liger
-from steep.train.longctx import LongContextEval, old_context
+from steep.train.longctx import LongContextEval, old_context, window_warnings
 from steep.train.lora import Adapted, apply_method, check_method, quantized_load
 from steep.train.mixcontrol import MixControl
 from steep.train.optim import build_optimizer, check_optimizer
@@ -250,20 +250,23 @@ def build(
         peak_flops=device_peak_flops(runtime.device, config.train.peak_tflops),
         evaluator=evaluator,
         checkpointer=checkpointer,
-        longctx=long_context_eval(config, base, inputs),
+        longctx=long_context_eval(config, base, inputs, quiet=not d.is_main),
     )
 
 
 def long_context_eval(
-    config: RunConfig, base: LoadedBase, inputs: Inputs
+    config: RunConfig, base: LoadedBase, inputs: Inputs, quiet: bool = False
 ) -> LongContextEval | None:
     """The long-context evals when ``data.seq_len`` is past what the base knew before its
-    RoPE scaling; None otherwise."""
+    RoPE scaling (and a warning for each source with no document to fill a window); None
+    otherwise."""
     seq_len = config.data.seq_len
     before = base.info.get("positions_before_rope")
     old = before if before and seq_len > before else old_context(base.model.config, seq_len)
     if not old:
         return None
+    for line in [] if quiet else window_warnings(inputs.lengths, seq_len):
+        print(line)
     return LongContextEval(
         int(old), seq_len, inputs.heldout, config.eval.max_windows, config.eval.batch_size
     )

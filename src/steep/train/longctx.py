@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from steep.data.doclength import SourceLengths, window_problem
 from steep.data.tokensource import TokenStream
 from steep.model.passkey import passkey_block
 from steep.model.passkey_spec import DEFAULT_DEPTHS, DEFAULT_TRIALS
@@ -27,6 +28,25 @@ from steep.model.positions import document_windows, long_documents, position_los
 from steep.train.evaluate import EvalSet
 
 EVENT = "long_context"
+LENGTHS_EVENT = "data_lengths"
+
+
+def lengths_event(lengths: dict[str, SourceLengths], seq_len: int) -> dict[str, Any]:
+    """Step 0's record of each source's documents by length, as the run reads them (its
+    length rule applied, upsampled documents counted as often as they are read)."""
+    return {
+        "kind": "event",
+        "event": LENGTHS_EVENT,
+        "step": 0,
+        "seq_len": seq_len,
+        "sources": {name: sl.record() for name, sl in lengths.items()},
+    }
+
+
+def window_warnings(lengths: dict[str, SourceLengths], seq_len: int) -> list[str]:
+    """A run past its base's context: each source with no document that fills a window."""
+    problems = (window_problem(name, sl.lengths, seq_len) for name, sl in lengths.items())
+    return [p for p in problems if p]
 
 
 def old_context(model_config: Any, seq_len: int) -> int | None:
