@@ -84,7 +84,9 @@ def test_loss_by_position_is_trainings_loss_at_each_position(tiny: Path) -> None
 
 
 def test_a_set_with_no_long_document_is_refused_with_its_lengths() -> None:
-    with pytest.raises(DataError, match=r"no document has the 129 tokens.*documents, median \d+, p90"):
+    with pytest.raises(
+        DataError, match=r"no document has the 129 tokens.*documents, median \d+, p90"
+    ):
         text_windows("short", ["a few words", "more words here"], byte_tokenizer(), 128, 4)
 
 
