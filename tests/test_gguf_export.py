@@ -301,3 +301,25 @@ def test_the_default_bases_bpe_tokenizer_round_trips(ws: dict[str, Path], home: 
     got = compare(out / "tiny-bpe-f16.gguf", model_dir, text * 3)
     assert got.same_tokens, got.first_mismatch
     assert abs(got.ppl_change) < 0.01 and got.max_abs_logit_diff < 0.05
+
+
+def test_a_context_extended_model_keeps_its_rope_scaling_in_the_gguf(
+    ws: dict[str, Path], home: Path
+) -> None:
+    """#35: the model a run with ``model.rope_scaling`` saves (load_base applies it, save_hf
+    writes transformers 5's rope_parameters) converts with the scaling in llama.cpp's keys."""
+    from steep.artifacts.lineage import Lineage
+    from steep.config import ModelSection
+    from steep.model.io import load_base, save_hf
+
+    rope = {"rope_type": "yarn", "factor": 4, "beta_fast": 16}
+    loaded = load_base(ModelSection(base=str(ws["model"]), rope_scaling=rope), home)
+    scaled = save_hf(loaded.model, loaded.tokenizer, home / "models" / "long", Lineage(kind="cpt"))
+    gguf = ws["root"] / "exports" / "long.gguf"
+    gguf_convert.convert(scaled, gguf, "f16", "long", home)
+    f = _fields(gguf)
+    assert f["llama.context_length"] == 4 * TINY_LLAMA["max_position_embeddings"]
+    assert f["llama.rope.scaling.type"] == "yarn" and f["llama.rope.scaling.factor"] == 4.0
+    assert f["llama.rope.scaling.original_context_length"] == 256
+    assert f["llama.rope.scaling.yarn_beta_fast"] == 16.0
+    assert f["llama.rope.freq_base"] == pytest.approx(ROPE_THETA)  # the base's, kept

@@ -267,3 +267,31 @@ def test_an_eval_set_is_picked_from_the_data_hub(_steep_home: Path, tmp_path: Pa
     raw["data"]["sources"][0]["heldout_fraction"] = 0  # only the eval set is evaluated
     sets, _ = run_eval_sets(parse_config(raw), byte_tokenizer(), _steep_home)
     assert [s.name for s in sets] == ["news"] and sets[0].tokens > 0
+
+
+def test_rope_scaling_is_in_the_form_and_round_trips(_steep_home: Path) -> None:
+    """#35: the context extension's fields come from the schema like the others; the form's
+    check refuses a seq_len the scaling does not cover, naming the factor that would."""
+    c = _client(_steep_home)
+    page = c.get("/runs/new").text
+    assert re.search(r'data-path="model.rope_scaling"', page)
+    assert re.search(r'<input type="number" data-path="model.rope_theta"', page)
+    ref = _dataset(c, "dom")
+    rope = {"model.rope_scaling": "{rope_type: yarn, factor: 1.5}"}
+    form = _form(_steep_home, ref, seq_len=512, global_batch_tokens=1024, fields=rope)
+    errors = c.post("/api/config/resolve", json=form, headers=CHANGE).json()["errors"]
+    assert any("raise model.rope_scaling.factor to at least 2" in e for e in errors), errors
+    form["fields"] = {"model.rope_scaling": "{rope_type: yarn, factor: 2}"}
+    res = c.post("/api/config/resolve", json=form, headers=CHANGE).json()
+    assert res["ok"], res["errors"]
+    assert yaml.safe_load(res["yaml"])["model"]["rope_scaling"] == {
+        "rope_type": "yarn",
+        "factor": 2,
+    }
+    run = _steep_home / "runs" / "long-1"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(res["yaml"])
+    filled = _prefill(c.get("/runs/new?from=long-1").text)
+    assert yaml.safe_load(filled["fields"]["model.rope_scaling"]) == {
+        "rope_type": "yarn", "factor": 2,
+    }  # fmt: skip

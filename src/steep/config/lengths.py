@@ -12,6 +12,11 @@ from pydantic import Field, model_validator
 
 from steep.config.strict import Strict
 
+LENGTH_HELP = (
+    "long-context data: leave out short documents (min_tokens) or read the long ones more "
+    "often (upsample_tokens, upsample_times) within this source"
+)
+
 
 class LengthSection(Strict):
     """Which of a source's documents the run reads, and how often per epoch."""

@@ -14,7 +14,8 @@ from pydantic import Field, field_validator, model_validator
 from steep.artifacts import scores
 from steep.artifacts.scores import Role
 from steep.config.batch import BatchSplit, batch_split
-from steep.config.lengths import LengthSection
+from steep.config.context import ROPE_TYPES, RopeScaling
+from steep.config.lengths import LENGTH_HELP, LengthSection
 from steep.config.mixing import (
     ForgettingBudgetSection,
     PhaseSection,
@@ -78,6 +79,16 @@ class ModelSection(_Strict):
     ] = Field(
         "sdpa", description="transformers attention kernel; flash_* need the flash-attn package"
     )
+    rope_scaling: RopeScaling | None = Field(
+        None,
+        description="extend the base's context (Hugging Face's rope_scaling): {rope_type: "
+        f"{' | '.join(ROPE_TYPES)}, factor: F, original_max_position_embeddings: N (default: "
+        "the base's), and the type's own keys}; the model covers F x N positions, applied "
+        "when the base loads and saved in config.json",
+    )
+    rope_theta: float | None = Field(
+        None, gt=0, description="the RoPE base frequency; default: the base's"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSection:
@@ -108,11 +119,7 @@ class SourceSection(_Strict):
     weight: float = Field(1.0, gt=0, description="share of training tokens, relative to the others")
     text_field: str = "text"
     heldout_fraction: float = Field(0.05, ge=0, lt=1)
-    length: LengthSection | None = Field(
-        None,
-        description="long-context data: leave out short documents (min_tokens) or read the "
-        "long ones more often (upsample_tokens, upsample_times) within this source",
-    )
+    length: LengthSection | None = Field(None, description=LENGTH_HELP)
 
     @field_validator("name")
     @classmethod
@@ -289,6 +296,13 @@ class TrainSection(_Strict):
             raise ValueError("loss_chunk must be at least 1 position (or auto, or null)")
         return v
 
+    context_parallel: int = Field(
+        1,
+        ge=1,
+        description="split each sequence over this many GPUs (torch's context_parallel); "
+        "not available yet: refused above 1 with the reason; `steep plan` says how many "
+        "GPUs a long data.seq_len would need",
+    )
     fused_kernels: Literal["none", "liger"] = Field(
         "none", description="liger: Liger's Triton RMSNorm, SwiGLU and RoPE (CUDA, liger-kernel)"
     )

@@ -51,6 +51,7 @@ from steep.model.io import ModelLoadError, load_base, load_tokenizer
 from steep.model.passkey import passkey_block, split_lengths
 from steep.model.passkey_spec import DEFAULT_DEPTHS, DEFAULT_TRIALS
 from steep.model.positions import position_loss, text_windows
+from steep.model.rope import positions_of
 from steep.model.scoring import resolve_device
 from steep.workspace import steep_home
 
@@ -227,7 +228,7 @@ def _score_model(
         m = out["tasks"][task.name]
         print(f"[{label}] task {task.name}: acc {m['acc']:.3f}  acc_norm {m['acc_norm']:.3f}")
     if spec.passkey:
-        limit = getattr(model.config, "max_position_embeddings", None)
+        limit = positions_of(model.config)  # dynamic NTK: factor x its original
         out["passkey"] = passkey_block(
             model, tokenizer, spec.passkey, spec.passkey_depths, spec.passkey_trials,
             limit, spec.batch_size, device,

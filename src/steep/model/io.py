@@ -32,6 +32,7 @@ from steep.model.basenames import (
     gguf_of,
     lineage_of,
 )
+from steep.model.rope import apply_rope
 from steep.workspace import LINEAGE_FILE, Workspace, converted_gguf_name
 
 
@@ -89,15 +90,14 @@ def load_base(
         base = resolve_base(cfg.base)
         path = Path(base)
         if (gguf := gguf_of(cfg)) is not None:
-            loaded = _load_hf_dir(
-                gguf_to_hf(gguf, Workspace(home).base_models), origin=str(gguf), load=load
-            )
+            converted = gguf_to_hf(gguf, Workspace(home).base_models)
+            loaded = _load_hf_dir(converted, str(gguf), load, cfg)
         elif path.exists():
-            loaded = _load_hf_dir(path, origin=str(path), load=load)
+            loaded = _load_hf_dir(path, str(path), load, cfg)
         elif path.is_absolute() or base.startswith("."):
             raise ModelLoadError(f"model.base: {base} does not exist")
         else:
-            loaded = _load_hf_dir(Path(base), origin=f"hub:{base}", load=load)
+            loaded = _load_hf_dir(Path(base), f"hub:{base}", load, cfg)
     if cfg.tokenizer:
         loaded.tokenizer = load_tokenizer(cfg.tokenizer)
         loaded.info["tokenizer"] = cfg.tokenizer
@@ -132,23 +132,39 @@ def _random_model(cfg: ModelSection, seed: int) -> LoadedBase:
         config = AutoConfig.for_model(model_type, **values)
     except ValueError as exc:
         raise ModelLoadError(f"model.random_init: {exc}") from None
+    before = apply_rope(config, cfg, "model.random_init")
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     info = {"source": "random_init", "random_init": {"model_type": model_type, **values}}
-    return LoadedBase(model, tokenizer, info)
+    return LoadedBase(model, tokenizer, _rope_info(info, before, config))
 
 
-def _load_hf_dir(path: Path, origin: str, load: dict[str, Any] | None = None) -> LoadedBase:
-    """Load a plain HF causal LM; ``origin`` is what the user named (for lineage)."""
+def _rope_info(info: dict[str, Any], before: int | None, config: Any) -> dict[str, Any]:
+    """Lineage of a scaled base: the positions it knew and the RoPE it trains with."""
+    if before is not None:
+        info["positions_before_rope"] = before
+        info["rope_parameters"] = dict(config.rope_parameters)
+    return info
+
+
+def _load_hf_dir(
+    path: Path, origin: str, load: dict[str, Any] | None, cfg: ModelSection
+) -> LoadedBase:
+    """Load a plain HF causal LM with the config's RoPE settings applied before the model
+    is built; ``origin`` is what the user named (for lineage)."""
     local = path.exists()
     if local and not (path / "config.json").exists():
         raise ModelLoadError(f"{path} is not a Hugging Face model directory (no config.json)")
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, **(load or {}))
+        config = AutoConfig.from_pretrained(str(path))
+        before = apply_rope(config, cfg, origin)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path), config=config, dtype=torch.float32, **(load or {})
+        )
     except OSError as exc:
         raise ModelLoadError(f"cannot load model from {origin}: {exc}") from None
     tokenizer = load_tokenizer(str(path))
-    info: dict[str, Any] = {"source": origin, "path": str(path)}
+    info: dict[str, Any] = _rope_info({"source": origin, "path": str(path)}, before, config)
     lineage = lineage_of(path) if local else None
     if lineage is not None:
         info["lineage"] = lineage.dump()

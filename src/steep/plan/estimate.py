@@ -27,6 +27,7 @@ from steep.config.schema import loss_chunk_in_use
 from steep.errors import ConfigError
 from steep.plan.devices import KNOWN, Device, cpu_device, find_device, local_gpu
 from steep.plan.flops import step_seconds
+from steep.plan.longctx import ContextPlan, context_plan
 from steep.plan.measured import Measured, measured_throughput
 from steep.plan.memory import (
     Memory,
@@ -79,6 +80,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     suggestions: list[Suggestion] = field(default_factory=list)
     measured: Measured | None = None  # a CPU's speed from an earlier run of this shape
+    context: ContextPlan | None = None  # one sequence's cost, the longest that fits
 
     @property
     def peak_gib(self) -> float:
@@ -139,6 +141,7 @@ class Plan:
             "measured": asdict(self.measured) if self.measured else None,
             "notes": self.notes,
             "suggestions": [asdict(s) for s in self.suggestions],
+            "context": self.context.dump() if self.context else None,
         }
 
 
@@ -258,6 +261,11 @@ def make_plan(
         plan.measured = measured_throughput(config, home)
     if suggest and plan.fits is False:
         plan.suggestions = suggestions(config, plan, home)
+    if suggest:  # the top-level plan only: the suggestions' plans need no context block
+        usable = plan.usable_gib * GIB if plan.usable_gib is not None else None
+        plan.context = context_plan(config, shape, gpus, usable, cpu, home)
+        if plan.context.problem:
+            notes.append(f"steep train refuses this: {plan.context.problem}")
     return plan
 
 

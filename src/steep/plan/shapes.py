@@ -271,15 +271,45 @@ def _known(key: str, source: str) -> Shape:
     return Shape(**{**KNOWN[key].dump(), "source": source})
 
 
+def resolved_base(model: ModelSection) -> str:
+    """``model.base`` as the job finds it (a ``pkg://`` file inside its package)."""
+    assert model.base is not None  # the schema wants a base or a random_init
+    return _resolve(model.base)
+
+
+def gguf_path(model: ModelSection) -> Path | None:
+    """The GGUF file a config's base names, or None when the base is not a GGUF."""
+    base = resolved_base(model)
+    if model.gguf_file or base.endswith(".gguf"):
+        return Path(base) / model.gguf_file if model.gguf_file else Path(base)
+    return None
+
+
+def base_config_file(model: ModelSection, home: Path) -> Path | None:
+    """The base's config.json without loading it: a local folder's, a GGUF's converted
+    folder's in the workspace, a hub id's in the Hugging Face cache; None when none is here."""
+    if (gguf := gguf_path(model)) is not None:
+        try:
+            converted = Workspace(home).base_models / converted_gguf_name(gguf) / "config.json"
+        except OSError:  # no such GGUF: its own check says so
+            return None
+        return converted if converted.is_file() else None
+    base = resolved_base(model)
+    if (Path(base) / "config.json").is_file():
+        return Path(base) / "config.json"
+    if Path(base).is_absolute() or base.startswith("."):
+        return None
+    return _hf_cache_config(base)
+
+
 def model_shape(model: ModelSection, home: Path | None = None) -> Shape:
     """The shape of the model a config trains; ConfigError saying what to give when unknown."""
     if model.random_init is not None:
         return _random_init(model)
-    assert model.base is not None  # the schema wants a base or a random_init
-    base = _resolve(model.base)
+    base = resolved_base(model)
     path = Path(base)
-    if model.gguf_file or base.endswith(".gguf"):
-        return _gguf(path / model.gguf_file if model.gguf_file else path, home or steep_home())
+    if (gguf := gguf_path(model)) is not None:
+        return _gguf(gguf, home or steep_home())
     if (path / "config.json").is_file():
         return from_hf_config(json.loads((path / "config.json").read_text()), str(path))
     if path.is_absolute() or base.startswith("."):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from steep.artifacts.fmt import duration, memory_size
 from steep.plan.estimate import GIB, HEADROOM, RESERVE_GIB, Plan
+from steep.plan.longctx import MAX_CP, STEP
 
 
 def _unit(plan: Plan) -> tuple[str, float]:
@@ -119,6 +120,7 @@ def render(plan: Plan) -> str:
         ]
     else:
         lines.append(f"  step time                 {time_line(plan)}")
+    lines += context_lines(plan)
     lines += [f"note: {n}" for n in plan.notes]
     if plan.suggestions:
         lines += ["", "what would fit (peak per device):"]
@@ -127,3 +129,46 @@ def render(plan: Plan) -> str:
             tag = "fits" if sug.fits else "still too much"
             lines.append(f"  {sug.peak_gib:>8.1f} GiB  {tag + time:<34} {sug.change}")
     return "\n".join(lines)
+
+
+LONG = 4096  # from this seq_len on, the plan shows what one sequence costs
+
+
+def context_lines(plan: Plan) -> list[str]:
+    """The context block (``steep.plan.longctx``): shown for a long ``data.seq_len``, a
+    RoPE scaling, or a length that does not fit."""
+    c = plan.context
+    if c is None or not (c.seq_len >= LONG or c.covered or c.longest_fit != c.seq_len):
+        return []
+    known = f"the base knows {c.base_positions:,}" if c.base_positions else "base context unknown"
+    if c.covered:
+        known += f", {c.covered:,} with model.rope_scaling"
+    lines = [
+        "",
+        f"context   seq_len {c.seq_len:,} ({known} [{c.base_source}])",
+        f"  one sequence's activations {memory_size(c.activations_no_ac / GIB)} "
+        f"without AC, {memory_size(c.activations_full_ac / GIB)} with full AC; "
+        f"loss logits {memory_size(c.logits_whole / GIB)} whole, "
+        f"{memory_size(c.logits_chunked / GIB)} with train.loss_chunk auto (one GPU only)",
+    ]
+    if plan.usable_gib is None:
+        return lines
+    if c.longest_fit == c.seq_len:
+        lines.append("  fits per GPU as configured")
+        return lines
+    longest = f"{c.longest_fit:,}" if c.longest_fit else f"none (not even {STEP})"
+    lines.append(
+        f"  longest seq_len that fits per GPU as configured: {longest}; FSDP2 shards the "
+        "weights and optimizer over the GPUs, never a sequence, so more GPUs do not help"
+    )
+    if c.cp_needed:
+        lines.append(
+            f"  context parallelism over {c.cp_needed} GPUs per sequence would fit it "
+            f"({max(plan.gpus, c.cp_needed)} GPUs at least; train.context_parallel is not "
+            "in steep yet, see docs/context-extension.md)"
+        )
+    else:
+        lines.append(
+            f"  context parallelism up to {MAX_CP} GPUs per sequence would not fit it either"
+        )
+    return lines

@@ -23,7 +23,14 @@ from steep.studio.safe_yaml import load_studio_yaml
 SECTIONS: list[tuple[str, list[str]]] = [
     (
         "Model",
-        ["model.random_init", "model.tokenizer", "model.attention", "model.document_separator"],
+        [
+            "model.random_init",
+            "model.tokenizer",
+            "model.attention",
+            "model.document_separator",
+            "model.rope_scaling",
+            "model.rope_theta",
+        ],
     ),
     (
         "Schedule and precision",
@@ -241,8 +248,14 @@ def coerce(f: FormField, raw: Any) -> Any:
     except yaml.YAMLError as exc:
         raise ValueError(f"not valid YAML: {str(exc).splitlines()[0]}") from None
     if f.kind == "yaml" and not isinstance(value, dict):
-        raise ValueError("give a mapping, e.g. {model_type: llama, hidden_size: 64}")
+        raise ValueError(f"give a mapping, e.g. {_EXAMPLES.get(f.path, _EXAMPLES['*'])}")
     return value
+
+
+_EXAMPLES = {
+    "model.rope_scaling": "{rope_type: yarn, factor: 4}",
+    "*": "{model_type: llama, hidden_size: 64}",
+}
 
 
 def _put(config: dict[str, Any], path: str, value: Any) -> None:

@@ -16,9 +16,11 @@ import torch
 
 from steep.artifacts.metrics import eval_record
 from steep.config import RunConfig, dump_config
+from steep.config.context import context_parallel_problem
 from steep.config.schema import loss_chunk_in_use
 from steep.errors import ConfigError, SteepError
 from steep.model.io import LoadedBase, load_base
+from steep.model.rope import loaded_context_problem
 from steep.plan.estimate import fit_problem
 from steep.train.checkpoint import Checkpointer
 from steep.train.evaluate import EvalBar, Evaluator
@@ -37,7 +39,6 @@ from steep.train.parallel import (
     compile_layers,
     shard_model,
 )
-from steep.train.preflight import context_problem
 from steep.train.rendezvous import Prepare
 from steep.train.runfolder.create import new_run_dir
 from steep.train.runfolder.leftovers import clear_leftovers
@@ -197,6 +198,9 @@ def build(
     check_optimizer(config)
     check_trackers(config.track)  # wandb, mlflow installed: before any weights load
     check_offload(config, d, runtime.device)
+    parallel = context_parallel_problem(config.train.context_parallel)
+    if parallel:  # before any weights load
+        raise ConfigError(parallel)
     too_big = None if force else fit_problem(config, d.world)  # steep plan's arithmetic
     if too_big:
         raise ConfigError(too_big)
@@ -283,8 +287,11 @@ def _model(
     qlora = config.train.method == "qlora"
     with Prepare(d, run_dir, "base", config.train.data_wait_s):
         base = load_base(config.model, home, config.run.seed, quantized_load() if qlora else None)
-    known = getattr(base.model.config, "max_position_embeddings", None)
-    problem = context_problem(config.data.seq_len, known, f"model {config.model.base}")
+    before = base.info.get("positions_before_rope")  # what the base knew before rope_scaling
+    where = f"model {config.model.base or 'random_init'}"
+    problem = loaded_context_problem(
+        base.model.config, config.model, config.data.seq_len, before, where
+    )
     if problem:  # past its trained context the base's loss jumps: refuse before any work
         raise ConfigError(problem)
     model = base.model if qlora else base.model.to(runtime.device, runtime.weight_dtype)

@@ -10,7 +10,9 @@ Checked, each problem reported with the field it is about:
 - the LR schedule, built as the training loop builds it (``steep.train.schedule``);
 - the global batch split over the ranks (``steep.config.batch``);
 - the data: every path exists (folders hold text files), every Data Hub dataset ref
-  resolves in the catalog.
+  resolves in the catalog;
+- the context: ``data.seq_len`` within what the base covers with ``model.rope_scaling``,
+  and RoPE settings only on a RoPE base (``steep.config.context``).
 
 The config itself was validated when it was loaded (``load_config`` / ``parse_config``).
 Every check runs; a failure raises one ``PreflightError`` (a ``ConfigError``) listing all
@@ -21,19 +23,23 @@ stays importable without torch.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from steep.config.locate import resolve_base
+from steep.config.context import (
+    context_parallel_problem,
+    context_problem,
+    not_rotary_problem,
+)
 from steep.config.schema import EvalDataset, RunConfig, eval_set_roles
 from steep.data.documents import expand_paths
 from steep.data.locations import is_url
 from steep.datahub.catalog import Catalog, CatalogError
 from steep.errors import ConfigError, MissingInputError, SteepError
 from steep.model.base_lr import resolve_max_lr
+from steep.plan.context import base_context
 from steep.train.schedule import schedule_for, warmup_steps_for
 from steep.workspace import Workspace, steep_home
 
@@ -90,7 +96,7 @@ def preflight(
         problems.append(str(exc))
         accum = 0
     datasets = _data(config, home, problems) if check_data else {}
-    _context_of_base(config, problems)
+    problems += context_problems(config, home)
     if problems:
         raise PreflightError(problems)
     return Preflight(
@@ -165,34 +171,21 @@ def _max_lr(config: RunConfig, problems: list[str]) -> tuple[float, str]:
     return 0.0, ""
 
 
-def context_problem(seq_len: int, max_positions: int | None, where: str) -> str | None:
-    """Why ``seq_len`` cannot train on a base with ``max_positions``, or None when it can.
-
-    Past its trained context a RoPE model sees positions it never learnt and its loss
-    jumps; the run would train, but on garbage, with no word.
-    """
-    if not max_positions or seq_len <= max_positions:
-        return None
-    factor = seq_len / max_positions
-    return (
-        f"data.seq_len={seq_len} is above the base's max_position_embeddings={max_positions} "
-        f"({where}): lower data.seq_len, or extend the base's context first (RoPE scaling "
-        f"by a factor of at least {factor:.2g}, then continued pretraining on long text)"
-    )
-
-
-def _context_of_base(config: RunConfig, problems: list[str]) -> None:
-    """For a base that is a local HF folder, its config.json says the context it knows."""
-    if config.model.base is None or config.model.random_init is not None:
-        return
-    try:
-        cfg_file = Path(resolve_base(config.model.base)) / "config.json"
-        known = json.loads(cfg_file.read_text()).get("max_position_embeddings")
-    except (OSError, ValueError, SteepError):  # a hub id, a GGUF: checked once it is loaded
-        return
-    problem = context_problem(config.data.seq_len, known, str(cfg_file))
-    if problem:
-        problems.append(problem)
+def context_problems(config: RunConfig, home: Path | None = None) -> list[str]:
+    """RoPE settings on a base without rotary positions; ``data.seq_len`` past what the
+    base covers with ``model.rope_scaling`` (the factor that would cover it named). Read
+    from the base's files (``steep.plan.context``); a base none describe is checked once
+    it loads (``steep.model.rope``)."""
+    model = config.model
+    parallel = context_parallel_problem(config.train.context_parallel)
+    if parallel:
+        return [parallel]
+    known = base_context(model, home)
+    where = known.source
+    if (model.rope_scaling or model.rope_theta) and known.rotary is False:
+        return [not_rotary_problem(known.model_type, where)]
+    problem = context_problem(config.data.seq_len, known.positions, where, model.rope_scaling)
+    return [problem] if problem else []
 
 
 def _schedule(config: RunConfig, problems: list[str]) -> int:
