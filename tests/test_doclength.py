@@ -72,10 +72,12 @@ def test_the_rule_is_checked_and_said_in_words() -> None:
 
 def test_no_document_to_fill_a_window_is_said_with_the_lengths(tmp_path: Path) -> None:
     stream = _stream(tmp_path, [30, 60, 90, 120])
-    line = window_problem("short", SourceLengths(stream, None).lengths, 256)
+    lengths = SourceLengths(stream, None)
+    assert lengths.buckets == {"<256": {"documents": 4, "tokens": 31 + 61 + 91 + 121}}
+    line = window_problem("short", lengths, 256)
     assert line is not None and "source 'short' has no document of 257+ tokens" in line
     assert "4 documents, median 76, p90" in line and "longest 121 tokens" in line
-    assert window_problem("short", SourceLengths(stream, None).lengths, 100) is None
+    assert window_problem("short", lengths, 100) is None
 
 
 def test_a_changed_rule_restarts_that_source_and_a_kept_one_goes_on(tmp_path: Path) -> None:

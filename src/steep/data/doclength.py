@@ -26,6 +26,7 @@ from steep.data.tokensource import TokenStream
 
 FIRST_EDGE = 256  # bucket edges double from here: <256, 256-511, ..., 64K-128K, 128K+
 LAST_EDGE = 131072
+SAMPLE = 1_000_000  # lengths a rule-less source keeps for its spread (every k-th document)
 
 
 def bucket_edges() -> list[int]:
@@ -139,37 +140,46 @@ class LengthView:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def stream_lengths(stream: TokenStream) -> np.ndarray:
-    """Every document's length in the stream, in order."""
-    parts = [lens for _, lens in shard_lengths(stream)]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-
-
-def window_problem(name: str, lengths: np.ndarray, seq_len: int) -> str | None:
+def window_problem(name: str, lengths: SourceLengths, seq_len: int) -> str | None:
     """A warning when no document the source reads fills a window of ``seq_len``: the
     long-context run would learn long positions only across document edges."""
-    if len(lengths) and int(lengths.max()) > seq_len:
+    if lengths.longest > seq_len:
         return None
     return (
         f"warning: source '{name}' has no document of {seq_len + 1}+ tokens to fill a window "
-        f"of data.seq_len={seq_len} ({spread(lengths)}): its windows join short "
+        f"of data.seq_len={seq_len} ({lengths.spread()}): its windows join short "
         "documents, so the new positions are trained only across document edges. Add long "
         "documents, or give another source length.upsample_tokens"
     )
 
 
 class SourceLengths:
-    """A source's training stream as the run reads it, and its documents by length."""
+    """A source's training stream as the run reads it, and its documents by length.
+
+    Without a rule the stream is read as it is and its lengths are counted shard by shard;
+    ``lengths`` keeps at most ``SAMPLE`` of them (every k-th document of a large source)
+    for the spread a warning quotes, so a billion-document source costs no table."""
 
     def __init__(self, stream: TokenStream, rule: LengthSection | None):
         self.rule = rule
-        if rule is None:  # the stream itself; the lengths only for the report
-            self.stream: TokenStream | LengthView = stream
-            self.lengths = stream_lengths(stream)
-            self.repeats = np.ones(len(self.lengths), dtype=np.int64)
-        else:
+        if rule is not None:
             view = LengthView(stream, rule)
-            self.stream, self.lengths, self.repeats = view, view.doc_lengths, view.repeats
+            self.stream: TokenStream | LengthView = view
+            self.lengths, self.buckets = view.doc_lengths, view.buckets()
+            self.longest = int(view.doc_lengths.max()) if len(view.doc_lengths) else 0
+            return
+        self.stream, self.buckets, self.longest = stream, {}, 0
+        stride, kept = max(1, -(-len(stream) // SAMPLE)), []
+        for _, lens in shard_lengths(stream):
+            for label, b in histogram(lens).items():
+                into = self.buckets.setdefault(label, {"documents": 0, "tokens": 0})
+                into["documents"] += b["documents"]
+                into["tokens"] += b["tokens"]
+            self.longest = max(self.longest, int(lens.max()) if len(lens) else 0)
+            kept.append(lens[::stride])
+        self.lengths = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
+        order = bucket_labels()
+        self.buckets = {k: self.buckets[k] for k in order if k in self.buckets}
 
     def describe(self) -> str:
         return self.rule.describe() if self.rule else "every document"
@@ -181,8 +191,8 @@ class SourceLengths:
         """What steep.json, metrics.jsonl and report.md keep: the rule, the buckets."""
         return {
             "rule": self.describe(),
-            "longest": int(self.lengths.max()) if len(self.lengths) else 0,
-            "buckets": histogram(self.lengths, self.repeats),
+            "longest": self.longest,
+            "buckets": self.buckets,
         }
 
 

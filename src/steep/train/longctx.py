@@ -45,7 +45,7 @@ def lengths_event(lengths: dict[str, SourceLengths], seq_len: int) -> dict[str, 
 
 def window_warnings(lengths: dict[str, SourceLengths], seq_len: int) -> list[str]:
     """A run past its base's context: each source with no document that fills a window."""
-    problems = (window_problem(name, sl.lengths, seq_len) for name, sl in lengths.items())
+    problems = (window_problem(name, sl, seq_len) for name, sl in lengths.items())
     return [p for p in problems if p]
 
 
