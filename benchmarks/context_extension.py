@@ -210,18 +210,22 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", type=Path, default=Path("/tmp/steep-ctx"))
     p.add_argument("--pretrain-steps", type=int, default=1500)
-    p.add_argument("--steps", type=int, default=300, help="continued steps per arm")
+    p.add_argument("--steps", type=int, default=150, help="continued steps per arm")
+    p.add_argument("--passkey-share", type=float, default=0.2, help="of the training tokens")
     args = p.parse_args()
     root: Path = args.root
     root.mkdir(parents=True, exist_ok=True)
     started, cpu0 = time.perf_counter(), time.process_time()
     corpora = prepare_corpora(root)
-    short_keys = passkey_docs(root / "passkey-256.jsonl", 4000, (160, OLD_LEN), seed=101)
-    long_keys = passkey_docs(root / "passkey-1024.jsonl", 600, (OLD_LEN, NEW_LEN), seed=202)
+    share = args.passkey_share  # documents for 1.3x the tokens the runs read of them
+    n_short = int(1.3 * share * args.pretrain_steps * BATCH_TOKENS / 210)
+    n_long = int(1.3 * share * args.steps * BATCH_TOKENS / 640)
+    short_keys = passkey_docs(root / "passkey-256.jsonl", n_short, (160, OLD_LEN), seed=101)
+    long_keys = passkey_docs(root / "passkey-1024.jsonl", n_long, (OLD_LEN, NEW_LEN), seed=202)
     heldout = corpora.old_heldout
     base_run = config(
         "pretrain", root, {"random_init": TINY, "tokenizer": "bytes"},
-        [src("wiki", corpora.old_train, 0.8), src("passkey", short_keys, 0.2)],
+        [src("wiki", corpora.old_train, 1 - share), src("passkey", short_keys, share)],
         OLD_LEN, args.pretrain_steps, 1.0, heldout,
     )  # fmt: skip
     base = root / "pretrain" / "model"
@@ -233,7 +237,7 @@ def main() -> None:
         results[f"{arm}, step 0"] = measure(model, heldout, f"{arm} step 0")
         run = config(
             f"arm-{arm}", root, model,
-            [src("wiki", corpora.old_train, 0.8), src("passkey", long_keys, 0.2)],
+            [src("wiki", corpora.old_train, 1 - share), src("passkey", long_keys, share)],
             NEW_LEN, args.steps, 0.3, heldout,
         )  # fmt: skip
         t0 = time.perf_counter()
