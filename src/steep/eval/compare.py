@@ -159,8 +159,8 @@ def _check_inputs(spec: EvalSpec) -> _Inputs:
         )
     if spec.position_loss and not spec.sets:
         raise UsageError("--position-loss reads the --sets' documents: give --sets NAME=PATH")
-    if spec.passkey_trials < 1:
-        raise UsageError("--passkey-trials must be at least 1")
+    if spec.passkey_trials < 1 or spec.position_windows < 1:
+        raise UsageError("--passkey-trials and --position-windows must be at least 1")
     if spec.dtype not in DTYPES:
         raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {spec.dtype!r}")
     if spec.batch_size < 1:

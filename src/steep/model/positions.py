@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
-from steep.data.doclength import spread
+from steep.data.doclength import shard_lengths, spread
 from steep.data.tokensource import TokenStream
 from steep.errors import DataError
 from steep.model.scoring import prefix_token_id
@@ -58,12 +58,10 @@ def document_windows(
 def long_documents(stream: TokenStream, min_tokens: int) -> Iterable[np.ndarray]:
     """The documents of a token stream with at least ``min_tokens`` tokens, in order,
     found from each shard's offsets (short ones are never read)."""
-    for i, entry in enumerate(stream.entries):
-        del entry
-        shard = stream._shard(i)
-        lengths = np.diff(np.asarray(shard.offsets))
+    for first, lengths in shard_lengths(stream):
+        starts = first + np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         for j in np.flatnonzero(lengths >= min_tokens):
-            yield shard.document(int(j))
+            yield stream.read(int(starts[j]), int(starts[j] + lengths[j]))
 
 
 def text_windows(
