@@ -57,6 +57,9 @@ CASES: list[dict[str, Any]] = [
     case(512, 8, 8, 4, 1376, 16384, 512, chunk="auto", method="lora"),
     case(512, 8, 8, 4, 1376, 16384, 512, ranks=2),
     case(512, 8, 8, 4, 1376, 16384, 512, ac="full", ranks=2),
+    case(512, 8, 8, 4, 1376, 16384, 512, chunk=128, ranks=2),
+    case(256, 2, 4, 2, 688, 32000, 1024, micro=2, ranks=2),  # the logits dominate
+    case(256, 2, 4, 2, 688, 32000, 1024, micro=2, chunk=256, ranks=2),
 ]
 
 
@@ -101,7 +104,6 @@ def measure(config_dict: dict[str, Any]) -> dict[str, float]:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from steep.config import parse_config
-    from steep.config.schema import loss_chunk_in_use
     from steep.train.forward import lm_loss
     from steep.train.lora import apply_method
     from steep.train.optim import build_optimizer
@@ -138,9 +140,8 @@ def measure(config_dict: dict[str, Any]) -> dict[str, float]:
     def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: int) -> float:
         for step in range(steps):
             for i in range(accum):
-                with runtime.autocast():  # under FSDP2 the loop takes whole logits
-                    chunk = loss_chunk_in_use(t.loss_chunk, d.enabled)
-                    loss = lm_loss(model, batches[(step + i) % 4], chunk=chunk)
+                with runtime.autocast():  # the loop's loss, chunked under FSDP2 too
+                    loss = lm_loss(model, batches[(step + i) % 4], chunk=t.loss_chunk)
                 (loss / accum).backward()
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
             optimizer.step()

@@ -187,38 +187,55 @@ def start(root: Path, timeout: float = 60) -> Hosts:
     return hosts
 
 
-def wait_for(what: str, ok, timeout: float = 180, every: float = 0.2) -> None:
-    """Poll ``ok`` until it is true; TimeoutError naming ``what`` after ``timeout``."""
+def wait_for(what: str, ok, timeout: float = 180, every: float = 0.2):
+    """Poll ``ok`` until it is true, and return what it gave; TimeoutError naming ``what``
+    after ``timeout``."""
     deadline = time.time() + timeout
-    while not ok():
+    while not (value := ok()):
         if time.time() > deadline:
             raise TimeoutError(f"waited {timeout:.0f}s for {what}")
         time.sleep(every)
+    return value
 
 
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}  # no token files
+# the head finds a lost node in about 2 s (Ray's defaults: 5 failed checks 3 s apart)
+RAY_HEAD_ENV = {"RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "4"}
+
+
+def _ray() -> str:
+    return str(Path(sys.executable).parent / "ray")
 
 
 def start_ray(hosts: Hosts, log: Path, port: int = 6379) -> str:
     """``ray start --head`` on the first host with no CPUs (it only schedules), ``ray start
     --address`` on the second with 2, so every task runs on the second host; waits until
     that node has joined. The head's HOST:PORT; both stop (by PID) with ``hosts``."""
-    first, second = hosts.names
+    first = hosts.first
     head = f"{hosts.names[first]}:{port}"
-    env = {**os.environ, **RAY_ENV}
-    ray = str(Path(sys.executable).parent / "ray")
+    env = {**os.environ, **RAY_ENV, **RAY_HEAD_ENV}
     # each node's own temp dir (short: Ray's socket paths must fit 107 bytes): ``ray start``
     # writes its address where a plain ``ray.init()`` looks for a cluster to join, and
     # /tmp/ray's is every other Ray user's on this machine
     temp = Path(tempfile.mkdtemp(prefix="sray", dir="/tmp"))
     hosts.scratch.append(temp)
     with open(log, "ab") as out:
-        hosts.popen(first, ray, "start", "--head", f"--port={port}", "--num-cpus=0",
+        hosts.popen(first, _ray(), "start", "--head", f"--port={port}", "--num-cpus=0",
                     f"--node-ip-address={hosts.names[first]}", "--include-dashboard=false",
                     f"--temp-dir={temp / 'a'}", "--block", env=env, stdout=out,
                     stderr=out)  # fmt: skip
-        hosts.popen(second, ray, "start", f"--address={head}", "--num-cpus=2",
-                    f"--node-ip-address={hosts.names[second]}", f"--temp-dir={temp / 'b'}",
+    join_ray(hosts, head, log, temp / "b")
+    return head
+
+
+def join_ray(hosts: Hosts, head: str, log: Path, temp: Path) -> None:
+    """A Ray worker node (2 CPUs) on the second host, joined to ``head``; waits until the
+    cluster has exactly one live node with CPUs (a node lost before has been noticed)."""
+    first, second = hosts.names
+    env = {**os.environ, **RAY_ENV}
+    with open(log, "ab") as out:
+        hosts.popen(second, _ray(), "start", f"--address={head}", "--num-cpus=2",
+                    f"--node-ip-address={hosts.names[second]}", f"--temp-dir={temp}",
                     "--block", env=env, stdout=out, stderr=out)  # fmt: skip
     probe = f"import ray; ray.init('{head}', logging_level='ERROR'); "
     probe += "print(sum(n['Alive'] and n['Resources'].get('CPU', 0) > 0 for n in ray.nodes()))"
@@ -229,4 +246,30 @@ def start_ray(hosts: Hosts, log: Path, port: int = 6379) -> str:
         return done.stdout.strip() == "1"
 
     wait_for("the Ray worker node", up, 120, every=1)
-    return head
+
+
+def lose_ray_node(hosts: Hosts, host: str) -> list[int]:
+    """SIGKILL ``host``'s raylet, then whatever of Ray is left there (its workers, ``ray
+    start``): the node is lost as a machine that dies is. Waits until all of it is gone;
+    the PIDs killed."""
+
+    def ray_pids(raylet_only: bool = False) -> list[int]:
+        found = []
+        for pid in hosts.pids_in(host):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if (b"/raylet" in argv.split(b"\0")[0]) if raylet_only else b"ray" in argv:
+                found.append(pid)
+        return found
+
+    raylets = ray_pids(raylet_only=True)
+    assert raylets, "no raylet on " + host
+    killed = []
+    for pid in [*raylets, *ray_pids()]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+    wait_for(f"Ray's processes on {host} to end", lambda: not ray_pids(), 60)
+    return killed

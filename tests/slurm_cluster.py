@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -209,6 +210,24 @@ def start_munged(root: Path) -> subprocess.CompletedProcess:
     )
 
 
+def runs_setup(folder: str):
+    """A module fixture named ``setup``: a tiny base, two ranks' corpora and a workspace under
+    a fresh ``folder``, shared by a Slurm test module's runs (``setup = runs_setup("x")``)."""
+    import pytest
+
+    @pytest.fixture(scope="module", name="setup")
+    def _setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+        from tests.conftest import make_tiny_model, two_ranks_corpora
+
+        root = tmp_path_factory.mktemp(folder)
+        base = make_tiny_model(root / "base")
+        with pytest.MonkeyPatch.context() as mp:  # module fixtures run before each test's home
+            mp.setenv("STEEP_HOME", str(root / "home"))
+            yield {"root": root, "corpora": two_ranks_corpora(root), "base": base}
+
+    return _setup
+
+
 def run_config(setup: dict, name: str, steps: int, every: int, eval_every: int = 20) -> Path:
     """A CPU run config for a Slurm job: ``setup`` is a test module's root, corpora, base."""
     import yaml
@@ -238,3 +257,72 @@ def last_step(run: Path) -> int:
     except (OSError, json.JSONDecodeError):
         return 0
     return steps[-1][0] if steps else 0
+
+
+def signal_mid_run(ranks, send, sig: signal.Signals, tick=lambda: None) -> None:
+    """Send ``sig`` (``send()``: a scancel, the studio's Cancel) while the training ranks
+    (``ranks()``: their PIDs, [] until all are there) stand still (SIGSTOP) once each
+    catches it (steep's handlers are set: it asks for a checkpoint, it does not end them);
+    wait until it is pending at each (or Slurm let them go: its kill sends SIGCONT, then
+    SIGTERM), then let them go. It lands mid-run, wherever the
+    machine's speed would have put it. ``tick`` runs while waiting (a studio's runner)."""
+
+    def caught() -> list[int]:
+        pids = ranks()
+        return pids if pids and all(_has(pid, sig, "SigCgt") for pid in pids) else []
+
+    pids = _poll(f"the ranks' {sig.name} handlers", caught, 120)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        send()
+        # pending; or running again: Slurm's kill sends SIGCONT just before its SIGTERM
+        arrived = lambda p: _has(p, sig, "ShdPnd", "SigPnd") or _state(p) != "T"  # noqa: E731
+        _poll(f"{sig.name} at the ranks", lambda: tick() or all(map(arrived, pids)), 60)
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+def _poll(what: str, ok, timeout: float):
+    deadline = time.time() + timeout
+    while not (value := ok()):
+        if time.time() > deadline:
+            raise TimeoutError(f"waited {timeout:.0f}s for {what}")
+        time.sleep(0.05)
+    return value
+
+
+def _state(pid: int) -> str:
+    """The kernel's state of ``pid`` (T: stopped); "" once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat[stat.rindex(")") + 2 :].split()[0]
+
+
+def _has(pid: int, sig: signal.Signals, *fields: str) -> bool:
+    """Is ``sig`` in any of ``pid``'s /proc signal masks ``fields`` (SigCgt: caught;
+    ShdPnd, SigPnd: pending, as it stays while the process is stopped)?"""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return False
+    masks = [int(line.split()[1], 16) for line in lines if line.split(":")[0] in fields]
+    return any(mask & (1 << (sig - 1)) for mask in masks)
+
+
+def ranks_of(run: Path, count: int) -> list[int]:
+    """The PIDs of the ``count`` training ranks (torchrun's ``python -u -m steep train``
+    children) of the run in ``run``; [] until all of them are there."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[1:5] == [b"-u", b"-m", b"steep", b"train"] and str(run).encode() in argv:
+            found.append(int(proc.name))
+    return found if len(found) == count else []

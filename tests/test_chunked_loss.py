@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from steep.train.forward import decoder_and_head, lm_loss
+from steep.train.forward import decoder_and_head, lm_loss, loss_line
 
 
 def _model(seed: int = 0, vocab: int = 300, tie: bool = False) -> LlamaForCausalLM:
@@ -48,6 +48,7 @@ def test_a_head_that_is_not_a_plain_linear_layer_uses_the_whole_logits() -> None
     assert decoder_and_head(model) is not None
     model.config.final_logit_softcapping = 30.0  # Gemma 2: logits are post-processed
     assert decoder_and_head(model) is None
+    assert loss_line(model, 4) == "loss: whole logits (the model post-processes its logits)"
     windows = torch.randint(0, 300, (2, 17))
     assert lm_loss(model, windows, chunk=4).item() == pytest.approx(lm_loss(model, windows).item())
 

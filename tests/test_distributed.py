@@ -2,7 +2,8 @@
 
 The claims: the loss curve does not depend on the number of ranks for the same global
 batch; a rank dying stops the job instead of hanging it; the run resumes on another world
-size from the last complete checkpoint, with the data order continuing exactly.
+size from the last complete checkpoint, with the data order continuing exactly; the chunked
+loss under FSDP2 equals the whole logits.
 """
 
 from __future__ import annotations
@@ -65,10 +66,59 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"root": root, "config": config, "ref": ref.run_dir}
 
 
-def test_two_ranks_match_one(setup):
-    proc = _torchrun(2, "-m", "steep", "train", str(setup["config"]("two")))
+def _chunked(setup: dict, name: str, loss_chunk: int | None) -> Path:
+    """``name``'s config with ``train.loss_chunk``."""
+    path = setup["config"](name)
+    raw = yaml.safe_load(path.read_text())
+    raw["train"]["loss_chunk"] = loss_chunk
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def two(setup: dict) -> Path:
+    """The run on 2 ranks, its loss in chunks of 48 of a micro-batch's 128 positions (as
+    rank 0's log says: the line a user reads); its folder."""
+    proc = _torchrun(2, "-m", "steep", "train", str(_chunked(setup, "two", 48)))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    one, two = setup["ref"], setup["root"] / "two" / "run"
+    assert "loss: logits 48 positions at a time" in proc.stdout, proc.stdout
+    return setup["root"] / "two" / "run"
+
+
+@pytest.fixture(scope="module")
+def crashed(setup: dict) -> dict:
+    """The run on 2 ranks with whole logits, rank 1 SIGKILLed in step 10: torchrun's
+    result, the folder, and the steps logged before the crash."""
+    crash = setup["root"] / "crash.py"
+    crash.write_text(
+        textwrap.dedent(
+            """
+            import os, signal, sys
+            import steep.train.loop as loop
+            from steep.cli import main
+
+            real = loop.clip_grad_norm
+            calls = {"n": 0}
+
+            def dying(model, max_norm):
+                calls["n"] += 1
+                if calls["n"] == 10 and os.environ["RANK"] == "1":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return real(model, max_norm)
+
+            loop.clip_grad_norm = dying
+            sys.exit(main(sys.argv[1:]))
+            """
+        )
+    )
+    config = _chunked(setup, "crash", None)
+    proc = _torchrun(2, str(crash), "train", str(config), timeout=180)
+    run = setup["root"] / "crash" / "run"
+    return {"proc": proc, "run": run, "before": _records(run, "train")}
+
+
+def test_two_ranks_match_one(setup, two):
+    one = setup["ref"]
     a, b = _records(one, "train"), _records(two, "train")
     assert [r["step"] for r in b] == list(range(1, STEPS + 1))
     for ra, rb in zip(a, b, strict=True):
@@ -93,31 +143,21 @@ def test_two_ranks_match_one(setup):
     }
 
 
-def test_rank_crash_stops_job_and_resumes_on_one_rank(setup):
+def test_chunked_loss_under_fsdp2_matches_whole_logits(two, crashed):
+    """The chunked loss runs as a forward method of FSDP2's root (its embeddings, norm and
+    head gathered by the root's hooks): the same losses and gradients as whole logits on
+    2 ranks (the crash run's steps before rank 1 dies)."""
+    assert "loss: whole logits (train.loss_chunk null)" in crashed["proc"].stdout
+    whole, chunked = crashed["before"], _records(two, "train")
+    assert len(whole) >= 8  # its checkpoint at step 8 was written
+    for ra, rb in zip(whole, chunked[: len(whole)], strict=True):
+        assert rb["loss"] == pytest.approx(ra["loss"], abs=1e-5)
+        assert rb["grad_norm"] == pytest.approx(ra["grad_norm"], rel=1e-4)
+
+
+def test_rank_crash_stops_job_and_resumes_on_one_rank(setup, crashed):
     """Rank 1 is SIGKILLed in step 10; the job ends; 1 process resumes and continues exactly."""
-    crash = setup["root"] / "crash.py"
-    crash.write_text(
-        textwrap.dedent(
-            """
-            import os, signal, sys
-            import steep.train.loop as loop
-            from steep.cli import main
-
-            real = loop.clip_grad_norm
-            calls = {"n": 0}
-
-            def dying(model, max_norm):
-                calls["n"] += 1
-                if calls["n"] == 10 and os.environ["RANK"] == "1":
-                    os.kill(os.getpid(), signal.SIGKILL)
-                return real(model, max_norm)
-
-            loop.clip_grad_norm = dying
-            sys.exit(main(sys.argv[1:]))
-            """
-        )
-    )
-    proc = _torchrun(2, str(crash), "train", str(setup["config"]("crash")), timeout=180)
+    proc = crashed["proc"]
     assert proc.returncode != 0  # it stopped (within the timeout) instead of hanging
     run = setup["root"] / "crash" / "run"
     assert [p.name for p in checkpoint_dirs(run / "checkpoints")] == [

@@ -72,7 +72,8 @@ def test_shell_join_quotes_arguments_but_not_node_variables() -> None:
 
 def test_multi_node_flags() -> None:
     cmd = torchrun_command(str(SMOKE), [], gpus_per_node=8, nodes=4, port=29600, rdzv_id="cpt")
-    pairs = dict(zip(cmd[1:-4:2], cmd[2:-4:2], strict=True))
+    assert cmd[:3] == [sys.executable, "-m", "steep.launch.elastic"]  # torchrun, checked
+    pairs = dict(zip(cmd[3:-4:2], cmd[4:-4:2], strict=True))
     assert pairs == {
         "--nnodes": "4",
         "--node-rank": "$NODE_RANK",
@@ -96,7 +97,7 @@ def test_commands_are_what_torchrun_accepts() -> None:
     )
     multi = torchrun_command("c.yaml", [], gpus_per_node=8, nodes=2, rdzv_id="j")
     filled = [{"$NODE_RANK": "1", "$MASTER_ADDR:29500": "node0:29500"}.get(a, a) for a in multi]
-    args = parser.parse_args(filled[1:])
+    args = parser.parse_args(filled[3:])
     assert (args.nnodes, args.node_rank, args.nproc_per_node) == ("2", 1, "8")
     assert (args.rdzv_backend, args.rdzv_endpoint, args.rdzv_id) == ("c10d", "node0:29500", "j")
 
@@ -133,7 +134,9 @@ def test_slurm_script_contents() -> None:
     assert shlex.split(command) == [
         "srun",
         "--kill-on-bad-exit=1",
-        "torchrun",
+        sys.executable,
+        "-m",
+        "steep.launch.elastic",
         "--nnodes",
         "$SLURM_NNODES",
         "--nproc-per-node",
@@ -197,9 +200,11 @@ def test_slurm_script_is_valid_bash_and_runs_with_stub_slurm(tmp_path: Path) -> 
     }
     subprocess.run(["bash", str(script)], env=env, cwd="/", check=True)
     argv = (tmp_path / "argv.txt").read_text().splitlines()
-    assert argv[:12] == [
+    assert argv[:14] == [
         "--kill-on-bad-exit=1",
-        "torchrun",
+        sys.executable,
+        "-m",
+        "steep.launch.elastic",
         "--nnodes",
         "2",
         "--nproc-per-node",
@@ -211,7 +216,7 @@ def test_slurm_script_is_valid_bash_and_runs_with_stub_slurm(tmp_path: Path) -> 
         "--rdzv-endpoint",
         "gpu-a7:29555",
     ]
-    assert argv[16:] == ["-m", "steep", "train", str(SMOKE)] + [
+    assert argv[18:] == ["-m", "steep", "train", str(SMOKE)] + [
         "--set",
         "train.steps=5",
         "--set",
@@ -224,7 +229,7 @@ def test_slurm_script_is_valid_bash_and_runs_with_stub_slurm(tmp_path: Path) -> 
     (run / "config.yaml").write_text("run: {}\n")
     subprocess.run(["bash", str(script)], env=env, cwd="/", check=True)
     argv = (tmp_path / "argv.txt").read_text().splitlines()
-    assert argv[16:] == ["-m", "steep", "train", "--resume", str(run)]
+    assert argv[18:] == ["-m", "steep", "train", "--resume", str(run)]
     assert (tmp_path / "env.txt").read_text().split() == [
         "gpu-a7",
         "1",

@@ -1,4 +1,4 @@
-"""One definition per fact (#28 item 9): the batch split, the FSDP2 whole-logits rule, MFU,
+"""One definition per fact (#28 item 9): the batch split, MFU,
 the GGUF cache folder and metadata reader, and the size and duration formats each live in
 one place that every user imports; the scan below fails when a second copy comes back."""
 
@@ -16,7 +16,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from steep.artifacts import fmt
 from steep.config import ConfigError, parse_config
 from steep.config.locate import resolve_base
-from steep.config.schema import ModelSection, loss_chunk_in_use
+from steep.config.schema import ModelSection
 from steep.launch.torchrun import micro_batches_per_rank
 from steep.model.basenames import base_names
 from steep.plan.memory import flops_per_token as plan_flops
@@ -39,7 +39,6 @@ COPIES = [
         r"global_batch_tokens\s*(%|//\s*\()|//\s*d\.world|per_rank\s*//\s*micro",
         "src/steep/config/batch.py",
     ),
-    ("the whole-logits rule", r"None if (d\.enabled|sharded) else", "src/steep/config/schema.py"),
     ("MFU", r"flops_token\s*/\s*peak|\* row\[\"flops_per_token\"\] /|/ device_peak", None),
     ("the GGUF reader", r"GGUFReader\(", "src/steep/artifacts/ggufmeta.py"),
     ("the GGUF cache folder", r"st_size\}", "src/steep/workspace.py"),
@@ -87,12 +86,6 @@ def test_every_user_splits_the_batch_alike(ranks: int) -> None:
     with pytest.raises(ConfigError, match="does not split across 16 ranks") as err:
         config.batch_split(16).check()
     assert "Nearest valid global_batch_tokens: 2048 (the smallest)" in str(err.value)
-
-
-def test_fsdp2_makes_whole_logits() -> None:
-    assert loss_chunk_in_use("auto", sharded=True) is None
-    assert loss_chunk_in_use("auto", sharded=False) == "auto"
-    assert loss_chunk_in_use(512, sharded=False) == 512
 
 
 def test_sizes_and_durations_read_as_before() -> None:
@@ -160,7 +153,7 @@ def test_mfu_counts_the_flops_the_plan_counts(tmp_path: Path, train: dict, tied:
         }
     )  # fmt: skip
     apply_method(model, config, "fp32", sharded=False)
-    planned, _ = plan_flops(config, model_shape(config.model), sharded=False)
+    planned, _ = plan_flops(config, model_shape(config.model))
     assert flops_per_token(model, 64) == pytest.approx(planned)
 
 

@@ -64,7 +64,8 @@ def test_llama_8b_fits_eight_h100_under_fsdp2() -> None:
     plan = make_plan(config, 8, H100)
     assert plan.sharded and plan.fits, plan.peak_gib
     assert plan.memory.weights == pytest.approx(4 * plan.params / 8)
-    assert "whole logits" in " ".join(plan.notes)  # FSDP2 does not chunk the loss (yet)
+    assert plan.chunk == 523  # FSDP2 chunks the loss too (train.loss_chunk auto)
+    assert "whole logits" not in " ".join(plan.notes)
     assert make_plan(config, 1, H100).fits is False
     more = make_plan(_config(activation_checkpointing="full"), 1, H100).suggestions
     assert any(s.change.startswith("--gpus ") and s.fits for s in more)

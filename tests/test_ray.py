@@ -80,25 +80,33 @@ def test_ray_gives_the_local_pool_s_datasets(tmp_path: Path, _steep_home: Path) 
     assert funnel["minhash_dedup"]["docs_in"] > funnel["minhash_dedup"]["docs_out"]
 
 
+@pytest.mark.parametrize("listening", [False, True], ids=["nothing-listens", "silent"])
 def test_a_ray_address_that_does_not_answer_is_one_line_and_writes_nothing(
-    tmp_path: Path,
+    tmp_path: Path, listening: bool
 ) -> None:
-    with socket.socket() as s:  # a port nothing listens on
+    """Nothing listens at the address; or something accepts and never answers (a hung
+    head, another service), where ray.init alone waits for minutes: one line naming it."""
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    home = tmp_path / "home"
-    data = write_jsonl(tmp_path / "d.jsonl", ["one document"])
-    cmd = [sys.executable, "-m", "steep", "data", "add", "d", str(data), "--executor", "ray"]
-    proc = subprocess.run(
-        [*cmd, "--ray-address", f"127.0.0.1:{port}"],
-        env={**os.environ, "STEEP_HOME": str(home)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+        if listening:
+            s.listen(8)  # accepts (the kernel does), never reads or writes
+        else:
+            s.close()
+        home = tmp_path / "home"
+        data = write_jsonl(tmp_path / "d.jsonl", ["one document"])
+        cmd = [sys.executable, "-m", "steep", "data", "add", "d", str(data), "--executor", "ray"]
+        proc = subprocess.run(
+            [*cmd, "--ray-address", f"127.0.0.1:{port}"],
+            env={**os.environ, "STEEP_HOME": str(home)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert proc.returncode == 2, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"steep data: error: cannot reach the Ray cluster at 127.0.0.1:{port}")
+    assert ("did not answer within" in last) == listening
     assert not (home / "datasets").exists()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,6 @@ from steep.config import load_config
 from steep.train.checkpoint import checkpoint_dirs
 from steep.train.loop import train
 from tests import slurm_cluster
-from tests.conftest import make_tiny_model, two_ranks_corpora
 
 STEPS = 50
 EVERY = 5  # checkpoints; a SIGUSR1 checkpoint is taken wherever the signal lands
@@ -47,13 +47,7 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[slurm_cluster.Cl
         os.environ["SLURM_CONF"] = before
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    root = tmp_path_factory.mktemp("slurm-runs")
-    base = make_tiny_model(root / "base")
-    with pytest.MonkeyPatch.context() as mp:  # module fixtures run before each test's home
-        mp.setenv("STEEP_HOME", str(root / "home"))
-        yield {"root": root, "corpora": two_ranks_corpora(root), "base": base}
+setup = slurm_cluster.runs_setup("slurm-runs")
 
 
 def _config(setup: dict, name: str, steps: int = STEPS) -> Path:
@@ -149,20 +143,52 @@ def test_sweep_runs_each_point_as_a_slurm_job(slurm, setup) -> None:
 
 
 def test_studio_with_slurm_submits_the_run_and_tracks_it(slurm, setup, _steep_home) -> None:
+    """A studio configured for Slurm submits its run as a job; Cancel (the studio's API)
+    scancels it: the ranks checkpoint and say cancelled, the run is resumable; Resume
+    submits it again and it trains to the end from that checkpoint."""
     pytest.importorskip("fastapi", reason="studio extra not installed")
+    from fastapi.testclient import TestClient
+
     from steep.launch.slurm import SlurmOptions
-    from steep.studio.jobs import JobQueue
-    from steep.studio.runner import Runner, slurm_command
+    from steep.studio.app import Settings, create_app
 
     run = _steep_home / "runs" / "studio"
-    raw = yaml.safe_load(_config(setup, "studio", steps=4).read_text())
+    raw = yaml.safe_load(slurm_cluster.run_config(setup, "studio", 6, every=1000).read_text())
     raw["run"]["out_dir"] = str(run)
-    queue = JobQueue(_steep_home)
+    settings = Settings(home=_steep_home, run_jobs=False, slurm=SlurmOptions(time="10:00"))
+    client = TestClient(create_app(settings))
+    queue, runner = client.app.state.queue, client.app.state.runner
     job = queue.submit("studio", yaml.safe_dump(raw), run)
-    runner = Runner(queue, command_for=slurm_command(SlurmOptions(time="10:00")))
-    _wait("the job", lambda: runner.tick() or queue.get(job.id).status in ("done", "failed"))
-    done = queue.get(job.id)
+
+    def until(what: str, ok, timeout: float = 180) -> None:
+        _wait(what, lambda: runner.tick() or ok(), timeout)
+
+    until("2 steps", lambda: _last_step(run) >= 2)
+    text = queue.get(job.id).log_path.read_text()
+    assert (queue.get(job.id).job_dir / "job.sbatch").exists() and "submitted Slurm job" in text
+    slurm_job = text.split("submitted Slurm job ")[1].split()[0]
+    change = {"X-Steep-Request": "1"}
+
+    def cancel() -> None:  # the studio's Cancel: the job's follower runs scancel
+        assert client.post(f"/api/jobs/{job.id}/cancel", headers=change).status_code == 200
+
+    ranks = lambda: slurm_cluster.ranks_of(run.resolve(), 1)  # noqa: E731
+    slurm_cluster.signal_mid_run(ranks, cancel, signal.SIGTERM, tick=runner.tick)
+    until("the cancel", lambda: queue.get(job.id).status == "cancelled", 60)
+    slurm.wait_gone(slurm_job)  # scancel'ed: its ranks checkpoint their step and end
+    status = read_status(run)
+    assert status.state == "cancelled" and "stopped by SIGTERM" in status.error
+    stopped = checkpoint_dirs(run / "checkpoints")[-1].name
+    assert not (run / "model").exists()
+    listed = {j["id"]: j for j in client.get("/api/runs").json()["jobs"]}
+    assert listed[job.id]["status"] == "cancelled" and listed[job.id]["resumable"]
+
+    again = client.post("/api/runs/studio/resume", headers=change)
+    assert again.status_code == 200, again.json()
+    resumed = again.json()["job"]["id"]
+    until("the resumed job", lambda: queue.get(resumed).status in ("done", "failed"), 240)
+    done = queue.get(resumed)
     text = done.log_path.read_text()
     assert done.status == "done", text
-    assert (done.job_dir / "job.sbatch").exists() and "submitted Slurm job" in text
+    assert "submitted Slurm job" in text and f"resumed from {stopped}" in text
     assert read_status(run).state == "done" and (run / "model" / "steep.json").exists()

@@ -286,7 +286,7 @@ class TrainSection(_Strict):
         "auto",
         description="positions whose logits are made at once for the loss (their memory is "
         "chunk x vocabulary, not seq x vocabulary); auto: 256 MiB of fp32 logits a chunk; "
-        "null: the whole logits. One process only for now: under FSDP2 the whole logits",
+        "null: the whole logits (one process and FSDP2 alike)",
     )
 
     @field_validator("loss_chunk")
@@ -370,13 +370,6 @@ def chunk_positions(chunk: int | str | None, vocab: int) -> int | None:
     if chunk == "auto":
         return max(256, AUTO_CHUNK_LOGITS // max(vocab, 1))
     return chunk if isinstance(chunk, int) else None
-
-
-def loss_chunk_in_use(chunk: int | str | None, sharded: bool) -> int | str | None:
-    """``train.loss_chunk`` as the loss runs it: under FSDP2 (``sharded``) the head is
-    sharded and the loss makes the whole logits, so None there (the loop, ``steep plan``'s
-    memory and FLOPs and the benchmarks read this one rule)."""
-    return None if sharded else chunk
 
 
 class EvalSection(_Strict):

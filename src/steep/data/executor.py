@@ -170,19 +170,38 @@ class RayExecutor:
             bar.close()
 
 
+# a gRPC client's first bytes (HTTP/2's preface and an empty SETTINGS frame): a Ray head's
+# GCS, a gRPC server, answers them with its own SETTINGS frame at once
+_H2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_H2_SETTINGS = 4  # the frame type byte of the answer
+
+
 def _probe(address: str, timeout_s: float = 5.0) -> None:
-    """Fail at once, naming it, when nothing listens at a Ray HOST:PORT."""
+    """Fail at once, naming it, when nothing at a Ray HOST:PORT answers as a gRPC server
+    (no listener; or one that accepts and stays silent, where ``ray.init`` waits for
+    minutes). A TLS cluster (``RAY_USE_TLS``) is only checked for a listener."""
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         raise ExecutorError(f"--ray-address {address!r}: expected auto or HOST:PORT")
+    answer = b""
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
-            pass
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as s:
+            if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+                return
+            s.sendall(_H2_HELLO)
+            answer = s.recv(9)
+    except TimeoutError:
+        why = f"it accepted a connection but did not answer within {timeout_s:g} s"
     except OSError as exc:
-        raise ExecutorError(
-            f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}. Is it running "
-            "(`ray start --head` prints its address), and is the port open from here?"
-        ) from None
+        why = exc.strerror or str(exc)
+    else:
+        if len(answer) > 3 and answer[3] == _H2_SETTINGS:
+            return
+        why = "what answers there is not a Ray head (no gRPC)"
+    raise ExecutorError(
+        f"cannot reach the Ray cluster at {address}: {why}. Is it running "
+        "(`ray start --head` prints its address), and is the port open from here?"
+    )
 
 
 def make_executor(

@@ -22,7 +22,6 @@ from steep.artifacts.lineage import read_lineage
 from steep.artifacts.metrics import read_metrics
 from steep.artifacts.scores import rel_change
 from steep.config import ModelSection, RunConfig, parse_config
-from steep.config.schema import loss_chunk_in_use
 from steep.errors import MissingInputError
 from steep.eval.lineage import local_dir
 from steep.model.io import load_base, load_tokenizer
@@ -69,7 +68,7 @@ def score_loaded(
 ) -> dict[str, float]:
     """Each set's loss under the run's eval rule (batch size, separator mask, precision)."""
     separator = sep if use_document_mask(config, runtime) else None
-    chunk = loss_chunk_in_use(config.train.loss_chunk, sharded=False)  # one process
+    chunk = config.train.loss_chunk
     return evaluate(
         model, sets, config.eval.batch_size, runtime.device, runtime.autocast(), separator, chunk
     )

@@ -18,6 +18,7 @@ from steep.launch.torchrun import (
     DEFAULT_PORT,
     default_torchrun,
     multiline,
+    steep_at,
     torchrun_command,
     torchrun_forwards_signals,
 )
@@ -95,8 +96,9 @@ def slurm_script(
         port=port,
         slurm=nodes > 1,  # one node: --standalone, so jobs sharing a node never share a port
         torchrun=torchrun,
+        python=python,
     )
-    cmd = cmd[: cmd.index("-m")]
+    cmd = cmd[: steep_at(cmd)]
     if forward_usr1:  # torchrun passes SIGUSR1 on to the ranks and gives them time to save
         cmd += ["--signals-to-handle", FORWARDED, "--shutdown-timeout", str(max(signal_s, 30))]
     cmd += ["-m", "steep", "train", ShellVar("${STEEP_ARGS[@]}")]

@@ -11,6 +11,7 @@ from steep.config import RunConfig
 from steep.launch.command import ShellVar, shell_join, train_command
 
 DEFAULT_PORT = 29500
+ELASTIC = "steep.launch.elastic"  # torchrun with a bounded, one-line rendezvous failure
 
 
 def default_torchrun() -> str:
@@ -69,8 +70,11 @@ def torchrun_command(
     rdzv_id: str = "steep",
     slurm: bool = False,
     torchrun: str = "torchrun",
+    python: str = sys.executable,
 ) -> list[str]:
-    """argv for torchrun: standalone on one node, c10d rendezvous at $MASTER_ADDR otherwise."""
+    """argv for torchrun: standalone on one node, c10d rendezvous at $MASTER_ADDR otherwise.
+    Across nodes torchrun runs as ``python -m steep.launch.elastic``: a node that cannot
+    reach the rendezvous ends with one line naming it (``steep.launch.elastic``)."""
     endpoint = ShellVar(f"$MASTER_ADDR:{port}")
     if slurm:
         launcher = [
@@ -91,14 +95,21 @@ def torchrun_command(
         ]  # fmt: skip
     else:
         launcher = ["--standalone", "--nproc-per-node", str(gpus_per_node)]
+    first = [python, "-m", ELASTIC] if slurm or nodes > 1 else [torchrun]
     # torchrun runs the module itself: it takes the place of python in steep's own argv
-    return [torchrun, *launcher, *train_command(config_path, overrides)[1:]]
+    return [*first, *launcher, *train_command(config_path, overrides)[1:]]
+
+
+def steep_at(cmd: list[str]) -> int:
+    """Where ``-m steep ...`` starts in a launcher's argv (after its own flags)."""
+    return next(i for i in range(len(cmd) - 1) if cmd[i : i + 2] == ["-m", "steep"])
 
 
 def multiline(cmd: list[str]) -> str:
     """One launcher flag per line and the steep call last, so a user can edit the script."""
-    cut = cmd.index("-m")
-    head, lines, i = cmd[:cut], [shell_join(cmd[:1])], 1
+    cut = steep_at(cmd)
+    lead = 3 if cmd[1:3] == ["-m", ELASTIC] else 1  # python -m steep.launch.elastic, or torchrun
+    head, lines, i = cmd[:cut], [shell_join(cmd[:lead])], lead
     while i < cut:
         n = 2 if i + 1 < cut and not head[i + 1].startswith("--") else 1
         lines.append(shell_join(head[i : i + n]))

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from steep.config import RunConfig
-from steep.config.schema import loss_chunk_in_use
 from steep.errors import ConfigError
 from steep.plan.devices import KNOWN, Device, cpu_device, find_device, local_gpu
 from steep.plan.flops import step_seconds
@@ -220,9 +219,7 @@ def make_plan(
     cpu = device.kind == "cpu" if device is not None else t.device == "cpu"
     mem = memory(config, shape, gpus, notes, cpu)
     sharded = fsdp2(config, gpus)
-    model_flops, hw_flops = flops_per_token(config, shape, sharded)
-    if loss_chunk_in_use(t.loss_chunk, sharded) != t.loss_chunk:
-        notes.append("under FSDP2 the loss uses whole logits (steep's loop today), not chunks")
+    model_flops, hw_flops = flops_per_token(config, shape)
     if t.method == "lora":
         notes.append(
             "LoRA under FSDP2: the frozen base stays fp32 (one dtype per sharded group)"
@@ -244,7 +241,7 @@ def make_plan(
         trainable=trainable_params(config, shape),
         micro_tokens=t.micro_batch_size * config.data.seq_len,
         accum=micro_batches(config, gpus),
-        chunk=chunk_in_use(config, shape, sharded),
+        chunk=chunk_in_use(config, shape),
         sharded=sharded,
         flops_step=model_flops * t.global_batch_tokens,
         hw_flops_step=hw_flops * t.global_batch_tokens,

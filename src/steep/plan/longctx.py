@@ -3,8 +3,9 @@
 would have to split a sequence that does not.
 
 FSDP2 shards weights, gradients and optimizer state over the GPUs but never a sequence:
-each GPU holds its micro-batch's activations and loss logits whole, so past some length
-more GPUs do not help. Context parallelism splits the sequence instead (each of k GPUs
+each GPU holds its micro-batch's activations whole (and its loss logits, a chunk of them
+under ``train.loss_chunk``, one GPU or FSDP2 alike), so past some length more GPUs do not
+help. Context parallelism splits the sequence instead (each of k GPUs
 holds seq/k positions of every layer, the keys and values pass round a ring); its memory
 per GPU is the plan's at ``seq_len / k`` on the same GPUs, the static state sharded over
 all of them. steep refuses ``train.context_parallel`` today (``steep.config.context``
@@ -39,7 +40,7 @@ class ContextPlan:
     activations_no_ac: float
     activations_full_ac: float
     logits_whole: float  # the loss's logits at backward's start, every position at once
-    logits_chunked: float  # ... with train.loss_chunk: auto (one process only)
+    logits_chunked: float  # ... with train.loss_chunk: auto (one GPU or FSDP2 alike)
     longest_fit: int | None  # longest seq_len that fits as configured; None: none / unknown
     cp_needed: int | None  # GPUs per sequence under context parallelism; None: fits, or none
     problem: str | None  # steep train's refusal of this seq_len (context_problem)
@@ -78,7 +79,7 @@ def context_plan(
     problem = context_problem(seq, known.positions, known.source, scaling)
     here = _at(config, seq, gpus)
     vocab_positions = config.train.micro_batch_size * seq * shape.vocab
-    chunk = _at(config, seq, 1)
+    chunk = _at(config, seq, gpus)
     chunk.train.loss_chunk = "auto"
     longest = cp = None
     if usable is not None:
@@ -101,7 +102,7 @@ def context_plan(
         activations_no_ac=sum(activation_bytes(here, shape, "none", gpus, cpu)),
         activations_full_ac=sum(activation_bytes(here, shape, "full", gpus, cpu)),
         logits_whole=12.0 * vocab_positions,
-        logits_chunked=memory(chunk, shape, 1, [], cpu).logits,
+        logits_chunked=memory(chunk, shape, gpus, [], cpu).logits,
         longest_fit=longest,
         cp_needed=cp,
         problem=problem,

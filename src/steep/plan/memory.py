@@ -29,7 +29,7 @@ the static weights and optimizer state:
 - the loss: 12 B per position and vocabulary entry at backward's start (the fp32
   log-softmax saved, its gradient and the logits' gradient; 10 B in forward: bf16 logits,
   their fp32 copy, the log-softmax), over micro x seq positions, or one chunk with
-  ``train.loss_chunk`` (one device only: FSDP2 uses whole logits today);
+  ``train.loss_chunk`` (one device and FSDP2 alike);
 - transient: on one device under autocast, the bf16 copy of every fp32 matmul weight that
   autocast caches in forward (those of checkpointed layers are dropped when it ends); under
   FSDP2 the gathered bf16 root (embeddings, head) and three layers, and the unsharded
@@ -50,7 +50,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from steep.config import RunConfig
-from steep.config.schema import LoraSection, chunk_positions, loss_chunk_in_use
+from steep.config.schema import LoraSection, chunk_positions
 from steep.plan.flops import model_flops_per_token
 from steep.plan.shapes import Shape
 
@@ -206,7 +206,7 @@ def activation_bytes(
     per_token = (shape.layers - wrapped) * per_layer + wrapped * residual * shape.hidden
     per_token += norm_bytes(shape.hidden, precision, t.method == "full")  # the final norm
     if precision == "bf16-autocast":  # the head's input: its bf16 cast, or the fp32
-        chunked = chunk_positions(loss_chunk_in_use(t.loss_chunk, fsdp2(config, gpus)), shape.vocab)
+        chunked = chunk_positions(t.loss_chunk, shape.vocab)
         per_token += (4 if chunked else 2) * shape.hidden  # hidden states chunks read
     tokens = seq * t.micro_batch_size
     return per_token * tokens, (per_layer * tokens if wrapped else 0.0)
@@ -290,7 +290,7 @@ def memory(
         in_flight, at_end = layer_copy, 0.0
     on_device = 0.0 if t.offload == "cpu" else grads  # offload keeps them on the host
     carried = on_device if micro_batches(config, gpus) > 1 else 0.0  # accumulating
-    chunk = chunk_positions(loss_chunk_in_use(t.loss_chunk, sharded), shape.vocab)
+    chunk = chunk_positions(t.loss_chunk, shape.vocab)
     seq = config.data.seq_len
     positions = t.micro_batch_size * seq
     logits = 12 * shape.vocab * (min(chunk, positions) if chunk else positions)
@@ -325,9 +325,9 @@ def memory(
     return mem
 
 
-def chunk_in_use(config: RunConfig, shape: Shape, sharded: bool) -> int | None:
+def chunk_in_use(config: RunConfig, shape: Shape) -> int | None:
     """Positions whose logits exist at once, when fewer than a micro-batch's."""
-    chunk = chunk_positions(loss_chunk_in_use(config.train.loss_chunk, sharded), shape.vocab)
+    chunk = chunk_positions(config.train.loss_chunk, shape.vocab)
     micro = config.train.micro_batch_size * config.data.seq_len
     return chunk if chunk and chunk < micro else None
 
@@ -340,7 +340,7 @@ def micro_batches(config: RunConfig, gpus: int) -> int:
 # --- FLOPs ---------------------------------------------------------------------------------
 
 
-def flops_per_token(config: RunConfig, shape: Shape, sharded: bool) -> tuple[float, float]:
+def flops_per_token(config: RunConfig, shape: Shape) -> tuple[float, float]:
     """(model FLOPs, hardware FLOPs) per trained token; see the module docstring."""
     t, seq = config.train, config.data.seq_len
     matmul = shape.matmul_params()
@@ -354,7 +354,7 @@ def flops_per_token(config: RunConfig, shape: Shape, sharded: bool) -> tuple[flo
     wrapped = checkpointed_layers(t.activation_checkpointing, t.ac_every, shape.layers)
     per_layer_fwd = 2 * (matmul - shape.embedding) / shape.layers + 4 * shape.q_dim * seq
     recompute = wrapped * per_layer_fwd
-    if chunk_positions(loss_chunk_in_use(t.loss_chunk, sharded), shape.vocab):
+    if chunk_positions(t.loss_chunk, shape.vocab):
         recompute += 2 * shape.embedding  # the head again, chunk by chunk, in backward
     return model, model + recompute
 

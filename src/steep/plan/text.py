@@ -149,7 +149,7 @@ def context_lines(plan: Plan) -> list[str]:
         f"  one sequence's activations {memory_size(c.activations_no_ac / GIB)} "
         f"without AC, {memory_size(c.activations_full_ac / GIB)} with full AC; "
         f"loss logits {memory_size(c.logits_whole / GIB)} whole, "
-        f"{memory_size(c.logits_chunked / GIB)} with train.loss_chunk auto (one GPU only)",
+        f"{memory_size(c.logits_chunked / GIB)} with train.loss_chunk auto",
     ]
     if plan.usable_gib is None:
         return lines

@@ -17,7 +17,6 @@ import torch
 from steep.artifacts.metrics import eval_record
 from steep.config import RunConfig, dump_config
 from steep.config.context import context_parallel_problem
-from steep.config.schema import loss_chunk_in_use
 from steep.errors import ConfigError, SteepError
 from steep.model.io import LoadedBase, load_base
 from steep.model.rope import loaded_context_problem
@@ -25,7 +24,7 @@ from steep.plan.estimate import fit_problem
 from steep.train.checkpoint import Checkpointer
 from steep.train.evaluate import EvalBar, Evaluator
 from steep.train.flops import device_peak_flops, flops_per_token
-from steep.train.forward import use_document_mask
+from steep.train.forward import loss_line, use_document_mask
 from steep.train.inputs import Inputs, build_inputs
 from steep.train.kernels import apply_liger
 from steep.train.longctx import LongContextEval, old_context, window_warnings
@@ -75,7 +74,7 @@ class Run:
     warm: EmbeddingWarmup
     schedule: Schedule
     separator: int | None  # the document mask's separator id (None: no mask)
-    chunk: int | None  # the loss's chunk (None: whole logits)
+    chunk: int | str | None  # train.loss_chunk (None: whole logits)
     flops_token: float
     peak_flops: float | None
     evaluator: Evaluator  # when to eval, and how
@@ -220,7 +219,9 @@ def build(
     optimizer, lr_scales = build_optimizer(model, config, max_lr)  # scales: embeddings' LR
     warm = EmbeddingWarmup.from_config(model, optimizer, config, base.info)  # 0 steps: off
     separator = inputs.separator_id if use_document_mask(config, runtime) else None
-    chunk = loss_chunk_in_use(config.train.loss_chunk, d.enabled)  # FSDP2: whole logits
+    chunk = config.train.loss_chunk
+    if d.is_main:  # which loss path runs, FSDP2 or not: what the logits cost
+        print(loss_line(model, chunk))
     evaluator = Evaluator(
         model, config.eval.batch_size, runtime.device, runtime.autocast,
         config.eval.every_steps, config.train.steps, separator, chunk,

@@ -84,7 +84,7 @@ def evaluate(
     device: torch.device,
     autocast: AbstractContextManager,
     separator_id: int | None = None,
-    chunk: int | None = None,
+    chunk: int | str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
     """Mean next-token loss per set (nats/token); ``separator_id`` masks across documents.
@@ -126,7 +126,7 @@ class Evaluator:
     every_steps: int
     last_step: int
     separator_id: int | None = None
-    chunk: int | None = None
+    chunk: int | str | None = None
 
     def due(self, step: int) -> bool:
         return step % self.every_steps == 0 or step == self.last_step

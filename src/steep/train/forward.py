@@ -11,7 +11,9 @@ The loss can be taken from the decoder's last hidden states a chunk of positions
 (activation checkpointing of the head alone), so memory never holds seq x vocabulary
 logits: 4 GB of fp32 per sequence for Llama 3's 128k vocabulary at 8192, and as much
 again for their gradient. The result equals the whole-logits path up to float summation
-order.
+order. Under FSDP2 the same code runs as a forward method of the root model
+(``CHUNKED_LOSS``, registered by ``steep.train.parallel.shard_model``), so the root's hooks
+gather its embeddings, final norm and head before it and reduce their gradients after.
 """
 
 from __future__ import annotations
@@ -71,6 +73,46 @@ def _chunk_loss(
         return F.cross_entropy(logits.float(), targets, reduction="sum")
 
 
+CHUNKED_LOSS = "steep_chunked_loss"  # the root's forward method under FSDP2
+
+
+def chunked_loss(
+    model: torch.nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    size: int,
+    reduction: str,
+    **kwargs: object,
+) -> torch.Tensor:
+    """The loss from the decoder's hidden states ``size`` positions at a time; ``model``'s
+    logits must be ``head(hidden)`` (``decoder_and_head``)."""
+    decoder, head = decoder_and_head(model)  # type: ignore[misc]
+    hidden = decoder(input_ids=inputs, **kwargs).last_hidden_state.flatten(0, 1)
+    flat_targets = targets.flatten()
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for i in range(0, hidden.shape[0], size):
+        end = i + size
+        part = (hidden[i:end], flat_targets[i:end], head.weight, head.bias)
+        total = total + checkpoint(_chunk_loss, *part, use_reentrant=False)
+    return total / flat_targets.numel() if reduction == "mean" else total
+
+
+def loss_positions(model: torch.nn.Module, chunk: int | str | None) -> int | None:
+    """Positions whose logits ``lm_loss`` makes at once with ``chunk``; None: the whole
+    logits (no chunk, or a model that post-processes its logits)."""
+    parts = decoder_and_head(model) if chunk else None
+    return None if parts is None else chunk_positions(chunk, parts[1].out_features) or 1
+
+
+def loss_line(model: torch.nn.Module, chunk: int | str | None) -> str:
+    """The run log's line on the loss path ``lm_loss`` takes with ``chunk``."""
+    size = loss_positions(model, chunk)
+    if size is not None:
+        return f"loss: logits {size:,} positions at a time (train.loss_chunk {chunk})"
+    why = "train.loss_chunk null" if not chunk else "the model post-processes its logits"
+    return f"loss: whole logits ({why})"
+
+
 def lm_loss(
     model: torch.nn.Module,
     windows: torch.Tensor,
@@ -90,22 +132,16 @@ def lm_loss(
     kwargs = {"use_cache": False}  # a KV cache is for generation; it also disables packing
     if separator_id is not None:
         kwargs["position_ids"] = document_positions(inputs, separator_id)
-    parts = decoder_and_head(model) if chunk else None
-    if parts is None:
+    size = loss_positions(model, chunk)
+    if size is None:
         logits = model(input_ids=inputs, **kwargs).logits
         with torch.autocast(logits.device.type, enabled=False):
             flat = logits.float().flatten(0, 1)
             return F.cross_entropy(flat, targets.flatten(), reduction=reduction)
-    decoder, head = parts
-    size = chunk_positions(chunk, head.out_features) or 1
-    hidden = decoder(input_ids=inputs, **kwargs).last_hidden_state.flatten(0, 1)
-    flat_targets = targets.flatten()
-    total = hidden.new_zeros((), dtype=torch.float32)
-    for i in range(0, hidden.shape[0], size):
-        end = i + size
-        part = (hidden[i:end], flat_targets[i:end], head.weight, head.bias)
-        total = total + checkpoint(_chunk_loss, *part, use_reentrant=False)
-    return total / flat_targets.numel() if reduction == "mean" else total
+    sharded = getattr(model, CHUNKED_LOSS, None)  # FSDP2: through the root's hooks
+    if sharded is not None:
+        return sharded(inputs, targets, size, reduction, **kwargs)
+    return chunked_loss(model, inputs, targets, size, reduction, **kwargs)
 
 
 def use_document_mask(config: RunConfig, runtime: Runtime) -> bool:

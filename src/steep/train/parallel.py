@@ -13,6 +13,7 @@ Order matters and follows torchtitan: activation checkpointing wraps layers firs
 from __future__ import annotations
 
 import os
+import types
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -21,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from steep.config import ConfigError, RunConfig
-from steep.train.forward import inner_model
+from steep.train.forward import CHUNKED_LOSS, chunked_loss, inner_model
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,7 @@ def shard_model(
         MixedPrecisionPolicy,
         OffloadPolicy,
         fully_shard,
+        register_fsdp_forward_method,
     )
 
     if precision == "bf16-autocast":  # fp32 master weights, bf16 compute, fp32 reduction
@@ -163,6 +165,11 @@ def shard_model(
         last = i == len(layers) - 1
         fully_shard(layer, mp_policy=mp, reshard_after_forward=not last, offload_policy=policy)
     fully_shard(model, mp_policy=mp, offload_policy=policy)
+    # The chunked loss calls the decoder and the head's weight, not the root's forward: as
+    # a forward method of the root, FSDP2 gathers the root's own parameters (embeddings,
+    # final norm, head) around it and hooks their gradients' reduction into backward.
+    setattr(model, CHUNKED_LOSS, types.MethodType(chunked_loss, model))
+    register_fsdp_forward_method(model, CHUNKED_LOSS)
 
 
 def full_state_dict(
