@@ -57,7 +57,9 @@ def test_a_phased_run_anneals_on_the_domain_reports_tokens_per_phase_and_resumes
         "mix": {"domain": 9 * 128, "general": 9 * 128},
         "anneal": {"domain": 3 * 256, "general": 0},
     }
-    events = [(e["step"], e["phase"]) for e in read_events(run / "metrics.jsonl")]
+    events = [
+        (e["step"], e["phase"]) for e in read_events(run / "metrics.jsonl") if e["event"] == "phase"
+    ]
     assert events == [(0, "mix"), (9, "anneal")]  # the steps done before it began
     lin = read_lineage(run / "model")
     assert lin.tokens_by_phase["anneal"] == {"domain": 768, "general": 0}

@@ -231,6 +231,16 @@ def test_valid_form_resolves_with_studio_policy(_steep_home):
     assert str(_steep_home / "runs") in res["yaml"] and "/tmp/elsewhere" not in res["yaml"]
     assert any("out_dir" in w for w in res["warnings"])
     assert res["cuda_visible_devices"] == ""  # CPU: GPUs hidden from the job
+    form["sources"][0]["length"] = {"min_tokens": 32, "upsample_tokens": 64, "upsample_times": 2}
+    res = c.post("/api/config/resolve", json=form, headers=CHANGE).json()
+    assert res["ok"], res["errors"]
+    assert (
+        "length:\n      min_tokens: 32\n      upsample_tokens: 64\n      upsample_times: 2"
+        in res["yaml"]
+    )
+    form["sources"][0]["length"] = {"upsample_times": 2}  # the schema's own check, by field
+    res = c.post("/api/config/resolve", json=form, headers=CHANGE).json()
+    assert any("data.sources.0.length" in e and "upsample_tokens" in e for e in res["errors"])
 
     cfg = {"model": {"trust_remote_code": True, "x": [{"trust_remote_code": 1}]}}
     notes = force_no_remote_code(cfg, allowed=False)

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from steep.errors import UsageError
+from steep.model.passkey_spec import LONG_CONTEXT_FLAGS
 
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -37,6 +38,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from steep.eval.compare import EvalSpec, run_eval
     from steep.eval.lineage import lineage_baseline, local_dir
     from steep.hub import attach_eval_report
+    from steep.model.passkey_spec import parse_depths, parse_lengths
 
     quiet_libraries()
     sets = _named_paths(args.sets, "--sets", need_name=True)
@@ -79,6 +81,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         out_dir=args.out,
         update_lineage=not args.no_lineage,
         run_windows=args.run_windows,
+        passkey=parse_lengths(args.passkey) if args.passkey else [],
+        passkey_depths=parse_depths(args.passkey_depths),
+        passkey_trials=args.passkey_trials,
+        position_loss=args.position_loss,
+        position_windows=args.position_windows,
     )
     result = run_eval(spec)
     model_dir = local_dir(args.model)
@@ -137,6 +144,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="also score the run's own eval sets as its training did (its windows, length, "
         "precision): reproduces the losses in metrics.jsonl",
     )
+    for flag, kwargs in LONG_CONTEXT_FLAGS.items():  # the studio's eval form reads them too
+        e.add_argument(flag, **kwargs)
     e.add_argument(
         "--no-lineage", action="store_true", help="do not record the result in MODEL/steep.json"
     )

@@ -15,6 +15,7 @@ from steep.artifacts import scores
 from steep.artifacts.scores import Role
 from steep.config.batch import BatchSplit, batch_split
 from steep.config.context import ROPE_TYPES, RopeScaling
+from steep.config.lengths import LENGTH_HELP, LengthSection
 from steep.config.mixing import (
     ForgettingBudgetSection,
     PhaseSection,
@@ -118,6 +119,7 @@ class SourceSection(_Strict):
     weight: float = Field(1.0, gt=0, description="share of training tokens, relative to the others")
     text_field: str = "text"
     heldout_fraction: float = Field(0.05, ge=0, lt=1)
+    length: LengthSection | None = Field(None, description=LENGTH_HELP)
 
     @field_validator("name")
     @classmethod

@@ -83,11 +83,17 @@ class Mixture:
         weights: Sequence[float],
         seed: int,
         phases: list[Phase] | None = None,
+        layouts: list[str] | None = None,
+        seq_len: int | None = None,
     ):
         if not (len(names) == len(windows) == len(weights)) or not names:
             raise ValueError("a mixture needs one name, window set and weight per source")
         self.names = names
         self.windows = windows
+        # which documents each source's windows cut (its length rule): a changed one is
+        # another window order, so the source starts again (``load_state_dict``)
+        self.layouts = layouts or ["every document"] * len(names)
+        self.seq_len = seq_len
         self.phases = phases or [Phase("all", 0, tuple(float(w) for w in weights))]
         if self.phases[0].start != 0 or any(len(p.weights) != len(names) for p in self.phases):
             raise ValueError("phases start at sequence 0 and give one weight per source")
@@ -235,6 +241,8 @@ class Mixture:
             },  # fmt: skip
             "segment": {"start": position, "counts": at_start.tolist(), "phase": phase},
             "boost": self.boost,
+            "layouts": dict(zip(self.names, self.layouts, strict=True)),
+            "seq_len": self.seq_len,
         }
 
     def changes_from(self, state: dict) -> list[str]:
@@ -243,6 +251,8 @@ class Mixture:
         before, now = list(state["names"]), list(self.names)
         lines = [f"source '{n}' added" for n in now if n not in before]
         lines += [f"source '{n}' removed" for n in before if n not in now]
+        for n, (was, is_) in self._relaid(state).items():
+            lines.append(f"source '{n}' reads {is_} (was {was}): it starts again")
         if "phases" not in state:
             return lines or ([] if before == now else [f"sources reordered: {before} -> {now}"])
         old = {p["name"]: p for p in state["phases"]}
@@ -260,6 +270,13 @@ class Mixture:
                     lines.append(f"phase '{name}': '{src}' weight {was:g} -> {is_:g}")
         return lines
 
+    def _relaid(self, state: dict) -> dict[str, tuple[str, str]]:
+        """Kept sources whose length rule changed: (was, is), by name."""
+        old = state.get("layouts") or {}
+        now = dict(zip(self.names, self.layouts, strict=True))
+        return {n: (old.get(n, "every document"), now[n]) for n in now
+                if n in state["names"] and old.get(n, "every document") != now[n]}  # fmt: skip
+
     def load_state_dict(self, state: dict, allow_change: bool = False) -> list[str]:
         """Continue from a checkpoint's state. A changed mixture is refused unless
         ``allow_change``: then kept sources continue where they were, new ones start at
@@ -268,9 +285,12 @@ class Mixture:
         if changes and not allow_change:
             raise ValueError(f"the checkpoint's mixture differs: {'; '.join(changes)}")
         before = list(state["names"])
-        old_counts = dict(zip(before, state["counts"], strict=True))
-        old_keys = dict(zip(before, state.get("keys", range(len(before))), strict=True))
-        fresh = max(old_keys.values(), default=-1) + 1
+        relaid = self._relaid(state)  # other windows: these start again, as new sources
+        before_kept = [n for n in before if n not in relaid]
+        old_counts = {n: c for n, c in zip(before, state["counts"], strict=True) if n not in relaid}
+        every_key = dict(zip(before, state.get("keys", range(len(before))), strict=True))
+        old_keys = {n: every_key[n] for n in before_kept}
+        fresh = max(every_key.values(), default=-1) + 1  # a relaid source gets a new key too
         self.keys = []
         for n in self.names:
             if n not in old_keys:

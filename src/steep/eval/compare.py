@@ -29,6 +29,7 @@ import torch
 
 from steep import __version__
 from steep.artifacts import scores
+from steep.artifacts.longctx import skipped_line
 from steep.artifacts.scores import improvement, rel_change
 from steep.config import ModelSection
 from steep.errors import UsageError
@@ -47,6 +48,10 @@ from steep.model.heldout import (
     tokenize_set,
 )
 from steep.model.io import ModelLoadError, load_base, load_tokenizer
+from steep.model.passkey import passkey_block, split_lengths
+from steep.model.passkey_spec import DEFAULT_DEPTHS, DEFAULT_TRIALS
+from steep.model.positions import position_loss, text_windows
+from steep.model.rope import positions_of
 from steep.model.scoring import resolve_device
 from steep.workspace import steep_home
 
@@ -85,6 +90,11 @@ class EvalSpec:
     out_dir: str | None = None
     update_lineage: bool = True
     run_windows: bool = False  # also the run's own eval sets under training's rule
+    passkey: list[int] = field(default_factory=list)  # prompt lengths in tokens
+    passkey_depths: list[float] = field(default_factory=lambda: list(DEFAULT_DEPTHS))
+    passkey_trials: int = DEFAULT_TRIALS
+    position_loss: bool = False  # loss by position on the --sets, windows of seq_len
+    position_windows: int = 64
 
 
 @dataclass
@@ -141,10 +151,16 @@ def _load_model(spec: str, device: torch.device, dtype: str) -> tuple[Any, Any, 
 
 def _check_inputs(spec: EvalSpec) -> _Inputs:
     """Step 1: read everything the user named; any error names the file (and line)."""
-    if not (spec.sets or spec.tasks or spec.harness_tasks or spec.prompts or spec.run_windows):
+    asked = (spec.sets, spec.tasks, spec.harness_tasks, spec.prompts, spec.run_windows)
+    if not (any(asked) or spec.passkey):
         raise UsageError(
-            "nothing to evaluate: give --sets, --tasks, --harness-tasks, --prompts or --run-windows"
+            "nothing to evaluate: give --sets, --tasks, --harness-tasks, --prompts, "
+            "--run-windows or --passkey"
         )
+    if spec.position_loss and not spec.sets:
+        raise UsageError("--position-loss reads the --sets' documents: give --sets NAME=PATH")
+    if spec.passkey_trials < 1 or spec.position_windows < 1:
+        raise UsageError("--passkey-trials and --position-windows must be at least 1")
     if spec.dtype not in DTYPES:
         raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {spec.dtype!r}")
     if spec.batch_size < 1:
@@ -211,6 +227,22 @@ def _score_model(
         )
         m = out["tasks"][task.name]
         print(f"[{label}] task {task.name}: acc {m['acc']:.3f}  acc_norm {m['acc_norm']:.3f}")
+    if spec.passkey:
+        limit = positions_of(model.config)  # dynamic NTK: factor x its original
+        out["passkey"] = passkey_block(
+            model, tokenizer, spec.passkey, spec.passkey_depths, spec.passkey_trials,
+            limit, spec.batch_size, device,
+        )  # fmt: skip
+        for length, acc in out["passkey"]["mean_accuracy"].items():
+            print(f"[{label}] passkey {length}: accuracy {acc:.0%} over the depths", flush=True)
+    if spec.position_loss:
+        out["position_loss"] = {
+            s.name: position_loss(
+                model, text_windows(s.name, s.texts, tokenizer, seq_len, spec.position_windows),
+                spec.batch_size, device,
+            )
+            for s in inputs.sets
+        }  # fmt: skip
     if inputs.prompts:
         out["samples"] = complete(
             model, tokenizer, inputs.prompts, spec.max_new_tokens, device, spec.temperature
@@ -230,6 +262,7 @@ def run_eval(spec: EvalSpec) -> dict[str, Any]:
         models = {"base": spec.baseline, **models}
     seq_len = _seq_len(spec, list(models.values()))
     device = resolve_device(spec.device)
+    _passkey_fits(spec, inputs, list(models.values()))
 
     # step 2: tokenizers and windows of every local model before any weights are read
     tokenized: dict[str, list[TokenizedSet] | None] = {}
@@ -238,8 +271,11 @@ def run_eval(spec: EvalSpec) -> dict[str, Any]:
         tokenized[label] = (
             None if tok is None else [tokenize_set(s, tok, seq_len) for s in inputs.sets]
         )
+        if tok is not None and spec.position_loss:  # too short: refused before any weights
+            for s in inputs.sets:
+                text_windows(s.name, s.texts, tok, seq_len, 1)
 
-    if inputs.sets or inputs.tasks or inputs.prompts:
+    if inputs.sets or inputs.tasks or inputs.prompts or spec.passkey:
         scored = {
             label: _score_model(label, m, inputs, seq_len, spec, device, tokenized[label])
             for label, m in models.items()
@@ -264,6 +300,9 @@ def run_eval(spec: EvalSpec) -> dict[str, Any]:
 
     roles = {**lineage_roles(spec.model), **_roles_by_name(spec), **spec.roles}
     result = build_result(spec, inputs, scored, roles, seq_len, str(device))
+    for key in ("passkey", "position_loss"):
+        if any(key in res for res in scored.values()):
+            result[key] = {label: res[key] for label, res in scored.items() if key in res}
     if spec.run_windows:
         result["run_windows"] = score_run_windows(spec.model, with_base=spec.baseline is not None)
         for line in format_rows(result["run_windows"]):
@@ -271,6 +310,20 @@ def run_eval(spec: EvalSpec) -> dict[str, Any]:
 
     publish(result, spec.model, out_dir=spec.out_dir, update_lineage=spec.update_lineage)
     return result
+
+
+def _passkey_fits(spec: EvalSpec, inputs: _Inputs, models: Sequence[str]) -> None:
+    """Say which passkey lengths are past a model's positions (they are skipped); refuse
+    when that leaves nothing at all to run."""
+    if not spec.passkey:
+        return
+    limits = [m for m in (_max_positions(s) for s in models) if m]
+    fit, past = split_lengths(spec.passkey, min(limits) if limits else None)
+    if past:
+        line = skipped_line({"skipped": past, "max_positions": min(limits)})
+        if not fit and not (inputs.sets or inputs.tasks or inputs.prompts or inputs.harness):
+            raise UsageError(f"{line}; no passkey length left to run")
+        print(f"note: {line}", flush=True)
 
 
 def _roles_by_name(spec: EvalSpec) -> dict[str, Role]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from steep.artifacts.atomic import aside_dir, replace_dir
 from steep.artifacts.fmt import change_pct, markdown_table, multiline_cell, num, signed
 from steep.artifacts.lineage import record_eval
+from steep.artifacts.longctx import POSITION_NOTE, passkey_markdown, position_markdown
 from steep.eval.lineage import local_dir, model_lineage
 from steep.workspace import LINEAGE_FILE, steep_home
 
@@ -265,6 +266,11 @@ def render_markdown(result: dict[str, Any], plots: Sequence[str]) -> str:
         ]
     if result.get("run_windows"):
         lines += _run_windows_lines(result["run_windows"])
+    if result.get("passkey"):
+        lines += ["", "## Passkey retrieval", "", *passkey_markdown(result["passkey"])]
+    if result.get("position_loss"):
+        lines += ["", "## Loss by position", "", POSITION_NOTE, ""]
+        lines += position_markdown(result["position_loss"])
     if plots:
         lines += ["", "## Plots", ""]
         for p in plots:

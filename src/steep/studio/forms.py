@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from steep.config import ConfigError, dump_config, parse_config
+from steep.config.lengths import LengthSection
 from steep.launch.command import shell_join
 from steep.plan.estimate import make_plan, resolve_device
 from steep.plan.text import summary_line, time_line
@@ -39,6 +40,12 @@ class SourceRow(BaseModel):
     dataset: str = Field(min_length=1)
     weight: float = Field(1.0, gt=0)
     role: Literal["domain", "general", ""] = ""
+    length: dict[str, Any] | None = None  # data.sources[].length, checked with the config
+
+
+def length_help() -> dict[str, str]:
+    """The source row's length fields' help: the schema's own descriptions."""
+    return {k: f.description or "" for k, f in LengthSection.model_fields.items()}
 
 
 class EvalRow(BaseModel):
@@ -155,6 +162,8 @@ def _form_config(form: RunForm) -> dict[str, Any]:
         src["weight"] = row.weight
         if row.role:
             src["role"] = row.role
+        if row.length:
+            src["length"] = row.length
         sources.append(src)
     eval_sets: dict[str, Any] = {}
     eval_roles: dict[str, str] = {}

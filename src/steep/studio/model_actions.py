@@ -18,6 +18,7 @@ from steep.errors import SteepError
 from steep.eval.merge_spec import MergeSpec, parse_alphas
 from steep.hub.publish import EXPORT_FORMATS, new_export_dest
 from steep.model.gguf_convert import DIRECT, QUANTIZED, check_quant
+from steep.model.passkey_spec import LONG_CONTEXT_FLAGS, parse_lengths
 from steep.plan.devices import available_memory_bytes
 from steep.plan.memory import generation_bytes
 from steep.plan.shapes import from_hf_config
@@ -27,16 +28,20 @@ from steep.workspace import Workspace, plain_name_problem
 
 QUANTS = DIRECT + QUANTIZED  # the types `steep models export --quant` takes
 MAX_NEW_TOKENS = 512  # the generate box's ceiling: a try, not a batch job
+PASSKEY_HELP = LONG_CONTEXT_FLAGS["--passkey"][
+    "help"
+]  # the eval form's field says what the flag says
 
 
 class ActionError(SteepError):
     """An action refused before it starts; the message is one line."""
 
 
-def eval_argv(model: dict[str, Any]) -> list[str] | None:
+def eval_argv(model: dict[str, Any], passkey: str = "") -> list[str] | None:
     """``steep eval MODEL`` against the base its steep.json names (the command's default),
     on its run's eval sets: the held-out splits as training read them (``--run-windows``)
-    and the extra ``data.eval_sets``. None when the model has no run with eval sets."""
+    and the extra ``data.eval_sets``; with ``passkey`` (lengths, parsed as the CLI's
+    ``--passkey``) passkey retrieval too. None when there is nothing to evaluate on."""
     lineage = model.get("lineage") or {}
     data = (lineage.get("config") or {}).get("data") or {}
     heldout = [s for s in data.get("sources") or [] if (s or {}).get("heldout_fraction")]
@@ -48,6 +53,12 @@ def eval_argv(model: dict[str, Any]) -> list[str] | None:
     for name, files in extra.items():
         for path in files if isinstance(files, list) else []:
             argv += ["--sets", f"{name}={path}"]
+    if passkey.strip():
+        try:
+            lengths = parse_lengths(passkey)
+        except SteepError as exc:
+            raise ActionError(str(exc)) from None
+        argv += ["--passkey", ",".join(map(str, lengths))]
     return argv if len(argv) > 2 else None
 
 

@@ -107,7 +107,8 @@ def _sources(rows: list[Any], catalog: Catalog) -> tuple[list[dict] | None, list
     for i, row in enumerate(rows):
         where = f"data.sources.{i}.dataset (source {row.get('name')!r})"
         ref = _known(catalog, str(row["dataset"]), where, problems)
-        out.append({"dataset": ref, "weight": row.get("weight", 1), "role": row.get("role") or ""})
+        out.append({"dataset": ref, "weight": row.get("weight", 1), "role": row.get("role") or "",
+                    "length": row.get("length") or None})  # fmt: skip
     return out, problems
 
 

@@ -27,6 +27,7 @@ from steep.train.flops import device_peak_flops, flops_per_token
 from steep.train.forward import loss_line, use_document_mask
 from steep.train.inputs import Inputs, build_inputs
 from steep.train.kernels import apply_liger
+from steep.train.longctx import LongContextEval, old_context, window_warnings
 from steep.train.lora import Adapted, apply_method, check_method, quantized_load
 from steep.train.mixcontrol import MixControl
 from steep.train.optim import build_optimizer, check_optimizer
@@ -82,6 +83,7 @@ class Run:
     baseline: dict[str, float] = field(default_factory=dict)  # step 0's eval losses
     data_changes: list[dict[str, Any]] = field(default_factory=list)  # resumes on new data
     tracker: Tracker | None = None  # rank 0 only: metrics.jsonl, TensorBoard, W&B, MLflow
+    longctx: LongContextEval | None = None  # past the base's context: step 0's and the end's
 
     @property
     def per_rank(self) -> int:
@@ -118,6 +120,17 @@ class Run:
         tokens = self.step * self.config.train.global_batch_tokens
         self.log(eval_record(self.step, tokens, losses, self.baseline or losses))
         return losses
+
+    def eval_long_context(self) -> None:
+        """Passkey, loss by position and the old-length eval, now (a run past its base's
+        context only; ``steep.train.longctx``)."""
+        if self.longctx is not None:
+            self.status.phase(f"long-context eval (step {self.step})")
+            event = self.longctx(
+                self.model, self.base.tokenizer, self.inputs.eval_sets, self.step,
+                self.runtime.device, self.runtime.autocast, self.evaluator,
+            )  # fmt: skip
+            self.log(event)
 
     def checkpoint_state(self) -> dict[str, Any]:
         """What a checkpoint keeps beside the model and optimizer (state.json)."""
@@ -242,6 +255,25 @@ def build(
         peak_flops=device_peak_flops(runtime.device, config.train.peak_tflops),
         evaluator=evaluator,
         checkpointer=checkpointer,
+        longctx=long_context_eval(config, base, inputs, quiet=not d.is_main),
+    )
+
+
+def long_context_eval(
+    config: RunConfig, base: LoadedBase, inputs: Inputs, quiet: bool = False
+) -> LongContextEval | None:
+    """The long-context evals when ``data.seq_len`` is past what the base knew before its
+    RoPE scaling (and a warning for each source with no document to fill a window); None
+    otherwise."""
+    seq_len = config.data.seq_len
+    before = base.info.get("positions_before_rope")
+    old = before if before and seq_len > before else old_context(base.model.config, seq_len)
+    if not old:
+        return None
+    for line in [] if quiet else window_warnings(inputs.lengths, seq_len):
+        print(line)
+    return LongContextEval(
+        int(old), seq_len, inputs.heldout, config.eval.max_windows, config.eval.batch_size
     )
 
 

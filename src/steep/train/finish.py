@@ -39,6 +39,7 @@ def finish(run: Run, best: int | None = None) -> RunResult:
     checkpoint becomes the model. Every rank gathers the weights; rank 0 writes."""
     if best is not None:  # stopped by the budget: the model is its best checkpoint's
         run.checkpointer.load(best)
+    run.eval_long_context()  # all ranks: each forward may be a collective
     weights = full_state_dict(run.model, run.d, run.trainable_only)  # a collective: all ranks
     if not run.d.is_main:
         return RunResult(run.run_dir, run.run_dir / MODEL_DIR, run.baseline, {})

@@ -14,12 +14,13 @@ from transformers import PreTrainedTokenizerBase
 
 from steep.config import RunConfig, SourceSection
 from steep.config.schema import phase_weights
+from steep.data.doclength import SourceLengths, heldout_view
 from steep.data.executor import Executor
 from steep.data.mixture import Mixture, Phase
 from steep.data.selection import DatasetSelection, slice_report
 from steep.data.spans import UNIT_BYTES
 from steep.data.tokenize import Progress, TokenizedSource, tokenize_source, tokenizer_meta
-from steep.data.tokensource import Windows
+from steep.data.tokensource import TokenStream, Windows
 from steep.datahub.catalog import Catalog
 from steep.errors import DataError
 from steep.train.evaluate import EvalSet, fixed_windows
@@ -36,6 +37,8 @@ class Inputs:
     separator_id: int
     lineage: list[dict[str, Any]] = field(default_factory=list)
     identity: dict[str, dict[str, Any]] = field(default_factory=dict)  # train.datadrift
+    heldout: dict[str, TokenStream] = field(default_factory=dict)  # each eval set's stream
+    lengths: dict[str, SourceLengths] = field(default_factory=dict)  # documents by length
 
 
 def _source_files(
@@ -87,25 +90,36 @@ def build_inputs(
             )
         sources.append(ts)
 
-    windows = [Windows(ts.train, seq_len) for ts in sources]
+    lengths = {
+        ts.name: SourceLengths(ts.train, src.length)
+        for ts, src in zip(sources, config.data.sources, strict=True)
+    }
+    windows = [Windows(lengths[ts.name].stream, seq_len) for ts in sources]
     for ts, w in zip(sources, windows, strict=True):
         if len(w) == 0:
+            kept = f" as data.sources length reads it ({lengths[ts.name].spread()})"
             raise DataError(
-                f"source '{ts.name}' has {ts.train.num_tokens} training tokens, "
-                f"fewer than one sequence of {seq_len + 1}"
+                f"source '{ts.name}' has {w.stream.num_tokens} training tokens"
+                f"{kept if lengths[ts.name].rule else ''}, fewer than one sequence of {seq_len + 1}"
             )
-    mixture = build_mixture(config, [s.name for s in sources], windows)
+    layouts = [lengths[ts.name].describe() for ts in sources]
+    mixture = build_mixture(config, [s.name for s in sources], windows, layouts)
     _check_enough_data(config, mixture)
 
     ident = {ts.name: identity(ts.info, ts.dir.name) for ts in sources}
     eval_sets = [
-        fixed_windows(ts.name, ts.heldout, seq_len, config.eval.max_windows)
-        for ts in sources
+        fixed_windows(
+            ts.name, heldout_view(ts.heldout, src.length), seq_len, config.eval.max_windows
+        )
+        for ts, src in zip(sources, config.data.sources, strict=True)
         if ts.heldout is not None
     ]
-    extra, extra_ident = _extra_eval_sets(config, tokenizer, cache, meta, progress, executor)
+    extra, extra_ident, streams = _extra_eval_sets(
+        config, tokenizer, cache, meta, progress, executor
+    )
     eval_sets += extra
     ident.update(extra_ident)
+    heldout = {ts.name: ts.heldout for ts in sources if ts.heldout is not None} | streams
     if not eval_sets and not quiet:
         print(
             "warning: no held-out data (every heldout_fraction is 0 and no data.eval_sets): "
@@ -125,20 +139,29 @@ def build_inputs(
                 for k, v in ts.info["splits"].items()
             },
             "skipped": ts.info["skipped"],
+            "length": lengths[ts.name].record(),  # tokens by document-length bucket
             **({"languages": ts.info["languages"]} if "languages" in ts.info else {}),
             "shards": str(ts.dir),
         }
         for ts, cfg, share in zip(sources, config.data.sources, mixture.shares, strict=True)
     ]
-    return Inputs(mixture, eval_sets, sources, meta["separator_id"], lineage, ident)
+    return Inputs(
+        mixture, eval_sets, sources, meta["separator_id"], lineage, ident, heldout, lengths
+    )
 
 
-def build_mixture(config: RunConfig, names: list[str], windows: list[Windows]) -> Mixture:
+def build_mixture(
+    config: RunConfig, names: list[str], windows: list[Windows], layouts: list[str] | None = None
+) -> Mixture:
     """The run's mixture: its phases (``data.phases``) in sequences drawn, or one mix
-    (``data.domain_share``, when set, rescales the roles)."""
+    (``data.domain_share``, when set, rescales the roles); ``layouts``: which documents each
+    source reads (``data.sources[].length`` in words), what a resume compares."""
     per_step = config.sequences_per_step
     phases = [Phase(n, start * per_step, tuple(w)) for n, start, w in phase_weights(config)]
-    return Mixture(names, windows, phases[0].weights, seed=config.run.seed, phases=phases)
+    return Mixture(
+        names, windows, phases[0].weights, seed=config.run.seed, phases=phases,
+        layouts=layouts, seq_len=config.data.seq_len,
+    )  # fmt: skip
 
 
 def _tokenize(
@@ -180,9 +203,10 @@ def _extra_eval_sets(
     meta: dict[str, Any],
     progress: Progress | None = None,
     executor: Executor | None = None,
-) -> tuple[list[EvalSet], dict[str, dict[str, Any]]]:
-    """The fixed windows of ``data.eval_sets`` (every token is held out), and their identity."""
-    sets, ident = [], {}
+) -> tuple[list[EvalSet], dict[str, dict[str, Any]], dict[str, TokenStream]]:
+    """The fixed windows of ``data.eval_sets`` (every token is held out), their identity
+    and their token streams."""
+    sets, ident, streams = [], {}, {}
     for name, value in config.data.eval_sets.items():
         paths, selection = (
             (value, None)
@@ -202,7 +226,8 @@ def _extra_eval_sets(
         ts.train.check_tokenizer(meta["sha256"], f"'{meta['name']}'")
         sets.append(fixed_windows(name, ts.train, config.data.seq_len, config.eval.max_windows))
         ident[f"eval:{name}"] = identity(ts.info, ts.dir.name)
-    return sets, ident
+        streams[name] = ts.train
+    return sets, ident, streams
 
 
 def run_eval_sets(
@@ -218,9 +243,8 @@ def run_eval_sets(
             continue
         ts = _tokenize(src, config, tokenizer, cache, meta, quiet=True)
         if ts.heldout is not None:
-            sets.append(
-                fixed_windows(src.name, ts.heldout, config.data.seq_len, config.eval.max_windows)
-            )
+            held = heldout_view(ts.heldout, src.length)
+            sets.append(fixed_windows(src.name, held, config.data.seq_len, config.eval.max_windows))
     sets += _extra_eval_sets(config, tokenizer, cache, meta)[0]
     return sets, meta["separator_id"]
 

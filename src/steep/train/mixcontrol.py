@@ -52,6 +52,15 @@ class MixControl:
 
     def resume(self, state: dict[str, Any], step: int, allow_change: bool) -> list[str]:
         """Continue the checkpoint's mixture and budget; a changed mix needs ``allow_change``."""
+        was = state["mixture"].get("seq_len")
+        if was is not None and was != self.mixture.seq_len:
+            raise ConfigError(
+                f"data.seq_len={self.mixture.seq_len} differs from the checkpoint's {was}: a "
+                f"resume keeps its window length (the mixture's position counts windows of "
+                f"{was}). To go on at the new length, start a second stage from this run's "
+                "model (model.base: RUN/model, data.seq_len: the new length; see "
+                "docs/long-context.md)"
+            )
         try:
             lines = self.mixture.load_state_dict(state["mixture"], allow_change)
         except ValueError as exc:

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from steep.artifacts.atomic import write_text
 from steep.artifacts.fmt import cell, change_pct
-from steep.artifacts.metrics import read_metrics
+from steep.artifacts.longctx import lengths_markdown, long_context_markdown
+from steep.artifacts.metrics import read_events, read_metrics
 from steep.artifacts.scores import finite, rel_change
 from steep.workspace import METRICS_FILE, REPORT_FILE
 
@@ -336,6 +337,10 @@ def write_report(run_dir: Path, title: str, notes: dict[str, str] | None = None)
 
     lines = [f"# {' '.join(title.split())}", "", "## Summary", "", *_summary(train, evals)]
     lines += ["", "## Eval loss", "", *_eval_markdown(eval_table(evals))]
+    events = read_events(run_dir / METRICS_FILE)
+    extra = long_context_markdown(events)
+    extra += lengths_markdown(events, (train[-1].get("tokens_by_source") or {}) if train else {})
+    lines += ["", *extra] if extra else []
     if notes:
         lines += ["", "## Notes", ""]
         lines += [f"- **{cell(k)}**: {cell(v)}" for k, v in notes.items()]

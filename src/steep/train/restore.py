@@ -13,6 +13,7 @@ from pathlib import Path
 from steep.artifacts import atomic
 from steep.config import dump_config
 from steep.train.build import Run
+from steep.train.longctx import lengths_event
 from steep.train.mixcontrol import unbaselined_sets
 from steep.train.runfolder.drift import check_drift
 from steep.train.track import Tracker
@@ -33,6 +34,8 @@ def restore(run: Run, resume: bool, allow: tuple[bool, bool] = (False, False)) -
         phase = "evaluating the base (step 0)"
         run.status.phase(phase)  # at once: the first batch's progress comes seconds later
         run.baseline = run.eval_and_log(phase)
+        run.log(lengths_event(run.inputs.lengths, run.config.data.seq_len))
+        run.eval_long_context()  # past the base's context: passkey, loss by position
     run.log(*run.mix.events(run.step, changed))  # a mix changed on resume: its step, what
     run.status.phase(("compiling, then " if run.config.train.compile else "") + "the first step")
 

@@ -59,6 +59,7 @@ def router(studio: Studio) -> APIRouter:
             jobs=[j.view() for j in jobs.jobs(name)],
             max_new_tokens=actions.MAX_NEW_TOKENS,
             merge_ok=bool(lineage.get("config")),
+            passkey_help=actions.PASSKEY_HELP,
         )
 
     @routes.get("/api/models")
@@ -110,7 +111,7 @@ def router(studio: Studio) -> APIRouter:
         files: dict[str, str] = {}
         try:
             if action == "evaluate":
-                argv = actions.eval_argv(model)
+                argv = actions.eval_argv(model, str(body.get("passkey") or ""))
                 if argv is None:
                     raise actions.ActionError(
                         f"model {name} has no run with eval sets to evaluate on; use "

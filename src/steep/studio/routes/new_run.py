@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from steep.studio.forms import PKG_BASE, new_run_dir, resolve_form
+from steep.studio.forms import PKG_BASE, length_help, new_run_dir, resolve_form
 from steep.studio.prefill import prefill
 from steep.studio.schema_fields import form_sections
 from steep.studio.state import Studio
@@ -34,6 +34,7 @@ def router(studio: Studio) -> APIRouter:
             bases=bases,
             gpus=settings.gpus_available,
             sections=form_sections(),
+            length_help=length_help(),
             prefill=prefill(
                 home, from_run, base, studio.job_or_404(job).config_path if job else None
             ),

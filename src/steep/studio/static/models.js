@@ -74,7 +74,8 @@ const modelPage = (() => {
     const gguf = () => { quant.disabled = exportForm.elements.format.value !== "gguf"; };
     exportForm.elements.format.addEventListener("change", gguf);
     gguf();
-    document.getElementById("evaluate").addEventListener("click", () => start("evaluate", {}));
+    document.getElementById("evaluate").addEventListener("click", () =>
+      start("evaluate", { passkey: document.getElementById("eval-passkey").value }));
     for (const action of ["export", "push", "generate"]) {
       const form = document.getElementById(`${action}-form`);
       form.addEventListener("submit", (e) => { e.preventDefault(); start(action, formBody(form)); });

@@ -30,6 +30,10 @@
         pickDataset(row, values.dataset);
         row.querySelector("[name=weight]").value = values.weight ?? 1;
         row.querySelector("[name=role]").value = values.role || "";
+        for (const [k, v] of Object.entries(values.length || {})) {  // data.sources[].length
+          const box = row.querySelector(`[name=${k}]`);
+          if (box) box.value = v ?? "";
+        }
       }
       sources.append(row);
       schedule();
@@ -89,6 +93,15 @@
       return rows;
     }
 
+    function lengthOf(row) {  // the row's length rule, or null when none is set
+      const out = {};
+      for (const k of ["min_tokens", "upsample_tokens", "upsample_times"]) {
+        const v = row.querySelector(`[name=${k}]`).value.trim();
+        if (v !== "") out[k] = Number(v);
+      }
+      return Object.keys(out).length ? out : null;
+    }
+
     function formData() {
       const get = (n) => form.elements[n].value.trim();
       const numOr = (n, dflt) => (get(n) === "" ? dflt : Number(get(n)));
@@ -100,6 +113,7 @@
           dataset: r.querySelector("[name=dataset]").value,
           weight: Number(r.querySelector("[name=weight]").value || 1),
           role: r.querySelector("[name=role]").value,
+          length: lengthOf(r),
         })),
         eval_sets: Array.from(evalSets.querySelectorAll(".eval-set")).map((r) => ({
           dataset: r.querySelector("[name=dataset]").value,
