@@ -186,7 +186,7 @@ def test_slow_tokenizing_on_rank_0_does_not_time_out_the_others(tmp_path: Path) 
     many = tmp_path / "data" / "many.jsonl"
     many.parent.mkdir(parents=True)
     # rank 0's tokenizing writes the progress file rank 1 reads; the floor below, not the
-    # size, keeps rank 0 past the timeout (1.5M documents took ~15 s of a core to tokenize)
+    # size, keeps rank 0 past the timeout (1.5M documents cost ~16 CPU s to write and tokenize)
     with open(many, "w", encoding="utf-8") as f:
         for i in range(30_000):
             f.write(json.dumps({"text": f"{words[i % 4]} {words[(i // 4) % 4]} {i}"}) + "\n")
