@@ -76,7 +76,7 @@ slurm-deps:
 test: install browser-deps cpu-deps slurm-deps
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 slow-test: install
 	$(BIN)/python -m pytest -q -m slow

@@ -103,6 +103,42 @@ def tiny_model(tmp_path: Path) -> Path:
     return make_tiny_model(tmp_path / "tiny-base")
 
 
+# The files that take longest, longest first (docs/test-durations.md). pytest-xdist gives
+# whole files to its workers in collection order (`make test` passes --no-loadscope-reorder;
+# xdist's default puts files with fewer tests last, which were these): started first, the
+# suite ends on short files instead of one worker finishing a long one while the other idles.
+SLOW_FILES_FIRST = (
+    "test_slurm.py",
+    "test_studio_workflow.py",
+    "test_distributed.py",
+    "test_multinode.py",
+    "test_studio_browser.py",
+    "test_faults_disk.py",
+    "test_sweep.py",
+    "test_train.py",
+    "test_trackers.py",
+    "test_train_features.py",
+    "test_ray.py",
+    "test_gguf_export.py",
+    "test_studio_browser_merge.py",
+    "test_studio_browser_models.py",
+    "test_sweep_predict.py",
+    "test_allocator.py",
+    "test_examples.py",
+    "test_eval_run_windows.py",
+    "test_studio_browser_data.py",
+    "test_studio_browser_setup.py",
+    "test_studio_browser_watch.py",
+    "test_formats_browser.py",
+    "test_gpu_proof.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    order = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: order.get(item.path.name, len(order)))  # stable: files whole
+
+
 @pytest.fixture(autouse=True)
 def _steep_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "steep-home"

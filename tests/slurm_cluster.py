@@ -108,8 +108,9 @@ def _conf(root: Path, host: str, nodes: dict[str, str] | None = None) -> str:
             "SlurmdUser=root",
             "AuthType=auth/munge",
             # cred_expire: how long a requeued job waits before it may start again
-            # (120 s by default); starting it sooner kills it ("credential revoked")
-            f"AuthInfo=socket={root / 'munge' / 'munge.socket'},cred_expire=10",
+            # (120 s by default; Slurm refuses under 5); starting it sooner kills it
+            # ("credential revoked"). One host: 5 s, the requeue test's wait.
+            f"AuthInfo=socket={root / 'munge' / 'munge.socket'},cred_expire={10 if nodes else 5}",
             f"StateSaveLocation={root / 'state'}",
             f"SlurmdSpoolDir={root / 'spool'}{per_node}",
             f"SlurmctldPidFile={root / 'slurmctld.pid'}",
@@ -127,6 +128,10 @@ def _conf(root: Path, host: str, nodes: dict[str, str] | None = None) -> str:
             "MpiDefault=none",
             "ReturnToService=2",
             "SchedulerType=sched/backfill",
+            # the main loop every second (60 s by default): a requeued job's begin time
+            # passes with no event to schedule on, and backfill only runs after one, so
+            # it waited for the main loop (25-56 s measured; 7 s with this and cred_expire 5)
+            "SchedulerParameters=sched_interval=1",
             # SIGTERM to SIGKILL: Slurm's default 30 s on two hosts, whose ranks checkpoint
             # on SIGTERM within train.preempt_grace_s (25 s)
             f"KillWait={30 if nodes else 10}",

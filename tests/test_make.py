@@ -38,3 +38,14 @@ def test_make_demo_installs_only_what_the_demo_needs(tmp_path: Path) -> None:
 def test_make_test_adds_the_dev_extras_on_top(tmp_path: Path) -> None:
     test = _planned("test", tmp_path / "venv")
     assert _extras(test) == {"demo", "dev"} and "pytest" in test
+
+
+def test_make_test_hands_out_the_slowest_files_first(tmp_path: Path) -> None:
+    """xdist keeps the collection order (tests/conftest.py puts the slow files first); its
+    default would put the files with the fewest tests last, the slowest ones here."""
+    from tests.conftest import SLOW_FILES_FIRST
+
+    test = _planned("test", tmp_path / "venv")
+    assert "--dist loadfile --no-loadscope-reorder" in test
+    missing = [name for name in SLOW_FILES_FIRST if not (ROOT / "tests" / name).is_file()]
+    assert not missing, f"renamed or removed: {missing}"

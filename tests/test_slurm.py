@@ -109,7 +109,7 @@ def test_launch_script_trains_resumes_after_scancel_and_requeues_on_sigusr1(
     assert status.state == "cancelled" and "stopped by SIGUSR1" in status.error
     stopped = int(checkpoint_dirs(run / "checkpoints")[-1].name.split("_")[1])
     assert kept + 2 <= stopped < STEPS and stopped == _last_step(run)  # its own checkpoint
-    # a requeued job may start again after cred_expire (10 s here, 120 s by default):
+    # a requeued job may start again after cred_expire (5 s here, 120 s by default):
     # forcing it sooner gets it killed as "non-startable" (its credential is revoked)
     slurm.wait_gone(job)
 
