@@ -61,7 +61,7 @@ def arms(args, corpora, base: Path) -> dict[float, Run]:
     # replay.py's arms (warmup 2%, lr_fraction 1.0), evaluated at their ends only
     schedule = {"steps": args.steps, "lr_fraction": LR_FRACTION, "eval_every": args.steps}
     schedule["warmup_steps"] = max(1, args.steps // 50)
-    for share in SHARES:
+    for share in args.shares:
         name = f"replay-{share:g}"
         out_dir = args.root / "runs" / f"merge-vs-replay-{args.key}" / name
         done = out_dir / "done.json"
@@ -150,10 +150,13 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--steps", type=int, default=100, help="CPT steps per replay arm")
     p.add_argument("--pretrain-steps", type=int, default=300)
+    p.add_argument("--shares", default=",".join(f"{x:g}" for x in SHARES),
+                   help="replay shares, comma-separated; 0 (the dial's run) is always one")  # fmt: skip
     args = p.parse_args()
     args.out = args.out or args.root / "results"
     args.out.mkdir(parents=True, exist_ok=True)
     args.key = f"p{args.pretrain_steps}-s{args.steps}"
+    args.shares = sorted({0.0, *(float(x) for x in args.shares.split(","))})
     common.PRETRAIN_STEPS = args.pretrain_steps  # read by pretrained_base; its cache is keyed
     started = time.perf_counter()
     corpora = prepare_corpora(args.root)

@@ -48,6 +48,10 @@ def run_merge(spec: MergeSpec, out: Path, save: Path | None = None) -> dict[str,
                 with new_folder(save) as tmp_model:
                     save_model(spec, parents, result, tmp_model)
                     result["saved"] = str(save)
+                    # the curve it was picked from: the studio's Compare page finds it here
+                    (tmp_model / MERGE_JSON).write_text(
+                        json.dumps(result, indent=2) + "\n", encoding="utf-8"
+                    )
                     write_report(result, tmp_out)
             else:
                 write_report(result, tmp_out)
