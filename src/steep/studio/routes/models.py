@@ -59,6 +59,7 @@ def router(studio: Studio) -> APIRouter:
             jobs=[j.view() for j in jobs.jobs(name)],
             max_new_tokens=actions.MAX_NEW_TOKENS,
             merge_ok=bool(lineage.get("config")),
+            merge_methods=actions.MERGE_METHODS,
         )
 
     @routes.get("/api/models")
@@ -136,6 +137,7 @@ def router(studio: Studio) -> APIRouter:
                     None if bound in (None, "") else _number(body, "max_regression", float, None),
                     str(body.get("save") or "").strip(),
                     studio.home,
+                    str(body.get("method") or "linear"),
                 )
             elif action == "generate":
                 prompt = str(body.get("prompt") or "")
