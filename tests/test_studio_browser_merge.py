@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_studio_browser import shot
 from tests.test_studio_browser_models import (  # noqa: F401 - fixtures, used by name
     WAIT_S,
     _error,
@@ -97,3 +98,4 @@ def test_merge_curve_and_save_from_the_model_page(studio, browser, trained, _ste
     # one sign convention and one baseline: alpha 0 is the base (0, 0), alpha 1 is the run
     assert at(dots["0"]) == (0.0, 0.0)
     assert at(dots["1"]) == pytest.approx(at(run), abs=0.05)  # percent points
+    shot(browser, "compare-merge")
