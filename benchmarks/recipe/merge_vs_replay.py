@@ -19,6 +19,7 @@ the config), so a shorter base is never mistaken for the full one.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -30,6 +31,7 @@ from common import NEW, OLD, Run, cpt_model, finish, prepare_corpora, replay_sou
 SHARES = (0.0, 0.05, 0.25, 0.5)
 ALPHAS = [0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0]  # the no-replay run's dial
 ENDS = [0.0, 0.5, 1.0]  # the replay runs: their ends and a midpoint (the CPU is shared)
+TIES_ALPHAS = [0.0, 0.25, 0.5, 0.75, 1.0]  # --ties: the no-replay run through mergekit
 LR_FRACTION = 1.0
 
 
@@ -45,15 +47,24 @@ def gain_at(curve: list[dict], regression: float) -> float | None:
     return max(found) if found else None
 
 
-def curve_of(model: Path, out: Path, alphas: list[float]) -> tuple[dict, float]:
-    """``steep models merge MODEL --alphas ...``'s result, through its own function."""
+def cpu_s() -> float:
+    """CPU seconds of this process and its finished children (mergekit runs as one)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def curve_of(
+    model: Path, out: Path, alphas: list[float], method: str = "linear"
+) -> tuple[dict, float]:
+    """``steep models merge MODEL --alphas ... [--method M]``'s result, through its own
+    function, and the CPU seconds it took."""
     from steep.eval.merge_save import run_merge
     from steep.eval.merge_spec import MergeSpec
 
     shutil.rmtree(out, ignore_errors=True)
-    started = time.process_time()
-    result = run_merge(MergeSpec(model, alphas=alphas), out)
-    return result, time.process_time() - started
+    started = cpu_s()
+    result = run_merge(MergeSpec(model, alphas=alphas, method=method), out)
+    return result, cpu_s() - started
 
 
 def arms(args, corpora, base: Path) -> dict[float, Run]:
@@ -92,15 +103,14 @@ def table(curves: dict[float, dict]) -> list[str]:
     return rows
 
 
-def verdict(curves: dict[float, dict]) -> list[str]:
+def verdict(curves: dict[float, dict], dial: list[dict], label: str) -> list[str]:
     """At each replay run's general regression: the no-replay run's merge curve's gain."""
     lines = [
         "",
         "| replay run | its general regression | its domain gain | "
-        "0% run merged to that regression | difference |",
+        f"0% run, {label}, at that regression | difference |",
         "|---|---:|---:|---:|---:|",
     ]
-    dial = curves[0.0]["curve"]
     for share, result in curves.items():
         if share == 0.0:
             continue
@@ -115,7 +125,7 @@ def verdict(curves: dict[float, dict]) -> list[str]:
     return lines
 
 
-def plot(curves: dict[float, dict], path: Path) -> None:
+def plot(curves: dict[float, dict], path: Path, ties: dict | None = None) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -135,6 +145,11 @@ def plot(curves: dict[float, dict], path: Path) -> None:
             for pt, x, y in zip(result["curve"], xs, ys, strict=True):
                 ax.annotate(f"{pt['alpha']:g}", (x, y), textcoords="offset points",
                             xytext=(5, -9), fontsize="x-small")  # fmt: skip
+    if ties is not None:
+        xs = [100 * pt["general_regression"] for pt in ties["curve"]]
+        ys = [100 * pt["domain_gain"] for pt in ties["curve"]]
+        ax.plot(xs, ys, marker="^", ms=5, color="k", lw=1.2, ls="--",
+                label="TIES (mergekit, density 0.5) of the 0%-replay run")  # fmt: skip
     ax.set(title="Tiny recipe model: the alpha dial vs replay shares (squares: the runs)",
            xlabel="general regression (%; right = more forgetting)",
            ylabel="domain gain (%; up = better)")  # fmt: skip
@@ -150,6 +165,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--steps", type=int, default=100, help="CPT steps per replay arm")
     p.add_argument("--pretrain-steps", type=int, default=300)
+    p.add_argument("--ties", action="store_true", help="also the 0%% run's TIES curve (mergekit)")
     p.add_argument("--shares", default=",".join(f"{x:g}" for x in SHARES),
                    help="replay shares, comma-separated; 0 (the dial's run) is always one")  # fmt: skip
     args = p.parse_args()
@@ -174,11 +190,22 @@ def main() -> None:
             f"{share:.0%}: {len(alphas)} alphas, {cpu[share]:.0f} CPU s; ends vs log {max(ends):.1e}"
         )
         curves[share] = result
-    text = "\n".join(table(curves) + verdict(curves))
+    rows = table(curves) + verdict(curves, curves[0.0]["curve"], "linear merge")
+    ties = None
+    if args.ties:
+        model = runs[0.0].run_dir / "model"
+        ties, ties_cpu = curve_of(model, args.out / "curve-0-ties", TIES_ALPHAS, "ties")
+        rows += verdict(curves, ties["curve"], "TIES (density 0.5)")
+        rows += ["", "| 0% run, TIES alpha | general regression | domain gain |", "|---|---:|---:|"]
+        rows += [f"| {pt['alpha']:g} | {100 * pt['general_regression']:+.2f}% | "
+                 f"{100 * pt['domain_gain']:+.2f}% |" for pt in ties["curve"]]  # fmt: skip
+        rows += ["", f"TIES curve: {len(TIES_ALPHAS)} alphas, {ties_cpu:.0f} CPU s with mergekit's"]
+    text = "\n".join(rows)
     text += (f"\n\nbase: {args.pretrain_steps} pretraining steps; CPT {args.steps} steps per arm "
              f"at lr_fraction {LR_FRACTION}; merge curves {sum(cpu.values()):.0f} CPU s in all")  # fmt: skip
-    (args.out / "merge_vs_replay.json").write_text(json.dumps(curves, indent=2) + "\n")
-    plot(curves, args.out / "merge_vs_replay.png")
+    saved = {"replay": curves, "ties": ties}
+    (args.out / "merge_vs_replay.json").write_text(json.dumps(saved, indent=2) + "\n")
+    plot(curves, args.out / "merge_vs_replay.png", ties)
     finish(args.out, "merge_vs_replay", text, started, pretrain_s)
 
 
