@@ -317,3 +317,12 @@ def test_merge_curves_join_their_run_on_the_tradeoff_data(client: TestClient, ho
     ]  # fmt: skip
     assert points[1]["domain_gain"] == 0.07 and points[3]["general_regression"] == 0.04
     assert client.get("/api/compare?runs=alpha").json()["merges"] == []
+
+    # a sweep point's model merged: its curve beside the sweep's points
+    folder = write_sweep(home)
+    job = home / "studio" / "model-jobs" / "4" / "out"
+    job.mkdir(parents=True)
+    p2 = {"method": "linear", "model": str(folder / "points" / "p2" / "model"), "curve": curve}
+    (job / "merge.json").write_text(json.dumps(p2))
+    merges = client.get("/api/compare?sweep=sw-1").json()["merges"]
+    assert [(m["run"], [p["x"] for p in m["points"]]) for m in merges] == [("p2", [0.0, 0.5, 1.0])]
