@@ -111,3 +111,15 @@ def test_without_mergekit_the_refusal_names_the_extra(
     assert err[0].endswith(
         "--method dare_ties runs through mergekit, not installed: pip install 'steep[merge]'"
     )
+
+
+def test_a_mergekit_failure_is_one_line_with_its_kept_log(tmp_path: Path, tiny_model: Path) -> None:
+    from steep.model.mergekit_run import MergekitError, mergekit_config, run_mergekit
+
+    config = mergekit_config("ties", tmp_path / "no-such-base", tiny_model, 0.5)
+    log = tmp_path / "mergekit-ties-0.5.log"
+    with pytest.raises(MergekitError) as err:
+        run_mergekit(config, tmp_path / "scratch" / "model", log)
+    line = str(err.value)
+    assert "\n" not in line and line.startswith("mergekit ties failed (")
+    assert line.endswith(f"log: {log}") and log.stat().st_size > 0

@@ -80,7 +80,8 @@ class Parents:
         tensor in the plan's order and dtypes, then removed."""
         assert self.scratch is not None
         config = mergekit_config(method, self.base.folder, self.cpt.folder, x, self.density)
-        folder = run_mergekit(config, Path(tempfile.mkdtemp(dir=self.scratch)) / "model")
+        log = self.scratch.parent / f"mergekit-{method}-{x:g}.log"
+        folder = run_mergekit(config, Path(tempfile.mkdtemp(dir=self.scratch)) / "model", log)
         try:
             with ExitStack() as stack:
                 merged = Weights(folder, stack)

@@ -78,13 +78,13 @@ def mergekit_config(
     return config
 
 
-def run_mergekit(config: dict, dest: Path) -> Path:
+def run_mergekit(config: dict, dest: Path, log: Path) -> Path:
     """Run ``mergekit-yaml CONFIG DEST`` on the CPU in a child process (this Python's
-    mergekit); a failure is one line with mergekit's last line and the log's path."""
+    mergekit), its output in ``log`` (kept only on failure: outside the scratch folder, so
+    the one-line error's path is still there to read)."""
     dest.mkdir(parents=True, exist_ok=False)
     yaml_path = dest.parent / f"{dest.name}.yml"
     yaml_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    log = dest.parent / f"{dest.name}.log"
     cmd = [sys.executable, "-m", "mergekit.scripts.run_yaml", str(yaml_path), str(dest)]
     cmd += ["--no-cuda", "--lazy-unpickle", "--quiet", "--random-seed", str(SEED)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # local folders only: never a hub look-up
@@ -94,4 +94,5 @@ def run_mergekit(config: dict, dest: Path) -> Path:
         lines = [x for x in log.read_text(encoding="utf-8", errors="replace").splitlines() if x]
         last = lines[-1] if lines else "no output"
         raise MergekitError(f"mergekit {config['merge_method']} failed ({last}); log: {log}")
+    log.unlink(missing_ok=True)
     return dest
