@@ -12,7 +12,7 @@ only SmolLM2-135M-Instruct), so a stand-in is made:
 Then each model's loss on the CPT run's eval sets under training's rule, plus the held-out
 chat set: base, instruct, CPT, and CPT + w x (instruct - base) for two weights. Every model is scored in one loaded
 model whose weights are replaced tensor by tensor (``steep.model.merge``), as ``steep
-models merge`` scores (the alpha curve is benchmarks/merge_vs_replay.py's). Last, ``steep models merge --method chat-vector --save`` itself is
+models merge`` scores (the alpha curve is benchmarks/recipe/merge_vs_replay.py's). Last, ``steep models merge --method chat-vector --save`` itself is
 timed with its peak memory.
 
     STEEP_HOME=/tmp/m33home .venv/bin/python benchmarks/merge_chat_vector.py RUN_DIR \

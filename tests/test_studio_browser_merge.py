@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_studio_browser import shot
 from tests.test_studio_browser_models import (  # noqa: F401 - fixtures, used by name
     WAIT_S,
     _error,
@@ -77,3 +78,24 @@ def test_merge_curve_and_save_from_the_model_page(studio, browser, trained, _ste
     browser.get(f"{studio}/models/t-half")
     card = browser.find_element(By.ID, "model-card")
     assert "Linear weight merge: (1 - 0.5) x" in card.get_attribute("textContent")
+
+    # the Compare page: the run's square and its model's merge curve on one trade-off plot,
+    # each alpha a circle, the saved one (t-half) filled and named
+    browser.get(f"{studio}/compare?runs=t")
+    merge_dots = "#tradeoff-plot circle[data-kind=merge]"
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, merge_dots)) == 3)
+    dots = {
+        d.get_attribute("data-alpha"): d for d in browser.find_elements(By.CSS_SELECTOR, merge_dots)
+    }
+    assert sorted(dots) == ["0", "0.5", "1"]
+    assert [a for a, d in dots.items() if d.get_attribute("data-saved")] == ["0.5"]
+    assert dots["0.5"].get_attribute("data-saved") == "t-half"
+    run = browser.find_element(By.CSS_SELECTOR, '#tradeoff-plot rect[data-kind=run][data-run="t"]')
+
+    def at(node) -> tuple[float, float]:
+        return float(node.get_attribute("data-x")), float(node.get_attribute("data-y"))
+
+    # one sign convention and one baseline: alpha 0 is the base (0, 0), alpha 1 is the run
+    assert at(dots["0"]) == (0.0, 0.0)
+    assert at(dots["1"]) == pytest.approx(at(run), abs=0.05)  # percent points
+    shot(browser, "compare-merge")

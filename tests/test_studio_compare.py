@@ -287,3 +287,42 @@ def test_eval_curves_align_by_role_and_the_config_diff_shows(client: TestClient,
     sweep = client.get(f"/api/compare?sweep={write_sweep(home).name}").json()
     assert sweep["config_diff"]["train.lr_fraction"] == [0.1, 0.3, None]
     assert "config" not in sweep["runs"][0]
+
+
+def test_merge_curves_join_their_run_on_the_tradeoff_data(client: TestClient, home: Path) -> None:
+    """A studio merge job's curve of beta's model and a saved merge of it (#33): the API
+    gives beta's curve (each alpha once, the saved one named); alpha's run has none."""
+    from steep.artifacts.lineage import Lineage, write_lineage
+
+    model = home / "runs" / "beta" / "model"
+    curve = [{"alpha": a, "domain_gain": 0.3 * a, "general_regression": 0.04 * a * a}
+             for a in (0.0, 0.5, 1.0)]  # fmt: skip
+    job = home / "studio" / "model-jobs" / "3" / "out"
+    job.mkdir(parents=True)
+    (job / "merge.json").write_text(
+        json.dumps({"method": "linear", "model": str(model), "curve": curve})
+    )
+    saved = home / "models" / "b-quarter"
+    saved.mkdir(parents=True)
+    (saved / "config.json").write_text("{}")  # the hub lists a folder with an HF config
+    merge = {"method": "linear", "alpha": 0.25, "domain_gain": 0.07, "general_regression": 0.002,
+             "parents": {"base": "tiny-base", "model": str(model)}}  # fmt: skip
+    write_lineage(saved, Lineage(kind="merge", merge=merge))
+
+    merges = client.get("/api/compare?runs=alpha,beta").json()["merges"]
+    assert [(m["run"], m["method"], m["key"]) for m in merges] == [("beta", "linear", "alpha")]
+    points = merges[0]["points"]
+    assert [(p["x"], p["saved"]) for p in points] == [
+        (0.0, []), (0.25, ["b-quarter"]), (0.5, []), (1.0, [])
+    ]  # fmt: skip
+    assert points[1]["domain_gain"] == 0.07 and points[3]["general_regression"] == 0.04
+    assert client.get("/api/compare?runs=alpha").json()["merges"] == []
+
+    # a sweep point's model merged: its curve beside the sweep's points
+    folder = write_sweep(home)
+    job = home / "studio" / "model-jobs" / "4" / "out"
+    job.mkdir(parents=True)
+    p2 = {"method": "linear", "model": str(folder / "points" / "p2" / "model"), "curve": curve}
+    (job / "merge.json").write_text(json.dumps(p2))
+    merges = client.get("/api/compare?sweep=sw-1").json()["merges"]
+    assert [(m["run"], [p["x"] for p in m["points"]]) for m in merges] == [("p2", [0.0, 0.5, 1.0])]

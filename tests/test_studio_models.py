@@ -206,3 +206,28 @@ def test_steep_eval_refuses_a_negative_temperature(capsys) -> None:
     assert "--temperature -1: give 0 (greedy) or more" in capsys.readouterr().err
     argv = model_actions.generate_argv("/m", 8, 0.7)
     assert argv[:2] == ["eval", "/m"] and argv[argv.index("--temperature") + 1] == "0.7"
+
+
+def test_the_merge_form_offers_mergekit_methods_and_passes_them_on(
+    _steep_home: Path, monkeypatch
+) -> None:
+    """The model page's merge (#33): every alpha-curve method in the picker; the job runs
+    the CLI with --method; without mergekit the refusal is the command's own line."""
+    folder = _model(_steep_home)
+    page = client(_steep_home).get("/models/m").text
+    assert all(f'<option value="{m}">' in page for m in model_actions.MERGE_METHODS)
+    assert (
+        "ties" in model_actions.MERGE_METHODS and "chat-vector" not in model_actions.MERGE_METHODS
+    )
+    model = {"name": "m", "path": str(folder), "lineage": {"config": {"data": {}}}}
+    argv = model_actions.merge_argv(model, "0,1", None, "", _steep_home, "slerp")
+    assert argv[argv.index("--method") + 1] == "slerp"
+    assert "--method" not in model_actions.merge_argv(model, "0,1", None, "", _steep_home)
+    monkeypatch.setitem(sys.modules, "mergekit", None)  # as if the extra were not installed
+    r = client(_steep_home).post(
+        "/api/models/m/merge", json={"alphas": "0,1", "method": "ties"}, headers=CHANGE
+    )
+    assert r.status_code == 400
+    assert r.json()["error"] == (
+        "--method ties runs through mergekit, not installed: pip install 'steep[merge]'"
+    )

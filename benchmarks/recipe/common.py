@@ -176,6 +176,15 @@ def source(name: str, path: Path, weight: float = 1.0) -> dict[str, Any]:
     return {"name": name, "paths": [str(path)], "weight": weight, "heldout_fraction": 0.0}
 
 
+def replay_sources(corpora: Corpora, share: float) -> list[dict[str, Any]]:
+    """CPT on the new data with ``share`` of old-data replay (weights 1 - share and share);
+    no general source at all at 0, since a weight must be > 0."""
+    sources = [source("domain", corpora.new_train, 1.0 - share)]
+    if share > 0:
+        sources.append(source("general", corpora.old_train, share))
+    return sources
+
+
 def read_run(name: str, run_dir: Path, wall_s: float) -> Run:
     from steep.train.report import read_metrics
 

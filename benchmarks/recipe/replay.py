@@ -26,8 +26,8 @@ from common import (
     plot_old_and_new,
     prepare_corpora,
     pretrained_base,
+    replay_sources,
     run_config,
-    source,
     train_run,
 )
 
@@ -44,9 +44,7 @@ def main() -> None:
     base, _, pretrain_s = pretrained_base(args.root, corpora)
     runs: dict[float, Run] = {}
     for share in SHARES:
-        sources = [source("domain", corpora.new_train, 1.0 - share)]
-        if share > 0:  # a weight must be > 0: no replay means no general source at all
-            sources.append(source("general", corpora.old_train, share))
+        sources = replay_sources(corpora, share)
         config = run_config(
             f"replay-{share:g}",
             args.root / "runs" / "replay" / f"replay-{share:g}",

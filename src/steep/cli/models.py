@@ -188,6 +188,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         method=args.method,
         instruct=_model_folder(args.instruct).resolve() if args.instruct else None,
         weight=args.weight,
+        density=args.density,
         max_regression=args.max_regression,
         allow_extrapolation=args.allow_extrapolation,
     )
@@ -251,7 +252,11 @@ def _add_merge(msub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", default=None, help="new folder for merge.json/.md/.png (default: ./merge-RUN-TIME)"
     )
-    p.add_argument("--method", default="linear", help="linear (default) or chat-vector")
+    p.add_argument("--method", default="linear",
+                   help="linear (default), chat-vector, or through mergekit (pip install "
+                   "'steep[merge]'): ties, dare_ties, slerp, task_arithmetic")  # fmt: skip
+    p.add_argument("--density", type=float, default=None,
+                   help="ties, dare_ties: the share of each delta kept (default 0.5)")  # fmt: skip
     p.add_argument("--instruct", default=None, help="chat-vector: the instruct model")
     p.add_argument("--weight", type=float, default=1.0,
                    help="chat-vector: model + W x (instruct - base); default 1")  # fmt: skip

@@ -10,6 +10,8 @@ general regression are ``steep.artifacts.scores``'s, against the base (alpha 0).
 from __future__ import annotations
 
 import gc
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -34,6 +36,13 @@ from steep.model.merge import (
     plan_merge,
     vocab_relation,
 )
+from steep.model.mergekit_run import (
+    DEFAULT_DENSITY,
+    DENSITY_METHODS,
+    MERGEKIT_METHODS,
+    mergekit_config,
+    run_mergekit,
+)
 from steep.train.evaluate import window_rule
 from steep.train.forward import use_document_mask
 from steep.train.inputs import run_eval_sets
@@ -52,15 +61,36 @@ class Parents:
     new_tokens: int
     instruct_rows: list[int]
     lineage: Lineage | None
+    scratch: Path | None = None  # mergekit's output folders, one point at a time
+    density: float | None = None
 
     def stream(self, method: str, x: float) -> Iterator[Any]:
         """The merged tensors at alpha (or weight) ``x``, one at a time."""
+        if method in MERGEKIT_METHODS:
+            return self._mergekit(method, x)
         if method == CHAT_VECTOR:
             assert self.instruct is not None
             return chat_vectored(
                 self.plan, self.cpt, self.instruct, self.base, x, self.instruct_rows
             )
         return interpolated(self.plan, self.base, self.cpt, x)
+
+    def _mergekit(self, method: str, x: float) -> Iterator[Any]:
+        """mergekit's merge at ``x`` written into the scratch folder, read back tensor by
+        tensor in the plan's order and dtypes, then removed."""
+        assert self.scratch is not None
+        config = mergekit_config(method, self.base.folder, self.cpt.folder, x, self.density)
+        log = self.scratch.parent / f"mergekit-{method}-{x:g}.log"
+        folder = run_mergekit(config, Path(tempfile.mkdtemp(dir=self.scratch)) / "model", log)
+        try:
+            with ExitStack() as stack:
+                merged = Weights(folder, stack)
+                for name in self.plan.names:
+                    if name not in merged.names:
+                        raise MergeError(f"mergekit's {method} output has no tensor {name}")
+                    yield name, merged.get(name).to(self.plan.dtypes[name])
+        finally:
+            shutil.rmtree(folder.parent, ignore_errors=True)
 
 
 def default_base(model_dir: Path) -> Path:
@@ -74,9 +104,10 @@ def default_base(model_dir: Path) -> Path:
     return Path(path)
 
 
-def open_parents(spec: MergeSpec, stack: ExitStack) -> Parents:
+def open_parents(spec: MergeSpec, stack: ExitStack, scratch: Path | None = None) -> Parents:
     """Open the models and check them: one architecture and shapes, and a tokenizer that is
-    the base's or extends it (with extension lineage). Refusals name what differs."""
+    the base's or extends it (with extension lineage). Refusals name what differs.
+    ``scratch``: where mergekit's points are written (a temporary folder in it)."""
     base_dir = spec.base or default_base(spec.model)
     cpt = Weights(spec.model, stack)
     base = Weights(base_dir, stack)
@@ -93,7 +124,16 @@ def open_parents(spec: MergeSpec, stack: ExitStack) -> Parents:
         rows = sorted(set(tok.all_special_ids) | set(getattr(tok, "added_tokens_decoder", {})))
         plan_merge(instruct, {"base": base}, extension=False)  # the delta: same shapes
     plan = plan_merge(cpt, others, extension=new_tokens > 0)
-    return Parents(cpt, base, instruct, plan, new_tokens, rows, read_lineage(spec.model))
+    parents = Parents(cpt, base, instruct, plan, new_tokens, rows, read_lineage(spec.model))
+    if spec.method in MERGEKIT_METHODS:
+        if new_tokens:
+            raise MergeError(
+                f"--method {spec.method}: {spec.model} extends the base's vocabulary; merge "
+                "it with --method linear or chat-vector (steep's rules for the new rows)"
+            )
+        parents.scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=scratch)))
+        parents.density = spec.density
+    return parents
 
 
 def score_curve(
@@ -115,7 +155,7 @@ def score_curve(
         curve = []
         for x in spec.points:
             say(f"[merge] {spec.key} {x:g}: scoring on {len(sets)} eval sets")
-            if spec.method == LINEAR and x == 0.0:
+            if spec.method != CHAT_VECTOR and x == 0.0:  # every such method: the base
                 losses = base_losses
             else:
                 load_into(model, parents.stream(spec.method, x))
@@ -135,6 +175,7 @@ def score_curve(
     step0, final, step = logged_losses(spec.model.parent)
     return {
         "method": spec.method,
+        **engine(spec),
         "base": str(parents.base.folder),
         "model": str(spec.model),
         "instruct": str(parents.instruct.folder) if parents.instruct else None,
@@ -161,6 +202,22 @@ def _config(model_dir: Path) -> RunConfig:
             f"{model_dir}: scoring a merge needs a model a `steep train` run saved (its "
             "steep.json holds the run's eval sets)"
         ) from None
+
+
+def engine(spec: MergeSpec) -> dict[str, Any]:
+    """For a mergekit method: its version and the density it was given (merge.json and the
+    lineage record them); nothing for steep's own methods."""
+    if spec.method not in MERGEKIT_METHODS:
+        return {}
+    from importlib.metadata import version
+
+    density = spec.density if spec.density is not None else DEFAULT_DENSITY
+    return {
+        "mergekit": {
+            "version": version("mergekit"),
+            "density": density if spec.method in DENSITY_METHODS else None,
+        }
+    }
 
 
 def vocab_note(parents: Parents) -> dict[str, Any]:

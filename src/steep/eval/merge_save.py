@@ -37,7 +37,8 @@ def run_merge(spec: MergeSpec, out: Path, save: Path | None = None) -> dict[str,
     if save is not None and save.exists():
         raise UsageError(f"--save: {save} already exists: choose a new name")
     with ExitStack() as stack:
-        parents = open_parents(spec, stack)
+        # mergekit's points are written beside --out (its disk), removed after each
+        parents = open_parents(spec, stack, out.parent if out.parent.is_dir() else None)
         result = score_curve(spec, parents)
         if len(spec.points) == 1 and result["picked"] is None and spec.max_regression is None:
             result["picked"] = spec.points[0]
@@ -47,6 +48,10 @@ def run_merge(spec: MergeSpec, out: Path, save: Path | None = None) -> dict[str,
                 with new_folder(save) as tmp_model:
                     save_model(spec, parents, result, tmp_model)
                     result["saved"] = str(save)
+                    # the curve it was picked from: the studio's Compare page finds it here
+                    (tmp_model / MERGE_JSON).write_text(
+                        json.dumps(result, indent=2) + "\n", encoding="utf-8"
+                    )
                     write_report(result, tmp_out)
             else:
                 write_report(result, tmp_out)
@@ -182,6 +187,7 @@ def merge_lineage(
             "general_regression": point["general_regression"],
             "max_regression": result.get("max_regression"),
             "rule": result["rule"],
+            **({"mergekit": result["mergekit"]} if result.get("mergekit") else {}),
         },
     )
 

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from steep.errors import UsageError
+from steep.model.mergekit_run import DENSITY_METHODS, MERGEKIT_METHODS, require_mergekit
 
 LINEAR, CHAT_VECTOR = "linear", "chat-vector"
-METHODS = (LINEAR, CHAT_VECTOR)
+METHODS = (LINEAR, CHAT_VECTOR, *MERGEKIT_METHODS)  # the last four through mergekit
 
 
 @dataclass
@@ -27,15 +28,25 @@ class MergeSpec:
     weight: float = 1.0
     max_regression: float | None = None
     allow_extrapolation: bool = False
+    density: float | None = None  # ties, dare_ties: the share of each delta kept
 
     def check(self, saving: bool = False) -> None:
         """Refuse bad numbers in one line before any model is read (``saving``: with
         ``--save``, which needs one point or a bound to pick one)."""
         if self.method not in METHODS:
-            raise UsageError(f"--method {self.method!r}: use {' or '.join(METHODS)}")
+            raise UsageError(f"--method {self.method!r}: use one of {', '.join(METHODS)}")
+        if self.method in MERGEKIT_METHODS:
+            require_mergekit(self.method)
+        if self.density is not None and (
+            self.method not in DENSITY_METHODS or not 0.0 < self.density <= 1.0
+        ):
+            raise UsageError(
+                f"--density {self.density:g}: a fraction in (0, 1], for --method "
+                f"{' or '.join(DENSITY_METHODS)}"
+            )
         if self.method == CHAT_VECTOR and (self.instruct is None or self.base is None):
             raise UsageError("--method chat-vector needs --instruct INSTRUCT and --base BASE")
-        if self.method == LINEAR and self.instruct is not None:
+        if self.method != CHAT_VECTOR and self.instruct is not None:
             raise UsageError("--instruct applies to --method chat-vector")
         if not self.alphas:
             raise UsageError("--alphas: give at least one alpha, e.g. 0,0.5,1")

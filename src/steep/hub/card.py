@@ -187,6 +187,14 @@ def merge_lines(merge: dict[str, Any]) -> list[str]:
             f"**{parents.get('base')}** (base)); the instruct model's chat template and "
             "generation config are carried over. Not fine-tuned after the merge."
         )
+    elif merge.get("mergekit"):
+        a, kit = merge.get("alpha"), merge["mergekit"]
+        density = f", density {num(kit.get('density'), 'g')}" if kit.get("density") else ""
+        what = (
+            f"{merge.get('method')} merge by mergekit {kit.get('version')}: **{parents.get('model')}** "
+            f"(continued pretraining) at weight {num(a, 'g')}{density} onto **{parents.get('base')}** "
+            "(base). Not trained after the merge."
+        )
     else:
         a = merge.get("alpha")
         what = (

@@ -15,7 +15,7 @@ from typing import Any
 
 from steep.artifacts.fmt import memory_size
 from steep.errors import SteepError
-from steep.eval.merge_spec import MergeSpec, parse_alphas
+from steep.eval.merge_spec import CHAT_VECTOR, LINEAR, METHODS, MergeSpec, parse_alphas
 from steep.hub.publish import EXPORT_FORMATS, new_export_dest
 from steep.model.gguf_convert import DIRECT, QUANTIZED, check_quant
 from steep.model.passkey_spec import LONG_CONTEXT_FLAGS, parse_lengths
@@ -82,18 +82,34 @@ def export_argv(name: str, dest: str, fmt: str, quant: str | None, home: Path) -
     return argv
 
 
+# the model page's methods: an alpha curve against the base (the chat vector needs a third
+# model, which the page does not pick; the CLI does)
+MERGE_METHODS = tuple(m for m in METHODS if m != CHAT_VECTOR)
+
+
 def merge_argv(
-    model: dict[str, Any], alphas: str, max_regression: float | None, save: str, home: Path
+    model: dict[str, Any],
+    alphas: str,
+    max_regression: float | None,
+    save: str,
+    home: Path,
+    method: str = LINEAR,
 ) -> list[str]:
-    """``steep models merge MODEL --alphas A,B --out out [--max-regression X] [--save NAME]``
-    on the run's eval sets, checked by the command's own ``MergeSpec.check`` first."""
+    """``steep models merge MODEL --alphas A,B --out out [--max-regression X] [--save NAME]
+    [--method M]`` on the run's eval sets, checked by the command's own ``MergeSpec.check``
+    first (a mergekit method without the extra: its one line)."""
     if not (model.get("lineage") or {}).get("config"):
         raise ActionError(
             f"model {model['name']}: merging is scored on a run's eval sets, and this model "
             "has no run; use `steep models merge` with --base from the CLI"
         )
+    if method not in MERGE_METHODS:
+        raise ActionError(f"method {method!r}: use one of {', '.join(MERGE_METHODS)}")
     spec = MergeSpec(
-        Path(model["path"]), alphas=parse_alphas(alphas), max_regression=max_regression
+        Path(model["path"]),
+        alphas=parse_alphas(alphas),
+        max_regression=max_regression,
+        method=method,
     )
     spec.check(saving=bool(save))
     argv = [
@@ -104,6 +120,8 @@ def merge_argv(
         ",".join(f"{a:g}" for a in spec.alphas),
     ]
     argv += ["--out", OUT_DIR]
+    if method != LINEAR:
+        argv += ["--method", method]
     if max_regression is not None:
         argv += ["--max-regression", f"{max_regression:g}"]
     if save:

@@ -29,6 +29,7 @@ from steep.artifacts.scores import ROLES, finite, loss_headline, mean, rel_chang
 from steep.config.flat import dotted
 from steep.hub import scan
 from steep.studio.markdown import render
+from steep.studio.merge_points import merges_of, workspace_curves
 from steep.studio.state import Studio
 from steep.train.report import eval_table
 from steep.workspace import METRICS_FILE, Workspace
@@ -91,6 +92,7 @@ def router(studio: Studio) -> APIRouter:
             "runs": [hub_run_view(r) for r in rows],
             "config_diff": config_diff([r.get("config") for r in rows]),
             "max_train_points": MAX_TRAIN_POINTS,
+            "merges": run_merges(studio, {r["name"]: Path(r["path"]) for r in rows}),
         }
 
     @routes.get("/api/sweeps/{name}/{plot}")
@@ -106,6 +108,11 @@ def router(studio: Studio) -> APIRouter:
         return FileResponse(path, media_type="image/png")
 
     return routes
+
+
+def run_merges(studio: Studio, runs: dict[str, Path | None]) -> list[dict[str, Any]]:
+    """The merge curves of the compared runs' models (``steep.studio.merge_points``)."""
+    return merges_of(workspace_curves(studio.home, studio.hub.models()), runs)
 
 
 # --- which runs -------------------------------------------------------------------------
@@ -340,6 +347,7 @@ def point_view(
         "values": point.get("values") if isinstance(point.get("values"), dict) else {},
         "url": run_url(known["name"]) if known else None,
         "config": config,
+        "run_dir": run_dir if inside else None,
         **numbers,
     }
 
@@ -355,6 +363,7 @@ def sweep_view(studio: Studio, folder: Path) -> dict[str, Any]:
     pareto = (folder / PARETO_FILE).is_file() and not (folder / PARETO_FILE).is_symlink()
     runs = [point_view(folder, p, hub_runs) for p in points]
     configs = [r.pop("config") for r in runs]
+    folders = {r["name"]: r.pop("run_dir") for r in runs}
     return {
         "sweep": {
             "name": folder.name,
@@ -376,4 +385,5 @@ def sweep_view(studio: Studio, folder: Path) -> dict[str, Any]:
         "runs": runs,
         "config_diff": config_diff(configs),
         "max_train_points": MAX_TRAIN_POINTS,
+        "merges": run_merges(studio, folders),
     }

@@ -60,6 +60,7 @@ def router(studio: Studio) -> APIRouter:
             max_new_tokens=actions.MAX_NEW_TOKENS,
             merge_ok=bool(lineage.get("config")),
             passkey_help=actions.PASSKEY_HELP,
+            merge_methods=actions.MERGE_METHODS,
         )
 
     @routes.get("/api/models")
@@ -137,6 +138,7 @@ def router(studio: Studio) -> APIRouter:
                     None if bound in (None, "") else _number(body, "max_regression", float, None),
                     str(body.get("save") or "").strip(),
                     studio.home,
+                    str(body.get("method") or "linear"),
                 )
             elif action == "generate":
                 prompt = str(body.get("prompt") or "")

@@ -212,6 +212,7 @@ const compare = (() => {
       drawTable(runs, colors, sweep);
       drawCharts(runs, colors);
       drawDiff(runs, colors, res.data.config_diff);
+      tradeoff.draw(runs, colors, res.data.merges);  // tradeoff.js
       if (sweep) drawSweep(sweep, runs.length);
       if (runs.some((r) => r.status === "running")) setTimeout(refresh, REFRESH_MS);
     }

@@ -20,7 +20,7 @@ const mergePanel = (() => {
       const save = el("button", { type: "button", "data-alpha": p[key] }, "Save");
       save.addEventListener("click", () => {
         const name = document.getElementById("merge-save-name").value.trim();
-        modelPage.start("merge", { alphas: String(p[key]), save: name });
+        modelPage.start("merge", { alphas: String(p[key]), save: name, method: m.method });
       });
       return el("tr", { class: p[key] === m.picked ? "picked" : "", "data-alpha": p[key] },
         el("td", {}, String(p[key]) + (p[key] === m.picked ? " *" : "")),
