@@ -16,7 +16,7 @@ from steep.artifacts.atomic import write_text
 from steep.sweep.law import law
 from steep.sweep.observe import curve
 from steep.sweep.pareto import pct
-from steep.sweep.predict import N_BOOT, WEAK_FACTOR, Fitted, predict_sweep, target_config
+from steep.sweep.predict import WEAK_FACTOR, Fitted, predict_sweep, target_config
 from steep.sweep.report import RESULTS_FILE
 
 PREDICTION_PLOT = "prediction.png"
@@ -153,11 +153,11 @@ def plot(fitted: Fitted, pred: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def run_prediction(
-    sweep_dir: Path, target: int, max_regression: float, force: bool = False, n_boot: int = N_BOOT
-) -> dict[str, Any]:
-    """Fit, predict, write results.md's section, prediction.png and sweep.json; print it."""
-    pred, fitted = predict_sweep(sweep_dir, target, max_regression, force, n_boot)
+def run_prediction(sweep_dir: Path, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Fit, predict (``predict_sweep``'s arguments), write results.md's section,
+    prediction.png and sweep.json; print it."""
+    pred, fitted = predict_sweep(sweep_dir, *args, **kwargs)
+    target = pred["target_tokens"]
     png = plot(fitted, pred, sweep_dir / PREDICTION_PLOT)
     write_section(sweep_dir, pred, png)
     print(f"prediction at {target:,} tokens:")
