@@ -413,3 +413,28 @@ def test_real_sweep_of_three_random_init_shapes_predicts_a_larger_one(tmp_path, 
     for role in ("domain", "general"):
         p = pred["points"][0][role]
         assert p["lo"] <= p["loss"] <= p["hi"] and np.isfinite(p["loss"])
+
+
+def test_intervals_carry_the_laws_own_error_grown_with_the_factor(tmp_path):
+    """Noisy evals: the held-out last evals' error, grown by log(factor) / log(span), is
+    part of every interval, so an interval at 8x is wider than at 2x; a pick whose bound
+    cannot fit the budget is made on its predicted regression and said so."""
+    root = synthetic_sweep(tmp_path, noise=0.01)
+    widths, errs = {}, {}
+    for f in (2, 8):
+        pred, fitted = predict_sweep(root, f * STEPS * BATCH, 0.02, n_boot=10)
+        held = np.abs([e for d in pred["fit"]["holdout"].values() for e in d.values()])
+        span = pred["fit"]["holdout_span"]
+        assert span == pytest.approx(STEPS / (STEPS - EVERY))
+        assert pred["fit"]["model_error"] == pytest.approx(
+            np.median(held) * np.log(f) / np.log(span)
+        )
+        p = pred["points"][0]["domain"]
+        widths[f], errs[f] = (p["hi"] - p["lo"]) / p["loss"], pred["fit"]["model_error"]
+        assert widths[f] > errs[f]  # the law's own error, both sides, is inside
+    assert widths[8] > 1.5 * widths[2]
+    pred, _ = predict_sweep(root, 8 * STEPS * BATCH, -0.005, n_boot=10)
+    rec = pred["recommended"]
+    assert rec["bound"] == "central" and rec["general_regression"] <= -0.005
+    assert rec["intervals"]["general_regression"]["hi"] > -0.005
+    assert any("predicted regression" in w for w in pred["warnings"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,8 @@ import numpy as np
 from steep.artifacts.atomic import write_text
 from steep.artifacts.scores import loss_headline
 from steep.config import ConfigError, RunConfig, load_config
-from steep.sweep.law import LAW_NAME, PARAMS, Areas, fit, law, r_squared
+from steep.sweep.holdout import holdout, model_error, span, stack
+from steep.sweep.law import LAW_NAME, Areas, fit, law, r_squared
 from steep.sweep.observe import Observations, Observed, curve, observe
 from steep.sweep.pareto import pct
 from steep.sweep.plan import Axis, point_ids
@@ -47,30 +48,14 @@ class SetFit:
     residuals: np.ndarray
     scale: float
     size_ref: float = 0.0  # parameters the law's sizes are relative to (0: one size)
-
-
-def _stack(obs: list[Observed], s: str, role: str, sizes: Sizes, last: bool = True):
-    """Losses, bases and areas of set ``s`` over ``obs`` (``last=False``: without each
-    point's last eval), and the point index of every row."""
-    loss, base, idx, own, other, ann, size = [], [], [], [], [], [], []
-    for i, o in enumerate(obs):
-        n = len(o.steps) if last else len(o.steps) - 1
-        a = o.curve.areas(role, o.steps[:n])
-        loss += o.losses[s][:n]
-        base += [o.base[s]] * n
-        idx += [i] * n
-        size += [sizes.rel(o.params)] * n
-        own.append(a.own)
-        other.append(a.other)
-        ann.append(a.anneal)
-    cat = np.concatenate
-    a = Areas(cat(own), cat(other), cat(ann), np.array(size))
-    return np.array(loss), np.array(base), a, np.array(idx)
+    extrap: np.ndarray = field(default_factory=lambda: np.zeros(0))  # held-out last evals
+    span: float = 0.0  # the token factor those errors span (``holdout.span``)
+    budget: int = 0  # the sweep's tokens (the target's factor is against them)
 
 
 def _fit_set(obs: list[Observed], s: str, role: str, scale: float, sizes: Sizes, boot):
     n_boot, seed = boot
-    loss, base, a, idx = _stack(obs, s, role, sizes)
+    loss, base, a, idx = stack(obs, s, role, sizes)
     fixed = sizes.fixed()
     best = fit(loss, base, a, scale, fixed=fixed)
     rng = np.random.default_rng(seed)
@@ -87,25 +72,6 @@ def _fit_set(obs: list[Observed], s: str, role: str, scale: float, sizes: Sizes,
         loss / base,
         pred / base,
     )
-
-
-def _holdout(
-    obs: list[Observed], sets: list[str], scale: float, sizes: Sizes
-) -> dict[str, dict[str, float]]:
-    """Each point's last eval left out of the fit, then predicted: relative error per set."""
-    out: dict[str, dict[str, float]] = {o.id: {} for o in obs}
-    for s in sets:
-        role = obs[0].roles[s]
-        loss, base, a, _ = _stack(obs, s, role, sizes, last=False)
-        if len(loss) <= len(PARAMS):  # too few evals left to fit without the last ones
-            return {}
-        theta = fit(loss, base, a, scale, fixed=sizes.fixed()).theta
-        for o in obs:
-            last = o.curve.areas(role, o.steps[-1:])
-            last = Areas(last.own, last.other, last.anneal, sizes.rel(o.params))
-            got = float(law(theta, np.array([o.base[s]]), last, scale)[0])
-            out[o.id][s] = (got - o.losses[s][-1]) / o.losses[s][-1]
-    return out
 
 
 @dataclass
@@ -133,6 +99,14 @@ class Fitted:
         errs = [abs(e) for d in self.holdout.values() for e in d.values()]
         return float(np.median(errs)) if errs else math.nan
 
+    def model_error(self, factor: float) -> float | None:
+        """The median size of the law's own error the intervals add at ``factor``."""
+        got = [f for f in self.sets.values() if len(f.extrap)]
+        if not got or factor <= 1 or got[0].span <= 1:
+            return None
+        grow = math.log(factor) / math.log(got[0].span)
+        return float(np.median(np.abs(np.concatenate([f.extrap for f in got])))) * grow
+
 
 def fit_sweep(sweep_dir: Path, n_boot: int = N_BOOT, seed: int = 0) -> Fitted:
     """The law fitted on every usable point of the sweep in ``sweep_dir``."""
@@ -157,7 +131,11 @@ def fit_sweep(sweep_dir: Path, n_boot: int = N_BOOT, seed: int = 0) -> Fitted:
         r2s[s] = r_squared(ro, rp)
     r2 = r_squared(np.concatenate(rel_obs), np.concatenate(rel_pred))
     budget = max(max(o.tokens) for o in pts)
-    return Fitted(obs, sets, r2, r2s, _holdout(pts, obs.sets, scale, sizes), budget, sizes)
+    held = holdout(pts, obs.sets, scale, sizes)
+    for s, f in sets.items():
+        f.budget, f.span = budget, span(pts)
+        f.extrap = np.array([d[s] for d in held.values() if s in d])
+    return Fitted(obs, sets, r2, r2s, held, budget, sizes)
 
 
 def _interval(values: np.ndarray, best: float) -> dict[str, float]:
@@ -189,7 +167,8 @@ def predict_config(
         best[s] = float(law(f.theta, b, a, f.scale)[0])
         per = np.array([law(t, b, a, f.scale)[0] for t in f.draws])
         noise = rng.choice(f.residuals, size=len(per)) * base[s]
-        draws[s] = per + noise
+        factor = c.steps * _batch(cfg) / f.budget if f.budget else 1.0
+        draws[s] = per + noise + model_error(f.extrap, f.span, factor, len(per), rng) * best[s]
     n = len(next(iter(draws.values())))
     heads = [loss_headline(base, {s: draws[s][i] for s in draws}, roles) for i in range(n)]
     head = loss_headline(base, best, roles)
@@ -357,8 +336,7 @@ def predict_sweep(
             row["params"] = params
         rows.append(row)
     n_mix = len({round(o.curve.mean_share, 6) for o in fitted.obs.points})
-    within = [r for r in rows if r["intervals"]["general_regression"]["hi"] <= max_regression]
-    rec = max(within, key=lambda r: r["domain_gain"], default=None)
+    rec, bound = _pick(rows, max_regression)
     notes = [fitted.sizes.note(at_size)]
     if factor < 1:
         notes.append(f"the target is below the sweep's budget ({factor:.2f}x): interpolating")
@@ -386,14 +364,18 @@ def predict_sweep(
             "r2_by_set": fitted.r2_by_set,
             "holdout_error": fitted.holdout_error,
             "holdout": fitted.holdout,
+            "holdout_span": span(fitted.obs.points),
+            "model_error": fitted.model_error(factor),
             "points": len(fitted.obs.points),
             "evals": sum(len(o.steps) for o in fitted.obs.points),
             "bootstrap": n_boot,
         },
         "points": rows,
-        "recommended": None if rec is None else {"id": rec["id"], **{k: rec[k] for k in keep}},
+        "recommended": None
+        if rec is None
+        else {"id": rec["id"], "bound": bound, **{k: rec[k] for k in keep}},
         "size": fitted.sizes.dump(at_size),
-        "warnings": _warnings(fitted, factor, n_mix),
+        "warnings": _warnings(fitted, factor, n_mix) + _pick_warning(bound, max_regression),
         "notes": notes,
         "left_out": fitted.obs.left_out,
     }
@@ -401,6 +383,28 @@ def predict_sweep(
     write_text(sweep_dir / SWEEP_FILE, json.dumps(data, indent=2) + "\n")
     write_text(sweep_dir / FIT_FILE, json.dumps(fit_json(fitted), indent=2) + "\n")
     return prediction, fitted
+
+
+def _pick(rows: list[dict[str, Any]], max_regression: float):
+    """The most predicted domain gain whose regression interval's upper bound is within
+    ``max_regression`` ("upper"); when none is, the most gain whose predicted regression
+    is ("central": the intervals, the law's own error included, cannot promise it)."""
+    for bound, key in (("upper", lambda r: r["intervals"]["general_regression"]["hi"]),
+                       ("central", lambda r: r["general_regression"])):  # fmt: skip
+        within = [r for r in rows if key(r) is not None and key(r) <= max_regression]
+        if within:
+            return max(within, key=lambda r: r["domain_gain"]), bound
+    return None, None
+
+
+def _pick_warning(bound: str | None, max_regression: float) -> list[str]:
+    if bound != "central":
+        return []
+    return [
+        "no candidate's general-regression interval stays within "
+        f"{pct(max_regression, signed=False)}: the pick keeps only its predicted regression "
+        "within it (the interval, wide from the law's own error at this factor, does not)"
+    ]
 
 
 def fit_json(fitted: Fitted) -> dict[str, Any]:
@@ -420,6 +424,9 @@ def fit_json(fitted: Fitted) -> dict[str, Any]:
                 "draws": f.draws.tolist(),
                 "residuals": f.residuals.tolist(),
                 "size_ref": f.size_ref,
+                "extrap": f.extrap.tolist(),
+                "span": f.span,
+                "budget": f.budget,
             }
             for s, f in fitted.sets.items()
         },
@@ -443,6 +450,9 @@ def load_fit(sweep_dir: Path) -> tuple[dict[str, SetFit], dict[str, float], dict
             np.array(f["residuals"]),
             float(f["scale"]),
             float(f.get("size_ref", 0.0)),
+            np.array(f.get("extrap", [])),
+            float(f.get("span", 0.0)),
+            int(f.get("budget", 0)),
         )
         for s, f in raw["sets"].items()
     }

@@ -42,7 +42,8 @@ def lines(pred: dict[str, Any]) -> list[str]:
         f"- law: {pred['law']}",
         f"- fit: R^2 {r2} on {fit['evals']} evals of {fit['points']} points; each point's last "
         f"eval held out and predicted: median error {held}",
-        f"- intervals: 90%, bootstrap over points ({fit['bootstrap']} refits) plus residuals",
+        f"- intervals: 90%, bootstrap over points ({fit['bootstrap']} refits) plus residuals"
+        + _model_error(fit),
     ]
     if rec is None:
         out.append(
@@ -59,6 +60,17 @@ def lines(pred: dict[str, Any]) -> list[str]:
     out += [f"- **warning**: {w}" for w in pred["warnings"]]
     out += [f"- note: {n}" for n in pred["notes"]]
     return out
+
+
+def _model_error(fit: dict[str, Any]) -> str:
+    err = fit.get("model_error")
+    if err is None:
+        return ""
+    return (
+        f" plus the law's own error: the held-out last evals' error, grown by log(target "
+        f"factor) / log({fit['holdout_span']:.2f}) (the held-out eval's factor): "
+        f"{pct(err, signed=False)} (median) at the target, either sign"
+    )
 
 
 def markdown(pred: dict[str, Any], plot: Path | None) -> str:
