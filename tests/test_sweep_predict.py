@@ -438,3 +438,17 @@ def test_intervals_carry_the_laws_own_error_grown_with_the_factor(tmp_path):
     assert rec["bound"] == "central" and rec["general_regression"] <= -0.005
     assert rec["intervals"]["general_regression"]["hi"] > -0.005
     assert any("predicted regression" in w for w in pred["warnings"])
+
+
+def test_warmup_is_no_annealing():
+    """S2 sums the LR's drops; a warmup's rises are no negative annealing (Tissue et al.
+    leave the warmup out). With them in, a 2-step warmup's rise stayed in the momentum for
+    the whole run and cancelled a cosine's annealing area (BENCHMARKS.md)."""
+    from steep.sweep.law import areas
+
+    flat = areas([0.5, 1.0, 1.0, 1.0, 1.0], [1.0] * 5, [5])
+    assert flat.anneal[0] == pytest.approx(0.0)  # warmup, then constant: nothing annealed
+    cosine = 0.55 + 0.45 * np.cos(np.linspace(0, np.pi, 96))
+    warm = np.concatenate([[0.5], cosine[1:]])
+    a, b = areas(warm, np.ones(96), [96]), areas(cosine, np.ones(96), [96])
+    assert a.anneal[0] == pytest.approx(b.anneal[0], rel=1e-3) and a.anneal[0] > 30

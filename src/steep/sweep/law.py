@@ -70,10 +70,14 @@ def areas(
     """Areas after ``at_steps`` samples, from the LR and the role's token share of every
     sample (``lrs[i]``, ``shares[i]``: sample i, 0-based); a sample stands for
     ``decay_steps`` optimizer steps (the momentum decays that many times between two),
-    and the caller scales the sums by it."""
+    and the caller scales the sums by it. The annealing momentum starts at the LR's first
+    peak: a warmup's rise, kept in a momentum that decays by 0.1% a step, would otherwise
+    cancel the annealing of a whole short run."""
     lr = np.asarray(lrs, dtype=float)
     w = np.asarray(shares, dtype=float)
     drops = np.diff(lr, prepend=lr[:1]) * -1.0  # eta_{i-1} - eta_i; 0 at the first step
+    if len(lr):  # the warmup's rises are no (negative) annealing: Tissue et al. leave it out
+        drops[: int(np.argmax(lr)) + 1] = 0.0
     momentum = np.empty_like(lr)
     m, decay = 0.0, LAMBDA**decay_steps
     for i, d in enumerate(drops):
