@@ -13,6 +13,7 @@ from steep.config import load_config
 from steep.sweep.law import Areas, law
 from steep.sweep.observe import curve
 from steep.sweep.predict import predict_sweep, target_config
+from steep.sweep.predreport import lines
 from steep.sweep.size import point_params
 from tests.conftest import tiny_config
 
@@ -438,6 +439,7 @@ def test_intervals_carry_the_laws_own_error_grown_with_the_factor(tmp_path):
     assert rec["bound"] == "central" and rec["general_regression"] <= -0.005
     assert rec["intervals"]["general_regression"]["hi"] > -0.005
     assert any("predicted regression" in w for w in pred["warnings"])
+    assert "(predicted value within" in "\n".join(lines(pred))
 
 
 def test_warmup_is_no_annealing():

@@ -54,8 +54,9 @@ def lines(pred: dict[str, Any]) -> list[str]:
         sets = ", ".join(f"{k}={v}" for k, v in rec["overrides"].items())
         out.append(
             f"- **recommended at the target: {sets}**: domain gain {_iv(rec, 'domain_gain')}, "
-            f"general regression {_iv(rec, 'general_regression')} (upper bound within "
-            f"{pct(pred['max_regression'], signed=False)})"
+            f"general regression {_iv(rec, 'general_regression')} "
+            f"({'upper bound' if rec.get('bound', 'upper') == 'upper' else 'predicted value'} "
+            f"within {pct(pred['max_regression'], signed=False)})"
         )
     out += [f"- **warning**: {w}" for w in pred["warnings"]]
     out += [f"- note: {n}" for n in pred["notes"]]
