@@ -397,7 +397,7 @@ def test_real_sweep_of_three_random_init_shapes_predicts_a_larger_one(tmp_path, 
     predicted."""
     raw = _random_init(tiny_config(tmp_path, corpora, tmp_path))
     del raw["run"]["out_dir"]
-    raw["train"].update(steps=8, threads=1, warmup_steps=1)
+    raw["train"].update(steps=6, threads=1, warmup_steps=1)
     raw["eval"]["every_steps"] = 2
     cfg = tmp_path / "base.yaml"
     cfg.write_text(yaml.safe_dump(raw))
