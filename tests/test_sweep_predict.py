@@ -1,5 +1,6 @@
 """steep sweep --predict: the CPT law fitted on a sweep's evals, predictions, bad input."""
 
+import itertools
 import json
 from pathlib import Path
 
@@ -9,9 +10,11 @@ import yaml
 
 from steep.cli import main
 from steep.config import load_config
-from steep.sweep.law import law
+from steep.sweep.law import Areas, law
 from steep.sweep.observe import curve
 from steep.sweep.predict import predict_sweep, target_config
+from steep.sweep.predreport import lines
+from steep.sweep.size import point_params
 from tests.conftest import tiny_config
 
 # the known law the synthetic points follow (normalised parameters, see steep.sweep.law)
@@ -42,60 +45,80 @@ def _raw(tmp: Path) -> dict:
     }
 
 
-def true_losses(cfg, steps, noise=0.0, rng=None) -> dict[str, np.ndarray]:
+def true_losses(cfg, steps, noise=0.0, rng=None, truth=None, size=1.0) -> dict[str, np.ndarray]:
     c = curve(cfg)
     out = {}
     for role in ("domain", "general"):
         a = c.areas(role, steps)
-        clean = law(TRUE[role], np.full(len(steps), BASE[role]), a, SCALE)
+        a = Areas(a.own, a.other, a.anneal, size)
+        clean = law((truth or TRUE)[role], np.full(len(steps), BASE[role]), a, SCALE)
         out[role] = clean * (1 + (noise * rng.standard_normal(len(steps)) if noise else 0))
     return out
 
 
-def synthetic_sweep(tmp: Path, lrs=LRS, shares=SHARES, noise=0.002, broken=()) -> Path:
-    """A finished sweep folder whose evals follow ``TRUE``: sweep.json, each point's
-    config.yaml and metrics.jsonl (step-0 baseline, an eval every EVERY steps)."""
+SIZE_KEY = "model.random_init.hidden_size"
+
+
+def _random_init(raw: dict) -> dict:
+    """The synthetic config with a tiny random-init Llama (its size counted, not trained)."""
+    raw["model"] = {
+        "random_init": {"model_type": "llama", "hidden_size": 16, "intermediate_size": 32,
+                        "num_hidden_layers": 2, "num_attention_heads": 2,
+                        "num_key_value_heads": 1, "max_position_embeddings": 128},
+        "tokenizer": "bytes",
+        "base_max_lr": 1e-3,
+    }  # fmt: skip
+    return raw
+
+
+def synthetic_sweep(
+    tmp: Path, lrs=LRS, shares=SHARES, noise=0.002, broken=(), sizes=(), truth=None
+) -> Path:
+    """A finished sweep folder whose evals follow ``TRUE`` (or ``truth``): sweep.json, each
+    point's config.yaml and metrics.jsonl (step-0 baseline, an eval every EVERY steps).
+    ``sizes``: hidden sizes of a random-init model as a third grid axis."""
     root = tmp / "sweep"
     base_cfg = tmp / "base.yaml"
-    base_cfg.write_text(yaml.safe_dump(_raw(tmp)))
+    base_cfg.write_text(yaml.safe_dump(_random_init(_raw(tmp)) if sizes else _raw(tmp)))
     rng = np.random.default_rng(1)
     points = []
-    for lr in lrs:
-        for share in shares:
-            pid = f"lr_fraction={lr},domain_share={share}"
-            run = root / "points" / pid
-            run.mkdir(parents=True)
-            sets = [f"train.lr_fraction={lr}", f"data.domain_share={share}"]
-            cfg = load_config(base_cfg, sets)
-            (run / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-            steps = list(range(EVERY, STEPS + 1, EVERY))
-            losses = true_losses(cfg, steps, noise, rng)
-            recs = [{"kind": "eval", "step": 0, "tokens": 0, "sets": _sets(BASE)}]
-            for i, s in enumerate(steps):
-                got = {r: float(losses[r][i]) for r in losses}
-                if pid in broken and i == len(steps) - 1:
-                    got["domain"] = float("nan")
-                recs.append({"kind": "eval", "step": s, "tokens": s * BATCH, "sets": _sets(got)})
-            (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-            points.append(
-                {
-                    "id": pid,
-                    "values": {"train.lr_fraction": lr, "data.domain_share": share},
-                    "overrides": sets,
-                    "steps": STEPS,
-                    "roles": {"domain": "domain", "general": "general"},
-                    "run_dir": f"points/{pid}",
-                    "log": f"logs/{pid}.log",
-                    "status": "finished",
-                }
-            )
+    axes = [("train.lr_fraction", lrs), ("data.domain_share", shares)]
+    axes += [(SIZE_KEY, sizes)] if sizes else []
+    ref = max((_params(base_cfg, h) for h in sizes), default=1)
+    for combo in itertools.product(*(v for _, v in axes)):
+        values = {k: v for (k, _), v in zip(axes, combo, strict=True)}
+        pid = ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in values.items())
+        run = root / "points" / pid
+        run.mkdir(parents=True)
+        sets = [f"{k}={v}" for k, v in values.items()]
+        cfg = load_config(base_cfg, sets)
+        (run / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+        steps = list(range(EVERY, STEPS + 1, EVERY))
+        size = _params(base_cfg, values[SIZE_KEY]) / ref if sizes else 1.0
+        losses = true_losses(cfg, steps, noise, rng, truth, size)
+        recs = [{"kind": "eval", "step": 0, "tokens": 0, "sets": _sets(BASE)}]
+        for i, s in enumerate(steps):
+            got = {r: float(losses[r][i]) for r in losses}
+            if pid in broken and i == len(steps) - 1:
+                got["domain"] = float("nan")
+            recs.append({"kind": "eval", "step": s, "tokens": s * BATCH, "sets": _sets(got)})
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        points.append(
+            {
+                "id": pid,
+                "values": values,
+                "overrides": sets,
+                "steps": STEPS,
+                "roles": {"domain": "domain", "general": "general"},
+                "run_dir": f"points/{pid}",
+                "log": f"logs/{pid}.log",
+                "status": "finished",
+            }
+        )
     spec = {
         "config": str(base_cfg),
         "set": [],
-        "grid": [
-            {"key": "train.lr_fraction", "values": list(lrs)},
-            {"key": "data.domain_share", "values": list(shares)},
-        ],
+        "grid": [{"key": k, "values": list(v)} for k, v in axes],
         "budget_tokens": STEPS * BATCH,
     }
     data = {
@@ -109,6 +132,10 @@ def synthetic_sweep(tmp: Path, lrs=LRS, shares=SHARES, noise=0.002, broken=()) -
     (root / "sweep.json").write_text(json.dumps(data))
     (root / "results.md").write_text("# steep sweep\n")
     return root
+
+
+def _params(base_cfg: Path, hidden: str) -> int:
+    return point_params(load_config(base_cfg, [f"{SIZE_KEY}={hidden}"]))
 
 
 def _sets(losses: dict[str, float]) -> dict:
@@ -285,3 +312,145 @@ def test_studio_sweep_view_shows_the_prediction(tmp_path, _steep_home):
     api = client.get("/api/compare?sweep=syn").json()["sweep"]["prediction"]
     assert api["recommended"]["id"] == rec["id"] and api["target_tokens"] == 64_000
     assert client.get("/api/sweeps/syn/sweep.json").status_code == 404  # plots only
+
+
+def test_failed_and_non_finite_points_are_left_out_and_named(tmp_path, capsys):
+    """A failed point and one with a NaN eval: the fit goes on without them and the output
+    names each with its reason (not a silent drop)."""
+    root = synthetic_sweep(tmp_path, broken={"lr_fraction=0.3,domain_share=0.8"})
+    data = json.loads((root / "sweep.json").read_text())
+    data["points"][0]["status"] = "failed"
+    (root / "sweep.json").write_text(json.dumps(data))
+    assert main(["sweep", "--predict", str(root), "--at", "64K", "--bootstrap", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "lr_fraction=0.1,domain_share=0.2 (status failed)" in out
+    assert "lr_fraction=0.3,domain_share=0.8 (non-finite loss on domain)" in out
+    pred = json.loads((root / "sweep.json").read_text())["prediction"]
+    assert pred["fit"]["points"] == 6 and set(pred["left_out"]) == {
+        "lr_fraction=0.1,domain_share=0.2",
+        "lr_fraction=0.3,domain_share=0.8",
+    }
+    assert "status failed" in (root / "results.md").read_text()
+
+
+# a known law whose learning amplitude grows with model size: D-CPT's N term (law.py)
+SIZED = {r: np.concatenate([TRUE[r], [0.6, 0.7]]) for r in TRUE}
+HIDDEN = ["16", "32", "64"]
+
+
+def test_three_sizes_fit_the_size_term_and_predict_a_larger_model(tmp_path, capsys):
+    root = synthetic_sweep(tmp_path, lrs=["0.3"], shares=["0.3", "0.7"], sizes=HIDDEN,
+                           truth=SIZED)  # fmt: skip
+    base_cfg = tmp_path / "base.yaml"
+    ref, big = _params(base_cfg, "64"), _params(base_cfg, "128")
+    pred, fitted = predict_sweep(root, TARGET, 0.05, n_boot=10, at_size=big)
+    assert pred["size"] == {
+        "fitted": True,
+        "params_seen": sorted(_params(base_cfg, h) for h in HIDDEN),
+        "target_params": big,
+    }
+    assert any("size term fitted (D-CPT Law" in n for n in pred["notes"])
+    assert [p["id"] for p in pred["points"] if p["grid_point"]] == [
+        f"lr_fraction=0.3,domain_share={s},params={big}" for s in ("0.3", "0.7")
+    ]
+    for p in pred["points"]:
+        assert SIZE_KEY not in p["overrides"] and p["params"] == big
+        if not p["grid_point"]:
+            continue
+        cfg = target_config(load_config(root / "points" / f"lr_fraction=0.3,domain_share="
+                                        f"{p['overrides']['data.domain_share']},hidden_size=64"
+                                        / "config.yaml"), TARGET)  # fmt: skip
+        truth = true_losses(cfg, [cfg.train.steps], truth=SIZED, size=big / ref)
+        for role in ("domain", "general"):
+            want = float(truth[role][0])
+            assert abs(p[role]["loss"] - want) / want < 0.01
+    # the larger model learns more than the largest swept one: the size term carries over
+    at_ref, _ = predict_sweep(root, TARGET, 0.05, n_boot=4, at_size=ref)
+    gain = {p["overrides"]["data.domain_share"]: p["domain_gain"] for p in at_ref["points"]}
+    assert all(p["domain_gain"] > gain[p["overrides"]["data.domain_share"]]
+               for p in pred["points"])  # fmt: skip
+    # the CLI takes the size; a plain prediction keeps every swept size as a candidate
+    argv = ["sweep", "--predict", str(root), "--at", str(TARGET), "--bootstrap", "4"]
+    assert main([*argv, "--at-size", str(big)]) == 0
+    assert f"predicted at {big:,} parameters" in capsys.readouterr().out
+    assert main(argv) == 0
+    pred = json.loads((root / "sweep.json").read_text())["prediction"]
+    assert len({p["params"] for p in pred["points"]}) == 3
+
+
+def test_fewer_than_three_sizes_refuse_another_size_and_one_size_is_said(tmp_path, capsys):
+    two = tmp_path / "two"
+    two.mkdir()
+    root = synthetic_sweep(two, lrs=["0.3"], shares=["0.3", "0.7"], sizes=["16", "32"],
+                           truth=SIZED)  # fmt: skip
+    assert main(["sweep", "--predict", str(root), "--at", "64K", "--at-size", "1M"]) == 2
+    err = capsys.readouterr().err
+    assert "spans 2 model size(s)" in err and "at least 3" in err
+    pred, _ = predict_sweep(synthetic_sweep(tmp_path, shares=["0.5"]), TARGET, 0.05, n_boot=4)
+    assert pred["size"]["fitted"] is False
+    assert "model size is held fixed" in pred["notes"][0]
+
+
+def test_real_sweep_of_three_random_init_shapes_predicts_a_larger_one(tmp_path, corpora, capsys):
+    """A real `steep sweep` over three random-init widths (a model.* grid key), a few steps
+    each: the sizes are counted from the configs, the size term fitted, a wider model
+    predicted."""
+    raw = _random_init(tiny_config(tmp_path, corpora, tmp_path))
+    del raw["run"]["out_dir"]
+    raw["train"].update(steps=6, threads=1, warmup_steps=1)
+    raw["eval"]["every_steps"] = 2
+    cfg = tmp_path / "base.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "sweep"
+    big = _params(cfg, "48")
+    argv = ["sweep", str(cfg), "--grid", f"{SIZE_KEY}=8,16,32", "--out", str(out),
+            "--predict-at", "4096", "--at-size", str(big), "--max-regression", "50%",
+            "--bootstrap", "4"]  # fmt: skip
+    assert main(argv) == 0
+    assert f"predicted at {big:,} parameters" in capsys.readouterr().out
+    pred = json.loads((out / "sweep.json").read_text())["prediction"]
+    assert pred["size"]["fitted"] and len(pred["size"]["params_seen"]) == 3
+    assert [p["id"] for p in pred["points"]] == [f"params={big}"]
+    for role in ("domain", "general"):
+        p = pred["points"][0][role]
+        assert p["lo"] <= p["loss"] <= p["hi"] and np.isfinite(p["loss"])
+
+
+def test_intervals_carry_the_laws_own_error_grown_with_the_factor(tmp_path):
+    """Noisy evals: the held-out last evals' error, grown by log(factor) / log(span), is
+    part of every interval, so an interval at 8x is wider than at 2x; a pick whose bound
+    cannot fit the budget is made on its predicted regression and said so."""
+    root = synthetic_sweep(tmp_path, noise=0.01)
+    widths, errs = {}, {}
+    for f in (2, 8):
+        pred, fitted = predict_sweep(root, f * STEPS * BATCH, 0.02, n_boot=10)
+        held = np.abs([e for d in pred["fit"]["holdout"].values() for e in d.values()])
+        span = pred["fit"]["holdout_span"]
+        assert span == pytest.approx(STEPS / (STEPS - EVERY))
+        assert pred["fit"]["model_error"] == pytest.approx(
+            np.median(held) * np.log(f) / np.log(span)
+        )
+        p = pred["points"][0]["domain"]
+        widths[f], errs[f] = (p["hi"] - p["lo"]) / p["loss"], pred["fit"]["model_error"]
+        assert widths[f] > errs[f]  # the law's own error, both sides, is inside
+    assert widths[8] > 1.5 * widths[2]
+    pred, _ = predict_sweep(root, 8 * STEPS * BATCH, -0.005, n_boot=10)
+    rec = pred["recommended"]
+    assert rec["bound"] == "central" and rec["general_regression"] <= -0.005
+    assert rec["intervals"]["general_regression"]["hi"] > -0.005
+    assert any("predicted regression" in w for w in pred["warnings"])
+    assert "(predicted value within" in "\n".join(lines(pred))
+
+
+def test_warmup_is_no_annealing():
+    """S2 sums the LR's drops; a warmup's rises are no negative annealing (Tissue et al.
+    leave the warmup out). With them in, a 2-step warmup's rise stayed in the momentum for
+    the whole run and cancelled a cosine's annealing area (BENCHMARKS.md)."""
+    from steep.sweep.law import areas
+
+    flat = areas([0.5, 1.0, 1.0, 1.0, 1.0], [1.0] * 5, [5])
+    assert flat.anneal[0] == pytest.approx(0.0)  # warmup, then constant: nothing annealed
+    cosine = 0.55 + 0.45 * np.cos(np.linspace(0, np.pi, 96))
+    warm = np.concatenate([[0.5], cosine[1:]])
+    a, b = areas(warm, np.ones(96), [96]), areas(cosine, np.ones(96), [96])
+    assert a.anneal[0] == pytest.approx(b.anneal[0], rel=1e-3) and a.anneal[0] > 30

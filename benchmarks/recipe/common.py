@@ -248,11 +248,14 @@ def cpt_model(base: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------- output
 
 
-def parse_args(description: str, default_steps: int) -> argparse.Namespace:
+def parse_args(description: str, default_steps: int, extra: Any = None) -> argparse.Namespace:
+    """The scripts' common options; ``extra(parser)`` adds a script's own."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="cache: corpora, base, runs")
     p.add_argument("--out", type=Path, default=None, help="tables and PNGs (default ROOT/results)")
     p.add_argument("--steps", type=int, default=default_steps, help="CPT steps per run")
+    if extra is not None:
+        extra(p)
     args = p.parse_args()
     args.out = args.out or args.root / "results"
     args.out.mkdir(parents=True, exist_ok=True)

@@ -63,8 +63,8 @@ def _small(config: dict[str, Any], eval_every: int) -> dict[str, Any]:
     return config
 
 
-def pretrain(root: Path, corpora) -> Path:
-    out = root / "predict-pretrain"
+def pretrain(root: Path, corpora, steps: int = PRETRAIN_STEPS) -> Path:
+    out = root / f"predict-pretrain{_suffix(steps)}"
     if (out / "model" / "steep.json").exists():
         return out / "model"
     cfg = run_config(
@@ -73,21 +73,33 @@ def pretrain(root: Path, corpora) -> Path:
         {"random_init": SMALL_LLAMA, "tokenizer": "bytes"},
         [source("general", corpora.old_train)],
         corpora,
-        steps=PRETRAIN_STEPS,
+        steps=steps,
         lr_fraction=1.0,
-        warmup_steps=15,
+        warmup_steps=max(15, steps // 20),
         eval_every=100,
     )
     train_run(root, _small(cfg, 100))
     return out / "model"
 
 
+def _suffix(pretrain_steps: int) -> str:
+    """Folder suffix of a base pretrained longer than the first one (whose folders keep
+    their names, so cached runs are read back)."""
+    return "" if pretrain_steps == PRETRAIN_STEPS else f"-p{pretrain_steps}"
+
+
+def _options(p) -> None:
+    p.add_argument("--pretrain-steps", type=int, default=PRETRAIN_STEPS, help="the base's")
+    p.add_argument("--factors", default=str(FACTOR), help="targets, x B: e.g. 4,8")
+    p.add_argument("--sweep-only", action="store_true", help="stop after the sweep and fits")
+
+
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0], default_steps=24)
+    args = parse_args(__doc__.splitlines()[0], default_steps=24, extra=_options)
     started = time.perf_counter()
     corpora = prepare_corpora(args.root)
     t0 = time.perf_counter()
-    base = pretrain(args.root, corpora)
+    base = pretrain(args.root, corpora, args.pretrain_steps)
     pretrain_s = time.perf_counter() - t0
     sources = [source("domain", corpora.new_train), source("general", corpora.old_train)]
     cfg = run_config(
@@ -97,22 +109,38 @@ def main() -> None:
     cfg = _small(cfg, max(1, args.steps // 6))
     del cfg["run"]["out_dir"]
     cfg["checkpoint"] = {"every_steps": 10_000, "keep_last": 1}
-    cfg_path = args.root / "predict-base.yaml"
+    suffix = _suffix(args.pretrain_steps)
+    cfg_path = args.root / f"predict-base{suffix}.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
 
     from steep.sweep import Spec, parse_grid, run_sweep
-    from steep.sweep.predreport import run_prediction
 
     budget = args.steps * SEQ * MICRO
     grid = parse_grid(
         [f"train.lr_fraction={','.join(LRS)}", f"data.domain_share={','.join(SHARES)}"]
     )
-    sweep_dir = args.root / f"predict-sweep-{args.steps}"
+    sweep_dir = args.root / f"predict-sweep-{args.steps}{suffix}"
     result = run_sweep(Spec(str(cfg_path), grid, budget_tokens=budget), sweep_dir, MAX_REGRESSION)
-    target = FACTOR * budget
     sweep_s = time.perf_counter() - t0 - pretrain_s
+    texts = []
+    for k, factor in enumerate(int(f) for f in args.factors.split(",")):
+        texts.append(
+            at_factor(args, result.sweep_dir, budget, factor, suffix, first=k == 0, sweep_s=sweep_s)
+        )
+    stem = f"predict-{args.steps}{suffix}" + ("-fit" if args.sweep_only else "")
+    write_result(args.out, stem, "\n\n".join(texts), started, pretrain_s)
+
+
+def at_factor(args, sweep_dir: Path, budget: int, factor: int, suffix: str, first: bool,
+              sweep_s: float) -> str:  # fmt: skip
+    """Fit, predict at ``factor`` x B, train the picks there (unless --sweep-only): the
+    law's pick and the naive pick always; at the first factor also the most gain at B and
+    grid points up to three in all."""
+    from steep.sweep.predreport import run_prediction
+
+    target = factor * budget
     t1 = time.perf_counter()
-    pred = run_prediction(result.sweep_dir, target, MAX_REGRESSION, force=False)
+    pred = run_prediction(sweep_dir, target, MAX_REGRESSION, force=False)
     fit_s = time.perf_counter() - t1
     by_id = {p["id"]: p for p in pred["points"]}
     data = json.loads((sweep_dir / "sweep.json").read_text())
@@ -120,18 +148,33 @@ def main() -> None:
     naive = data["recommendation"]["id"]
     rec = (pred["recommended"] or {}).get("id")
     most = max(at_b, key=lambda i: at_b[i]["domain_gain"])
-    check = list(dict.fromkeys(x for x in (rec, naive, most) if x in by_id))
-    for extra in (i for i, p in by_id.items() if p["grid_point"]):  # at least three at 4B
+    check = list(dict.fromkeys(x for x in (rec, naive, most if first else None) if x in by_id))
+    for extra in (i for i, p in by_id.items() if p["grid_point"] and first):
         if len(check) >= 3:
             break
         if extra not in check:
             check.append(extra)
-    actual = {pid: validate(args.root, sweep_dir, by_id[pid], target, args.steps) for pid in check}
-    text = report(pred, by_id, actual, rec, naive, budget, target, sweep_s, fit_s)
-    write_result(args.out, f"predict-{args.steps}", text, started, pretrain_s)
+    if args.sweep_only:
+        check = [pid for pid in check if _done(args.root, pid, factor, args.steps, suffix)]
+    actual = {
+        pid: validate(args.root, sweep_dir, by_id[pid], target, args.steps, factor, suffix)
+        for pid in check
+    }
+    return report(pred, by_id, actual, rec, naive, budget, target, sweep_s, fit_s, factor)
 
 
-def validate(root: Path, sweep_dir: Path, p: dict, tokens: int, b: int) -> dict[str, float]:
+def _validate_dir(root: Path, pid: str, factor: int, b: int, suffix: str) -> Path:
+    x = "" if factor == FACTOR else f"-x{factor}"
+    return root / f"predict-validate-{b}{suffix}{x}" / pid.replace(",", "_")
+
+
+def _done(root: Path, pid: str, factor: int, b: int, suffix: str) -> bool:
+    return (_validate_dir(root, pid, factor, b, suffix) / "model" / "steep.json").exists()
+
+
+def validate(
+    root: Path, sweep_dir: Path, p: dict, tokens: int, b: int, factor: int, suffix: str
+) -> dict[str, float]:
     """Train the point ``p`` at ``tokens`` (its config, more steps; a mix between grid
     values takes a grid point's config with that mix); its final role losses. A finished
     validation run is read back, not trained again."""
@@ -149,7 +192,7 @@ def validate(root: Path, sweep_dir: Path, p: dict, tokens: int, b: int) -> dict[
     if "data.domain_share" in p["overrides"]:
         raw["data"]["domain_share"] = float(p["overrides"]["data.domain_share"])
     raw["train"]["steps"] = tokens // raw["train"]["global_batch_tokens"]
-    raw["run"]["out_dir"] = str(root / f"predict-validate-{b}" / pid.replace(",", "_"))
+    raw["run"]["out_dir"] = str(_validate_dir(root, pid, factor, b, suffix))
     raw["eval"]["every_steps"] = raw["train"]["steps"]
     raw["checkpoint"] = {"every_steps": raw["train"]["steps"], "keep_last": 1}
     out = Path(raw["run"]["out_dir"])
@@ -166,7 +209,7 @@ def validate(root: Path, sweep_dir: Path, p: dict, tokens: int, b: int) -> dict[
     }
 
 
-def report(pred, by_id, actual, rec, naive, budget, target, sweep_s, fit_s) -> str:
+def report(pred, by_id, actual, rec, naive, budget, target, sweep_s, fit_s, factor) -> str:
     rows, errs, inside, n = [], [], 0, 0
     for pid, got in actual.items():
         p = by_id[pid]
@@ -193,16 +236,15 @@ def report(pred, by_id, actual, rec, naive, budget, target, sweep_s, fit_s) -> s
         return f"{100 * (best - v['domain_gain']):.2f} points{over}"
 
     errs.sort()
-    median = (
-        errs[len(errs) // 2]
-        if len(errs) % 2
-        else sum(errs[len(errs) // 2 - 1 : len(errs) // 2 + 1]) / 2
-    )
+    median = float("nan")
+    if errs:
+        half = len(errs) // 2
+        median = errs[half] if len(errs) % 2 else sum(errs[half - 1 : half + 1]) / 2
     fit = pred["fit"]
     head = ["point", "domain pred [90%]", "domain actual", "err", "general pred [90%]",
             "general actual", "err", "gain pred / actual", "regression pred / actual"]  # fmt: skip
     lines = [
-        f"### Predicting the big run: B = {budget:,} tokens, target {target:,} ({FACTOR}x)",
+        f"### Predicting the big run: B = {budget:,} tokens, target {target:,} ({factor}x)",
         "",
         f"Fit: R^2 {fit['r2']:.4f} on {fit['evals']} evals of {fit['points']} points; last "
         f"eval held out: median error {100 * fit['holdout_error']:.2f}%.",
@@ -210,11 +252,11 @@ def report(pred, by_id, actual, rec, naive, budget, target, sweep_s, fit_s) -> s
         "",
         markdown_table(head, rows),
         "",
-        f"- median relative loss error at {FACTOR}x: {100 * median:.2f}% ({len(errs)} losses)",
+        f"- median relative loss error at {factor}x: {100 * median:.2f}% ({len(errs)} losses)",
         f"- actuals inside the 90% interval: {inside} of {n}",
-        f"- law's pick at {FACTOR}x: {rec}, regret {regret(rec)}; naive pick (the sweep's "
+        f"- law's pick at {factor}x: {rec}, regret {regret(rec)}; naive pick (the sweep's "
         f"at B): {naive}, regret {regret(naive)} (regret against the best of the "
-        f"{len(actual)} points trained at {FACTOR}x within {100 * MAX_REGRESSION:g}% regression)",
+        f"{len(actual)} points trained at {factor}x within {100 * MAX_REGRESSION:g}% regression)",
         *(f"- warning from the fit: {w}" for w in pred["warnings"]),
         f"- sweep {sweep_s:.0f} s, fit + bootstrap + prediction {fit_s:.0f} s",
     ]

@@ -54,7 +54,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         # deferred: keeps `steep --help` light, as above
         from steep.sweep.predreport import run_prediction
 
-        run_prediction(result.sweep_dir, args.predict_at, max_reg, args.force, args.bootstrap)
+        run_prediction(
+            result.sweep_dir, args.predict_at, max_reg, args.force, args.bootstrap, args.at_size
+        )
     return 1 if result.failed else 0
 
 
@@ -88,8 +90,8 @@ def _predict_only(args: argparse.Namespace) -> int:
 
     if args.config or args.grid or args.set or args.resume or args.predict_at is not None:
         raise ConfigError(
-            "--predict refits a finished sweep: give only SWEEP_DIR, --at, --max-regression "
-            "and --force"
+            "--predict refits a finished sweep: give only SWEEP_DIR, --at, --at-size, "
+            "--max-regression and --force"
         )
     if args.at is None:
         raise ConfigError("--predict SWEEP_DIR needs --at TOKENS (the big run's tokens)")
@@ -100,7 +102,7 @@ def _predict_only(args: argparse.Namespace) -> int:
     max_reg = args.max_regression
     if max_reg is None:
         max_reg = read_sweep(sweep_dir)["max_regression"]
-    run_prediction(sweep_dir, args.at, max_reg, args.force, args.bootstrap)
+    run_prediction(sweep_dir, args.at, max_reg, args.force, args.bootstrap, args.at_size)
     return 0
 
 
@@ -173,6 +175,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--predict", metavar="SWEEP_DIR", help="refit a finished sweep for --at TOKENS, no runs"
     )
     w.add_argument("--at", type=tokens, metavar="TOKENS", help="with --predict: the target")
+    w.add_argument(
+        "--at-size",
+        type=tokens,
+        metavar="PARAMS",
+        help="with --predict-at or --predict: predict a model of PARAMS parameters (e.g. 1B), "
+        "from a sweep that spans at least three model sizes (a model.* grid key)",
+    )
     w.add_argument(
         "--force",
         action="store_true",

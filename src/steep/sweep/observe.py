@@ -22,6 +22,7 @@ from steep.config import RunConfig, load_config
 from steep.config.schema import phase_weights, source_role
 from steep.errors import ConfigError
 from steep.sweep.law import Areas, areas
+from steep.sweep.size import point_params
 from steep.sweep.state import SweepError
 from steep.train.schedule import schedule_for
 from steep.workspace import CONFIG_FILE, METRICS_FILE
@@ -80,6 +81,7 @@ class Observed:
     steps: list[int]  # eval steps after 0
     tokens: list[int]
     losses: dict[str, list[float]]  # set -> loss at each of ``steps``
+    params: int | None = None  # the model's parameter count (``steep.sweep.size``)
     curve: Curve = field(init=False)
 
     def __post_init__(self) -> None:
@@ -123,6 +125,7 @@ def _observe(sweep_dir: Path, p: dict[str, Any]) -> Observed | str:
         [e["step"] for e in later],
         [int(e.get("tokens") or e["step"] * cfg.train.global_batch_tokens) for e in later],
         losses,
+        point_params(cfg),
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,12 @@ import numpy as np
 from steep.artifacts.atomic import write_text
 from steep.artifacts.scores import loss_headline
 from steep.config import ConfigError, RunConfig, load_config
-from steep.sweep.law import LAW_NAME, PARAMS, Areas, fit, law, r_squared
+from steep.sweep.holdout import holdout, model_error, span, stack
+from steep.sweep.law import LAW_NAME, Areas, fit, law, r_squared
 from steep.sweep.observe import Observations, Observed, curve, observe
 from steep.sweep.pareto import pct
 from steep.sweep.plan import Axis, point_ids
+from steep.sweep.size import Sizes, base_at, drop_size_keys, point_params, sizes_of
 from steep.sweep.state import POINTS_DIR, SWEEP_FILE, SweepError, read_sweep
 from steep.workspace import CONFIG_FILE
 
@@ -34,7 +36,6 @@ WEAK_FACTOR = 4.0  # beyond this: say the prediction is weak
 MIN_POINTS = 4
 MIN_EVALS = 3
 LR_KEY = "train.lr_fraction"
-SIZE_NOTE = "model size is held fixed: the sweep has one model, the law is not fitted in size"
 
 
 @dataclass
@@ -46,57 +47,31 @@ class SetFit:
     draws: np.ndarray  # (n_boot, n_params)
     residuals: np.ndarray
     scale: float
+    size_ref: float = 0.0  # parameters the law's sizes are relative to (0: one size)
+    extrap: np.ndarray = field(default_factory=lambda: np.zeros(0))  # held-out last evals
+    span: float = 0.0  # the token factor those errors span (``holdout.span``)
+    budget: int = 0  # the sweep's tokens (the target's factor is against them)
 
 
-def _stack(obs: list[Observed], s: str, role: str, last: bool = True):
-    """Losses, bases and areas of set ``s`` over ``obs`` (``last=False``: without each
-    point's last eval), and the point index of every row."""
-    loss, base, idx, own, other, ann = [], [], [], [], [], []
-    for i, o in enumerate(obs):
-        n = len(o.steps) if last else len(o.steps) - 1
-        a = o.curve.areas(role, o.steps[:n])
-        loss += o.losses[s][:n]
-        base += [o.base[s]] * n
-        idx += [i] * n
-        own.append(a.own)
-        other.append(a.other)
-        ann.append(a.anneal)
-    cat = np.concatenate
-    return (np.array(loss), np.array(base), Areas(cat(own), cat(other), cat(ann)), np.array(idx))
-
-
-def _fit_set(obs: list[Observed], s: str, role: str, scale: float, n_boot: int, seed: int):
-    loss, base, a, idx = _stack(obs, s, role)
-    best = fit(loss, base, a, scale)
+def _fit_set(obs: list[Observed], s: str, role: str, scale: float, sizes: Sizes, boot):
+    n_boot, seed = boot
+    loss, base, a, idx = stack(obs, s, role, sizes)
+    fixed = sizes.fixed()
+    best = fit(loss, base, a, scale, fixed=fixed)
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(n_boot):
         pick = rng.integers(0, len(obs), len(obs))
         rows = np.concatenate([np.flatnonzero(idx == i) for i in pick])
-        sub = Areas(a.own[rows], a.other[rows], a.anneal[rows])
-        draws.append(fit(loss[rows], base[rows], sub, scale, start=best.theta).theta)
+        sub = a.rows(rows)
+        draws.append(fit(loss[rows], base[rows], sub, scale, best.theta, fixed).theta)
     pred = law(best.theta, base, a, scale)
+    ref = sizes.ref if sizes.fitted else 0.0
     return (
-        SetFit(role, best.theta, np.array(draws), best.residuals, scale),
+        SetFit(role, best.theta, np.array(draws), best.residuals, scale, ref),
         loss / base,
         pred / base,
     )
-
-
-def _holdout(obs: list[Observed], sets: list[str], scale: float) -> dict[str, dict[str, float]]:
-    """Each point's last eval left out of the fit, then predicted: relative error per set."""
-    out: dict[str, dict[str, float]] = {o.id: {} for o in obs}
-    for s in sets:
-        role = obs[0].roles[s]
-        loss, base, a, _ = _stack(obs, s, role, last=False)
-        if len(loss) <= len(PARAMS):  # too few evals left to fit without the last ones
-            return {}
-        theta = fit(loss, base, a, scale).theta
-        for o in obs:
-            last = o.curve.areas(role, o.steps[-1:])
-            got = float(law(theta, np.array([o.base[s]]), last, scale)[0])
-            out[o.id][s] = (got - o.losses[s][-1]) / o.losses[s][-1]
-    return out
 
 
 @dataclass
@@ -107,16 +82,30 @@ class Fitted:
     r2_by_set: dict[str, float | None]
     holdout: dict[str, dict[str, float]]
     budget_tokens: int
+    sizes: Sizes
 
     @property
     def base(self) -> dict[str, float]:
         """Each set's step-0 loss (the same base model under every point: their mean)."""
-        return {s: float(np.mean([o.base[s] for o in self.obs.points])) for s in self.sets}
+        return self.base_at(None)
+
+    def base_at(self, params: int | None) -> dict[str, float]:
+        """Each set's step-0 loss for a model of ``params`` parameters (``size.base_at``)."""
+        pts = self.obs.points
+        return base_at([o.base for o in pts], [o.params for o in pts], params)
 
     @property
     def holdout_error(self) -> float:
         errs = [abs(e) for d in self.holdout.values() for e in d.values()]
         return float(np.median(errs)) if errs else math.nan
+
+    def model_error(self, factor: float) -> float | None:
+        """The median size of the law's own error the intervals add at ``factor``."""
+        got = [f for f in self.sets.values() if len(f.extrap)]
+        if not got or factor <= 1 or got[0].span <= 1:
+            return None
+        grow = math.log(factor) / math.log(got[0].span)
+        return float(np.median(np.abs(np.concatenate([f.extrap for f in got])))) * grow
 
 
 def fit_sweep(sweep_dir: Path, n_boot: int = N_BOOT, seed: int = 0) -> Fitted:
@@ -131,17 +120,22 @@ def fit_sweep(sweep_dir: Path, n_boot: int = N_BOOT, seed: int = 0) -> Fitted:
             "train.eval_every)"
         )
     scale = max(float(o.curve.lrs.sum() * o.curve.stride) for o in pts)
+    sizes = sizes_of([o.params for o in pts])
     sets, rel_obs, rel_pred, r2s = {}, [], [], {}
     for k, s in enumerate(obs.sets):
         role = pts[0].roles[s]
-        sf, ro, rp = _fit_set(pts, s, role, scale, n_boot, seed + k)
+        sf, ro, rp = _fit_set(pts, s, role, scale, sizes, (n_boot, seed + k))
         sets[s] = sf
         rel_obs.append(ro)
         rel_pred.append(rp)
         r2s[s] = r_squared(ro, rp)
     r2 = r_squared(np.concatenate(rel_obs), np.concatenate(rel_pred))
     budget = max(max(o.tokens) for o in pts)
-    return Fitted(obs, sets, r2, r2s, _holdout(pts, obs.sets, scale), budget)
+    held = holdout(pts, obs.sets, scale, sizes)
+    for s, f in sets.items():
+        f.budget, f.span = budget, span(pts)
+        f.extrap = np.array([d[s] for d in held.values() if s in d])
+    return Fitted(obs, sets, r2, r2s, held, budget, sizes)
 
 
 def _interval(values: np.ndarray, best: float) -> dict[str, float]:
@@ -151,10 +145,15 @@ def _interval(values: np.ndarray, best: float) -> dict[str, float]:
 
 
 def predict_config(
-    sets: dict[str, SetFit], base: dict[str, float], cfg: RunConfig, seed: int = 0
+    sets: dict[str, SetFit],
+    base: dict[str, float],
+    cfg: RunConfig,
+    seed: int = 0,
+    params: int | None = None,
 ) -> dict[str, Any]:
     """Domain and general loss, gain and regression of ``cfg`` trained as configured
-    (its steps, LR fraction and mix), each with a 90% interval; ``base``: step-0 losses."""
+    (its steps, LR fraction and mix), each with a 90% interval; ``base``: step-0 losses;
+    ``params``: the model's parameter count where the law has a size term."""
     c = curve(cfg)
     roles = {s: f.role for s, f in sets.items()}
     rng = np.random.default_rng(seed)
@@ -162,11 +161,14 @@ def predict_config(
     draws: dict[str, np.ndarray] = {}
     for s, f in sets.items():
         a = c.areas(f.role, [c.steps])
+        if f.size_ref and params:
+            a = Areas(a.own, a.other, a.anneal, params / f.size_ref)
         b = np.array([base[s]])
         best[s] = float(law(f.theta, b, a, f.scale)[0])
         per = np.array([law(t, b, a, f.scale)[0] for t in f.draws])
         noise = rng.choice(f.residuals, size=len(per)) * base[s]
-        draws[s] = per + noise
+        factor = c.steps * _batch(cfg) / f.budget if f.budget else 1.0
+        draws[s] = per + noise + model_error(f.extrap, f.span, factor, len(per), rng) * best[s]
     n = len(next(iter(draws.values())))
     heads = [loss_headline(base, {s: draws[s][i] for s in draws}, roles) for i in range(n)]
     head = loss_headline(base, best, roles)
@@ -197,10 +199,11 @@ def target_config(cfg: RunConfig, tokens: int) -> RunConfig:
 
 
 def candidates(sweep_dir: Path, data: dict[str, Any], obs: Observations):
-    """(id, grid values, config) of every usable grid point, and of mixes between the grid's
-    values of a numeric axis that changes the domain share (3 between each pair)."""
+    """(id, grid values, config, on the grid, parameters) of every usable grid point, and
+    of mixes between the grid's values of a numeric axis that changes the domain share (3
+    between each pair)."""
     grid = [Axis(a["key"], [str(v) for v in a["values"]]) for a in data["spec"]["grid"]]
-    out = [(o.id, dict(o.values), o.cfg, True) for o in obs.points]
+    out = [(o.id, dict(o.values), o.cfg, True, o.params) for o in obs.points]
     shares = {o.id: round(o.curve.mean_share, 9) for o in obs.points}
     for axis in grid:
         if axis.key == LR_KEY or not _numeric(axis.values):
@@ -226,7 +229,26 @@ def candidates(sweep_dir: Path, data: dict[str, Any], obs: Observations):
                 except ConfigError:  # a value the config refuses is no candidate
                     continue
                 pid = point_ids(grid, [[values[a.key] for a in grid]])[0]
-                out.append((pid, values, cfg, False))
+                out.append((pid, values, cfg, False, o.params))
+    return out
+
+
+def candidates_at(sweep_dir: Path, data: dict[str, Any], fitted: Fitted, at_size: int | None):
+    """The candidates at the target model size: each at its own size when ``at_size`` is
+    None or swept; else those of the largest swept size, moved to ``at_size`` (their
+    values without the keys that set the model)."""
+    rows = candidates(sweep_dir, data, fitted.obs)
+    if at_size is None or at_size in fitted.sizes.seen:
+        return [r for r in rows if at_size is None or r[4] == at_size]
+    grid = [Axis(a["key"], [str(v) for v in a["values"]]) for a in data["spec"]["grid"]]
+    kept = [a for a in grid if a.key in drop_size_keys({a.key: "" for a in grid})]
+    out = []
+    for _, values, cfg, on_grid, params in rows:
+        if params != max(fitted.sizes.seen):
+            continue
+        rest = drop_size_keys(values)
+        pid = point_ids(kept, [[rest[a.key] for a in kept]])[0] + "," if kept else ""
+        out.append((f"{pid}params={at_size}", rest, cfg, on_grid, at_size))
     return out
 
 
@@ -296,20 +318,26 @@ def predict_sweep(
     max_regression: float,
     force: bool = False,
     n_boot: int = N_BOOT,
+    at_size: int | None = None,
 ) -> tuple[dict[str, Any], Fitted]:
-    """The sweep's ``prediction`` object at ``target`` tokens (also written into sweep.json)
-    and the fit (also saved in ``FIT_FILE`` for ``steep plan --sweep``)."""
+    """The sweep's ``prediction`` object at ``target`` tokens (and, where the sweep spans
+    model sizes, at ``at_size`` parameters; also written into sweep.json) and the fit (also
+    saved in ``FIT_FILE`` for ``steep plan --sweep``)."""
     data = read_sweep(sweep_dir)
     fitted = fit_sweep(sweep_dir, n_boot)
     factor = check_target(fitted, target, force)
+    fitted.sizes.check_target(at_size)
     rows = []
-    for pid, values, cfg, on_grid in candidates(sweep_dir, data, fitted.obs):
-        pred = predict_config(fitted.sets, fitted.base, target_config(cfg, target))
-        rows.append({"id": pid, "overrides": values, "grid_point": on_grid, **pred})
+    for pid, values, cfg, on_grid, params in candidates_at(sweep_dir, data, fitted, at_size):
+        base = fitted.base_at(params if fitted.sizes.fitted else None)
+        pred = predict_config(fitted.sets, base, target_config(cfg, target), params=params)
+        row = {"id": pid, "overrides": values, "grid_point": on_grid, **pred}
+        if fitted.sizes.fitted:
+            row["params"] = params
+        rows.append(row)
     n_mix = len({round(o.curve.mean_share, 6) for o in fitted.obs.points})
-    within = [r for r in rows if r["intervals"]["general_regression"]["hi"] <= max_regression]
-    rec = max(within, key=lambda r: r["domain_gain"], default=None)
-    notes = [SIZE_NOTE]
+    rec, bound = _pick(rows, max_regression)
+    notes = [fitted.sizes.note(at_size)]
     if factor < 1:
         notes.append(f"the target is below the sweep's budget ({factor:.2f}x): interpolating")
     if fitted.obs.left_out:
@@ -336,13 +364,18 @@ def predict_sweep(
             "r2_by_set": fitted.r2_by_set,
             "holdout_error": fitted.holdout_error,
             "holdout": fitted.holdout,
+            "holdout_span": span(fitted.obs.points),
+            "model_error": fitted.model_error(factor),
             "points": len(fitted.obs.points),
             "evals": sum(len(o.steps) for o in fitted.obs.points),
             "bootstrap": n_boot,
         },
         "points": rows,
-        "recommended": None if rec is None else {"id": rec["id"], **{k: rec[k] for k in keep}},
-        "warnings": _warnings(fitted, factor, n_mix),
+        "recommended": None
+        if rec is None
+        else {"id": rec["id"], "bound": bound, **{k: rec[k] for k in keep}},
+        "size": fitted.sizes.dump(at_size),
+        "warnings": _warnings(fitted, factor, n_mix) + _pick_warning(bound, max_regression),
         "notes": notes,
         "left_out": fitted.obs.left_out,
     }
@@ -350,6 +383,28 @@ def predict_sweep(
     write_text(sweep_dir / SWEEP_FILE, json.dumps(data, indent=2) + "\n")
     write_text(sweep_dir / FIT_FILE, json.dumps(fit_json(fitted), indent=2) + "\n")
     return prediction, fitted
+
+
+def _pick(rows: list[dict[str, Any]], max_regression: float):
+    """The most predicted domain gain whose regression interval's upper bound is within
+    ``max_regression`` ("upper"); when none is, the most gain whose predicted regression
+    is ("central": the intervals, the law's own error included, cannot promise it)."""
+    for bound, key in (("upper", lambda r: r["intervals"]["general_regression"]["hi"]),
+                       ("central", lambda r: r["general_regression"])):  # fmt: skip
+        within = [r for r in rows if key(r) is not None and key(r) <= max_regression]
+        if within:
+            return max(within, key=lambda r: r["domain_gain"]), bound
+    return None, None
+
+
+def _pick_warning(bound: str | None, max_regression: float) -> list[str]:
+    if bound != "central":
+        return []
+    return [
+        "no candidate's general-regression interval stays within "
+        f"{pct(max_regression, signed=False)}: the pick keeps only its predicted regression "
+        "within it (the interval, wide from the law's own error at this factor, does not)"
+    ]
 
 
 def fit_json(fitted: Fitted) -> dict[str, Any]:
@@ -360,6 +415,7 @@ def fit_json(fitted: Fitted) -> dict[str, Any]:
         "r2": fitted.r2,
         "holdout_error": fitted.holdout_error,
         "base": fitted.base,
+        "base_by_point": [{"params": o.params, "base": o.base} for o in fitted.obs.points],
         "sets": {
             s: {
                 "role": f.role,
@@ -367,6 +423,10 @@ def fit_json(fitted: Fitted) -> dict[str, Any]:
                 "theta": f.theta.tolist(),
                 "draws": f.draws.tolist(),
                 "residuals": f.residuals.tolist(),
+                "size_ref": f.size_ref,
+                "extrap": f.extrap.tolist(),
+                "span": f.span,
+                "budget": f.budget,
             }
             for s, f in fitted.sets.items()
         },
@@ -389,6 +449,10 @@ def load_fit(sweep_dir: Path) -> tuple[dict[str, SetFit], dict[str, float], dict
             np.array(f["draws"]).reshape(-1, len(f["theta"])),
             np.array(f["residuals"]),
             float(f["scale"]),
+            float(f.get("size_ref", 0.0)),
+            np.array(f.get("extrap", [])),
+            float(f.get("span", 0.0)),
+            int(f.get("budget", 0)),
         )
         for s, f in raw["sets"].items()
     }
@@ -399,7 +463,11 @@ def predict_run(sweep_dir: Path, cfg: RunConfig) -> dict[str, Any]:
     """What the sweep's saved law predicts for the run ``cfg`` as configured (its steps,
     LR fraction, mix): ``steep plan --sweep``. Says the extrapolation factor, refuses none."""
     sets, base, raw = load_fit(sweep_dir)
-    pred = predict_config(sets, base, cfg)
+    params = point_params(cfg) if any(f.size_ref for f in sets.values()) else None
+    if params is not None:  # the step-0 loss at the run's size, as the sweep's fit has it
+        pts = raw["base_by_point"]
+        base = base_at([p["base"] for p in pts], [p["params"] for p in pts], params)
+    pred = predict_config(sets, base, cfg, params=params)
     pred["extrapolation_factor"] = pred["tokens"] / raw["budget_tokens"]
     pred["law"] = raw["law"]
     pred["sweep"] = str(sweep_dir)

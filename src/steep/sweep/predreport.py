@@ -16,7 +16,7 @@ from steep.artifacts.atomic import write_text
 from steep.sweep.law import law
 from steep.sweep.observe import curve
 from steep.sweep.pareto import pct
-from steep.sweep.predict import N_BOOT, WEAK_FACTOR, Fitted, predict_sweep, target_config
+from steep.sweep.predict import WEAK_FACTOR, Fitted, predict_sweep, target_config
 from steep.sweep.report import RESULTS_FILE
 
 PREDICTION_PLOT = "prediction.png"
@@ -42,7 +42,8 @@ def lines(pred: dict[str, Any]) -> list[str]:
         f"- law: {pred['law']}",
         f"- fit: R^2 {r2} on {fit['evals']} evals of {fit['points']} points; each point's last "
         f"eval held out and predicted: median error {held}",
-        f"- intervals: 90%, bootstrap over points ({fit['bootstrap']} refits) plus residuals",
+        f"- intervals: 90%, bootstrap over points ({fit['bootstrap']} refits) plus residuals"
+        + _model_error(fit),
     ]
     if rec is None:
         out.append(
@@ -53,12 +54,24 @@ def lines(pred: dict[str, Any]) -> list[str]:
         sets = ", ".join(f"{k}={v}" for k, v in rec["overrides"].items())
         out.append(
             f"- **recommended at the target: {sets}**: domain gain {_iv(rec, 'domain_gain')}, "
-            f"general regression {_iv(rec, 'general_regression')} (upper bound within "
-            f"{pct(pred['max_regression'], signed=False)})"
+            f"general regression {_iv(rec, 'general_regression')} "
+            f"({'upper bound' if rec.get('bound', 'upper') == 'upper' else 'predicted value'} "
+            f"within {pct(pred['max_regression'], signed=False)})"
         )
     out += [f"- **warning**: {w}" for w in pred["warnings"]]
     out += [f"- note: {n}" for n in pred["notes"]]
     return out
+
+
+def _model_error(fit: dict[str, Any]) -> str:
+    err = fit.get("model_error")
+    if err is None:
+        return ""
+    return (
+        f" plus the law's own error: the held-out last evals' error, grown by log(target "
+        f"factor) / log({fit['holdout_span']:.2f}) (the held-out eval's factor): "
+        f"{pct(err, signed=False)} (median) at the target, either sign"
+    )
 
 
 def markdown(pred: dict[str, Any], plot: Path | None) -> str:
@@ -153,11 +166,11 @@ def plot(fitted: Fitted, pred: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def run_prediction(
-    sweep_dir: Path, target: int, max_regression: float, force: bool = False, n_boot: int = N_BOOT
-) -> dict[str, Any]:
-    """Fit, predict, write results.md's section, prediction.png and sweep.json; print it."""
-    pred, fitted = predict_sweep(sweep_dir, target, max_regression, force, n_boot)
+def run_prediction(sweep_dir: Path, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Fit, predict (``predict_sweep``'s arguments), write results.md's section,
+    prediction.png and sweep.json; print it."""
+    pred, fitted = predict_sweep(sweep_dir, *args, **kwargs)
+    target = pred["target_tokens"]
     png = plot(fitted, pred, sweep_dir / PREDICTION_PLOT)
     write_section(sweep_dir, pred, png)
     print(f"prediction at {target:,} tokens:")
