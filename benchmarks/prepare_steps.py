@@ -6,6 +6,7 @@ Corpus steps (exact and MinHash dedup) work across shards and are not timed here
 the whole recipe with `datahub_scale.py --steps prepare`.
 
     .venv/bin/python benchmarks/prepare_steps.py --corpora-home /tmp/demohome --recipe web docs
+    .venv/bin/python benchmarks/prepare_steps.py --jsonl /tmp/c40.jsonl --recipe web
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ CORPORA = ("python_docs.jsonl", "wikipedia.jsonl", "news.jsonl")
 BATCH = 256
 
 
-def _docs(home: Path) -> list[Doc]:
+def _docs(home: Path, jsonl: Path | None = None) -> list[Doc]:
     docs = []
+    if jsonl is not None:  # e.g. the resampled corpus of datahub_scale.py (more repetition)
+        with open(jsonl, encoding="utf-8") as f:
+            return [Doc(f"{jsonl.name}:{i}", json.loads(line)["text"]) for i, line in enumerate(f)]
     for name in CORPORA:
         with open(home / "demo" / "corpora" / name, encoding="utf-8") as f:
             docs += [Doc(f"{name}:{i}", json.loads(line)["text"]) for i, line in enumerate(f)]
@@ -59,8 +63,9 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--corpora-home", type=Path, default=Path("steep-home"))
     p.add_argument("--recipe", nargs="+", default=["web", "docs"])
+    p.add_argument("--jsonl", type=Path, help="time on this jsonl's texts instead")
     args = p.parse_args()
-    docs = _docs(args.corpora_home)
+    docs = _docs(args.corpora_home, args.jsonl)
     lines = [
         f"Machine: {platform.processor() or platform.machine()}; command: {' '.join(sys.argv)}",
         "",
