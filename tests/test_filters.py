@@ -12,8 +12,14 @@ from pydantic import ValidationError
 from steep.datahub.steps import filters
 from steep.datahub.steps.base import STEP_TYPES, Doc, Drop, Edit
 from steep.datahub.steps.filters import C4, FineWeb, GopherQuality, GopherRepetition, Normalize, Pii
-from steep.datahub.steps.gopher import _dup_ngram_chars, _NGrams, _top_ngram_chars
-from steep.datahub.steps.text import _WORD, _ends_sentence
+from steep.datahub.steps.gopher import _dup_ngram_chars, _NGrams, _stop_words, _top_ngram_chars
+from steep.datahub.steps.text import (
+    _NON_ALPHA_WORD,
+    _WORD,
+    _ends_sentence,
+    count_non_alpha,
+    words_of,
+)
 
 EN = (
     "The history of the printing press is closely tied to the spread of literacy in Europe. "
@@ -336,6 +342,31 @@ def test_ngram_rules_on_ids_equal_the_rules_on_tuples() -> None:
                 assert _dup_ngram_chars(grams, n) == _tuples_dup_chars(ws, n)
                 assert _top_ngram_chars(grams, n) == _tuples_top_chars(ws, n)
                 assert _dup_ngram_chars(_NGrams(ws), n) == _tuples_dup_chars(ws, n)  # alone
+
+
+def test_word_counts_without_a_second_regex_equal_the_regexes() -> None:
+    """The non-alpha count from the words, and the stop words counted until enough, equal
+    what the regex and the Counter gave, on real text and on tokens at the edges of the
+    definitions (underscores, superscripts, other scripts' digits, combining marks)."""
+    import pydoc_data.topics
+
+    edge = "__ _1 a_1 2021 ²³ ١٢٣ ٣a 1\u0301 x\u0301 Ⅻ 12_34 _ é e\u0301 The THE the, ĐÃ đã"
+    texts = [edge, *list(pydoc_data.topics.topics.values())[:80]]
+    for text in texts:
+        words = words_of(text)
+        assert words == _WORD.findall(text) and words_of(text) is words  # remembered
+        assert count_non_alpha(words) == len(_NON_ALPHA_WORD.findall(text))
+        for stop in (frozenset({"the", "of", "to"}), frozenset({"đã", "xyz"})):
+            for enough in (1, 2, 5, 10**9):
+                counts = collections.Counter(w.lower() for w in words)
+                nfc = sum(c for w, c in counts.items() if w in stop or _nfc(w) in stop)
+                assert _stop_words(words, stop, enough) == min(nfc, enough)
+
+
+def _nfc(w: str) -> str:
+    import unicodedata
+
+    return unicodedata.normalize("NFC", w)
 
 
 # ---------------------------------------------------------------- c4
