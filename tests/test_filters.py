@@ -160,6 +160,34 @@ def test_normalize_clean_text_is_untouched() -> None:
     assert Normalize().apply(d) is d
 
 
+def _normalize_by_regex(text: str) -> str:
+    """Normalize's default rules as regexes over the whole text (the reference)."""
+    import re
+    import unicodedata
+
+    text = re.sub("\r\n?|[\x0b\x0c\x85\u2028\u2029]", "\n", text)
+    text = re.sub("[\x00-\x08\x0e-\x1f\x7f-\x9f\ufeff]", "", text)
+    text = unicodedata.normalize("NFC", text)
+    text = re.sub(r"[^\S\n]+$", "", text, flags=re.MULTILINE)
+    return re.sub(r"\n{4,}", "\n\n\n", text).strip("\n")
+
+
+def test_normalize_equals_the_regexes_on_every_kind_of_whitespace() -> None:
+    import pydoc_data.topics
+
+    edge = [
+        "a \t\u3000\nb\u00a0 \r\nc\u2028d \x1c\x1f\n\n\n\n\ne\u2029 \x85f\x0bg\x0c \n",
+        "ascii \r only\rlines \n\n\n\n\n\nend  ",
+        "e\u0301 \ufeff\x00x\x7f \u2003\n\u202f",
+        "\n\n  lead\n\n\ntrail\n\n\n\n",
+    ]
+    for text in edge + list(pydoc_data.topics.topics.values())[:40]:
+        out = Normalize().apply(doc(text))
+        want = _normalize_by_regex(text)
+        got = out.doc.text if isinstance(out, Edit) else (out.text if isinstance(out, Doc) else "")
+        assert got == want or (isinstance(out, Drop) and not want.strip())
+
+
 def test_normalize_empty() -> None:
     dropped(Normalize().apply(doc(" \x00\x01 \n\r\n\t ")), "normalize.empty")
     dropped(Normalize().apply(doc("")), "normalize.empty")
