@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import itertools
 import random
+import re
 
 import pytest
 from pydantic import ValidationError
@@ -13,6 +14,7 @@ from steep.datahub.steps import filters
 from steep.datahub.steps.base import STEP_TYPES, Doc, Drop, Edit
 from steep.datahub.steps.filters import C4, FineWeb, GopherQuality, GopherRepetition, Normalize, Pii
 from steep.datahub.steps.gopher import _dup_ngram_chars, _NGrams, _stop_words, _top_ngram_chars
+from steep.datahub.steps.minhash import minhash_words
 from steep.datahub.steps.text import (
     _NON_ALPHA_WORD,
     _WORD,
@@ -379,11 +381,17 @@ def test_word_counts_without_a_second_regex_equal_the_regexes() -> None:
     import pydoc_data.topics
 
     edge = "__ _1 a_1 2021 ²³ ١٢٣ ٣a 1\u0301 x\u0301 Ⅻ 12_34 _ é e\u0301 The THE the, ĐÃ đã"
-    texts = [edge, *list(pydoc_data.topics.topics.values())[:80]]
+    ascii_edge = "x\x1cy\x1f_z\tq-r'S.T;\x00u\x7fv[w]  9_9\r\n\x0bend"
+    texts = [edge, ascii_edge, *list(pydoc_data.topics.topics.values())[:80]]
     for text in texts:
         words = words_of(text)
         assert words == _WORD.findall(text) and words_of(text) is words  # remembered
         assert count_non_alpha(words) == len(_NON_ALPHA_WORD.findall(text))
+        assert minhash_words(text) == re.findall(r"\w+", text.lower())
+        for pattern, pair in ((r"\n{2,}", "\n\n"), (r"\n+", "\n")):  # gopher_repetition's
+            want = [p.strip() for p in re.split(pattern, text.strip())]
+            got = [p.strip() for p in text.strip().split(pair)]
+            assert [p for p in got if p] == [p for p in want if p]
         for stop in (frozenset({"the", "of", "to"}), frozenset({"đã", "xyz"})):
             for enough in (1, 2, 5, 10**9):
                 counts = collections.Counter(w.lower() for w in words)

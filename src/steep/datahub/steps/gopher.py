@@ -173,8 +173,6 @@ def _stop_words(words: list[str], stop: frozenset[str], enough: int) -> int:
 
 # ---------------------------------------------------------------- Gopher repetition
 
-_PARAGRAPH_SPLIT = re.compile(r"\n{2,}")
-_LINE_SPLIT = re.compile(r"\n+")
 _LETTER = re.compile(r"[^\W\d_]")
 
 
@@ -289,10 +287,13 @@ class GopherRepetition(DocStep):
             return doc
 
         for unit, splitter, frac, char_frac in (
-            ("para", _PARAGRAPH_SPLIT, self.dup_para_frac, self.dup_para_char_frac),
-            ("line", _LINE_SPLIT, self.dup_line_frac, self.dup_line_char_frac),
+            ("para", "\n\n", self.dup_para_frac, self.dup_para_char_frac),
+            ("line", "\n", self.dup_line_frac, self.dup_line_char_frac),
         ):
-            parts = [p.strip() for p in splitter.split(text.strip())]
+            # paragraphs part at runs of 2+ newlines, lines at runs of 1+: splitting at each
+            # pair (each newline) leaves empty or newline-led parts, which strip and the
+            # test below remove, so the parts are those of the regexes \n{2,} and \n+
+            parts = [p.strip() for p in text.strip().split(splitter)]
             parts = [p for p in parts if p and (not self.ignore_symbol_lines or _LETTER.search(p))]
             if not parts:
                 continue
