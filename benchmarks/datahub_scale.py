@@ -117,6 +117,10 @@ def main() -> None:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--files", type=int, default=1, help="split the input into this many files")
     p.add_argument(
+        "--langid", action="store_true", help="add with language ID (the default of data add)"
+    )
+    p.add_argument("--keep", type=Path, help="keep the corpus at this path (reused if there)")
+    p.add_argument(
         "--tokenizer",
         default=str(ROOT / "steep-home/models/base/SmolLM2-135M-Instruct.Q4_1-98362432"),
         help="base (HF folder) whose tokenizer `tokenize` uses",
@@ -128,14 +132,23 @@ def main() -> None:
     for mb in args.mb:
         work = Path(tempfile.mkdtemp(prefix=f"scale-{mb}-"))
         big = work / ("big" if args.files > 1 else "big.jsonl")
-        size = build_corpus(args.corpora_home, mb, big, args.files)
+        kept = args.keep and args.keep.with_name(f"{args.keep.stem}-{mb}{args.keep.suffix}")
+        if kept and kept.exists() and args.files == 1:
+            size = kept.stat().st_size
+            big = kept
+        else:
+            size = build_corpus(args.corpora_home, mb, big, args.files)
+            if kept and args.files == 1:
+                shutil.move(big, kept)
+                big = kept
         for executor in args.executors:
             for workers in args.workers:
                 home = work / f"home-{executor}-{workers}"
                 engine = ["--executor", executor, "--workers", str(workers)]
+                lid = [] if args.langid else ["--no-langid"]
                 unit = ["--unit-mb", str(args.unit_mb)]
                 commands = {
-                    "add": ["data", "add", "big", str(big), "--no-langid", *unit, *engine],
+                    "add": ["data", "add", "big", str(big), *lid, *unit, *engine],
                     "prepare": ["data", "prepare", "big", "--recipe", str(RECIPE), *engine],
                     "tokenize": ["data", "tokenize", "big@1", "--base", args.tokenizer,
                                  "--heldout-fraction", "0.01", *unit, *engine],
