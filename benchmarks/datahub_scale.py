@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -85,12 +86,49 @@ def _build_one(home: Path, mb: int, out: Path) -> int:
     return size
 
 
+def _tree_cpu(root: int, seen: dict[int, float], tick: float) -> None:
+    """Record the CPU seconds (user + system) of every live descendant of ``root``."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    for pid, cpu in times.items():
+        p, hops = pid, 0
+        while p not in (0, 1, root) and hops < 64:
+            p, hops = parents.get(p, 0), hops + 1
+        if p == root and pid != root:
+            seen[pid] = max(seen.get(pid, 0.0), cpu)
+
+
+def _sample_tree(proc: subprocess.Popen, seen: dict[int, float]) -> None:
+    """Ray's workers are not reaped into the command's rusage: sample them while it runs
+    (misses each process's last sampling interval)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    while proc.poll() is None:
+        _tree_cpu(proc.pid, seen, tick)
+        time.sleep(0.25)
+
+
 def run(cmd: list[str], home: Path) -> dict:
     env = {**os.environ, "STEEP_HOME": str(home), "TOKENIZERS_PARALLELISM": "false"}
     cpu0, t0 = _machine_cpu_seconds(), time.perf_counter()
-    proc = subprocess.run(
-        ["/usr/bin/time", "-v", *cmd], env=env, capture_output=True, text=True, cwd=ROOT
-    )
+    proc = subprocess.Popen(
+        ["/usr/bin/time", "-v", *cmd], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    seen: dict[int, float] = {}
+    sampler = threading.Thread(target=_sample_tree, args=(proc, seen), daemon=True)
+    sampler.start()
+    _, stderr = proc.communicate()
+    sampler.join()
+    proc = subprocess.CompletedProcess(cmd, proc.returncode, "", stderr)
     wall, cpu = time.perf_counter() - t0, _machine_cpu_seconds() - cpu0
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
@@ -103,6 +141,7 @@ def run(cmd: list[str], home: Path) -> dict:
         "wall_s": wall,
         "cpu_s": cpu,
         "cpu_own_s": own,
+        "cpu_tree_s": sum(seen.values()),  # sampled: the command and all its descendants
         "peak_rss_mb": int(rss.group(1)) / 1024 if rss else None,
     }
 
