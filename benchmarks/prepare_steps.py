@@ -6,7 +6,9 @@ Corpus steps (exact and MinHash dedup) work across shards and are not timed here
 the whole recipe with `datahub_scale.py --steps prepare`.
 
     .venv/bin/python benchmarks/prepare_steps.py --corpora-home /tmp/demohome --recipe web docs
-    .venv/bin/python benchmarks/prepare_steps.py --jsonl /tmp/c40.jsonl --recipe web
+    .venv/bin/python benchmarks/prepare_steps.py --jsonl /tmp/corpus-40.jsonl --recipe web
+
+(``--jsonl``: e.g. the corpus ``datahub_scale.py --mb 40 --keep /tmp/corpus.jsonl`` leaves.)
 """
 
 from __future__ import annotations
