@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -85,12 +86,49 @@ def _build_one(home: Path, mb: int, out: Path) -> int:
     return size
 
 
+def _tree_cpu(root: int, seen: dict[int, float], tick: float) -> None:
+    """Record the CPU seconds (user + system) of every live descendant of ``root``."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    for pid, cpu in times.items():
+        p, hops = pid, 0
+        while p not in (0, 1, root) and hops < 64:
+            p, hops = parents.get(p, 0), hops + 1
+        if p == root and pid != root:
+            seen[pid] = max(seen.get(pid, 0.0), cpu)
+
+
+def _sample_tree(proc: subprocess.Popen, seen: dict[int, float]) -> None:
+    """Ray's workers are not reaped into the command's rusage: sample them while it runs
+    (misses each process's last sampling interval)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    while proc.poll() is None:
+        _tree_cpu(proc.pid, seen, tick)
+        time.sleep(0.25)
+
+
 def run(cmd: list[str], home: Path) -> dict:
     env = {**os.environ, "STEEP_HOME": str(home), "TOKENIZERS_PARALLELISM": "false"}
     cpu0, t0 = _machine_cpu_seconds(), time.perf_counter()
-    proc = subprocess.run(
-        ["/usr/bin/time", "-v", *cmd], env=env, capture_output=True, text=True, cwd=ROOT
-    )
+    proc = subprocess.Popen(
+        ["/usr/bin/time", "-v", *cmd], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    seen: dict[int, float] = {}
+    sampler = threading.Thread(target=_sample_tree, args=(proc, seen), daemon=True)
+    sampler.start()
+    _, stderr = proc.communicate()
+    sampler.join()
+    proc = subprocess.CompletedProcess(cmd, proc.returncode, "", stderr)
     wall, cpu = time.perf_counter() - t0, _machine_cpu_seconds() - cpu0
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
@@ -103,6 +141,7 @@ def run(cmd: list[str], home: Path) -> dict:
         "wall_s": wall,
         "cpu_s": cpu,
         "cpu_own_s": own,
+        "cpu_tree_s": sum(seen.values()),  # sampled: the command and all its descendants
         "peak_rss_mb": int(rss.group(1)) / 1024 if rss else None,
     }
 
@@ -117,6 +156,10 @@ def main() -> None:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--files", type=int, default=1, help="split the input into this many files")
     p.add_argument(
+        "--langid", action="store_true", help="add with language ID (the default of data add)"
+    )
+    p.add_argument("--keep", type=Path, help="keep the corpus at this path (reused if there)")
+    p.add_argument(
         "--tokenizer",
         default=str(ROOT / "steep-home/models/base/SmolLM2-135M-Instruct.Q4_1-98362432"),
         help="base (HF folder) whose tokenizer `tokenize` uses",
@@ -128,14 +171,23 @@ def main() -> None:
     for mb in args.mb:
         work = Path(tempfile.mkdtemp(prefix=f"scale-{mb}-"))
         big = work / ("big" if args.files > 1 else "big.jsonl")
-        size = build_corpus(args.corpora_home, mb, big, args.files)
+        kept = args.keep and args.keep.with_name(f"{args.keep.stem}-{mb}{args.keep.suffix}")
+        if kept and kept.exists() and args.files == 1:
+            size = kept.stat().st_size
+            big = kept
+        else:
+            size = build_corpus(args.corpora_home, mb, big, args.files)
+            if kept and args.files == 1:
+                shutil.move(big, kept)
+                big = kept
         for executor in args.executors:
             for workers in args.workers:
                 home = work / f"home-{executor}-{workers}"
                 engine = ["--executor", executor, "--workers", str(workers)]
+                lid = [] if args.langid else ["--no-langid"]
                 unit = ["--unit-mb", str(args.unit_mb)]
                 commands = {
-                    "add": ["data", "add", "big", str(big), "--no-langid", *unit, *engine],
+                    "add": ["data", "add", "big", str(big), *lid, *unit, *engine],
                     "prepare": ["data", "prepare", "big", "--recipe", str(RECIPE), *engine],
                     "tokenize": ["data", "tokenize", "big@1", "--base", args.tokenizer,
                                  "--heldout-fraction", "0.01", *unit, *engine],

@@ -6,6 +6,9 @@ Corpus steps (exact and MinHash dedup) work across shards and are not timed here
 the whole recipe with `datahub_scale.py --steps prepare`.
 
     .venv/bin/python benchmarks/prepare_steps.py --corpora-home /tmp/demohome --recipe web docs
+    .venv/bin/python benchmarks/prepare_steps.py --jsonl /tmp/corpus-40.jsonl --recipe web
+
+(``--jsonl``: e.g. the corpus ``datahub_scale.py --mb 40 --keep /tmp/corpus.jsonl`` leaves.)
 """
 
 from __future__ import annotations
@@ -25,8 +28,11 @@ CORPORA = ("python_docs.jsonl", "wikipedia.jsonl", "news.jsonl")
 BATCH = 256
 
 
-def _docs(home: Path) -> list[Doc]:
+def _docs(home: Path, jsonl: Path | None = None) -> list[Doc]:
     docs = []
+    if jsonl is not None:  # e.g. the resampled corpus of datahub_scale.py (more repetition)
+        with open(jsonl, encoding="utf-8") as f:
+            return [Doc(f"{jsonl.name}:{i}", json.loads(line)["text"]) for i, line in enumerate(f)]
     for name in CORPORA:
         with open(home / "demo" / "corpora" / name, encoding="utf-8") as f:
             docs += [Doc(f"{name}:{i}", json.loads(line)["text"]) for i, line in enumerate(f)]
@@ -34,24 +40,26 @@ def _docs(home: Path) -> list[Doc]:
 
 
 def time_steps(recipe: str, docs: list[Doc]) -> list[dict]:
-    """Each document step's CPU seconds on what the steps before it kept."""
-    rows = []
-    for kind, params in load_recipe(recipe):
-        step = build_step((kind, params))
-        if not isinstance(step, DocStep):
-            continue
-        mb = sum(len(d.text.encode("utf-8")) for d in docs) / 2**20
-        t0, kept = time.process_time(), []
-        for i in range(0, len(docs), BATCH):
-            batch = docs[i : i + BATCH]
+    """Each document step's CPU seconds on what the steps before it kept, batch by batch
+    through all the steps in turn, as ``steep data prepare`` runs them (so what one step
+    leaves for the next, such as the Gopher steps' shared words, counts as it does there)."""
+    steps = [(kind, build_step((kind, params))) for kind, params in load_recipe(recipe)]
+    steps = [(kind, step) for kind, step in steps if isinstance(step, DocStep)]
+    rows = [{"recipe": recipe, "step": kind, "mb_in": 0.0, "docs_in": 0, "docs_out": 0,
+             "cpu_s": 0.0} for kind, _ in steps]  # fmt: skip
+    for i in range(0, len(docs), BATCH):
+        batch = docs[i : i + BATCH]
+        for row, (_, step) in zip(rows, steps, strict=True):
+            row["mb_in"] += sum(len(d.text.encode("utf-8")) for d in batch) / 2**20
+            row["docs_in"] += len(batch)
+            t0, kept = time.process_time(), []
             for out in step.apply_batch(batch):
                 if isinstance(out, Drop):
                     continue
                 kept.append(out.doc if isinstance(out, Edit) else out)
-        cpu = time.process_time() - t0
-        rows.append({"recipe": recipe, "step": kind, "mb_in": mb, "docs_in": len(docs),
-                     "docs_out": len(kept), "cpu_s": cpu})  # fmt: skip
-        docs = kept
+            row["cpu_s"] += time.process_time() - t0
+            row["docs_out"] += len(kept)
+            batch = kept
     return rows
 
 
@@ -59,8 +67,9 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--corpora-home", type=Path, default=Path("steep-home"))
     p.add_argument("--recipe", nargs="+", default=["web", "docs"])
+    p.add_argument("--jsonl", type=Path, help="time on this jsonl's texts instead")
     args = p.parse_args()
-    docs = _docs(args.corpora_home)
+    docs = _docs(args.corpora_home, args.jsonl)
     lines = [
         f"Machine: {platform.processor() or platform.machine()}; command: {' '.join(sys.argv)}",
         "",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import itertools
 import random
+import re
 
 import pytest
 from pydantic import ValidationError
@@ -12,8 +13,15 @@ from pydantic import ValidationError
 from steep.datahub.steps import filters
 from steep.datahub.steps.base import STEP_TYPES, Doc, Drop, Edit
 from steep.datahub.steps.filters import C4, FineWeb, GopherQuality, GopherRepetition, Normalize, Pii
-from steep.datahub.steps.gopher import _dup_ngram_chars, _NGrams, _top_ngram_chars
-from steep.datahub.steps.text import _WORD, _ends_sentence
+from steep.datahub.steps.gopher import _dup_ngram_chars, _NGrams, _stop_words, _top_ngram_chars
+from steep.datahub.steps.minhash import minhash_words
+from steep.datahub.steps.text import (
+    _NON_ALPHA_WORD,
+    _WORD,
+    _ends_sentence,
+    count_non_alpha,
+    words_of,
+)
 
 EN = (
     "The history of the printing press is closely tied to the spread of literacy in Europe. "
@@ -152,6 +160,34 @@ def test_normalize_keeps_tables_and_code_by_default() -> None:
 def test_normalize_clean_text_is_untouched() -> None:
     d = doc("Already clean.\n\n\tIndented with a tab.")
     assert Normalize().apply(d) is d
+
+
+def _normalize_by_regex(text: str) -> str:
+    """Normalize's default rules as regexes over the whole text (the reference)."""
+    import re
+    import unicodedata
+
+    text = re.sub("\r\n?|[\x0b\x0c\x85\u2028\u2029]", "\n", text)
+    text = re.sub("[\x00-\x08\x0e-\x1f\x7f-\x9f\ufeff]", "", text)
+    text = unicodedata.normalize("NFC", text)
+    text = re.sub(r"[^\S\n]+$", "", text, flags=re.MULTILINE)
+    return re.sub(r"\n{4,}", "\n\n\n", text).strip("\n")
+
+
+def test_normalize_equals_the_regexes_on_every_kind_of_whitespace() -> None:
+    import pydoc_data.topics
+
+    edge = [
+        "a \t\u3000\nb\u00a0 \r\nc\u2028d \x1c\x1f\n\n\n\n\ne\u2029 \x85f\x0bg\x0c \n",
+        "ascii \r only\rlines \n\n\n\n\n\nend  ",
+        "e\u0301 \ufeff\x00x\x7f \u2003\n\u202f",
+        "\n\n  lead\n\n\ntrail\n\n\n\n",
+    ]
+    for text in edge + list(pydoc_data.topics.topics.values())[:40]:
+        out = Normalize().apply(doc(text))
+        want = _normalize_by_regex(text)
+        got = out.doc.text if isinstance(out, Edit) else (out.text if isinstance(out, Doc) else "")
+        assert got == want or (isinstance(out, Drop) and not want.strip())
 
 
 def test_normalize_empty() -> None:
@@ -336,6 +372,37 @@ def test_ngram_rules_on_ids_equal_the_rules_on_tuples() -> None:
                 assert _dup_ngram_chars(grams, n) == _tuples_dup_chars(ws, n)
                 assert _top_ngram_chars(grams, n) == _tuples_top_chars(ws, n)
                 assert _dup_ngram_chars(_NGrams(ws), n) == _tuples_dup_chars(ws, n)  # alone
+
+
+def test_word_counts_without_a_second_regex_equal_the_regexes() -> None:
+    """The non-alpha count from the words, and the stop words counted until enough, equal
+    what the regex and the Counter gave, on real text and on tokens at the edges of the
+    definitions (underscores, superscripts, other scripts' digits, combining marks)."""
+    import pydoc_data.topics
+
+    edge = "__ _1 a_1 2021 ²³ ١٢٣ ٣a 1\u0301 x\u0301 Ⅻ 12_34 _ é e\u0301 The THE the, ĐÃ đã"
+    ascii_edge = "x\x1cy\x1f_z\tq-r'S.T;\x00u\x7fv[w]  9_9\r\n\x0bend"
+    texts = [edge, ascii_edge, *list(pydoc_data.topics.topics.values())[:80]]
+    for text in texts:
+        words = words_of(text)
+        assert words == _WORD.findall(text) and words_of(text) is words  # remembered
+        assert count_non_alpha(words) == len(_NON_ALPHA_WORD.findall(text))
+        assert minhash_words(text) == re.findall(r"\w+", text.lower())
+        for pattern, pair in ((r"\n{2,}", "\n\n"), (r"\n+", "\n")):  # gopher_repetition's
+            want = [p.strip() for p in re.split(pattern, text.strip())]
+            got = [p.strip() for p in text.strip().split(pair)]
+            assert [p for p in got if p] == [p for p in want if p]
+        for stop in (frozenset({"the", "of", "to"}), frozenset({"đã", "xyz"})):
+            for enough in (1, 2, 5, 10**9):
+                counts = collections.Counter(w.lower() for w in words)
+                nfc = sum(c for w, c in counts.items() if w in stop or _nfc(w) in stop)
+                assert _stop_words(words, stop, enough) == min(nfc, enough)
+
+
+def _nfc(w: str) -> str:
+    import unicodedata
+
+    return unicodedata.normalize("NFC", w)
 
 
 # ---------------------------------------------------------------- c4

@@ -164,3 +164,34 @@ def test_words_counted_in_one_pass_per_line_equal_the_per_token_rule():
                 assert len(_WORDS_IN_LINE.findall(stripped)) == per_token, stripped
                 lines += 1
     assert lines > 10_000
+
+
+def test_prose_lines_equal_the_rule_counted_by_the_regex_alone():
+    """The letters-only shortcut in prose_lines decides no line differently from counting
+    every line's words with the regex (real text, its spaces also as other whitespace)."""
+    import pydoc_data.topics
+
+    from steep.datahub.steps.langid import _MIN_WORDS, _PROMPTS, _WORD_SHARE, _WORDS_IN_LINE
+    from tests.test_vocab import vi_docs
+
+    def by_regex(text: str) -> list[str]:
+        out, fenced = [], False
+        for line in text.splitlines():
+            stripped = line.strip()
+            if stripped.startswith(("```", "~~~")):
+                fenced = not fenced
+                continue
+            tokens = stripped.split()
+            code = line.startswith(("    ", "\t")) or stripped.startswith(_PROMPTS)
+            if fenced or code or len(tokens) < _MIN_WORDS:
+                continue
+            if len(_WORDS_IN_LINE.findall(stripped)) >= _WORD_SHARE * len(tokens):
+                out.append(stripped)
+        return out
+
+    texts = list(pydoc_data.topics.topics.values())[:80] + vi_docs(20)
+    texts += [v for v in SNIPPETS.values()] + ["Ⅻ ²³ x² words with ½ and a number 3 here ok"]
+    for text in texts:
+        for space in (" ", "\u00a0", "\u3000", " ,"):
+            variant = text.replace(" ", space)
+            assert prose_lines(variant) == by_regex(variant)

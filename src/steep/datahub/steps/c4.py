@@ -61,9 +61,8 @@ class C4(DocStep):
                 continue
             n_lines += 1
             words = line.split()
-            if self.max_word_length is not None and any(
-                len(w) > self.max_word_length for w in words
-            ):
+            too_long = self.max_word_length  # no word is longer than its line
+            if too_long is not None and len(line) > too_long and max(map(len, words)) > too_long:
                 n_removed += 1
                 continue
             if self.remove_citations and "[" in line:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from steep.datahub.steps.base import Doc, DocStep, Drop, StepResult, register
-from steep.datahub.steps.text import _WORD, _dup_stats, _ends_sentence
+from steep.datahub.steps.text import _dup_stats, _ends_sentence, words_of
 
 
 @register
@@ -53,7 +53,7 @@ class FineWeb(DocStep):
                 )
 
         if self.new_line_ratio is not None:
-            n_words = len(_WORD.findall(doc.text))
+            n_words = len(words_of(doc.text))
             ratio = (n - 1) / max(n_words, 1)
             if ratio > self.new_line_ratio:
                 return Drop("fineweb.list_ratio", f"{ratio:.3f} > {self.new_line_ratio:g}")

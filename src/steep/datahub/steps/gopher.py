@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections import Counter
 from typing import ClassVar
 
 import numpy as np
 from pydantic import Field, PrivateAttr
 
 from steep.datahub.steps.base import Doc, DocStep, Drop, StepResult, register
-from steep.datahub.steps.text import _NON_ALPHA_WORD, _WORD, _dup_stats
+from steep.datahub.steps.text import _dup_stats, count_non_alpha, words_of
 
 # ---------------------------------------------------------------- Gopher quality
 
@@ -90,7 +89,7 @@ class GopherQuality(DocStep):
 
     def apply(self, doc: Doc) -> StepResult:
         text = doc.text
-        words = _WORD.findall(text)
+        words = words_of(text)
         n = len(words)
         if n == 0 or (self.min_doc_words is not None and n < self.min_doc_words):
             return Drop("gopher_quality.too_few_words", f"{n} < {self.min_doc_words or 1}")
@@ -140,7 +139,7 @@ class GopherQuality(DocStep):
                     )
 
         if self.max_non_alpha_words_ratio is not None:
-            alpha = 1 - len(_NON_ALPHA_WORD.findall(text)) / n
+            alpha = 1 - count_non_alpha(words) / n
             if alpha < self.max_non_alpha_words_ratio:
                 return Drop(
                     "gopher_quality.alpha_words",
@@ -151,14 +150,7 @@ class GopherQuality(DocStep):
             lang = str(doc.meta.get("lang") or self.default_lang)
             stop = self._stop_set(lang)
             if stop is not None:
-                counts = Counter(words)
-                found = 0
-                for w, c in counts.items():
-                    w = w.lower()
-                    if w in stop or unicodedata.normalize("NFC", w) in stop:
-                        found += c
-                        if found >= self.min_stop_words:
-                            break
+                found = _stop_words(words, stop, self.min_stop_words)
                 if found < self.min_stop_words:
                     return Drop(
                         "gopher_quality.stop_words", f"{found} < {self.min_stop_words} ({lang})"
@@ -166,10 +158,21 @@ class GopherQuality(DocStep):
         return doc
 
 
+def _stop_words(words: list[str], stop: frozenset[str], enough: int) -> int:
+    """Occurrences of stop words among ``words``, counted until ``enough`` (prose has them
+    in its first few words). NFC applies only beyond ASCII (ASCII is its own NFC)."""
+    found = 0
+    for w in words:
+        w = w.lower()
+        if w in stop or (not w.isascii() and unicodedata.normalize("NFC", w) in stop):
+            found += 1
+            if found >= enough:
+                break
+    return found
+
+
 # ---------------------------------------------------------------- Gopher repetition
 
-_PARAGRAPH_SPLIT = re.compile(r"\n{2,}")
-_LINE_SPLIT = re.compile(r"\n+")
 _LETTER = re.compile(r"[^\W\d_]")
 
 
@@ -177,37 +180,51 @@ class _NGrams:
     """A document's words as integer ids, so its n-grams are compared as integers at numpy
     speed instead of as tuples of strings in Python (the web recipe's costliest line).
 
-    Exact, no hashing: an n-gram's label comes from the labels of its two halves, paired
-    into one int64 and numbered by ``np.unique``; each n costs one sort, and n = 10 alone
-    (the docs recipe) needs four (2, 3, 5, 10).
+    Exact, no hashing, and only where repetition can be: an (n+1)-gram can occur twice
+    only where its first n words do, so level n+1 is built from the starts whose n-gram
+    occurs at least twice, each paired with the word that follows it (``np.unique``
+    numbers the pairs). Every start of a repeated n-gram is kept at every level, so counts
+    and first occurrences of repeated n-grams are exact; the rest occur once. In real text
+    the kept starts shrink fast with n, and so do the sorts.
     """
 
     def __init__(self, words: list[str]):
-        index: dict[str, int] = {}
-        ids = (index.setdefault(w, len(index)) for w in words)
-        self.ids = np.fromiter(ids, dtype=np.int64, count=len(words))
+        index = dict.fromkeys(words, 0)  # numbered in order of first occurrence
+        for i, w in enumerate(index):
+            index[w] = i
+        self.ids = np.fromiter(map(index.__getitem__, words), dtype=np.int64, count=len(words))
         self.lens = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
         self.vocab = max(len(index), 1)
-        self._labels: dict[int, tuple[np.ndarray, np.ndarray]] = {1: (self.ids, self.ids[:0])}
+        starts = np.arange(len(self.ids), dtype=np.int64)
+        counts = np.bincount(self.ids, minlength=self.vocab)
+        self._levels: dict[int, tuple[np.ndarray, ...]] = {1: (starts, self.ids, counts)}
 
-    def _of(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Each n-gram start's label, and each label's first start."""
-        if n not in self._labels:  # an n-gram is its first half followed by its second
-            a = n // 2
-            head, _ = self._of(a)
-            tail, tail_first = self._of(n - a)
-            starts = max(len(self.ids) - n + 1, 0)
-            kinds = self.vocab if n - a == 1 else max(len(tail_first), 1)
-            key = head[:starts] * kinds + tail[a : a + starts]
-            _, first, labels = np.unique(key, return_index=True, return_inverse=True)
-            self._labels[n] = (labels.reshape(-1), first)
-        return self._labels[n]
+    def _level(self, n: int) -> tuple[np.ndarray, ...]:
+        """(starts, their labels, count of each label, first start of each label) of the
+        n-grams that may repeat (every start of an n-gram occurring more than once)."""
+        if n not in self._levels:
+            starts, labels, counts = self._level(n - 1)[:3]
+            keep = (counts[labels] >= 2) & (starts < len(self.ids) - (n - 1))
+            starts = starts[keep]
+            key = labels[keep] * self.vocab + self.ids[starts + (n - 1)]
+            _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+            inverse = inverse.reshape(-1)
+            counts = np.bincount(inverse, minlength=len(first))
+            self._levels[n] = (starts, inverse, counts, starts[first])
+        return self._levels[n]
 
-    def groups(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For each n-gram start: the start of its first occurrence; for each distinct
-        n-gram: its count and its first start."""
-        labels, group_first = self._of(n)
-        return group_first[labels], np.bincount(labels, minlength=len(group_first)), group_first
+    def top(self, n: int) -> tuple[int, int]:
+        """(count of the most frequent n-gram, its first start; the earliest among ties)."""
+        _, _, counts, firsts = self._level(n)
+        if not len(counts):
+            return 0, 0
+        top = int(counts.max())
+        return top, int(firsts[counts == top].min())
+
+    def repeats(self, n: int) -> np.ndarray:
+        """Starts of the n-gram occurrences that are not the first of their n-gram."""
+        starts, labels, _, firsts = self._level(n)
+        return starts[firsts[labels] != starts]
 
 
 def _top_ngram_chars(grams: _NGrams, n: int) -> int:
@@ -217,10 +234,9 @@ def _top_ngram_chars(grams: _NGrams, n: int) -> int:
     scores 0 (datatrove would score short documents by their single occurrence). Among
     n-grams as frequent, the first to occur counts (as ``Counter.most_common`` picks).
     """
-    _, counts, group_first = grams.groups(n)
-    if not len(counts) or (top := int(counts.max())) < 2:
+    top, i = grams.top(n)
+    if top < 2:
         return 0
-    i = int(group_first[counts == top].min())
     return (int(grams.lens[i : i + n].sum()) + n - 1) * top
 
 
@@ -231,8 +247,7 @@ def _dup_ngram_chars(grams: _NGrams, n: int) -> int:
     three times in a row) do not count the shared words twice. Spaces are not counted,
     as in datatrove.
     """
-    first, _, _ = grams.groups(n)
-    repeats = np.flatnonzero(first != np.arange(len(first)))
+    repeats = grams.repeats(n)
     if not len(repeats):
         return 0
     size = len(grams.ids) + 1  # words inside [start, start + n) of any repeat are covered
@@ -272,10 +287,13 @@ class GopherRepetition(DocStep):
             return doc
 
         for unit, splitter, frac, char_frac in (
-            ("para", _PARAGRAPH_SPLIT, self.dup_para_frac, self.dup_para_char_frac),
-            ("line", _LINE_SPLIT, self.dup_line_frac, self.dup_line_char_frac),
+            ("para", "\n\n", self.dup_para_frac, self.dup_para_char_frac),
+            ("line", "\n", self.dup_line_frac, self.dup_line_char_frac),
         ):
-            parts = [p.strip() for p in splitter.split(text.strip())]
+            # paragraphs part at runs of 2+ newlines, lines at runs of 1+: splitting at each
+            # pair (each newline) leaves empty or newline-led parts, which strip and the
+            # test below remove, so the parts are those of the regexes \n{2,} and \n+
+            parts = [p.strip() for p in text.strip().split(splitter)]
             parts = [p for p in parts if p and (not self.ignore_symbol_lines or _LETTER.search(p))]
             if not parts:
                 continue
@@ -289,7 +307,7 @@ class GopherRepetition(DocStep):
                     f"gopher_repetition.dup_{unit}_char_frac", f"{ratio:.3f} > {char_frac:g}"
                 )
 
-        grams = _NGrams(_WORD.findall(text))
+        grams = _NGrams(words_of(text))
         for n, frac in sorted(self.top_n_grams.items()):
             ratio = _top_ngram_chars(grams, n) / total
             if ratio > frac:

@@ -103,7 +103,10 @@ def prose_lines(text: str) -> list[str]:
         code = line.startswith(("    ", "\t")) or stripped.startswith(_PROMPTS)
         if fenced or code or len(tokens) < _MIN_WORDS:
             continue
-        if len(_WORDS_IN_LINE.findall(stripped)) >= _WORD_SHARE * len(tokens):
+        need = _WORD_SHARE * len(tokens)
+        # a token of letters only is a word, so counting those at C speed settles most
+        # prose lines; the regex counts the rest (trailing punctuation, hyphens, quotes)
+        if sum(map(str.isalpha, tokens)) >= need or len(_WORDS_IN_LINE.findall(stripped)) >= need:
             out.append(stripped)
     return out
 

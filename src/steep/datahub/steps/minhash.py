@@ -27,6 +27,7 @@ from steep.datahub.steps.dedup_common import (
     spill_all,
 )
 from steep.datahub.steps.drops import U64, write_drops
+from steep.datahub.steps.text import _ASCII_NON_WORD
 
 _P61 = (1 << 61) - 1
 _P = np.uint64(_P61)
@@ -38,8 +39,12 @@ _CHUNK = 2048  # shingles per permutation block: (112, 2048) uint64 = 1.8 MiB pe
 
 
 def minhash_words(text: str) -> list[str]:
-    """The normalised tokenisation: lowercase word characters; punctuation is dropped."""
-    return _WORD.findall(text.lower())
+    """The normalised tokenisation: lowercase word characters; punctuation is dropped.
+    (ASCII text splits at C speed on its non-word characters: the same runs of ``\\w``.)"""
+    text = text.lower()
+    if text.isascii():
+        return text.translate(_ASCII_NON_WORD).split()
+    return _WORD.findall(text)
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:

@@ -13,10 +13,15 @@ from steep.datahub.steps.text import _replace_text
 _NEWLINES = re.compile("\r\n?|[\x0b\x0c\x85\u2028\u2029]")
 # C0/C1 controls except \t and \n (\v, \f, \r, NEL became \n above), DEL, and the BOM.
 _CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f\ufeff]")
-_TRAILING_WS = re.compile(r"[^\S\n]+$", re.MULTILINE)
+_NEWLINE_CHARS_ASCII = ("\r", "\x0b", "\x0c")  # what _NEWLINES finds, checked first at C speed
+_NEWLINE_CHARS_OTHER = ("\x85", "\u2028", "\u2029")
 # A run of 2+ spaces/tabs after the first visible character of a line (indentation stays).
 _INNER_WS = re.compile(r"(?<=\S)[ \t]{2,}")
 _MANY_BLANK_LINES = re.compile(r"\n{4,}")
+
+
+def _has_any(text: str, chars: tuple[str, ...]) -> bool:
+    return any(c in text for c in chars)
 
 
 @register
@@ -37,14 +42,21 @@ class Normalize(DocStep):
     collapse_spaces: bool = False
 
     def apply(self, doc: Doc) -> StepResult:
-        text = _NEWLINES.sub("\n", doc.text)
+        text = doc.text
+        if _has_any(text, _NEWLINE_CHARS_ASCII) or (
+            not text.isascii() and _has_any(text, _NEWLINE_CHARS_OTHER)
+        ):
+            text = _NEWLINES.sub("\n", text)
         text = _CONTROL.sub("", text)
         if not unicodedata.is_normalized("NFC", text):
             text = unicodedata.normalize("NFC", text)
-        text = _TRAILING_WS.sub("", text)
+        # trailing whitespace of every line (what ``[^\S\n]+$`` in MULTILINE removes)
+        text = "\n".join(map(str.rstrip, text.split("\n")))
         if self.collapse_spaces:
             text = _INNER_WS.sub(" ", text)
-        text = _MANY_BLANK_LINES.sub("\n\n\n", text).strip("\n")
+        if "\n\n\n\n" in text:
+            text = _MANY_BLANK_LINES.sub("\n\n\n", text)
+        text = text.strip("\n")
         if not text.strip():
             return Drop("normalize.empty", f"{len(doc.text)} chars, none visible")
         if text == doc.text:
