@@ -166,7 +166,10 @@ def test_a_new_run_starts_from_a_past_runs_config(_steep_home: Path) -> None:
     assert filled["basic"]["steps"] == 10 and filled["basic"]["seq_len"] == 64
     assert filled["fields"]["train.method"] == "lora" and filled["fields"]["train.lora.rank"] == "8"
     assert filled["fields"]["track.mlflow"] is True
-    assert filled["sources"] == [{"dataset": "dom@1", "weight": 1.0, "role": "domain"}]
+    # a form row: the source's length rule (none here) is its own field
+    assert filled["sources"] == [
+        {"dataset": "dom@1", "weight": 1.0, "role": "domain", "length": None}
+    ]
     assert yaml.safe_load(filled["extra_yaml"]) == {"data": {"max_epochs": 2.0}}  # no defaults
     assert "is not in the Data Hub" not in page
 

@@ -209,7 +209,7 @@ def engine(spec: MergeSpec) -> dict[str, Any]:
     lineage record them); nothing for steep's own methods."""
     if spec.method not in MERGEKIT_METHODS:
         return {}
-    from importlib.metadata import version
+    from importlib.metadata import version  # only for mergekit methods: the extra's version
 
     density = spec.density if spec.density is not None else DEFAULT_DENSITY
     return {
