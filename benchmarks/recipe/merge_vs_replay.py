@@ -125,7 +125,12 @@ def verdict(curves: dict[float, dict], dial: list[dict], label: str) -> list[str
     return lines
 
 
-def plot(curves: dict[float, dict], path: Path, ties: dict | None = None) -> None:
+def plot(
+    curves: dict[float, dict],
+    path: Path,
+    ties: dict | None = None,
+    title: str = "Tiny recipe model: the alpha dial vs replay shares (squares: the runs)",
+) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -150,7 +155,7 @@ def plot(curves: dict[float, dict], path: Path, ties: dict | None = None) -> Non
         ys = [100 * pt["domain_gain"] for pt in ties["curve"]]
         ax.plot(xs, ys, marker="^", ms=5, color="k", lw=1.2, ls="--",
                 label="TIES (mergekit, density 0.5) of the 0%-replay run")  # fmt: skip
-    ax.set(title="Tiny recipe model: the alpha dial vs replay shares (squares: the runs)",
+    ax.set(title=title,
            xlabel="general regression (%; right = more forgetting)",
            ylabel="domain gain (%; up = better)")  # fmt: skip
     ax.grid(alpha=0.3)
