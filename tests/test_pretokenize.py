@@ -36,3 +36,23 @@ def test_pretokenized_run_reads_the_cache(tmp_path, corpora, tiny_model, _steep_
 def test_tokenize_needs_a_dataset_or_a_config(capsys) -> None:
     assert main(["data", "tokenize"]) == 2
     assert "needs NAME[@VERSION] --base BASE, or --config RUN.yaml" in capsys.readouterr().err
+
+
+def test_each_source_keeps_only_where_its_own_units_ran(tmp_path: Path) -> None:
+    """One executor serves every source of `tokenize --config`: each source's
+    placement.json names its own stages, never the sources tokenized before it."""
+    import json
+
+    from steep.data.executor import LocalExecutor
+    from steep.data.tokenize import tokenize_source
+    from steep.model.io import byte_tokenizer
+    from steep.workspace import PLACEMENT_FILE
+    from tests.conftest import synthetic_docs, write_jsonl
+
+    executor = LocalExecutor(2)
+    for name in ("a", "b"):
+        files = [str(write_jsonl(tmp_path / name / f"{i}.jsonl", synthetic_docs(["x", name], 20, i)))
+                 for i in range(2)]  # fmt: skip
+        ts = tokenize_source(name, files, byte_tokenizer(), tmp_path / "cache", executor=executor)
+        placed = json.loads((ts.dir / PLACEMENT_FILE).read_text())
+        assert set(placed["stages"]) == {f"plan {name}", f"tokenize {name}"}

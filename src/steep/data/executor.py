@@ -16,7 +16,7 @@ import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Protocol, TypeVar
 
@@ -55,10 +55,13 @@ class Placement:
     def ran(self, stage: str, index: int, host: str) -> None:
         self.stages[stage][index] = host
 
-    def record(self) -> dict[str, Any]:
-        """The JSON a dataset version keeps beside its manifest (``placement.json``)."""
+    def record(self, only: Collection[str] | None = None) -> dict[str, Any]:
+        """The JSON a dataset version keeps beside its manifest (``placement.json``); ``only``
+        the stages of one output, where one executor served several (``tokenize --config``)."""
         stages = {}
         for stage, hosts in self.stages.items():
+            if only is not None and stage not in only:
+                continue
             counts = Counter(h for h in hosts if h is not None)
             stages[stage] = {"units": len(hosts), "hosts": dict(sorted(counts.items())),
                              "unit_hosts": hosts}  # fmt: skip

@@ -115,7 +115,7 @@ def tokenize_source(
     """
     files = expand_paths(paths)
     tok_meta = tokenizer_meta(tokenizer, separator)
-    plans = _plan(files, unit_bytes, digest=dataset is None, executor=executor)
+    plans = _plan(name, files, unit_bytes, digest=dataset is None, executor=executor)
     if dataset is None:
         file_info = [
             {"path": str(f), "bytes": p.size, "sha256": p.sha256}
@@ -176,7 +176,8 @@ def tokenize_source(
         (partial / FALLBACK_FILE).unlink(missing_ok=True)  # source.json records it
         write_text(partial / "source.json", json.dumps(info, indent=2) + "\n")
         if (placement := getattr(executor, "placement", None)) is not None:
-            write_text(partial / PLACEMENT_FILE, json.dumps(placement.record(), indent=2) + "\n")
+            record = placement.record(only=(f"plan {name}", f"tokenize {name}"))
+            write_text(partial / PLACEMENT_FILE, json.dumps(record, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
         os.replace(partial, out)
@@ -189,7 +190,7 @@ def _plan_one(task: tuple[str, int, bool]) -> FilePlan:
 
 
 def _plan(
-    files: list[Path], unit_bytes: int, *, digest: bool, executor: Executor | None
+    name: str, files: list[Path], unit_bytes: int, *, digest: bool, executor: Executor | None
 ) -> list[FilePlan]:
     """Each file's hash, size and spans: hashing reads every byte, so it runs on the
     executor too when there is one."""
@@ -197,7 +198,7 @@ def _plan(
     try:
         if executor is None or len(files) < 2:
             return [_plan_one(t) for t in tasks]
-        by_path = {p.spans[0].path: p for p in executor.run(_plan_one, tasks, "plan")}
+        by_path = {p.spans[0].path: p for p in executor.run(_plan_one, tasks, f"plan {name}")}
         return [by_path[str(f)] for f in files]
     except OSError as exc:
         raise DataError(f"cannot read {exc.filename}: {exc.strerror or exc}") from None
